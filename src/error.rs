@@ -1,0 +1,103 @@
+//! The errors a caller can receive. Each renders as `ERR <reason>: <detail>`, the stable wire
+//! form the README documents; none can ever start with `SM`.
+
+use std::fmt;
+
+/// A failed call, as the caller sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallError {
+    /// Wrong method, arity or argument types, or an argument that fails validation.
+    BadRequest(String),
+    /// The phone number is not E.164.
+    InvalidPhone(String),
+    /// Twilio answered with an error: its numeric code and its message.
+    Twilio { code: u32, message: String },
+    /// No answer within the deadline.
+    Timeout { deadline_ms: u64 },
+    /// Twilio could not be reached.
+    Unavailable(String),
+    /// A fault of our own.
+    Internal(String),
+}
+
+impl CallError {
+    /// The stable reason token, for the wire, logs and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            CallError::BadRequest(_) => "bad_request",
+            CallError::InvalidPhone(_) => "invalid_phone",
+            CallError::Twilio { .. } => "twilio",
+            CallError::Timeout { .. } => "timeout",
+            CallError::Unavailable(_) => "unavailable",
+            CallError::Internal(_) => "internal",
+        }
+    }
+}
+
+/// The longest detail passed on from elsewhere (Twilio's message, a connection error).
+const MAX_DETAIL: usize = 200;
+
+/// Makes text from outside safe to embed in one reply line: no control characters, bounded.
+pub fn sanitize(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_DETAIL)
+        .collect();
+    if text.chars().count() > MAX_DETAIL {
+        out.push('…');
+    }
+    out
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let reason = self.reason();
+        match self {
+            CallError::BadRequest(d)
+            | CallError::InvalidPhone(d)
+            | CallError::Unavailable(d)
+            | CallError::Internal(d) => write!(f, "ERR {reason}: {}", sanitize(d)),
+            CallError::Twilio { code, message } => {
+                write!(f, "ERR {reason} {code}: {}", sanitize(message))
+            }
+            CallError::Timeout { deadline_ms } => {
+                write!(f, "ERR {reason}: no answer within {deadline_ms} ms")
+            }
+        }
+    }
+}
+
+impl std::error::Error for CallError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_forms() {
+        assert_eq!(
+            CallError::Twilio {
+                code: 21211,
+                message: "Invalid 'To' Phone Number".into()
+            }
+            .to_string(),
+            "ERR twilio 21211: Invalid 'To' Phone Number"
+        );
+        assert_eq!(
+            CallError::Timeout { deadline_ms: 2500 }.to_string(),
+            "ERR timeout: no answer within 2500 ms"
+        );
+        assert_eq!(
+            CallError::BadRequest("a\r\nb".into()).to_string(),
+            "ERR bad_request: a  b"
+        );
+    }
+
+    #[test]
+    fn long_details_are_cut() {
+        let s = CallError::Unavailable("x".repeat(1000)).to_string();
+        assert!(s.len() < 260, "{}", s.len());
+        assert!(s.ends_with('…'));
+    }
+}

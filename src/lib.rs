@@ -1,0 +1,14 @@
+//! otp-sidecar: a MessagePack-RPC daemon that texts one-time passwords through Twilio, for
+//! BIG-IP APM access policies. See the README for the protocol and the contract.
+
+pub mod backend;
+pub mod client;
+pub mod config;
+pub mod credentials;
+pub mod error;
+pub mod logging;
+pub mod methods;
+pub mod rpc;
+pub mod server;
+pub mod twilio;
+pub mod validate;

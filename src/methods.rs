@@ -1,0 +1,105 @@
+//! The RPC methods: argument checks, the call to the backend, one log line per call.
+
+use rmpv::Value;
+use tokio::time::Instant;
+
+use crate::backend::Backend;
+use crate::config::{BodyTemplate, Settings};
+use crate::error::CallError;
+use crate::twilio::Sms;
+use crate::validate::{self, mask_phone};
+
+pub struct Dispatcher {
+    backend: Backend,
+    template: BodyTemplate,
+    deadline: std::time::Duration,
+}
+
+impl Dispatcher {
+    pub fn new(settings: &Settings, backend: Backend) -> Self {
+        Dispatcher {
+            backend,
+            template: settings.body_template.clone(),
+            deadline: settings.deadline,
+        }
+    }
+
+    /// Runs one call. Every failure is a [`CallError`], whose text starts with `ERR `.
+    pub async fn call(&self, method: &str, params: &[Value]) -> Result<Value, CallError> {
+        match method {
+            "sendOTP" => self.send_otp(params).await.map(Value::from),
+            "ping" => {
+                expect_arity(method, params, 0)?;
+                Ok(Value::from("pong"))
+            }
+            _ => Err(CallError::BadRequest(format!(
+                "unknown method '{}' (known: sendOTP, ping)",
+                method.chars().take(40).collect::<String>()
+            ))),
+        }
+    }
+
+    async fn send_otp(&self, params: &[Value]) -> Result<String, CallError> {
+        expect_arity("sendOTP", params, 3)?;
+        let started = Instant::now();
+        // Only a valid number is masked and logged: a caller that swapped its arguments
+        // would otherwise put most of an OTP into the log.
+        let masked = match string_param(params, 1, "phone") {
+            Ok(p) if validate::is_e164(p) => mask_phone(p),
+            _ => "(invalid)".to_owned(),
+        };
+        let result = self.checked_send(params, started).await;
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        match &result {
+            Ok(sid) => {
+                tracing::info!(method = "sendOTP", phone = %masked, outcome = "sent", sid = %sid, latency_ms)
+            }
+            Err(e @ CallError::Twilio { code, .. }) => {
+                tracing::warn!(method = "sendOTP", phone = %masked, outcome = "error", reason = e.reason(), twilio_code = code, latency_ms)
+            }
+            Err(e) => {
+                tracing::warn!(method = "sendOTP", phone = %masked, outcome = "error", reason = e.reason(), latency_ms)
+            }
+        }
+        result
+    }
+
+    async fn checked_send(&self, params: &[Value], started: Instant) -> Result<String, CallError> {
+        let otp = validate::otp(string_param(params, 0, "otp")?)?;
+        let phone = validate::phone(string_param(params, 1, "phone")?)?;
+        let sender = validate::sender(string_param(params, 2, "sender")?)?;
+        let body = self.template.render(otp);
+        let sms = Sms {
+            to: phone,
+            sender: &sender,
+            body: &body,
+        };
+        let deadline = started + self.deadline;
+        match tokio::time::timeout_at(deadline, self.backend.send(&sms, deadline)).await {
+            Ok(result) => result,
+            Err(_elapsed) => Err(CallError::Timeout {
+                deadline_ms: self.deadline.as_millis() as u64,
+            }),
+        }
+    }
+}
+
+fn expect_arity(method: &str, params: &[Value], n: usize) -> Result<(), CallError> {
+    if params.len() == n {
+        Ok(())
+    } else {
+        Err(CallError::BadRequest(format!(
+            "{method} takes {n} arguments, got {}",
+            params.len()
+        )))
+    }
+}
+
+fn string_param<'a>(params: &'a [Value], i: usize, name: &str) -> Result<&'a str, CallError> {
+    match params.get(i) {
+        Some(Value::String(s)) => s
+            .as_str()
+            .ok_or_else(|| CallError::BadRequest(format!("{name} is not valid UTF-8"))),
+        _ => Err(CallError::BadRequest(format!("{name} must be a string"))),
+    }
+}

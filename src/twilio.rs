@@ -1,0 +1,318 @@
+//! The Twilio Messages client: one pooled HTTP client, built once, and the retry rules.
+//!
+//! Creating a message is not idempotent, so a request is retried only when Twilio provably
+//! did not accept it: the connection failed before the request went out, or Twilio said
+//! 429 / 20429 ("always safe to retry"). A 5xx, a reset after sending, or a slow answer is
+//! never retried — a second SMS is worse than an error.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use reqwest::header::{HeaderValue, AUTHORIZATION, RETRY_AFTER};
+use reqwest::{StatusCode, Url};
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use crate::config::Settings;
+use crate::credentials::Credentials;
+use crate::error::CallError;
+use crate::validate::Sender;
+
+/// Attempts per call, the first included.
+const MAX_ATTEMPTS: u32 = 4;
+/// First wait after a refused connection or a 429 without Retry-After; doubles each time.
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+/// The most of Twilio's answer we read; a real one is about 1 KiB.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+/// Twilio's code for "too many requests", safe to retry.
+const TOO_MANY_REQUESTS: u32 = 20429;
+
+/// One SMS to send.
+#[derive(Debug)]
+pub struct Sms<'a> {
+    pub to: &'a str,
+    pub sender: &'a Sender,
+    pub body: &'a str,
+}
+
+#[derive(Debug)]
+pub struct TwilioClient {
+    http: reqwest::Client,
+    messages_url: Url,
+    authorization: HeaderValue,
+    validity_period: Option<String>,
+}
+
+/// What one HTTP attempt came to.
+enum Attempt {
+    Sent(String),
+    /// Not accepted, safe to try again after the wait (Twilio's, if it named one).
+    Retry {
+        error: CallError,
+        wait: Option<Duration>,
+    },
+    Failed(CallError),
+}
+
+#[derive(Deserialize)]
+struct Created {
+    sid: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct TwilioError {
+    code: Option<u32>,
+    message: Option<String>,
+}
+
+impl TwilioClient {
+    pub fn new(settings: &Settings, credentials: &Credentials) -> anyhow::Result<Self> {
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("otp-sidecar/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .tcp_nodelay(true)
+            .tcp_keepalive(Duration::from_secs(30))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .connect_timeout(settings.deadline);
+        if let Some(proxy) = &settings.proxy {
+            builder = builder.proxy(reqwest::Proxy::all(proxy.clone())?);
+        }
+        let http = builder.build()?;
+
+        let mut messages_url = settings.twilio_api_url.clone();
+        messages_url
+            .path_segments_mut()
+            .map_err(|()| anyhow::anyhow!("twilio_api_url cannot be a base URL"))?
+            .pop_if_empty()
+            .extend([
+                "2010-04-01",
+                "Accounts",
+                &credentials.account_sid,
+                "Messages.json",
+            ]);
+
+        let (user, password) = credentials.basic();
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        let mut authorization = HeaderValue::from_str(&format!("Basic {encoded}"))?;
+        authorization.set_sensitive(true);
+
+        Ok(TwilioClient {
+            http,
+            messages_url,
+            authorization,
+            validity_period: settings.validity_period.map(|v| v.to_string()),
+        })
+    }
+
+    /// Sends one SMS and returns its SID. Retries stay inside `deadline`; the caller also
+    /// bounds the whole call by it.
+    pub async fn send(&self, sms: &Sms<'_>, deadline: Instant) -> Result<String, CallError> {
+        let mut backoff = FIRST_BACKOFF;
+        let mut attempt = 1;
+        loop {
+            let (error, wait) = match self.attempt(sms).await {
+                Attempt::Sent(sid) => return Ok(sid),
+                Attempt::Failed(error) => return Err(error),
+                Attempt::Retry { error, wait } => (error, wait.unwrap_or(backoff)),
+            };
+            if attempt >= MAX_ATTEMPTS || Instant::now() + wait >= deadline {
+                return Err(error);
+            }
+            tracing::debug!(
+                attempt,
+                wait_ms = wait.as_millis() as u64,
+                reason = error.reason(),
+                "retrying Twilio"
+            );
+            tokio::time::sleep(wait).await;
+            backoff *= 2;
+            attempt += 1;
+        }
+    }
+
+    async fn attempt(&self, sms: &Sms<'_>) -> Attempt {
+        let (sender_field, sender) = match sms.sender {
+            Sender::From(from) => ("From", from.as_str()),
+            Sender::MessagingService(sid) => ("MessagingServiceSid", sid.as_str()),
+        };
+        let mut form = vec![("To", sms.to), (sender_field, sender), ("Body", sms.body)];
+        if let Some(v) = &self.validity_period {
+            form.push(("ValidityPeriod", v));
+        }
+        let sent = self
+            .http
+            .post(self.messages_url.clone())
+            .header(AUTHORIZATION, self.authorization.clone())
+            .form(&form)
+            .send()
+            .await;
+        let response = match sent {
+            Ok(r) => r,
+            // The connection never came up, so the request never went out.
+            Err(e) if e.is_connect() => {
+                return Attempt::Retry {
+                    error: CallError::Unavailable(describe(e)),
+                    wait: None,
+                }
+            }
+            Err(e) => return Attempt::Failed(CallError::Unavailable(describe(e))),
+        };
+        let status = response.status();
+        let retry_after = retry_after(response.headers().get(RETRY_AFTER));
+        let body = match read_capped(response).await {
+            Ok(b) => b,
+            Err(e) => return Attempt::Failed(CallError::Unavailable(describe(e))),
+        };
+        interpret(status, &body, retry_after)
+    }
+}
+
+/// Turns Twilio's answer into a SID or an error.
+fn interpret(status: StatusCode, body: &[u8], retry_after: Option<Duration>) -> Attempt {
+    if status.is_success() {
+        let sid = serde_json::from_slice::<Created>(body)
+            .ok()
+            .and_then(|c| c.sid);
+        return match sid {
+            Some(sid) if !sid.is_empty() && sid.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+                Attempt::Sent(sid)
+            }
+            _ => Attempt::Failed(CallError::Internal(format!(
+                "Twilio answered HTTP {} without a message SID",
+                status.as_u16()
+            ))),
+        };
+    }
+    let parsed = serde_json::from_slice::<TwilioError>(body).ok();
+    let code = parsed.as_ref().and_then(|e| e.code);
+    let error = match code {
+        Some(code) => CallError::Twilio {
+            code,
+            message: parsed
+                .and_then(|e| e.message)
+                .unwrap_or_else(|| format!("HTTP {}", status.as_u16())),
+        },
+        None if status == StatusCode::TOO_MANY_REQUESTS => CallError::Twilio {
+            code: TOO_MANY_REQUESTS,
+            message: "Too Many Requests".into(),
+        },
+        None => CallError::Unavailable(format!("Twilio answered HTTP {}", status.as_u16())),
+    };
+    if status == StatusCode::TOO_MANY_REQUESTS || code == Some(TOO_MANY_REQUESTS) {
+        Attempt::Retry {
+            error,
+            wait: retry_after,
+        }
+    } else {
+        Attempt::Failed(error)
+    }
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is treated as absent).
+fn retry_after(value: Option<&HeaderValue>) -> Option<Duration> {
+    let secs: u64 = value?.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_secs(secs))
+}
+
+async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = MAX_ANSWER_BYTES.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if room <= chunk.len() {
+            break;
+        }
+    }
+    Ok(body)
+}
+
+/// The error and its causes on one line (reqwest's own message says little: "error
+/// sending request"). Credentials are never part of a URL here, so nothing secret shows.
+fn describe(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_of(a: Attempt) -> (CallError, bool) {
+        match a {
+            Attempt::Sent(s) => panic!("unexpected success {s}"),
+            Attempt::Retry { error, .. } => (error, true),
+            Attempt::Failed(error) => (error, false),
+        }
+    }
+
+    #[test]
+    fn success_needs_a_sid() {
+        let ok = interpret(
+            StatusCode::CREATED,
+            br#"{"sid":"SMabc","status":"queued"}"#,
+            None,
+        );
+        assert!(matches!(ok, Attempt::Sent(s) if s == "SMabc"));
+        let (e, retry) = error_of(interpret(StatusCode::CREATED, b"{}", None));
+        assert_eq!((e.reason(), retry), ("internal", false));
+    }
+
+    #[test]
+    fn twilio_errors_keep_code_and_message_and_never_start_with_sm() {
+        let body = br#"{"code":21408,"message":"SMS is not enabled for this region","status":400}"#;
+        let (e, retry) = error_of(interpret(StatusCode::BAD_REQUEST, body, None));
+        assert!(!retry);
+        assert_eq!(
+            e.to_string(),
+            "ERR twilio 21408: SMS is not enabled for this region"
+        );
+    }
+
+    #[test]
+    fn only_429_and_20429_are_retried() {
+        let (_, retry) = error_of(interpret(
+            StatusCode::TOO_MANY_REQUESTS,
+            b"",
+            Some(Duration::from_secs(1)),
+        ));
+        assert!(retry);
+        let (_, retry) = error_of(interpret(
+            StatusCode::BAD_REQUEST,
+            br#"{"code":20429}"#,
+            None,
+        ));
+        assert!(retry);
+        let (e, retry) = error_of(interpret(StatusCode::INTERNAL_SERVER_ERROR, b"oops", None));
+        assert!(!retry);
+        assert_eq!(e.reason(), "unavailable");
+        let (_, retry) = error_of(interpret(
+            StatusCode::SERVICE_UNAVAILABLE,
+            br#"{"code":20500}"#,
+            None,
+        ));
+        assert!(!retry);
+    }
+
+    #[test]
+    fn retry_after_in_seconds() {
+        assert_eq!(
+            retry_after(Some(&HeaderValue::from_static("2"))),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            retry_after(Some(&HeaderValue::from_static(
+                "Wed, 21 Oct 2015 07:28:00 GMT"
+            ))),
+            None
+        );
+        assert_eq!(retry_after(None), None);
+    }
+}

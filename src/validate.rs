@@ -1,0 +1,148 @@
+//! Checks every argument before anything leaves the box.
+
+use crate::error::CallError;
+
+/// Where Twilio should send from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sender {
+    /// An E.164 number or an alphanumeric sender ID: Twilio's `From`.
+    From(String),
+    /// A Messaging Service (`MG…`): Twilio's `MessagingServiceSid`.
+    MessagingService(String),
+}
+
+/// 4–12 ASCII letters or digits: what APM's OTP generator and most policies produce.
+pub fn otp(otp: &str) -> Result<&str, CallError> {
+    let ok = (4..=12).contains(&otp.len()) && otp.bytes().all(|b| b.is_ascii_alphanumeric());
+    if ok {
+        Ok(otp)
+    } else {
+        // Never echo the OTP back, not even a bad one: it lands in the policy's session log.
+        Err(CallError::BadRequest(
+            "otp must be 4 to 12 letters or digits".into(),
+        ))
+    }
+}
+
+/// E.164: `+`, then 1 to 15 digits, the first not 0.
+pub fn is_e164(s: &str) -> bool {
+    let Some(digits) = s.strip_prefix('+') else {
+        return false;
+    };
+    (1..=15).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0')
+}
+
+pub fn phone(phone: &str) -> Result<&str, CallError> {
+    if is_e164(phone) {
+        Ok(phone)
+    } else {
+        Err(CallError::InvalidPhone(
+            "phone must be E.164, like +14155550100".into(),
+        ))
+    }
+}
+
+/// `MG` + 32 hex digits.
+fn is_messaging_service_sid(s: &str) -> bool {
+    s.len() == 34 && s.starts_with("MG") && s[2..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Twilio's alphanumeric sender ID: up to 11 of A–Z, a–z, 0–9 and space, with a letter.
+fn is_alphanumeric_sender_id(s: &str) -> bool {
+    (1..=11).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b' ')
+        && s.bytes().any(|b| b.is_ascii_alphabetic())
+        && s.trim() == s
+}
+
+pub fn sender(sender: &str) -> Result<Sender, CallError> {
+    if is_messaging_service_sid(sender) {
+        Ok(Sender::MessagingService(sender.to_owned()))
+    } else if is_e164(sender) || is_alphanumeric_sender_id(sender) {
+        Ok(Sender::From(sender.to_owned()))
+    } else {
+        Err(CallError::BadRequest(
+            "sender must be an E.164 number, an alphanumeric sender ID of up to 11 characters, \
+             or a Messaging Service SID (MG…)"
+                .into(),
+        ))
+    }
+}
+
+/// A phone number fit for a log line: `+31612345678` → `+3161****5678`.
+pub fn mask_phone(phone: &str) -> String {
+    let chars: Vec<char> = phone.chars().collect();
+    let (head, tail) = if chars.len() >= 10 { (5, 4) } else { (3, 2) };
+    if chars.len() <= head + tail {
+        return "****".into();
+    }
+    let head: String = chars[..head].iter().collect();
+    let tail: String = chars[chars.len() - tail..].iter().collect();
+    format!("{head}****{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn otp_rules() {
+        for good in ["1234", "123456", "ABCdef123456"] {
+            assert!(otp(good).is_ok(), "{good}");
+        }
+        for bad in ["123", "1234567890123", "12 34", "12-34", "١٢٣٤", ""] {
+            assert!(otp(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn e164_rules() {
+        for good in ["+1", "+31612345678", "+123456789012345"] {
+            assert!(is_e164(good), "{good}");
+        }
+        for bad in [
+            "31612345678",
+            "+0612345678",
+            "+1234567890123456",
+            "+",
+            "+31 6 1234",
+            "+3161234567a",
+            "++3161234567",
+        ] {
+            assert!(!is_e164(bad), "{bad}");
+        }
+        assert_eq!(phone("0612").unwrap_err().reason(), "invalid_phone");
+    }
+
+    #[test]
+    fn sender_kinds() {
+        assert_eq!(
+            sender("+14155550100"),
+            Ok(Sender::From("+14155550100".into()))
+        );
+        assert_eq!(sender("ACME Bank"), Ok(Sender::From("ACME Bank".into())));
+        let mg = format!("MG{}", "a".repeat(32));
+        assert_eq!(sender(&mg), Ok(Sender::MessagingService(mg.clone())));
+        let not_hex_mg = format!("MG{}", "z".repeat(32));
+        for bad in [
+            "",
+            "12345",
+            "ACME Bank Ltd",
+            "ACME-Bank",
+            " ACME",
+            &not_hex_mg,
+            "+0123",
+        ] {
+            assert!(sender(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn masks_phones() {
+        assert_eq!(mask_phone("+31612345678"), "+3161****5678");
+        assert_eq!(mask_phone("+1234567"), "+12****67");
+        assert_eq!(mask_phone("+12"), "****");
+    }
+}
