@@ -2,6 +2,8 @@
 //! whatever RUST_LOG says: their debug and trace output can show request bodies and headers,
 //! which carry the OTP and the credentials.
 
+use std::io::IsTerminal;
+
 use tracing::{Level, Metadata};
 use tracing_subscriber::filter::{filter_fn, EnvFilter, FilterExt};
 use tracing_subscriber::prelude::*;
@@ -17,6 +19,7 @@ pub fn init() {
     let safe = filter_fn(|meta| is_ours(meta) || *meta.level() <= Level::INFO);
     let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .with_filter(env.and(safe));
     // A second init (tests calling into the library) is harmless: keep the first.

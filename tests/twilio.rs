@@ -1,0 +1,356 @@
+//! sendOTP against a mock Twilio on loopback, through a real daemon on real sockets.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use common::*;
+use wiremock::matchers::{header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+fn basic(user: &str, password: &str) -> String {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {encoded}")
+}
+
+#[tokio::test]
+async fn sends_exactly_what_twilio_expects_and_replies_the_sid_over_both_sockets() {
+    let twilio = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(messages_path()))
+        .and(header("authorization", basic(AC, TOKEN).as_str()))
+        .and(header("content-type", "application/x-www-form-urlencoded"))
+        .respond_with(created(SID))
+        .expect(2)
+        .mount(&twilio)
+        .await;
+    let daemon = Daemon::start(&twilio.uri(), Options::default());
+
+    let reply = daemon
+        .unix_client()
+        .await
+        .send_otp(OTP, PHONE, "+14155550100")
+        .await
+        .unwrap();
+    assert_eq!(reply, Ok(SID.to_owned()));
+    let reply = daemon
+        .tcp_client()
+        .await
+        .send_otp(OTP, PHONE, "+14155550100")
+        .await
+        .unwrap();
+    assert_eq!(reply, Ok(SID.to_owned()));
+
+    let requests = twilio.received_requests().await.unwrap();
+    let mut fields = form(&requests[0]);
+    fields.sort();
+    assert_eq!(
+        fields,
+        vec![
+            ("Body".to_owned(), format!("Your OTP is: {OTP}")),
+            ("From".to_owned(), "+14155550100".to_owned()),
+            ("To".to_owned(), PHONE.to_owned()),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn messaging_service_sender_validity_period_and_template() {
+    let twilio = twilio_answering(created(SID)).await;
+    let daemon = Daemon::start(
+        &twilio.uri(),
+        Options::default()
+            .arg("--validity-period=300")
+            .env("OTP_SIDECAR_BODY_TEMPLATE", "{otp} is your ACME code"),
+    );
+    let mg = "MG0123456789abcdef0123456789abcdef";
+    let reply = daemon
+        .unix_client()
+        .await
+        .send_otp(OTP, PHONE, mg)
+        .await
+        .unwrap();
+    assert_eq!(reply, Ok(SID.to_owned()));
+    let mut fields = form(&twilio.received_requests().await.unwrap()[0]);
+    fields.sort();
+    assert_eq!(
+        fields,
+        vec![
+            ("Body".to_owned(), format!("{OTP} is your ACME code")),
+            ("MessagingServiceSid".to_owned(), mg.to_owned()),
+            ("To".to_owned(), PHONE.to_owned()),
+            ("ValidityPeriod".to_owned(), "300".to_owned()),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn api_key_auth_keeps_the_account_sid_in_the_url() {
+    let twilio = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(messages_path()))
+        .and(header("authorization", basic(SK, API_SECRET).as_str()))
+        .respond_with(created(SID))
+        .expect(1)
+        .mount(&twilio)
+        .await;
+    let daemon = Daemon::start(
+        &twilio.uri(),
+        Options {
+            no_credentials: true,
+            ..Default::default()
+        }
+        .env("TWILIO_ACCOUNT_SID", AC)
+        .env("TWILIO_API_KEY", SK)
+        .env("TWILIO_API_SECRET", API_SECRET),
+    );
+    let reply = daemon
+        .unix_client()
+        .await
+        .send_otp(OTP, PHONE, "ACME")
+        .await
+        .unwrap();
+    assert_eq!(reply, Ok(SID.to_owned()));
+}
+
+#[tokio::test]
+async fn twilio_error_becomes_err_twilio_with_its_code() {
+    let twilio = twilio_answering(twilio_error(
+        400,
+        21211,
+        "Invalid 'To' Phone Number: +3161234XXXX",
+    ))
+    .await;
+    let daemon = Daemon::start(&twilio.uri(), Options::default());
+    let reply = daemon
+        .unix_client()
+        .await
+        .send_otp(OTP, PHONE, "ACME")
+        .await
+        .unwrap();
+    assert_eq!(
+        reply,
+        Err("ERR twilio 21211: Invalid 'To' Phone Number: +3161234XXXX".to_owned())
+    );
+    assert_eq!(twilio.received_requests().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_twilio_message_starting_with_sms_never_reaches_the_caller_as_sm() {
+    let twilio = twilio_answering(twilio_error(
+        400,
+        21408,
+        "SMS is not enabled for the region",
+    ))
+    .await;
+    let daemon = Daemon::start(&twilio.uri(), Options::default());
+    let reply = daemon
+        .tcp_client()
+        .await
+        .send_otp(OTP, PHONE, "ACME")
+        .await
+        .unwrap();
+    let error = reply.unwrap_err();
+    assert!(error.starts_with("ERR twilio 21408: SMS"), "{error}");
+}
+
+#[tokio::test]
+async fn a_hanging_twilio_gives_err_timeout_at_the_deadline_and_the_daemon_stays_healthy() {
+    let twilio = twilio_answering(created(SID).set_delay(Duration::from_secs(30))).await;
+    let daemon = Daemon::start(&twilio.uri(), Options::default().arg("--deadline-ms=400"));
+    let mut client = daemon.unix_client().await;
+    let started = Instant::now();
+    let reply = client.send_otp(OTP, PHONE, "ACME").await.unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(
+        reply,
+        Err("ERR timeout: no answer within 400 ms".to_owned())
+    );
+    // Behaviour, not speed: the reply comes at the deadline, well before ILX's 3 s.
+    assert!(elapsed >= Duration::from_millis(400), "{elapsed:?}");
+    assert!(elapsed < Duration::from_millis(2500), "{elapsed:?}");
+    assert_eq!(
+        client.call("ping", vec![]).await.unwrap(),
+        Ok("pong".into())
+    );
+    // A slow answer is never retried: a second SMS is worse than an error.
+    assert_eq!(twilio.received_requests().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn too_many_requests_then_created_is_retried_once() {
+    let twilio = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            twilio_error(429, 20429, "Too Many Requests").insert_header("retry-after", "1"),
+        )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&twilio)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(created(SID))
+        .mount(&twilio)
+        .await;
+    let daemon = Daemon::start(&twilio.uri(), Options::default());
+    let started = Instant::now();
+    let reply = daemon
+        .unix_client()
+        .await
+        .send_otp(OTP, PHONE, "ACME")
+        .await
+        .unwrap();
+    assert_eq!(reply, Ok(SID.to_owned()));
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After honoured"
+    );
+    assert_eq!(twilio.received_requests().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn retry_after_beyond_the_deadline_is_not_waited_for() {
+    let twilio = twilio_answering(
+        twilio_error(429, 20429, "Too Many Requests").insert_header("retry-after", "30"),
+    )
+    .await;
+    let daemon = Daemon::start(&twilio.uri(), Options::default());
+    let started = Instant::now();
+    let reply = daemon
+        .unix_client()
+        .await
+        .send_otp(OTP, PHONE, "ACME")
+        .await
+        .unwrap();
+    assert_eq!(reply, Err("ERR twilio 20429: Too Many Requests".to_owned()));
+    assert!(started.elapsed() < Duration::from_millis(2500));
+    assert_eq!(twilio.received_requests().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_server_error_is_sent_once_and_not_retried() {
+    let twilio =
+        twilio_answering(ResponseTemplate::new(500).set_body_string("upstream broke")).await;
+    let daemon = Daemon::start(&twilio.uri(), Options::default());
+    let reply = daemon
+        .unix_client()
+        .await
+        .send_otp(OTP, PHONE, "ACME")
+        .await
+        .unwrap();
+    assert_eq!(
+        reply,
+        Err("ERR unavailable: Twilio answered HTTP 500".to_owned())
+    );
+    assert_eq!(twilio.received_requests().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn nothing_listening_gives_err_unavailable_within_the_deadline() {
+    let api = format!("http://{}", dead_address());
+    let daemon = Daemon::start(&api, Options::default());
+    let started = Instant::now();
+    let reply = daemon
+        .unix_client()
+        .await
+        .send_otp(OTP, PHONE, "ACME")
+        .await
+        .unwrap();
+    let error = reply.unwrap_err();
+    assert!(error.starts_with("ERR unavailable: "), "{error}");
+    assert!(started.elapsed() < Duration::from_millis(2500));
+}
+
+#[tokio::test]
+async fn invalid_input_is_refused_and_twilio_is_not_called() {
+    let twilio = twilio_answering(created(SID)).await;
+    let daemon = Daemon::start(&twilio.uri(), Options::default());
+    let mut client = daemon.unix_client().await;
+    let cases = [
+        ((OTP, "0612345678", "ACME"), "ERR invalid_phone: "),
+        ((OTP, "+31 6 1234", "ACME"), "ERR invalid_phone: "),
+        (("97", PHONE, "ACME"), "ERR bad_request: otp"),
+        (("97531975319753", PHONE, "ACME"), "ERR bad_request: otp"),
+        ((OTP, PHONE, "ACME Bank Ltd"), "ERR bad_request: sender"),
+        ((OTP, PHONE, ""), "ERR bad_request: sender"),
+    ];
+    for ((otp, phone, sender), want) in cases {
+        let error = client
+            .send_otp(otp, phone, sender)
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(error.starts_with(want), "{otp} {phone} {sender}: {error}");
+        assert!(!error.contains(otp), "the OTP is never echoed: {error}");
+    }
+    assert_eq!(twilio.received_requests().await.unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn dry_run_replies_sm_sids_and_sends_nothing() {
+    let twilio = twilio_answering(created(SID)).await;
+    let daemon = Daemon::start(
+        &twilio.uri(),
+        Options {
+            no_credentials: true,
+            ..Default::default()
+        }
+        .arg("--dry-run"),
+    );
+    assert!(daemon.log().contains("DRY RUN"), "dry-run says so at start");
+    let mut client = daemon.tcp_client().await;
+    let a = client.send_otp(OTP, PHONE, "ACME").await.unwrap().unwrap();
+    let b = client.send_otp(OTP, PHONE, "ACME").await.unwrap().unwrap();
+    for sid in [&a, &b] {
+        assert!(sid.starts_with("SM") && sid.len() == 34, "{sid}");
+        assert!(sid[2..].bytes().all(|c| c.is_ascii_hexdigit()), "{sid}");
+    }
+    assert_ne!(a, b);
+    assert_eq!(twilio.received_requests().await.unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn trace_logs_never_carry_the_otp_or_secrets_and_mask_the_phone() {
+    let twilio = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(created(SID))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&twilio)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(twilio_error(400, 21614, "To number is not a mobile number"))
+        .mount(&twilio)
+        .await;
+    let daemon = Daemon::start(
+        &twilio.uri(),
+        Options {
+            no_credentials: true,
+            ..Default::default()
+        }
+        .env("RUST_LOG", "trace")
+        .env("TWILIO_ACCOUNT_SID", AC)
+        .env("TWILIO_API_KEY", SK)
+        .env("TWILIO_API_SECRET", API_SECRET),
+    );
+    let mut client = daemon.unix_client().await;
+    assert!(client.send_otp(OTP, PHONE, "ACME").await.unwrap().is_ok());
+    assert!(client.send_otp(OTP, PHONE, "ACME").await.unwrap().is_err());
+    // Arguments swapped by a buggy caller: the OTP sits where the phone should be.
+    assert!(client.send_otp(PHONE, OTP, "ACME").await.unwrap().is_err());
+    daemon.wait_for_log("reason=\"bad_request\"");
+    let log = daemon.log();
+    assert!(log.contains("+3161****5678"), "masked phone logged:\n{log}");
+    assert!(
+        log.contains(SID) && log.contains("twilio_code=21614"),
+        "outcomes logged:\n{log}"
+    );
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{SK}:{API_SECRET}"));
+    for secret in [OTP, &OTP[1..5], API_SECRET, encoded.as_str(), PHONE] {
+        assert!(
+            !log.contains(secret),
+            "{secret} leaked into the log:\n{log}"
+        );
+    }
+}
