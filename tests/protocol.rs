@@ -1,0 +1,334 @@
+//! The MessagePack-RPC wire, byte by byte, against a real daemon on real sockets.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use otp_sidecar::rpc::{Encode, Incoming, MsgpackCodec, Request, Response};
+use rmpv::Value;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
+use tokio_util::codec::Framed;
+
+fn request(msgid: impl Into<rmpv::Integer>, method: &str, params: Vec<Value>) -> Request {
+    Request {
+        msgid: msgid.into(),
+        method: method.into(),
+        params,
+    }
+}
+
+fn encoded(item: &impl Encode) -> Vec<u8> {
+    let mut out = Vec::new();
+    item.encode(&mut out).expect("encode");
+    out
+}
+
+fn send_otp_params() -> Vec<Value> {
+    vec![OTP.into(), PHONE.into(), "ACME".into()]
+}
+
+async fn next_response<S: AsyncRead + AsyncWrite + Unpin>(
+    framed: &mut Framed<S, MsgpackCodec>,
+) -> Response {
+    let value = tokio::time::timeout(Duration::from_secs(5), framed.next())
+        .await
+        .expect("a reply within 5 s")
+        .expect("connection open")
+        .expect("a valid frame");
+    match Incoming::parse(value) {
+        Ok(Incoming::Response(r)) => r,
+        other => panic!("not a response: {other:?}"),
+    }
+}
+
+/// Reads until the daemon closes the connection; panics if it does not within 5 s.
+async fn assert_closed<S: AsyncRead + Unpin>(stream: &mut S) {
+    let mut sink = [0u8; 1024];
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the daemon kept the connection open");
+}
+
+async fn dry_daemon() -> Daemon {
+    Daemon::start("http://127.0.0.1:9", Options::default().arg("--dry-run"))
+}
+
+#[tokio::test]
+async fn a_request_split_at_every_byte_is_answered() {
+    let daemon = dry_daemon().await;
+    let bytes = encoded(&request(77u32, "sendOTP", send_otp_params()));
+    let mut stream = TcpStream::connect(daemon.tcp).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    for byte in &bytes {
+        stream.write_all(std::slice::from_ref(byte)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let mut framed = Framed::new(stream, MsgpackCodec::default());
+    let reply = next_response(&mut framed).await;
+    assert_eq!(reply.msgid, 77u32.into());
+    assert!(reply.outcome.unwrap().as_str().unwrap().starts_with("SM"));
+}
+
+#[tokio::test]
+async fn a_hundred_pipelined_requests_in_one_write_are_all_answered_by_msgid() {
+    let twilio = twilio_answering(created(SID)).await;
+    let daemon = Daemon::start(&twilio.uri(), Options::default());
+    let mut burst = Vec::new();
+    for id in 0..100u32 {
+        burst.extend(encoded(&request(id, "sendOTP", send_otp_params())));
+    }
+    let mut stream = UnixStream::connect(&daemon.unix).await.unwrap();
+    stream.write_all(&burst).await.unwrap();
+    let mut framed = Framed::new(stream, MsgpackCodec::default());
+    let mut seen = HashSet::new();
+    for _ in 0..100 {
+        let reply = next_response(&mut framed).await;
+        assert_eq!(reply.outcome, Ok(Value::from(SID)));
+        assert!(
+            seen.insert(reply.msgid.as_u64().unwrap()),
+            "msgid answered twice"
+        );
+    }
+    assert_eq!(seen, (0..100).collect());
+    assert_eq!(twilio.received_requests().await.unwrap().len(), 100);
+}
+
+#[tokio::test]
+async fn replies_come_back_out_of_order_when_calls_finish_out_of_order() {
+    // The first call waits on a slow Twilio; the ping behind it must not wait.
+    let twilio = twilio_answering(created(SID).set_delay(Duration::from_millis(800))).await;
+    let daemon = Daemon::start(&twilio.uri(), Options::default());
+    let mut framed = Framed::new(
+        UnixStream::connect(&daemon.unix).await.unwrap(),
+        MsgpackCodec::default(),
+    );
+    framed
+        .send(request(1u32, "sendOTP", send_otp_params()))
+        .await
+        .unwrap();
+    framed.send(request(2u32, "ping", vec![])).await.unwrap();
+    assert_eq!(next_response(&mut framed).await.msgid, 2u32.into());
+    let slow = next_response(&mut framed).await;
+    assert_eq!(
+        (slow.msgid, slow.outcome),
+        (1u32.into(), Ok(Value::from(SID)))
+    );
+}
+
+#[tokio::test]
+async fn any_integer_msgid_is_echoed() {
+    let daemon = dry_daemon().await;
+    let mut framed = Framed::new(
+        TcpStream::connect(daemon.tcp).await.unwrap(),
+        MsgpackCodec::default(),
+    );
+    for id in [
+        rmpv::Integer::from(0),
+        u32::MAX.into(),
+        u64::MAX.into(),
+        (-5i64).into(),
+        i64::MIN.into(),
+    ] {
+        framed.send(request(id, "ping", vec![])).await.unwrap();
+        let reply = next_response(&mut framed).await;
+        assert_eq!(reply.msgid, id);
+        assert_eq!(reply.outcome, Ok(Value::from("pong")));
+    }
+}
+
+#[tokio::test]
+async fn a_binary_method_name_works() {
+    let daemon = dry_daemon().await;
+    let raw = Value::Array(vec![
+        0.into(),
+        5.into(),
+        Value::Binary(b"sendOTP".to_vec()),
+        Value::Array(send_otp_params()),
+    ]);
+    let mut bytes = Vec::new();
+    rmpv::encode::write_value(&mut bytes, &raw).unwrap();
+    let mut stream = UnixStream::connect(&daemon.unix).await.unwrap();
+    stream.write_all(&bytes).await.unwrap();
+    let mut framed = Framed::new(stream, MsgpackCodec::default());
+    let reply = next_response(&mut framed).await;
+    assert!(reply.outcome.unwrap().as_str().unwrap().starts_with("SM"));
+}
+
+#[tokio::test]
+async fn notifications_get_no_reply_and_unknown_methods_and_bad_arguments_keep_the_connection() {
+    let daemon = dry_daemon().await;
+    let mut framed = Framed::new(
+        UnixStream::connect(&daemon.unix).await.unwrap(),
+        MsgpackCodec::default(),
+    );
+    let notification = Value::Array(vec![
+        2.into(),
+        "sendOTP".into(),
+        Value::Array(send_otp_params()),
+    ]);
+    let mut bytes = Vec::new();
+    rmpv::encode::write_value(&mut bytes, &notification).unwrap();
+    framed.get_mut().write_all(&bytes).await.unwrap();
+
+    let calls: Vec<(Request, &str)> = vec![
+        (
+            request(1u32, "sendSMS", vec![]),
+            "ERR bad_request: unknown method 'sendSMS' (known: sendOTP, ping)",
+        ),
+        (
+            request(2u32, "sendOTP", vec![OTP.into(), PHONE.into()]),
+            "ERR bad_request: sendOTP takes 3 arguments, got 2",
+        ),
+        (
+            request(
+                3u32,
+                "sendOTP",
+                vec![OTP.into(), 31612345678u64.into(), "ACME".into()],
+            ),
+            "ERR bad_request: phone must be a string",
+        ),
+        (
+            request(4u32, "ping", vec![1.into()]),
+            "ERR bad_request: ping takes 0 arguments, got 1",
+        ),
+    ];
+    for (call, want) in calls {
+        let id = call.msgid;
+        framed.send(call).await.unwrap();
+        let reply = next_response(&mut framed).await;
+        assert_eq!((reply.msgid, reply.outcome), (id, Err(want.to_owned())));
+    }
+    // The notification produced nothing: the next reply is for the next request.
+    framed.send(request(9u32, "ping", vec![])).await.unwrap();
+    assert_eq!(next_response(&mut framed).await.msgid, 9u32.into());
+}
+
+#[tokio::test]
+async fn requests_with_a_msgid_but_bad_shape_get_err_bad_request() {
+    let daemon = dry_daemon().await;
+    for (raw, want) in [
+        (
+            Value::Array(vec![0.into(), 1.into(), 42.into(), Value::Array(vec![])]),
+            "ERR bad_request: method name must be a string",
+        ),
+        (
+            Value::Array(vec![0.into(), 1.into(), "ping".into(), Value::Nil]),
+            "ERR bad_request: params must be an array",
+        ),
+    ] {
+        let mut framed = Framed::new(
+            TcpStream::connect(daemon.tcp).await.unwrap(),
+            MsgpackCodec::default(),
+        );
+        let mut bytes = Vec::new();
+        rmpv::encode::write_value(&mut bytes, &raw).unwrap();
+        framed.get_mut().write_all(&bytes).await.unwrap();
+        assert_eq!(
+            next_response(&mut framed).await.outcome,
+            Err(want.to_owned())
+        );
+        framed.send(request(2u32, "ping", vec![])).await.unwrap();
+        assert_eq!(
+            next_response(&mut framed).await.outcome,
+            Ok(Value::from("pong"))
+        );
+    }
+}
+
+/// Opens a healthy connection, abuses another, and checks the healthy one still works.
+async fn abuse_closes_only_its_own_connection(daemon: &Daemon, abuse: &[u8]) {
+    let mut healthy = Framed::new(
+        UnixStream::connect(&daemon.unix).await.unwrap(),
+        MsgpackCodec::default(),
+    );
+    healthy.send(request(1u32, "ping", vec![])).await.unwrap();
+    next_response(&mut healthy).await;
+
+    let mut bad = TcpStream::connect(daemon.tcp).await.unwrap();
+    // The daemon may close while we are still writing: that is the point.
+    let _ = bad.write_all(abuse).await;
+    assert_closed(&mut bad).await;
+
+    healthy
+        .send(request(2u32, "sendOTP", send_otp_params()))
+        .await
+        .unwrap();
+    assert!(next_response(&mut healthy).await.outcome.is_ok());
+}
+
+#[tokio::test]
+async fn garbage_closes_only_its_own_connection() {
+    let daemon = dry_daemon().await;
+    for abuse in [
+        &b"\xc1"[..],                                  // never-used marker
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",          // not an array
+        b"\x94\x00\xa2id\xa4ping\x90",                 // msgid is a string
+        b"\x93\x07\x01\x02",                           // unknown message type
+        b"\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91",
+    ] {
+        abuse_closes_only_its_own_connection(&daemon, abuse).await;
+    }
+}
+
+#[tokio::test]
+async fn oversized_frames_close_only_their_own_connection() {
+    let daemon = Daemon::start(
+        "http://127.0.0.1:9",
+        Options::default()
+            .arg("--dry-run")
+            .arg("--max-frame-bytes=1024"),
+    );
+    // Declared sizes past the cap: refused from the header alone.
+    abuse_closes_only_its_own_connection(&daemon, b"\xdb\xff\xff\xff\xff").await;
+    abuse_closes_only_its_own_connection(&daemon, b"\xdd\x00\x10\x00\x00").await;
+    // A real request just over the cap, sent whole.
+    let big = encoded(&request(
+        1u32,
+        "sendOTP",
+        vec!["x".repeat(1100).into(), PHONE.into(), "ACME".into()],
+    ));
+    abuse_closes_only_its_own_connection(&daemon, &big).await;
+    // An endless stream of small values inside one array never completes a frame.
+    let mut endless = vec![0xdc, 0xff, 0xff];
+    endless.extend(std::iter::repeat_n(0xc0, 4096));
+    abuse_closes_only_its_own_connection(&daemon, &endless).await;
+    // And a request under the cap still works on a new connection.
+    let mut framed = Framed::new(
+        UnixStream::connect(&daemon.unix).await.unwrap(),
+        MsgpackCodec::new(1024),
+    );
+    framed
+        .send(request(3u32, "sendOTP", send_otp_params()))
+        .await
+        .unwrap();
+    assert!(next_response(&mut framed).await.outcome.is_ok());
+}
+
+#[tokio::test]
+async fn a_client_that_closes_its_write_side_still_gets_its_replies() {
+    let daemon = dry_daemon().await;
+    let mut stream = TcpStream::connect(daemon.tcp).await.unwrap();
+    let mut bytes = encoded(&request(1u32, "sendOTP", send_otp_params()));
+    bytes.extend(encoded(&request(2u32, "ping", vec![])));
+    stream.write_all(&bytes).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut framed = Framed::new(stream, MsgpackCodec::default());
+    let mut ids: Vec<u64> = Vec::new();
+    for _ in 0..2 {
+        ids.push(next_response(&mut framed).await.msgid.as_u64().unwrap());
+    }
+    ids.sort();
+    assert_eq!(ids, [1, 2]);
+    assert!(framed.next().await.is_none(), "closed after the last reply");
+}
