@@ -239,3 +239,24 @@ pub fn dead_address() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr")
 }
+
+/// Where `tests/witness/install.sh` put the third-party clients and Prism.
+pub fn witness_dir() -> PathBuf {
+    let dir = std::env::var_os("OTP_SIDECAR_WITNESS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/otp-sidecar-witness")
+        });
+    assert!(
+        dir.join("node_modules").is_dir() && dir.join("venv").is_dir(),
+        "the witness clients are not installed in {}: run tests/witness/install.sh (bash .ci/run does)",
+        dir.display()
+    );
+    dir
+}
+
+/// A file of this repository.
+pub fn repo_file(relative: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(relative)
+}

@@ -1,0 +1,227 @@
+//! The `otp-sidecar` command as an operator uses it: send, ping, check, and startup errors.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Output;
+
+use common::*;
+
+fn run(args: &[&str]) -> Output {
+    command().args(args).output().expect("run otp-sidecar")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn dry_daemon() -> Daemon {
+    Daemon::start("http://127.0.0.1:9", Options::default().arg("--dry-run"))
+}
+
+#[test]
+fn send_exit_codes_follow_the_reply() {
+    let daemon = dry_daemon();
+    let unix = daemon.unix.to_str().unwrap();
+    let out = run(&["send", OTP, PHONE, "ACME", "--unix", unix]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).starts_with("SM"), "{}", text(&out.stdout));
+
+    let tcp = daemon.tcp.to_string();
+    let out = run(&["send", OTP, "0612345678", "ACME", "--tcp", &tcp]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).starts_with("ERR invalid_phone: "));
+
+    let missing = daemon.dir.path().join("missing.sock");
+    let out = run(&[
+        "send",
+        OTP,
+        PHONE,
+        "ACME",
+        "--unix",
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("cannot connect"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = run(&["send", OTP]);
+    assert_eq!(out.status.code(), Some(2), "bad usage");
+}
+
+#[test]
+fn ping_answers_or_says_why_not() {
+    let daemon = dry_daemon();
+    let out = run(&["ping", "--unix", daemon.unix.to_str().unwrap()]);
+    assert_eq!(
+        (out.status.code(), text(&out.stdout).trim()),
+        (Some(0), "pong")
+    );
+    let out = run(&["ping", "--tcp", &dead_address().to_string()]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn check_validates_without_printing_secrets() {
+    let out = command()
+        .args(["check", "--twilio-api-url", "http://127.0.0.1:9"])
+        .env("TWILIO_ACCOUNT_SID", AC)
+        .env("TWILIO_AUTH_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("configuration OK") && stdout.contains(AC),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(TOKEN));
+
+    let out = run(&["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no Twilio credentials"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = command()
+        .args(["check", "--deadline-ms", "10"])
+        .env("TWILIO_ACCOUNT_SID", AC)
+        .env("TWILIO_AUTH_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("deadline_ms"));
+}
+
+#[test]
+fn help_explains_every_option() {
+    let out = run(&["serve", "--help"]);
+    let help = text(&out.stdout);
+    for needle in [
+        "--unix",
+        "--tcp",
+        "--allow-remote-tcp",
+        "--twilio-api-url",
+        "--deadline-ms",
+        "--dry-run",
+        "--max-frame-bytes",
+        "--body-template",
+        "--validity-period",
+        "--proxy",
+        "--config",
+        "OTP_SIDECAR_DEADLINE_MS",
+    ] {
+        assert!(
+            help.contains(needle),
+            "{needle} missing from serve --help:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn the_unix_socket_is_mode_0660_and_removed_on_sigterm() {
+    let daemon = dry_daemon();
+    let unix = daemon.unix.clone();
+    let mode = std::fs::metadata(&unix).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+    let status = daemon.terminate();
+    assert!(status.success(), "{status}");
+    assert!(!unix.exists());
+}
+
+#[test]
+fn startup_errors_are_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let in_missing_dir = dir.path().join("nope/otp.sock");
+    let out = command()
+        .args([
+            "serve",
+            "--dry-run",
+            "--unix",
+            in_missing_dir.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("does not exist"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let socket = dir.path().join("otp.sock");
+    let out = command()
+        .args([
+            "serve",
+            "--dry-run",
+            "--unix",
+            socket.to_str().unwrap(),
+            "--tcp",
+            "0.0.0.0:0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("--allow-remote-tcp"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let not_a_socket = dir.path().join("file.sock");
+    std::fs::write(&not_a_socket, "keep me").unwrap();
+    let out = command()
+        .args([
+            "serve",
+            "--dry-run",
+            "--unix",
+            not_a_socket.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("not a socket"));
+    assert_eq!(std::fs::read_to_string(&not_a_socket).unwrap(), "keep me");
+}
+
+#[test]
+fn a_stale_socket_is_replaced_but_a_live_one_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("otp.sock");
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap()); // leaves a stale file
+    assert!(path.exists());
+    let serve = |path: &std::path::Path| {
+        command()
+            .args(["serve", "--dry-run", "--unix", path.to_str().unwrap()])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = serve(&path);
+    let started = std::time::Instant::now();
+    while run(&["ping", "--unix", path.to_str().unwrap()])
+        .status
+        .code()
+        != Some(0)
+    {
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "daemon never answered on the stale path"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let second = serve(&path).wait_with_output().unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    assert!(
+        text(&second.stderr).contains("in use"),
+        "{}",
+        text(&second.stderr)
+    );
+    first.kill().unwrap();
+    first.wait().unwrap();
+}
