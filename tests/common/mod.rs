@@ -149,18 +149,18 @@ impl Daemon {
         let started = Instant::now();
         loop {
             match ready_rx.recv_timeout(Duration::from_millis(50)) {
-                Ok(addr) => {
-                    let tcp = addr
-                        .parse()
-                        .map_err(|e| format!("bad tcp address {addr}: {e}"))?;
-                    return Ok(Daemon {
-                        child,
-                        dir,
-                        unix,
-                        tcp,
-                        log,
-                    });
-                }
+                Ok(addr) => match addr.parse() {
+                    Ok(tcp) => {
+                        return Ok(Daemon {
+                            child,
+                            dir,
+                            unix,
+                            tcp,
+                            log,
+                        })
+                    }
+                    Err(_) => break, // an unreadable address in the ready line: fail below
+                },
                 Err(_) if started.elapsed() > Duration::from_secs(10) => break,
                 Err(_) => {
                     if let Ok(Some(_)) = child.try_wait() {

@@ -1,0 +1,120 @@
+//! The daemon's Messages request, checked against Twilio's published OpenAPI spec by Prism
+//! (a spec-validating mock): Prism answers 201 with the spec's example only when the path,
+//! auth and every form field conform, and 422/401 otherwise.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+struct Prism(Child);
+
+impl Drop for Prism {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spec() -> std::path::PathBuf {
+    let shared = std::env::var_os("OTP_SIDECAR_SHARED_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| repo_file("../shared"));
+    let spec = shared.join("twilio-oai/twilio_api_v2010.json");
+    assert!(
+        spec.is_file(),
+        "Twilio's spec is missing at {}",
+        spec.display()
+    );
+    spec
+}
+
+/// Starts Prism on a free loopback port; waits (up to 90 s: the spec is large) until it listens.
+fn start_prism() -> (Prism, String) {
+    let port = dead_address().port();
+    let mut child = Command::new(witness_dir().join("node_modules/.bin/prism"))
+        .args([
+            "mock",
+            "--errors",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .arg(spec())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start prism");
+    let stdout = child.stdout.take().expect("piped");
+    let prism = Prism(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("Prism is listening") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(90))
+        .expect("Prism did not start within 90 s");
+    (prism, format!("http://127.0.0.1:{port}"))
+}
+
+#[tokio::test]
+async fn messages_requests_conform_to_twilios_openapi_spec() {
+    let (_prism, api) = start_prism();
+
+    // Prism really validates: a request without To is refused, one without auth too.
+    let http = reqwest::Client::new();
+    let url = format!("{api}{}", messages_path());
+    let refused = http
+        .post(&url)
+        .basic_auth(AC, Some(TOKEN))
+        .form(&[("Body", "x"), ("From", "+14155550100")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 422);
+    let refused = http
+        .post(&url)
+        .form(&[("To", PHONE), ("Body", "x"), ("From", "+14155550100")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 401);
+
+    let auth_token = Daemon::start(&api, Options::default().arg("--validity-period=300"));
+    let api_key = Daemon::start(
+        &api,
+        Options {
+            no_credentials: true,
+            ..Default::default()
+        }
+        .env("TWILIO_ACCOUNT_SID", AC)
+        .env("TWILIO_API_KEY", SK)
+        .env("TWILIO_API_SECRET", API_SECRET),
+    );
+    for (daemon, sender) in [
+        (&auth_token, "+14155550100"),
+        (&auth_token, "ACME"),
+        (&auth_token, "MG0123456789abcdef0123456789abcdef"),
+        (&api_key, "+14155550100"),
+    ] {
+        let reply = daemon
+            .unix_client()
+            .await
+            .send_otp(OTP, PHONE, sender)
+            .await
+            .unwrap();
+        // The spec's example SID: Prism accepted the request as conforming.
+        assert_eq!(
+            reply,
+            Ok("SMaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".to_owned()),
+            "sender {sender}"
+        );
+    }
+}
