@@ -354,3 +354,28 @@ async fn trace_logs_never_carry_the_otp_or_secrets_and_mask_the_phone() {
         );
     }
 }
+
+#[tokio::test]
+async fn twilio_is_reached_through_a_proxy_from_the_flag_or_the_environment() {
+    // The API host does not resolve: only a proxy can deliver the request, in absolute form.
+    let api = "http://twilio.invalid";
+    for via_env in [false, true] {
+        let proxy = twilio_answering(created(SID)).await;
+        let options = if via_env {
+            Options::default().env("HTTP_PROXY", &proxy.uri())
+        } else {
+            Options::default().arg(format!("--proxy={}", proxy.uri()))
+        };
+        let daemon = Daemon::start(api, options);
+        let reply = daemon
+            .unix_client()
+            .await
+            .send_otp(OTP, PHONE, "ACME")
+            .await
+            .unwrap();
+        assert_eq!(reply, Ok(SID.to_owned()), "via_env={via_env}");
+        let seen = proxy.received_requests().await.unwrap();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].url.host_str(), Some("twilio.invalid"));
+    }
+}

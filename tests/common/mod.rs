@@ -87,7 +87,10 @@ impl Options {
 pub fn command() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_otp-sidecar"));
     for (k, _) in std::env::vars() {
-        if k.starts_with("OTP_SIDECAR_")
+        // The daemon sees only what a test gives it: an inherited proxy, say, would swallow
+        // the requests meant for the loopback mock.
+        if k.to_ascii_lowercase().ends_with("_proxy")
+            || k.starts_with("OTP_SIDECAR_")
             || k.starts_with("TWILIO_")
             || k == "CREDENTIALS_DIRECTORY"
             || k == "RUST_LOG"
