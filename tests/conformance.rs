@@ -88,28 +88,14 @@ async fn messages_requests_conform_to_twilios_openapi_spec() {
     assert_eq!(refused.status().as_u16(), 401);
 
     let auth_token = Daemon::start(&api, Options::default().arg("--validity-period=300"));
-    let api_key = Daemon::start(
-        &api,
-        Options {
-            no_credentials: true,
-            ..Default::default()
-        }
-        .env("TWILIO_ACCOUNT_SID", AC)
-        .env("TWILIO_API_KEY", SK)
-        .env("TWILIO_API_SECRET", API_SECRET),
-    );
+    let api_key = Daemon::start(&api, Options::api_key());
     for (daemon, sender) in [
         (&auth_token, "+14155550100"),
         (&auth_token, "ACME"),
         (&auth_token, "MG0123456789abcdef0123456789abcdef"),
         (&api_key, "+14155550100"),
     ] {
-        let reply = daemon
-            .unix_client()
-            .await
-            .send_otp(OTP, PHONE, sender)
-            .await
-            .unwrap();
+        let reply = daemon.send(sender).await;
         // The spec's example SID: Prism accepted the request as conforming.
         assert_eq!(
             reply,

@@ -27,12 +27,7 @@ async fn sends_exactly_what_twilio_expects_and_replies_the_sid_over_both_sockets
         .await;
     let daemon = Daemon::start(&twilio.uri(), Options::default());
 
-    let reply = daemon
-        .unix_client()
-        .await
-        .send_otp(OTP, PHONE, "+14155550100")
-        .await
-        .unwrap();
+    let reply = daemon.send("+14155550100").await;
     assert_eq!(reply, Ok(SID.to_owned()));
     let reply = daemon
         .tcp_client()
@@ -65,12 +60,7 @@ async fn messaging_service_sender_validity_period_and_template() {
             .env("OTP_SIDECAR_BODY_TEMPLATE", "{otp} is your ACME code"),
     );
     let mg = "MG0123456789abcdef0123456789abcdef";
-    let reply = daemon
-        .unix_client()
-        .await
-        .send_otp(OTP, PHONE, mg)
-        .await
-        .unwrap();
+    let reply = daemon.send(mg).await;
     assert_eq!(reply, Ok(SID.to_owned()));
     let mut fields = form(&twilio.received_requests().await.unwrap()[0]);
     fields.sort();
@@ -95,22 +85,8 @@ async fn api_key_auth_keeps_the_account_sid_in_the_url() {
         .expect(1)
         .mount(&twilio)
         .await;
-    let daemon = Daemon::start(
-        &twilio.uri(),
-        Options {
-            no_credentials: true,
-            ..Default::default()
-        }
-        .env("TWILIO_ACCOUNT_SID", AC)
-        .env("TWILIO_API_KEY", SK)
-        .env("TWILIO_API_SECRET", API_SECRET),
-    );
-    let reply = daemon
-        .unix_client()
-        .await
-        .send_otp(OTP, PHONE, "ACME")
-        .await
-        .unwrap();
+    let daemon = Daemon::start(&twilio.uri(), Options::api_key());
+    let reply = daemon.send("ACME").await;
     assert_eq!(reply, Ok(SID.to_owned()));
 }
 
@@ -123,12 +99,7 @@ async fn twilio_error_becomes_err_twilio_with_its_code() {
     ))
     .await;
     let daemon = Daemon::start(&twilio.uri(), Options::default());
-    let reply = daemon
-        .unix_client()
-        .await
-        .send_otp(OTP, PHONE, "ACME")
-        .await
-        .unwrap();
+    let reply = daemon.send("ACME").await;
     assert_eq!(
         reply,
         Err("ERR twilio 21211: Invalid 'To' Phone Number: +3161234XXXX".to_owned())
@@ -195,12 +166,7 @@ async fn too_many_requests_then_created_is_retried_once() {
         .await;
     let daemon = Daemon::start(&twilio.uri(), Options::default());
     let started = Instant::now();
-    let reply = daemon
-        .unix_client()
-        .await
-        .send_otp(OTP, PHONE, "ACME")
-        .await
-        .unwrap();
+    let reply = daemon.send("ACME").await;
     assert_eq!(reply, Ok(SID.to_owned()));
     assert!(
         started.elapsed() >= Duration::from_secs(1),
@@ -217,12 +183,7 @@ async fn retry_after_beyond_the_deadline_is_not_waited_for() {
     .await;
     let daemon = Daemon::start(&twilio.uri(), Options::default());
     let started = Instant::now();
-    let reply = daemon
-        .unix_client()
-        .await
-        .send_otp(OTP, PHONE, "ACME")
-        .await
-        .unwrap();
+    let reply = daemon.send("ACME").await;
     assert_eq!(reply, Err("ERR twilio 20429: Too Many Requests".to_owned()));
     assert!(started.elapsed() < Duration::from_millis(2500));
     assert_eq!(twilio.received_requests().await.unwrap().len(), 1);
@@ -233,12 +194,7 @@ async fn a_server_error_is_sent_once_and_not_retried() {
     let twilio =
         twilio_answering(ResponseTemplate::new(500).set_body_string("upstream broke")).await;
     let daemon = Daemon::start(&twilio.uri(), Options::default());
-    let reply = daemon
-        .unix_client()
-        .await
-        .send_otp(OTP, PHONE, "ACME")
-        .await
-        .unwrap();
+    let reply = daemon.send("ACME").await;
     assert_eq!(
         reply,
         Err("ERR unavailable: Twilio answered HTTP 500".to_owned())
@@ -251,12 +207,7 @@ async fn nothing_listening_gives_err_unavailable_within_the_deadline() {
     let api = format!("http://{}", dead_address());
     let daemon = Daemon::start(&api, Options::default());
     let started = Instant::now();
-    let reply = daemon
-        .unix_client()
-        .await
-        .send_otp(OTP, PHONE, "ACME")
-        .await
-        .unwrap();
+    let reply = daemon.send("ACME").await;
     let error = reply.unwrap_err();
     assert!(error.starts_with("ERR unavailable: "), "{error}");
     assert!(started.elapsed() < Duration::from_millis(2500));
@@ -323,17 +274,7 @@ async fn trace_logs_never_carry_the_otp_or_secrets_and_mask_the_phone() {
         .respond_with(twilio_error(400, 21614, "To number is not a mobile number"))
         .mount(&twilio)
         .await;
-    let daemon = Daemon::start(
-        &twilio.uri(),
-        Options {
-            no_credentials: true,
-            ..Default::default()
-        }
-        .env("RUST_LOG", "trace")
-        .env("TWILIO_ACCOUNT_SID", AC)
-        .env("TWILIO_API_KEY", SK)
-        .env("TWILIO_API_SECRET", API_SECRET),
-    );
+    let daemon = Daemon::start(&twilio.uri(), Options::api_key().env("RUST_LOG", "trace"));
     let mut client = daemon.unix_client().await;
     assert!(client.send_otp(OTP, PHONE, "ACME").await.unwrap().is_ok());
     assert!(client.send_otp(OTP, PHONE, "ACME").await.unwrap().is_err());
@@ -367,12 +308,7 @@ async fn twilio_is_reached_through_a_proxy_from_the_flag_or_the_environment() {
             Options::default().arg(format!("--proxy={}", proxy.uri()))
         };
         let daemon = Daemon::start(api, options);
-        let reply = daemon
-            .unix_client()
-            .await
-            .send_otp(OTP, PHONE, "ACME")
-            .await
-            .unwrap();
+        let reply = daemon.send("ACME").await;
         assert_eq!(reply, Ok(SID.to_owned()), "via_env={via_env}");
         let seen = proxy.received_requests().await.unwrap();
         assert_eq!(seen.len(), 1);

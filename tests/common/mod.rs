@@ -74,6 +74,17 @@ pub struct Options {
 }
 
 impl Options {
+    /// Authenticates with an API key (SK… and its secret) instead of the auth token.
+    pub fn api_key() -> Self {
+        Options {
+            no_credentials: true,
+            ..Default::default()
+        }
+        .env("TWILIO_ACCOUNT_SID", AC)
+        .env("TWILIO_API_KEY", SK)
+        .env("TWILIO_API_SECRET", API_SECRET)
+    }
+
     pub fn arg(mut self, a: impl Into<String>) -> Self {
         self.args.push(a.into());
         self
@@ -207,6 +218,15 @@ impl Daemon {
         Client::connect(&Endpoint::Unix(self.unix.clone()))
             .await
             .expect("connect unix")
+    }
+
+    /// One sendOTP of the standard OTP and phone over the Unix socket.
+    pub async fn send(&self, sender: &str) -> Result<String, String> {
+        self.unix_client()
+            .await
+            .send_otp(OTP, PHONE, sender)
+            .await
+            .expect("the call is made")
     }
 
     pub async fn tcp_client(&self) -> Client {
