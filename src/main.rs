@@ -135,6 +135,9 @@ async fn serve(args: &ServeArgs) -> Result<()> {
         }
     };
     let dispatcher = Arc::new(Dispatcher::new(&settings, backend));
+    // Registered before the listeners exist, so a SIGTERM that follows "ready" at once (as
+    // systemd may send) stops the daemon cleanly instead of killing it.
+    let shutdown = shutdown_signal()?;
     let listeners = Listeners::bind(&settings.unix, settings.tcp).await?;
     let tcp = listeners
         .tcp_addr()
@@ -147,21 +150,23 @@ async fn serve(args: &ServeArgs) -> Result<()> {
         env!("CARGO_PKG_VERSION")
     );
     listeners
-        .serve(dispatcher, settings.max_frame_bytes, shutdown_signal())
+        .serve(dispatcher, settings.max_frame_bytes, shutdown)
         .await;
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Installs the SIGTERM and SIGINT handlers now; the future completes on either.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
-    }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+    })
 }
 
 fn check(args: &ServeArgs) -> Result<()> {
