@@ -1,0 +1,205 @@
+// iRulesLX extension: relays ILX::call sendOTP to the otp-sidecar daemon's Unix socket as
+// MessagePack-RPC. No npm dependencies besides the appliance's own f5-nodejs: the encoder and
+// decoder below cover exactly the types the daemon speaks.
+//
+// Replies the daemon's answer as is (an SM... SID or an "ERR ..." string), "ERR unavailable: ..."
+// when the daemon cannot be reached, and "ERR timeout: ..." when it does not answer in time.
+// Never a string starting with SM on failure, never an exception into ILX.
+'use strict';
+
+const net = require('net');
+
+const DEFAULT_SOCKET = '/run/otp-sidecar/otp.sock';
+// ILX::call gives up after 3000 ms by default; answer before it does.
+const DEFAULT_TIMEOUT_MS = 2800;
+// Replies are tens of bytes; anything past this is not otp-sidecar.
+const MAX_BUFFERED = 64 * 1024;
+
+// ---- MessagePack: the subset used by MessagePack-RPC requests and otp-sidecar replies ----
+
+function encodeStr(s) {
+  const bytes = Buffer.from(String(s), 'utf8');
+  const n = bytes.length;
+  let head;
+  if (n < 32) head = Buffer.from([0xa0 | n]);
+  else if (n < 0x100) head = Buffer.from([0xd9, n]);
+  else if (n < 0x10000) head = Buffer.from([0xda, n >> 8, n & 0xff]);
+  else { head = Buffer.alloc(5); head[0] = 0xdb; head.writeUInt32BE(n, 1); }
+  return Buffer.concat([head, bytes]);
+}
+
+function encodeUint(n) {
+  if (n < 0x80) return Buffer.from([n]);
+  const b = Buffer.alloc(5);
+  b[0] = 0xce;
+  b.writeUInt32BE(n >>> 0, 1);
+  return b;
+}
+
+function encodeArrayHeader(n) {
+  if (n < 16) return Buffer.from([0x90 | n]);
+  return Buffer.from([0xdc, n >> 8, n & 0xff]);
+}
+
+/** [0, msgid, method, params] with string params. */
+function encodeRequest(msgid, method, params) {
+  const parts = [encodeArrayHeader(4), encodeUint(0), encodeUint(msgid), encodeStr(method),
+    encodeArrayHeader(params.length)];
+  for (const p of params) parts.push(encodeStr(p));
+  return Buffer.concat(parts);
+}
+
+const INCOMPLETE = Symbol('incomplete');
+
+class Malformed extends Error {}
+
+/** Decodes one value at buf[pos]; returns [value, next] or INCOMPLETE. */
+function decodeAt(buf, pos, depth) {
+  if (depth > 8) throw new Malformed('nested too deep');
+  if (pos >= buf.length) return INCOMPLETE;
+  const b = buf[pos];
+  const need = (n) => pos + n <= buf.length;
+  const bytes = (start, n) => (start + n <= buf.length
+    ? [buf.toString('utf8', start, start + n), start + n] : INCOMPLETE);
+  const array = (n, start) => {
+    const items = [];
+    let at = start;
+    for (let i = 0; i < n; i += 1) {
+      const r = decodeAt(buf, at, depth + 1);
+      if (r === INCOMPLETE) return INCOMPLETE;
+      items.push(r[0]);
+      at = r[1];
+    }
+    return [items, at];
+  };
+  if (b <= 0x7f) return [b, pos + 1];
+  if (b >= 0xe0) return [b - 0x100, pos + 1];
+  if (b >= 0xa0 && b <= 0xbf) return bytes(pos + 1, b & 0x1f);
+  if (b >= 0x90 && b <= 0x9f) return array(b & 0x0f, pos + 1);
+  switch (b) {
+    case 0xc0: return [null, pos + 1];
+    case 0xc2: return [false, pos + 1];
+    case 0xc3: return [true, pos + 1];
+    case 0xcc: return need(2) ? [buf[pos + 1], pos + 2] : INCOMPLETE;
+    case 0xcd: return need(3) ? [buf.readUInt16BE(pos + 1), pos + 3] : INCOMPLETE;
+    case 0xce: return need(5) ? [buf.readUInt32BE(pos + 1), pos + 5] : INCOMPLETE;
+    case 0xcf: return need(9) ? [Number(buf.readBigUInt64BE(pos + 1)), pos + 9] : INCOMPLETE;
+    case 0xd0: return need(2) ? [buf.readInt8(pos + 1), pos + 2] : INCOMPLETE;
+    case 0xd1: return need(3) ? [buf.readInt16BE(pos + 1), pos + 3] : INCOMPLETE;
+    case 0xd2: return need(5) ? [buf.readInt32BE(pos + 1), pos + 5] : INCOMPLETE;
+    case 0xd3: return need(9) ? [Number(buf.readBigInt64BE(pos + 1)), pos + 9] : INCOMPLETE;
+    case 0xc4: case 0xd9: return need(2) ? bytes(pos + 2, buf[pos + 1]) : INCOMPLETE;
+    case 0xc5: case 0xda: return need(3) ? bytes(pos + 3, buf.readUInt16BE(pos + 1)) : INCOMPLETE;
+    case 0xc6: case 0xdb: return need(5) ? bytes(pos + 5, buf.readUInt32BE(pos + 1)) : INCOMPLETE;
+    case 0xdc: return need(3) ? array(buf.readUInt16BE(pos + 1), pos + 3) : INCOMPLETE;
+    default: throw new Malformed(`unexpected MessagePack byte 0x${b.toString(16)}`);
+  }
+}
+
+// ---- The connection to the daemon ----
+
+/**
+ * One persistent connection to the daemon, opened on first use and again after it drops.
+ * Many calls may be in flight; replies are matched by msgid.
+ */
+class Forwarder {
+  constructor(options = {}) {
+    this.path = options.path || process.env.OTP_SIDECAR_UNIX || DEFAULT_SOCKET;
+    this.timeoutMs = options.timeoutMs || Number(process.env.OTP_SIDECAR_ILX_TIMEOUT_MS)
+      || DEFAULT_TIMEOUT_MS;
+    this.socket = null;
+    this.buffer = Buffer.alloc(0);
+    this.pending = new Map();
+    this.nextId = 1;
+  }
+
+  /** Resolves with the daemon's reply as a string; never rejects. */
+  call(method, params) {
+    return new Promise((resolve) => {
+      const msgid = this.nextId;
+      this.nextId = this.nextId >= 0x7fffffff ? 1 : this.nextId + 1;
+      const timer = setTimeout(() => {
+        this.pending.delete(msgid);
+        resolve(`ERR timeout: otp-sidecar did not answer within ${this.timeoutMs} ms`);
+      }, this.timeoutMs);
+      this.pending.set(msgid, (reply) => { clearTimeout(timer); resolve(reply); });
+      this.connection().write(encodeRequest(msgid, method, params));
+    });
+  }
+
+  connection() {
+    if (this.socket) return this.socket;
+    const socket = net.createConnection(this.path);
+    this.socket = socket;
+    this.buffer = Buffer.alloc(0);
+    socket.on('data', (chunk) => this.receive(socket, chunk));
+    socket.on('error', (err) => this.drop(socket, `ERR unavailable: ${err.code || err.message}`));
+    socket.on('close', () => this.drop(socket, 'ERR unavailable: connection to otp-sidecar closed'));
+    return socket;
+  }
+
+  receive(socket, chunk) {
+    this.buffer = Buffer.concat([this.buffer, chunk]);
+    if (this.buffer.length > MAX_BUFFERED) {
+      this.drop(socket, 'ERR unavailable: oversized reply from otp-sidecar');
+      return;
+    }
+    try {
+      for (;;) {
+        const r = decodeAt(this.buffer, 0, 0);
+        if (r === INCOMPLETE) return;
+        this.buffer = this.buffer.subarray(r[1]);
+        this.settle(r[0]);
+      }
+    } catch (err) {
+      this.drop(socket, `ERR unavailable: bad reply from otp-sidecar (${err.message})`);
+    }
+  }
+
+  /** Hands a [1, msgid, error, result] response to the call waiting for it. */
+  settle(message) {
+    if (!Array.isArray(message) || message.length !== 4 || message[0] !== 1) {
+      throw new Malformed('not a response');
+    }
+    const [, msgid, error, result] = message;
+    const done = this.pending.get(msgid);
+    if (!done) return; // already timed out
+    this.pending.delete(msgid);
+    if (error !== null && error !== undefined) done(String(error));
+    else if (typeof result === 'string') done(result);
+    else done('ERR internal: unexpected result from otp-sidecar');
+  }
+
+  /** Forgets a broken connection and fails the calls that were waiting on it. */
+  drop(socket, reason) {
+    if (this.socket !== socket) return;
+    this.socket = null;
+    socket.destroy();
+    const waiting = [...this.pending.values()];
+    this.pending.clear();
+    for (const done of waiting) done(reason);
+  }
+
+  close() {
+    if (this.socket) this.drop(this.socket, 'ERR unavailable: forwarder closed');
+  }
+}
+
+// ---- ILX registration ----
+
+function register(ilx, forwarder) {
+  ilx.addMethod('sendOTP', (req, res) => {
+    const params = req.params().map((p) => String(p));
+    forwarder.call('sendOTP', params).then((reply) => res.reply(reply));
+  });
+}
+
+// Loaded by ILX (or by a test with a stand-in f5-nodejs): register and listen.
+const f5 = require('f5-nodejs');
+
+const ilx = new f5.ILXServer();
+const forwarder = new Forwarder();
+register(ilx, forwarder);
+ilx.listen();
+
+module.exports = { Forwarder, encodeRequest, decodeAt, INCOMPLETE, forwarder };
