@@ -43,3 +43,130 @@ async fn ilx_forwarder_against_the_real_daemon() {
         .expect("run node");
     assert_ran(out, "node --test tests/ilx/forwarder.test.js");
 }
+
+#[tokio::test]
+async fn apm_irules_under_tclsh_against_the_real_daemon() {
+    let twilio = twilio().await;
+    let daemon = Daemon::start(&twilio.uri(), Options::default());
+    // Accepts connections (the kernel completes them) but never reads or answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let out = tokio::process::Command::new("tclsh")
+        .arg(repo_file("tests/irules/run.tcl"))
+        .env("OTP_SIDECAR_BIN", env!("CARGO_BIN_EXE_otp-sidecar"))
+        .env("OTP_SIDECAR_UNIX", &daemon.unix)
+        .env("OTP_SIDECAR_TCP", daemon.tcp.to_string())
+        .env("DOWN_ADDR", dead_address().to_string())
+        .env("SILENT_ADDR", silent.local_addr().unwrap().to_string())
+        .output()
+        .await
+        .expect("run tclsh");
+    assert_ran(out, "tclsh tests/irules/run.tcl");
+}
+
+/// Commands, syntax and subcommands that arrived after Tcl 8.4, which iRules run.
+const TCL_85_PLUS: &[(&str, &str)] = &[
+    (r"\bdict\b", "dict"),
+    (r"\{\*\}", "{*}"),
+    (r"\blassign\b", "lassign"),
+    (r"\blrepeat\b", "lrepeat"),
+    (r"\blreverse\b", "lreverse"),
+    (r"\bapply\b", "apply"),
+    (r"\bchan\b", "chan"),
+    (r"\btry\b", "try"),
+    (r"\blmap\b", "lmap"),
+    (r"\b(tailcall|coroutine|yield|zlib)\b", "8.6 commands"),
+    (r"\bbinary\s+(encode|decode)\b", "binary encode/decode"),
+    (
+        r"\bstring\s+(cat|reverse|is\s+entier)\b",
+        "string cat/reverse/is entier",
+    ),
+    (
+        r"\bclock\s+(milliseconds|microseconds)\b",
+        "clock milliseconds",
+    ),
+    (
+        r"\blsearch\s+[^\n]*-(index|nocase|subindices|bisect)\b",
+        "lsearch 8.5 options",
+    ),
+    (r"\blsort\s+[^\n]*-(indices|nocase)\b", "lsort 8.5 options"),
+    (r"\s(in|ni)\s", "the in/ni operators"),
+    (r"\*\*", "the ** operator"),
+];
+
+/// An iRule with comments and string literals blanked out, so prose cannot trip the check.
+fn code_of(tcl: &str) -> String {
+    let uncommented: Vec<&str> = tcl
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with('#') {
+                ""
+            } else {
+                l
+            }
+        })
+        .collect();
+    let mut code = String::new();
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in uncommented.join("\n").chars() {
+        match (in_string, escaped, c) {
+            (_, true, _) => escaped = false,
+            (_, false, '\\') => escaped = true,
+            (_, false, '"') => in_string = !in_string,
+            (true, false, _) => continue,
+            _ => {}
+        }
+        code.push(c);
+    }
+    code
+}
+
+#[test]
+fn irules_use_only_tcl_8_4() {
+    let dir = repo_file("irules");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("tcl") {
+            continue;
+        }
+        let code = code_of(&std::fs::read_to_string(&path).unwrap());
+        for (pattern, what) in TCL_85_PLUS {
+            let re = regex_lite::Regex::new(pattern).unwrap();
+            if let Some(m) = re.find(&code) {
+                let line = code[..m.start()].lines().count();
+                panic!("{} uses {what} (Tcl 8.5+) near line {line}", path.display());
+            }
+        }
+        checked += 1;
+    }
+    assert!(
+        checked >= 2,
+        "expected the ILX and sideband iRules in {}",
+        dir.display()
+    );
+}
+
+#[test]
+fn the_tcl_check_catches_what_it_should() {
+    for bad in [
+        "set d [dict create]",
+        "foo {*}$args",
+        "lassign $l a b",
+        "if {$x in $l} {}",
+        "set t [clock milliseconds]",
+    ] {
+        let code = code_of(bad);
+        assert!(
+            TCL_85_PLUS
+                .iter()
+                .any(|(p, _)| regex_lite::Regex::new(p).unwrap().is_match(&code)),
+            "{bad}"
+        );
+    }
+    let fine = "# a dict in a comment\nlog local0. \"try this in the lab\"\nset x [list a b]";
+    let code = code_of(fine);
+    assert!(!TCL_85_PLUS
+        .iter()
+        .any(|(p, _)| regex_lite::Regex::new(p).unwrap().is_match(&code)));
+}

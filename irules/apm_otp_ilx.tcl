@@ -1,0 +1,71 @@
+# otp-sidecar: text the APM one-time password through Twilio, via the ILX forwarder.
+#
+# Attach to the APM virtual server (from the ILX plugin: otp_sidecar_plugin/apm_otp_ilx).
+# In the access policy, after "OTP Generate", add an "iRule Event" agent whose ID is the agent
+# id below, then branch on:
+#     expr { [mcget {session.custom.twilio.status}] starts_with "SM" }
+# The status holds the Twilio message SID on success, or an "ERR <reason>: ..." string.
+#
+# Tcl 8.4 only (iRules): no dict, {*}, lassign, lrepeat, lreverse, apply, chan, try.
+
+when RULE_INIT {
+    # ---- settings ----
+    set static::otp_ilx_agent_id   "twilio"
+    set static::otp_ilx_plugin     "otp_sidecar_plugin"
+    set static::otp_ilx_extension  "otp_sidecar_forwarder"
+    # The session variable that holds the user's mobile number (E.164).
+    set static::otp_ilx_phone_var  "session.ad.last.attr.mobile"
+    # E.164 number, alphanumeric sender ID, or Messaging Service SID (MG...).
+    set static::otp_ilx_sender     "+14155550100"
+    # ILX::call's own limit; the forwarder answers before it.
+    set static::otp_ilx_timeout_ms 3000
+}
+
+when ACCESS_POLICY_AGENT_EVENT {
+    if { [ACCESS::policy agent_id] ne $static::otp_ilx_agent_id } {
+        return
+    }
+    set otp [ACCESS::session data get "session.otp.assigned.val"]
+    set user [ACCESS::session data get "session.logon.last.username"]
+    set phone [ACCESS::session data get $static::otp_ilx_phone_var]
+    set sender $static::otp_ilx_sender
+
+    # Never log the OTP; log the phone masked.
+    set masked "****"
+    if { [string length $phone] > 8 } {
+        set masked "[string range $phone 0 4]****[string range $phone end-3 end]"
+    }
+
+    set missing ""
+    if { $otp eq "" } {
+        set missing "OTP (session.otp.assigned.val)"
+    } elseif { $phone eq "" } {
+        set missing "phone number ($static::otp_ilx_phone_var)"
+    } elseif { $sender eq "" } {
+        set missing "sender (static::otp_ilx_sender)"
+    }
+    if { $missing ne "" } {
+        log local0.warn "otp-sidecar: user '$user': no $missing; OTP not sent"
+        ACCESS::session data set "session.custom.twilio.status" "ERR bad_request: no $missing"
+        return
+    }
+
+    set status ""
+    if { [catch {
+        set handle [ILX::init $static::otp_ilx_plugin $static::otp_ilx_extension]
+        set status [ILX::call $handle -timeout $static::otp_ilx_timeout_ms sendOTP $otp $phone $sender]
+    } err] } {
+        set status "ERR unavailable: ILX call failed: $err"
+    }
+    # Only a real SID may open the success branch; anything unexpected becomes an ERR.
+    if { ![regexp {^SM[0-9a-fA-F]{32}$} $status] && ![string match "ERR *" $status] } {
+        set status "ERR internal: unexpected reply from the ILX extension"
+    }
+    ACCESS::session data set "session.custom.twilio.status" $status
+    if { [string match "SM*" $status] } {
+        log local0.info "otp-sidecar: user '$user' phone $masked: sent $status"
+    } else {
+        log local0.warn "otp-sidecar: user '$user' phone $masked: $status"
+    }
+    unset otp
+}

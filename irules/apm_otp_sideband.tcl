@@ -1,0 +1,256 @@
+# otp-sidecar: text the APM one-time password through Twilio over a sideband TCP connection.
+# No ILX module: this rule speaks MessagePack-RPC to the daemon's TCP listener itself.
+#
+# Attach to the APM virtual server. In the access policy, after "OTP Generate", add an
+# "iRule Event" agent whose ID is the agent id below, then branch on:
+#     expr { [mcget {session.custom.twilio.status}] starts_with "SM" }
+# The status holds the Twilio message SID on success, or an "ERR <reason>: ..." string.
+#
+# Tcl 8.4 only (iRules): no dict, {*}, lassign, lrepeat, lreverse, apply, chan, try,
+# binary encode/decode.
+
+when RULE_INIT {
+    # ---- settings ----
+    set static::otp_sb_agent_id   "twilio"
+    # The daemon's TCP listener: a virtual server name (see the README) or ADDRESS:PORT.
+    set static::otp_sb_dest       "/Common/otp_sidecar_vs"
+    # The session variable that holds the user's mobile number (E.164).
+    set static::otp_sb_phone_var  "session.ad.last.attr.mobile"
+    # E.164 number, alphanumeric sender ID, or Messaging Service SID (MG...).
+    set static::otp_sb_sender     "+14155550100"
+    # Whole exchange, connect to reply; the daemon's own deadline is 2500 ms.
+    set static::otp_sb_timeout_ms 3000
+}
+
+# ---- MessagePack, the subset MessagePack-RPC needs ----
+
+# A string as fixstr, str8 or str16.
+proc mp_str { s } {
+    set n [string length $s]
+    if { $n < 32 } {
+        return [binary format ca* [expr {0xa0 | $n}] $s]
+    }
+    if { $n < 256 } {
+        return [binary format cca* 0xd9 $n $s]
+    }
+    return [binary format cSa* 0xda $n $s]
+}
+
+# A non-negative integer as positive fixint, uint8, uint16 or uint32.
+proc mp_uint { n } {
+    if { $n < 128 } {
+        return [binary format c $n]
+    }
+    if { $n < 256 } {
+        return [binary format cc 0xcc $n]
+    }
+    if { $n < 65536 } {
+        return [binary format cS 0xcd $n]
+    }
+    return [binary format cI 0xce $n]
+}
+
+# The request [0, msgid, "sendOTP", [otp, phone, sender]].
+proc mp_request { msgid otp phone sender } {
+    set params "[binary format c 0x93][call mp_str $otp][call mp_str $phone][call mp_str $sender]"
+    return "[binary format cc 0x94 0][call mp_uint $msgid][call mp_str sendOTP]$params"
+}
+
+# The item at byte offset pos of buf:
+#   {nil "" next} {int value next} {str value next} {array count next}
+#   {more n}: n more bytes are needed (never more than the item itself holds)
+#   {bad why}
+proc mp_item { buf pos } {
+    set len [string length $buf]
+    if { $pos >= $len } {
+        return [list more 1]
+    }
+    binary scan $buf @${pos}c b
+    set b [expr {$b & 0xff}]
+    set p [expr {$pos + 1}]
+    if { $b <= 0x7f } {
+        return [list int $b $p]
+    }
+    if { $b >= 0xe0 } {
+        return [list int [expr {$b - 256}] $p]
+    }
+    if { $b >= 0x90 && $b <= 0x9f } {
+        return [list array [expr {$b & 0x0f}] $p]
+    }
+    if { $b == 0xc0 } {
+        return [list nil "" $p]
+    }
+    set n -1
+    if { $b >= 0xa0 && $b <= 0xbf } {
+        set n [expr {$b & 0x1f}]
+    } else {
+        # uint8/16/32, str8/16/32, bin8/16/32: a size field of 1, 2 or 4 bytes.
+        switch -- $b {
+            204 - 217 - 196 { set k 1 }
+            205 - 218 - 197 { set k 2 }
+            206 - 219 - 198 { set k 4 }
+            default { return [list bad [format "unexpected byte 0x%02x" $b]] }
+        }
+        if { $len < $p + $k } {
+            return [list more [expr {$p + $k - $len}]]
+        }
+        if { $k == 1 } {
+            binary scan $buf @${p}c v
+            set v [expr {$v & 0xff}]
+        } elseif { $k == 2 } {
+            binary scan $buf @${p}S v
+            set v [expr {$v & 0xffff}]
+        } else {
+            binary scan $buf @${p}I v
+            set v [expr {$v & 0xffffffff}]
+        }
+        set p [expr {$p + $k}]
+        if { $b == 204 || $b == 205 || $b == 206 } {
+            return [list int $v $p]
+        }
+        set n $v
+    }
+    if { $n > 65536 } {
+        return [list bad "string of $n bytes"]
+    }
+    if { $len < $p + $n } {
+        return [list more [expr {$p + $n - $len}]]
+    }
+    return [list str [string range $buf $p [expr {$p + $n - 1}]] [expr {$p + $n}]]
+}
+
+# The response [1, msgid, error, result] at the front of buf:
+#   {done msgid error result} (error or result is "" when nil), {more n} or {bad why}.
+proc mp_reply { buf } {
+    set pos 0
+    set values {}
+    foreach slot {header type msgid error result} {
+        set item [call mp_item $buf $pos]
+        set kind [lindex $item 0]
+        if { $kind eq "more" || $kind eq "bad" } {
+            return $item
+        }
+        switch -- $slot {
+            header { set ok [expr {$kind eq "array" && [lindex $item 1] == 4}] }
+            type { set ok [expr {$kind eq "int" && [lindex $item 1] == 1}] }
+            msgid { set ok [expr {$kind eq "int"}] }
+            default { set ok [expr {$kind eq "nil" || $kind eq "str"}] }
+        }
+        if { !$ok } {
+            return [list bad "unexpected $kind in the $slot"]
+        }
+        lappend values [lindex $item 1]
+        set pos [lindex $item 2]
+    }
+    return [list done [lindex $values 2] [lindex $values 3] [lindex $values 4]]
+}
+
+# ---- the exchange ----
+
+# Sends one sendOTP and returns the SID or an "ERR ..." string; never raises.
+proc otp_sideband_send { otp phone sender } {
+    set timeout $static::otp_sb_timeout_ms
+    set deadline [expr {[clock clicks -milliseconds] + $timeout}]
+    set msgid [expr {int(rand() * 2147483646) + 1}]
+    set cstat ""
+    set conn ""
+    if { [catch {
+        set conn [connect -timeout $timeout -idle 30 -status cstat $static::otp_sb_dest]
+    } err] } {
+        return "ERR unavailable: cannot connect to otp-sidecar: $err"
+    }
+    if { $conn eq "" } {
+        return "ERR unavailable: cannot connect to otp-sidecar ($cstat)"
+    }
+    set status ""
+    if { [catch {
+        set sstat ""
+        send -timeout $timeout -status sstat $conn [call mp_request $msgid $otp $phone $sender]
+        if { $sstat ne "sent" } {
+            set status "ERR unavailable: cannot send to otp-sidecar ($sstat)"
+        }
+        set buf ""
+        while { $status eq "" } {
+            set reply [call mp_reply $buf]
+            set kind [lindex $reply 0]
+            if { $kind eq "done" } {
+                if { [lindex $reply 1] != $msgid } {
+                    set status "ERR unavailable: reply to another request"
+                } elseif { [lindex $reply 2] ne "" } {
+                    set status [lindex $reply 2]
+                } else {
+                    set status [lindex $reply 3]
+                }
+                break
+            }
+            if { $kind eq "bad" } {
+                set status "ERR unavailable: bad reply from otp-sidecar: [lindex $reply 1]"
+                break
+            }
+            set left [expr {$deadline - [clock clicks -milliseconds]}]
+            if { $left <= 0 } {
+                set status "ERR timeout: no reply from otp-sidecar within $timeout ms"
+                break
+            }
+            # Ask only for bytes the reply is known to hold: recv may wait for all of them.
+            set rstat ""
+            set chunk [recv -timeout $left -status rstat [lindex $reply 1] $conn]
+            if { $chunk eq "" } {
+                if { [clock clicks -milliseconds] >= $deadline } {
+                    set status "ERR timeout: no reply from otp-sidecar within $timeout ms"
+                } else {
+                    set status "ERR unavailable: otp-sidecar closed the connection ($rstat)"
+                }
+                break
+            }
+            append buf $chunk
+        }
+    } err] } {
+        set status "ERR unavailable: sideband failed: $err"
+    }
+    catch { close $conn }
+    return $status
+}
+
+when ACCESS_POLICY_AGENT_EVENT {
+    if { [ACCESS::policy agent_id] ne $static::otp_sb_agent_id } {
+        return
+    }
+    set otp [ACCESS::session data get "session.otp.assigned.val"]
+    set user [ACCESS::session data get "session.logon.last.username"]
+    set phone [ACCESS::session data get $static::otp_sb_phone_var]
+    set sender $static::otp_sb_sender
+
+    # Never log the OTP; log the phone masked.
+    set masked "****"
+    if { [string length $phone] > 8 } {
+        set masked "[string range $phone 0 4]****[string range $phone end-3 end]"
+    }
+
+    set missing ""
+    if { $otp eq "" } {
+        set missing "OTP (session.otp.assigned.val)"
+    } elseif { $phone eq "" } {
+        set missing "phone number ($static::otp_sb_phone_var)"
+    } elseif { $sender eq "" } {
+        set missing "sender (static::otp_sb_sender)"
+    }
+    if { $missing ne "" } {
+        log local0.warn "otp-sidecar: user '$user': no $missing; OTP not sent"
+        ACCESS::session data set "session.custom.twilio.status" "ERR bad_request: no $missing"
+        return
+    }
+
+    set status [call otp_sideband_send $otp $phone $sender]
+    # Only a real SID may open the success branch; anything unexpected becomes an ERR.
+    if { ![regexp {^SM[0-9a-fA-F]{32}$} $status] && ![string match "ERR *" $status] } {
+        set status "ERR internal: unexpected reply from otp-sidecar"
+    }
+    ACCESS::session data set "session.custom.twilio.status" $status
+    if { [string match "SM*" $status] } {
+        log local0.info "otp-sidecar: user '$user' phone $masked: sent $status"
+    } else {
+        log local0.warn "otp-sidecar: user '$user' phone $masked: $status"
+    }
+    unset otp
+}
