@@ -71,7 +71,7 @@ mod tests {
         let sids = DrySids::default();
         let a = sids.next();
         let b = sids.next();
-        assert!(crate::credentials::is_sid(&a, "SM"), "{a}");
+        assert!(crate::validate::is_sid(&a, "SM"), "{a}");
         assert_ne!(a, b);
     }
 }

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use crate::validate::is_sid;
+
 /// A secret string. `Debug` and `Display` print a placeholder, so no log line, error chain
 /// or panic message can carry it.
 #[derive(Clone, PartialEq, Eq)]
@@ -161,11 +163,6 @@ fn read_trimmed(path: &Path) -> Result<String> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read credential file {}", path.display()))?;
     Ok(text.trim().to_owned())
-}
-
-/// `prefix` + 32 hex digits, the shape of every Twilio SID.
-pub fn is_sid(s: &str, prefix: &str) -> bool {
-    s.len() == 34 && s.starts_with(prefix) && s[2..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 #[cfg(test)]

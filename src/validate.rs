@@ -44,9 +44,12 @@ pub fn phone(phone: &str) -> Result<&str, CallError> {
     }
 }
 
-/// `MG` + 32 hex digits.
-fn is_messaging_service_sid(s: &str) -> bool {
-    s.len() == 34 && s.starts_with("MG") && s[2..].bytes().all(|b| b.is_ascii_hexdigit())
+/// A Twilio SID: a two-letter `prefix` (`AC`, `SK`, `MG`, `SM`…) and 32 hex digits.
+pub fn is_sid(s: &str, prefix: &str) -> bool {
+    s.len() == 34
+        && prefix.len() == 2
+        && s.starts_with(prefix)
+        && s.bytes().skip(2).all(|b| b.is_ascii_hexdigit())
 }
 
 /// Twilio's alphanumeric sender ID: up to 11 of A–Z, a–z, 0–9 and space, with a letter.
@@ -58,7 +61,7 @@ fn is_alphanumeric_sender_id(s: &str) -> bool {
 }
 
 pub fn sender(sender: &str) -> Result<Sender, CallError> {
-    if is_messaging_service_sid(sender) {
+    if is_sid(sender, "MG") {
         Ok(Sender::MessagingService(sender.to_owned()))
     } else if is_e164(sender) || is_alphanumeric_sender_id(sender) {
         Ok(Sender::From(sender.to_owned()))
