@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use futures_util::stream::FuturesUnordered;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::task::JoinHandle;
@@ -196,7 +196,18 @@ where
                 }
             }
             Some(reply) = in_flight.next(), if !in_flight.is_empty() => {
-                if let Err(e) = framed.send(reply).await {
+                // Replies that are ready together leave in one write.
+                let mut written = framed.feed(reply).await;
+                while written.is_ok() {
+                    match in_flight.next().now_or_never() {
+                        Some(Some(more)) => written = framed.feed(more).await,
+                        _ => break,
+                    }
+                }
+                if written.is_ok() {
+                    written = SinkExt::<Response>::flush(&mut framed).await;
+                }
+                if let Err(e) = written {
                     return format!("write failed: {e}");
                 }
             }

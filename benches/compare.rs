@@ -1,0 +1,548 @@
+//! otp-sidecar against the stack it replaces, in one run on one machine.
+//!
+//! Everything talks to the same fast Twilio stand-in (nginx answering a fixed 201):
+//! - the floor: HTTP straight to the mock with wrk, 1 in flight;
+//! - otp-sidecar over Unix and TCP: latency at 1 in flight, throughput and p99 at 64 in
+//!   flight (8 connections x 8 pipelined), ready time, RSS idle and after the run;
+//! - Node.js + the official twilio package behind a MessagePack-RPC server, measured the same.
+//!
+//! Run with `bash benches/run.sh` (installs nginx, wrk and the Node packages first).
+//! `cargo test --all-targets` also runs this target, without `--bench`: it then does nothing.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use futures_util::{SinkExt, StreamExt};
+use otp_sidecar::client::{Client, Endpoint, Stream};
+use otp_sidecar::rpc::{Incoming, MsgpackCodec, Request};
+use tokio_util::codec::Framed;
+
+const AC: &str = "ACfeedfacefeedfacefeedfacefeedface";
+const SID: &str = "SM0123456789abcdef0123456789abcdef";
+const LATENCY_CALLS: usize = 5_000;
+const WARMUP_CALLS: usize = 500;
+const THROUGHPUT_CALLS: usize = 20_000;
+const CONNECTIONS: usize = 8;
+const PIPELINE: usize = 8;
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("compare: a benchmark; run it with `bash benches/run.sh`");
+        return;
+    }
+    if let Err(e) = run() {
+        eprintln!("compare: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn wait_until(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) -> Result<Duration> {
+    let started = Instant::now();
+    while !ready() {
+        if started.elapsed() > limit {
+            bail!("{what} not ready within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    Ok(started.elapsed())
+}
+
+fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .context("no VmRSS")?;
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .context("VmRSS value")?
+        .parse()?)
+}
+
+/// nginx answering every request with Twilio's 201 and a fixed SID, keep-alive forever.
+fn start_mock(dir: &Path) -> Result<(Proc, u16)> {
+    let port = free_port()?;
+    let conf = dir.join("nginx.conf");
+    let d = dir.display();
+    std::fs::write(
+        &conf,
+        format!(
+            // One process: killing it leaves no orphaned worker holding our pipes.
+            "master_process off;\ndaemon off;\npid {d}/nginx.pid;\nerror_log stderr warn;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{\n access_log off;\n client_body_temp_path {d}/body;\n\
+             keepalive_requests 100000000;\n keepalive_timeout 300s;\n\
+             server {{\n  listen 127.0.0.1:{port};\n  location / {{\n\
+             default_type application/json;\n\
+             return 201 '{{\"sid\":\"{SID}\",\"status\":\"queued\",\"account_sid\":\"{AC}\"}}';\n\
+             }}\n }}\n}}\n"
+        ),
+    )?;
+    let child = Command::new("nginx")
+        .arg("-c")
+        .arg(&conf)
+        .arg("-p")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("start nginx (apt-get install nginx-light)")?;
+    let proc = Proc(child);
+    wait_until("nginx", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })?;
+    Ok((proc, port))
+}
+
+/// p50 and p99 from wrk's latency distribution, 1 connection, POSTing what otp-sidecar posts.
+fn direct_http(dir: &Path, port: u16) -> Result<(Duration, Duration)> {
+    let script = dir.join("post.lua");
+    std::fs::write(
+        &script,
+        "wrk.method = \"POST\"\n\
+         wrk.body = \"To=%2B31612345678&From=%2B14155550100&Body=Your+OTP+is%3A+918273\"\n\
+         wrk.headers[\"Content-Type\"] = \"application/x-www-form-urlencoded\"\n\
+         wrk.headers[\"Authorization\"] = \"Basic QUNmZWVkOnRva2Vu\"\n",
+    )?;
+    let url = format!("http://127.0.0.1:{port}/2010-04-01/Accounts/{AC}/Messages.json");
+    let out = Command::new("wrk")
+        .args(["-t1", "-c1", "-d5s", "--latency", "-s"])
+        .arg(&script)
+        .arg(&url)
+        .output()
+        .context("run wrk (apt-get install wrk)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let pick = |pct: &str| -> Result<Duration> {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(pct))
+            .with_context(|| format!("no {pct} line in wrk output:\n{text}"))?;
+        parse_wrk_duration(line.split_whitespace().nth(1).context("wrk value")?)
+    };
+    Ok((pick("50%")?, pick("99%")?))
+}
+
+fn parse_wrk_duration(s: &str) -> Result<Duration> {
+    let (number, scale) = if let Some(n) = s.strip_suffix("us") {
+        (n, 1e-6)
+    } else if let Some(n) = s.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        bail!("unknown wrk duration {s}")
+    };
+    Ok(Duration::from_secs_f64(number.parse::<f64>()? * scale))
+}
+
+/// A MessagePack-RPC server under test, listening on both sockets.
+struct Target {
+    proc: Proc,
+    unix: PathBuf,
+    tcp: SocketAddr,
+    ready: Duration,
+    rss_idle_kib: u64,
+}
+
+impl Target {
+    fn start(mut cmd: Command, unix: PathBuf, tcp: SocketAddr) -> Result<Target> {
+        let started = Instant::now();
+        let proc = Proc(cmd.spawn().context("start target")?);
+        wait_until("target", Duration::from_secs(30), || {
+            std::os::unix::net::UnixStream::connect(&unix).is_ok()
+                && TcpStream::connect(tcp).is_ok()
+        })?;
+        let ready = started.elapsed();
+        std::thread::sleep(Duration::from_millis(200));
+        let rss_idle_kib = rss_kib(proc.0.id())?;
+        Ok(Target {
+            proc,
+            unix,
+            tcp,
+            ready,
+            rss_idle_kib,
+        })
+    }
+
+    fn endpoints(&self) -> [(&'static str, Endpoint); 2] {
+        [
+            ("unix", Endpoint::Unix(self.unix.clone())),
+            ("tcp", Endpoint::Tcp(self.tcp)),
+        ]
+    }
+}
+
+fn credentials(cmd: &mut Command) {
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("TWILIO_ACCOUNT_SID", AC)
+        .env("TWILIO_AUTH_TOKEN", "authtoken-8f1d2c3b4a5e6f7a8b9c0d1e");
+    if let Some(threads) = std::env::var_os("TOKIO_WORKER_THREADS") {
+        cmd.env("TOKIO_WORKER_THREADS", threads);
+    }
+}
+
+fn start_sidecar(dir: &Path, api: &str) -> Result<Target> {
+    let unix = dir.join("otp-sidecar.sock");
+    let tcp: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_otp-sidecar"));
+    credentials(&mut cmd);
+    cmd.arg("serve")
+        .arg("--unix")
+        .arg(&unix)
+        .args(["--tcp", &tcp.to_string(), "--twilio-api-url", api])
+        // Production logging (info, one line a call), written where journald would read it.
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    Target::start(cmd, unix, tcp)
+}
+
+fn start_node(dir: &Path, api: &str, node_path: &Path) -> Result<Target> {
+    let unix = dir.join("node.sock");
+    let tcp: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/node/baseline.js");
+    let mut cmd = Command::new("node");
+    credentials(&mut cmd);
+    cmd.arg(script)
+        .arg(api)
+        .arg(tcp.port().to_string())
+        .arg(&unix)
+        .env("NODE_PATH", node_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    Target::start(cmd, unix, tcp)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// p50 and p99 of sequential calls on one connection.
+async fn latency(endpoint: &Endpoint) -> Result<(Duration, Duration)> {
+    let mut client = Client::connect(endpoint).await?;
+    let mut samples = Vec::with_capacity(LATENCY_CALLS);
+    for i in 0..WARMUP_CALLS + LATENCY_CALLS {
+        let started = Instant::now();
+        let reply = client
+            .send_otp("918273", "+31612345678", "+14155550100")
+            .await?;
+        if i >= WARMUP_CALLS {
+            samples.push(started.elapsed());
+        }
+        if reply.as_deref() != Ok(SID) {
+            bail!("unexpected reply {reply:?}");
+        }
+    }
+    samples.sort();
+    Ok((percentile(&samples, 0.50), percentile(&samples, 0.99)))
+}
+
+/// Calls per second and p99 with CONNECTIONS x PIPELINE calls in flight.
+async fn throughput(endpoint: &Endpoint) -> Result<(f64, Duration)> {
+    let per_connection = THROUGHPUT_CALLS / CONNECTIONS;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let endpoint = endpoint.clone();
+        tasks.push(tokio::spawn(async move {
+            pipelined(&endpoint, per_connection).await
+        }));
+    }
+    let mut samples = Vec::with_capacity(THROUGHPUT_CALLS);
+    for task in tasks {
+        samples.extend(task.await??);
+    }
+    let elapsed = started.elapsed();
+    samples.sort();
+    Ok((
+        samples.len() as f64 / elapsed.as_secs_f64(),
+        percentile(&samples, 0.99),
+    ))
+}
+
+async fn connect(endpoint: &Endpoint) -> Result<Framed<Box<dyn Stream>, MsgpackCodec>> {
+    let stream: Box<dyn Stream> = match endpoint {
+        Endpoint::Unix(p) => Box::new(tokio::net::UnixStream::connect(p).await?),
+        Endpoint::Tcp(a) => {
+            let s = tokio::net::TcpStream::connect(a).await?;
+            s.set_nodelay(true)?;
+            Box::new(s)
+        }
+    };
+    Ok(Framed::new(stream, MsgpackCodec::default()))
+}
+
+/// One connection keeping PIPELINE calls in flight until `calls` have been answered.
+async fn pipelined(endpoint: &Endpoint, calls: usize) -> Result<Vec<Duration>> {
+    let mut framed = connect(endpoint).await?;
+    let mut sent_at: HashMap<u64, Instant> = HashMap::new();
+    let mut samples = Vec::with_capacity(calls);
+    let mut next_id = 0u64;
+    let request = |id: u64| Request {
+        msgid: id.into(),
+        method: "sendOTP".into(),
+        params: vec![
+            "918273".into(),
+            "+31612345678".into(),
+            "+14155550100".into(),
+        ],
+    };
+    while (next_id as usize) < PIPELINE.min(calls) {
+        sent_at.insert(next_id, Instant::now());
+        framed.send(request(next_id)).await?;
+        next_id += 1;
+    }
+    while samples.len() < calls {
+        let value = framed.next().await.context("connection closed")??;
+        let Ok(Incoming::Response(response)) = Incoming::parse(value) else {
+            bail!("not a response");
+        };
+        let id = response.msgid.as_u64().context("msgid")?;
+        let sent = sent_at.remove(&id).context("unknown msgid")?;
+        samples.push(sent.elapsed());
+        if response.outcome.as_ref().ok().and_then(|v| v.as_str()) != Some(SID) {
+            bail!("unexpected reply {:?}", response.outcome);
+        }
+        if (next_id as usize) < calls {
+            sent_at.insert(next_id, Instant::now());
+            framed.send(request(next_id)).await?;
+            next_id += 1;
+        }
+    }
+    Ok(samples)
+}
+
+#[derive(Default)]
+struct Measured {
+    ready: Duration,
+    rss_idle_kib: u64,
+    rss_after_kib: u64,
+    calls: usize,
+    latency: HashMap<&'static str, (Duration, Duration)>,
+    throughput: HashMap<&'static str, (f64, Duration)>,
+}
+
+async fn measure(target: &Target) -> Result<Measured> {
+    let mut m = Measured {
+        ready: target.ready,
+        rss_idle_kib: target.rss_idle_kib,
+        ..Default::default()
+    };
+    for (name, endpoint) in target.endpoints() {
+        m.latency.insert(name, latency(&endpoint).await?);
+        m.throughput.insert(name, throughput(&endpoint).await?);
+        m.calls += WARMUP_CALLS + LATENCY_CALLS + THROUGHPUT_CALLS;
+    }
+    m.rss_after_kib = rss_kib(target.proc.0.id())?;
+    Ok(m)
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.0} µs", d.as_secs_f64() * 1e6)
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+fn report(floor: (Duration, Duration), rust: &Measured, node: &Measured) -> String {
+    let mut out = String::new();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    out.push_str(&format!(
+        "Machine: {cores} cores, {cpu}; mock: nginx returning a fixed 201.\n\n\
+         | measure | otp-sidecar | Node.js + twilio | Node / otp-sidecar |\n| --- | --- | --- | --- |\n"
+    ));
+    let row = |out: &mut String, name: String, a: String, b: String, ratio: f64| {
+        out.push_str(&format!("| {name} | {a} | {b} | {ratio:.1}× |\n"));
+    };
+    for t in ["unix", "tcp"] {
+        let (r50, r99) = rust.latency[t];
+        let (n50, n99) = node.latency[t];
+        row(
+            &mut out,
+            format!("p50 latency, 1 in flight, {t}"),
+            us(r50),
+            us(n50),
+            n50.as_secs_f64() / r50.as_secs_f64(),
+        );
+        row(
+            &mut out,
+            format!("p99 latency, 1 in flight, {t}"),
+            us(r99),
+            us(n99),
+            n99.as_secs_f64() / r99.as_secs_f64(),
+        );
+    }
+    for t in ["unix", "tcp"] {
+        let (rt, r99) = rust.throughput[t];
+        let (nt, n99) = node.throughput[t];
+        row(
+            &mut out,
+            format!("throughput, 64 in flight, {t}"),
+            format!("{rt:.0} calls/s"),
+            format!("{nt:.0} calls/s"),
+            rt / nt,
+        );
+        row(
+            &mut out,
+            format!("p99 latency, 64 in flight, {t}"),
+            us(r99),
+            us(n99),
+            n99.as_secs_f64() / r99.as_secs_f64(),
+        );
+    }
+    row(
+        &mut out,
+        "ready after exec".into(),
+        format!("{:.1} ms", rust.ready.as_secs_f64() * 1e3),
+        format!("{:.1} ms", node.ready.as_secs_f64() * 1e3),
+        node.ready.as_secs_f64() / rust.ready.as_secs_f64(),
+    );
+    row(
+        &mut out,
+        "RSS idle".into(),
+        mib(rust.rss_idle_kib),
+        mib(node.rss_idle_kib),
+        node.rss_idle_kib as f64 / rust.rss_idle_kib as f64,
+    );
+    row(
+        &mut out,
+        format!("RSS after {} calls", rust.calls),
+        mib(rust.rss_after_kib),
+        mib(node.rss_after_kib),
+        node.rss_after_kib as f64 / rust.rss_after_kib as f64,
+    );
+
+    let added = rust.latency["unix"].0.saturating_sub(floor.0);
+    out.push_str(&format!(
+        "\nFloor, HTTP straight to the mock (wrk, 1 in flight): p50 {}, p99 {}. \
+         otp-sidecar adds {} at p50 over it (Unix socket).\n\nTargets:\n",
+        us(floor.0),
+        us(floor.1),
+        us(added)
+    ));
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    let tput_ratio = rust.throughput["unix"].0 / node.throughput["unix"].0;
+    for (what, ok) in [
+        (
+            format!("adds at most 50 µs p50 over the direct call: {}", us(added)),
+            added <= Duration::from_micros(50),
+        ),
+        (
+            format!(
+                "at least 10× the Node.js stack's throughput at 64 in flight: {tput_ratio:.1}×"
+            ),
+            tput_ratio >= 10.0,
+        ),
+        (
+            format!(
+                "RSS at most 16 MB after {} calls: {}",
+                rust.calls,
+                mib(rust.rss_after_kib)
+            ),
+            rust.rss_after_kib * 1024 <= 16_000_000,
+        ),
+        (
+            format!(
+                "ready in under 50 ms from exec: {:.1} ms",
+                rust.ready.as_secs_f64() * 1e3
+            ),
+            rust.ready < Duration::from_millis(50),
+        ),
+    ] {
+        out.push_str(&format!("- {}: {what}\n", verdict(ok)));
+    }
+    out
+}
+
+fn run() -> Result<()> {
+    let node_path = std::env::var_os("OTP_SIDECAR_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/otp-sidecar-bench")
+        })
+        .join("node_modules");
+    if !node_path.join("twilio").is_dir() {
+        bail!(
+            "the twilio npm package is not in {}: run benches/run.sh",
+            node_path.display()
+        );
+    }
+    let dir = tempfile::tempdir()?;
+    let (_mock, port) = start_mock(dir.path())?;
+    let api = format!("http://127.0.0.1:{port}");
+    let floor = if std::env::var_os("OTP_BENCH_ONLY_SIDECAR").is_some() {
+        (Duration::ZERO, Duration::ZERO)
+    } else {
+        eprintln!("compare: floor (wrk, 5 s)…");
+        direct_http(dir.path(), port)?
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+
+    eprintln!("compare: otp-sidecar…");
+    let sidecar = start_sidecar(dir.path(), &api)?;
+    let rust = runtime.block_on(measure(&sidecar))?;
+    drop(sidecar);
+    if std::env::var_os("OTP_BENCH_ONLY_SIDECAR").is_some() {
+        // For profiling: `perf record -p` the daemon while this runs.
+        for t in ["unix", "tcp"] {
+            let (p50, p99) = rust.latency[t];
+            let (tput, tp99) = rust.throughput[t];
+            println!(
+                "{t}: p50 {} p99 {} | 64 in flight: {tput:.0} calls/s, p99 {}",
+                us(p50),
+                us(p99),
+                us(tp99)
+            );
+        }
+        return Ok(());
+    }
+
+    eprintln!("compare: Node.js + twilio…");
+    let node = start_node(dir.path(), &api, &node_path)?;
+    let js = runtime.block_on(measure(&node))?;
+    drop(node);
+
+    let text = report(floor, &rust, &js);
+    println!("\n{text}");
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-compare.md");
+    std::fs::File::create(&out)?.write_all(text.as_bytes())?;
+    eprintln!("compare: written to {}", out.display());
+    Ok(())
+}
