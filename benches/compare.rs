@@ -197,8 +197,8 @@ fn credentials(cmd: &mut Command) {
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("TWILIO_ACCOUNT_SID", AC)
         .env("TWILIO_AUTH_TOKEN", "authtoken-8f1d2c3b4a5e6f7a8b9c0d1e");
-    if let Some(threads) = std::env::var_os("TOKIO_WORKER_THREADS") {
-        cmd.env("TOKIO_WORKER_THREADS", threads);
+    if let Some(threads) = std::env::var_os("OTP_SIDECAR_THREADS") {
+        cmd.env("OTP_SIDECAR_THREADS", threads);
     }
 }
 

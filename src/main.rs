@@ -80,7 +80,26 @@ impl DaemonArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
+    if let Command::Serve(args) = &cli.command {
+        // Settings first: they say how many threads the runtime gets.
+        otp_sidecar::logging::init();
+        let settings = match Settings::resolve(args, &env_var) {
+            Ok(s) => s,
+            Err(e) => return exit_on_error(Err(e)),
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(settings.threads)
+            .enable_all()
+            .build();
+        return match runtime {
+            Ok(rt) => exit_on_error(rt.block_on(serve(settings))),
+            Err(e) => exit_on_error(Err(e.into())),
+        };
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("otp-sidecar: cannot start the runtime: {e}");
@@ -89,7 +108,7 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => exit_on_error(serve(&args).await),
+            Command::Serve(_) => ExitCode::SUCCESS, // handled above
             Command::Check(args) => exit_on_error(check(&args)),
             Command::Send {
                 otp,
@@ -119,9 +138,7 @@ fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
-async fn serve(args: &ServeArgs) -> Result<()> {
-    otp_sidecar::logging::init();
-    let settings = Settings::resolve(args, &env_var)?;
+async fn serve(settings: Settings) -> Result<()> {
     let backend = match &settings.credentials {
         Some(credentials) if !settings.dry_run => {
             tracing::info!(twilio = %settings.twilio_api_url, "sending through {}", credentials.describe());
@@ -181,6 +198,7 @@ fn check(args: &ServeArgs) -> Result<()> {
     );
     println!("  twilio api:   {}", settings.twilio_api_url);
     println!("  deadline:     {} ms", settings.deadline.as_millis());
+    println!("  threads:      {}", settings.threads);
     match (&settings.credentials, settings.dry_run) {
         (_, true) => println!("  mode:         DRY RUN (nothing is sent)"),
         (Some(c), false) => println!("  credentials:  {}", c.describe()),

@@ -113,6 +113,7 @@ fn help_explains_every_option() {
         "--body-template",
         "--validity-period",
         "--proxy",
+        "--threads",
         "--config",
         "OTP_SIDECAR_DEADLINE_MS",
     ] {
