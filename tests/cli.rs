@@ -226,3 +226,20 @@ fn a_stale_socket_is_replaced_but_a_live_one_is_not() {
     first.kill().unwrap();
     first.wait().unwrap();
 }
+
+#[test]
+fn the_example_config_is_valid() {
+    // The example's placeholder secrets are overridden from the environment; every key and
+    // value in the file must still parse and validate.
+    let out = command()
+        .arg("check")
+        .arg("--config")
+        .arg(repo_file("examples/otp-sidecar.toml"))
+        .env("TWILIO_ACCOUNT_SID", AC)
+        .env("TWILIO_API_KEY", SK)
+        .env("TWILIO_API_SECRET", API_SECRET)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("deadline:     2500 ms"));
+}
