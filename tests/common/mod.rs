@@ -37,6 +37,17 @@ pub async fn twilio_answering(response: ResponseTemplate) -> MockServer {
     server
 }
 
+/// A Twilio stand-in that answers `special`'s way where it matches, and 201 otherwise.
+pub async fn twilio_except(special: Mock) -> MockServer {
+    let server = MockServer::start().await;
+    special.with_priority(1).mount(&server).await;
+    Mock::given(method("POST"))
+        .respond_with(created(SID))
+        .mount(&server)
+        .await;
+    server
+}
+
 pub fn created(sid: &str) -> ResponseTemplate {
     ResponseTemplate::new(201).set_body_json(serde_json::json!({
         "sid": sid, "status": "queued", "account_sid": AC, "to": PHONE,
