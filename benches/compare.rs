@@ -205,7 +205,11 @@ fn credentials(cmd: &mut Command) {
 fn start_sidecar(dir: &Path, api: &str) -> Result<Target> {
     let unix = dir.join("otp-sidecar.sock");
     let tcp: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_otp-sidecar"));
+    // OTP_BENCH_DAEMON: another build of the daemon, to compare two versions in one setup.
+    let daemon = std::env::var_os("OTP_BENCH_DAEMON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_otp-sidecar")));
+    let mut cmd = Command::new(daemon);
     credentials(&mut cmd);
     cmd.arg("serve")
         .arg("--unix")

@@ -87,10 +87,16 @@ fn main() -> ExitCode {
             Ok(s) => s,
             Err(e) => return exit_on_error(Err(e)),
         };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(settings.threads)
-            .enable_all()
-            .build();
+        // One thread: the plain scheduler, with no work-stealing bookkeeping at all.
+        let runtime = match settings.threads {
+            1 => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build(),
+            n => tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(n)
+                .enable_all()
+                .build(),
+        };
         return match runtime {
             Ok(rt) => exit_on_error(rt.block_on(serve(settings))),
             Err(e) => exit_on_error(Err(e.into())),
