@@ -332,3 +332,26 @@ async fn a_client_that_closes_its_write_side_still_gets_its_replies() {
     assert_eq!(ids, [1, 2]);
     assert!(framed.next().await.is_none(), "closed after the last reply");
 }
+
+#[tokio::test]
+async fn a_multi_threaded_daemon_serves_pipelined_calls_too() {
+    let twilio = twilio_answering(created(SID)).await;
+    let daemon = Daemon::start(&twilio.uri(), Options::default().arg("--threads=2"));
+    let mut framed = Framed::new(
+        TcpStream::connect(daemon.tcp).await.unwrap(),
+        MsgpackCodec::default(),
+    );
+    for id in 0..20u32 {
+        framed
+            .send(request(id, "sendOTP", send_otp_params()))
+            .await
+            .unwrap();
+    }
+    let mut seen = HashSet::new();
+    for _ in 0..20 {
+        let reply = next_response(&mut framed).await;
+        assert_eq!(reply.outcome, Ok(Value::from(SID)));
+        seen.insert(reply.msgid.as_u64().unwrap());
+    }
+    assert_eq!(seen.len(), 20);
+}
