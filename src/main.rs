@@ -79,55 +79,44 @@ impl DaemonArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    if let Command::Serve(args) = &cli.command {
-        // Settings first: they say how many threads the runtime gets.
-        otp_sidecar::logging::init();
-        let settings = match Settings::resolve(args, &env_var) {
-            Ok(s) => s,
-            Err(e) => return exit_on_error(Err(e)),
-        };
-        // One thread: the plain scheduler, with no work-stealing bookkeeping at all.
-        let runtime = match settings.threads {
-            1 => tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build(),
-            n => tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(n)
-                .enable_all()
-                .build(),
-        };
-        return match runtime {
-            Ok(rt) => exit_on_error(rt.block_on(serve(settings))),
-            Err(e) => exit_on_error(Err(e.into())),
-        };
-    }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("otp-sidecar: cannot start the runtime: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    runtime.block_on(async {
-        match cli.command {
-            Command::Serve(_) => ExitCode::SUCCESS, // handled above
-            Command::Check(args) => exit_on_error(check(&args)),
-            Command::Send {
-                otp,
-                phone,
-                sender,
-                daemon,
-            } => {
-                let params = vec![otp.into(), phone.into(), sender.into()];
-                ask(&daemon, "sendOTP", params).await
+    match Cli::parse().command {
+        Command::Serve(args) => {
+            otp_sidecar::logging::init();
+            // Settings first: they say how many threads the runtime gets.
+            let settings = match Settings::resolve(&args, &env_var) {
+                Ok(s) => s,
+                Err(e) => return exit_on_error(Err(e)),
+            };
+            match runtime(settings.threads) {
+                Ok(rt) => exit_on_error(rt.block_on(serve(settings))),
+                Err(e) => exit_on_error(Err(e.into())),
             }
-            Command::Ping { daemon } => ask(&daemon, "ping", vec![]).await,
         }
-    })
+        Command::Check(args) => exit_on_error(check(&args)),
+        Command::Send {
+            otp,
+            phone,
+            sender,
+            daemon,
+        } => {
+            let params = vec![otp.into(), phone.into(), sender.into()];
+            ask_blocking(&daemon, "sendOTP", params)
+        }
+        Command::Ping { daemon } => ask_blocking(&daemon, "ping", vec![]),
+    }
+}
+
+/// One thread runs on the plain scheduler, with no work-stealing bookkeeping at all.
+fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    match threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    }
 }
 
 fn exit_on_error(result: Result<()>) -> ExitCode {
@@ -211,6 +200,17 @@ fn check(args: &ServeArgs) -> Result<()> {
         (None, false) => {}
     }
     Ok(())
+}
+
+/// [`ask`] on a runtime of its own; exit 2 when not even that can start.
+fn ask_blocking(daemon: &DaemonArgs, method: &str, params: Vec<rmpv::Value>) -> ExitCode {
+    match runtime(1) {
+        Ok(rt) => rt.block_on(ask(daemon, method, params)),
+        Err(e) => {
+            eprintln!("otp-sidecar: cannot start the runtime: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// Makes one call and prints the reply. Exit 0 for a result, 1 for an ERR reply, 2 when the
