@@ -23,6 +23,14 @@ impl Backend {
             Backend::DryRun(sids) => Ok(sids.next()),
         }
     }
+
+    /// The mode's name, for health reports.
+    pub fn mode(&self) -> &'static str {
+        match self {
+            Backend::Twilio(_) => "twilio",
+            Backend::DryRun(_) => "dry_run",
+        }
+    }
 }
 
 /// Unique, SM-shaped SIDs: `SM` + 32 hex digits, like Twilio's.

@@ -74,6 +74,65 @@ pub struct ServeArgs {
     /// honoured).
     #[arg(long, env = "OTP_SIDECAR_PROXY", value_name = "URL")]
     pub proxy: Option<String>,
+
+    /// Extra CA certificate (PEM) to trust for Twilio's TLS, e.g. a TLS-inspecting proxy's.
+    #[arg(long, env = "OTP_SIDECAR_TWILIO_CA_FILE", value_name = "PATH")]
+    pub twilio_ca_file: Option<PathBuf>,
+
+    /// Open the Twilio connection at start and touch it this often (an authenticated GET of
+    /// the account), so no OTP pays a TLS handshake; 0 turns warming off. [default: 30]
+    #[arg(long, env = "OTP_SIDECAR_KEEP_WARM_SECS", value_name = "SECONDS")]
+    pub keep_warm_secs: Option<u64>,
+
+    /// Open connections allowed; more are closed at once. [default: 512]
+    #[arg(long, env = "OTP_SIDECAR_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Calls in flight across all connections; past it, connections are not read until a
+    /// call finishes. [default: 1024]
+    #[arg(long, env = "OTP_SIDECAR_MAX_IN_FLIGHT", value_name = "N")]
+    pub max_in_flight: Option<usize>,
+
+    /// Calls in flight on one connection. [default: 128]
+    #[arg(
+        long,
+        env = "OTP_SIDECAR_MAX_IN_FLIGHT_PER_CONNECTION",
+        value_name = "N"
+    )]
+    pub max_in_flight_per_connection: Option<usize>,
+
+    /// Close a connection that has no call in flight and sends no complete request for this
+    /// long; 0 never closes. [default: 300]
+    #[arg(long, env = "OTP_SIDECAR_IDLE_TIMEOUT_SECS", value_name = "SECONDS")]
+    pub idle_timeout_secs: Option<u64>,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 (loopback only;
+    /// off unless given).
+    #[arg(long, env = "OTP_SIDECAR_METRICS", value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+
+    /// Log format: human (default) or json (one object per line).
+    #[arg(long, env = "OTP_SIDECAR_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+/// Bounds on what callers can make the daemon hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub max_in_flight: usize,
+    pub max_in_flight_per_connection: usize,
+    /// `None`: idle connections stay open.
+    pub idle_timeout: Option<Duration>,
 }
 
 /// The config file: the same options as the flags, plus where credentials live.
@@ -91,6 +150,14 @@ pub struct FileConfig {
     pub validity_period: Option<u32>,
     pub threads: Option<usize>,
     pub proxy: Option<String>,
+    pub twilio_ca_file: Option<PathBuf>,
+    pub keep_warm_secs: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub max_in_flight: Option<usize>,
+    pub max_in_flight_per_connection: Option<usize>,
+    pub idle_timeout_secs: Option<u64>,
+    pub metrics: Option<SocketAddr>,
+    pub log_format: Option<LogFormat>,
     #[serde(default)]
     pub credentials: CredentialFiles,
 }
@@ -137,6 +204,13 @@ pub struct Settings {
     pub validity_period: Option<u32>,
     pub threads: usize,
     pub proxy: Option<Url>,
+    /// Extra trusted CA certificate, PEM, read at load time.
+    pub twilio_ca_pem: Option<Vec<u8>>,
+    /// `None`: no warming.
+    pub keep_warm: Option<Duration>,
+    pub limits: Limits,
+    pub metrics: Option<SocketAddr>,
+    pub log_format: LogFormat,
     /// `None` only in dry-run mode.
     pub credentials: Option<Credentials>,
 }
@@ -176,13 +250,12 @@ impl Settings {
             bail!("deadline_ms must be between 100 and 60000, not {deadline_ms}");
         }
 
-        let max_frame_bytes = args
-            .max_frame_bytes
-            .or(file.max_frame_bytes)
-            .unwrap_or(crate::rpc::DEFAULT_MAX_FRAME);
-        if !(64..=16 * 1024 * 1024).contains(&max_frame_bytes) {
-            bail!("max_frame_bytes must be between 64 and 16777216, not {max_frame_bytes}");
-        }
+        let max_frame_bytes = in_range(
+            "max_frame_bytes",
+            args.max_frame_bytes.or(file.max_frame_bytes),
+            crate::rpc::DEFAULT_MAX_FRAME,
+            64..=16 * 1024 * 1024,
+        )?;
 
         let template = args.body_template.clone().or(file.body_template);
         let body_template = BodyTemplate::new(template.as_deref().unwrap_or(DEFAULT_TEMPLATE))?;
@@ -194,15 +267,61 @@ impl Settings {
             }
         }
 
-        let threads = args.threads.or(file.threads).unwrap_or(1);
-        if !(1..=64).contains(&threads) {
-            bail!("threads must be between 1 and 64, not {threads}");
-        }
+        let threads = in_range("threads", args.threads.or(file.threads), 1, 1..=64)?;
 
         let proxy = match args.proxy.clone().or(file.proxy) {
             Some(p) => Some(parse_http_url("proxy", &p)?),
             None => None,
         };
+
+        let twilio_ca_pem = match args.twilio_ca_file.clone().or(file.twilio_ca_file) {
+            Some(path) => Some(read_ca(&path)?),
+            None => None,
+        };
+        let keep_warm = match args.keep_warm_secs.or(file.keep_warm_secs).unwrap_or(30) {
+            0 => None,
+            s @ 1..=3600 => Some(Duration::from_secs(s)),
+            s => bail!("keep_warm_secs must be between 0 and 3600, not {s}"),
+        };
+        let limits = Limits {
+            max_connections: in_range(
+                "max_connections",
+                args.max_connections.or(file.max_connections),
+                512,
+                1..=100_000,
+            )?,
+            max_in_flight: in_range(
+                "max_in_flight",
+                args.max_in_flight.or(file.max_in_flight),
+                1024,
+                1..=100_000,
+            )?,
+            max_in_flight_per_connection: in_range(
+                "max_in_flight_per_connection",
+                args.max_in_flight_per_connection
+                    .or(file.max_in_flight_per_connection),
+                128,
+                1..=10_000,
+            )?,
+            idle_timeout: match args
+                .idle_timeout_secs
+                .or(file.idle_timeout_secs)
+                .unwrap_or(300)
+            {
+                0 => None,
+                s @ 1..=86_400 => Some(Duration::from_secs(s)),
+                s => bail!("idle_timeout_secs must be between 0 and 86400, not {s}"),
+            },
+        };
+        let metrics = args.metrics.or(file.metrics);
+        if let Some(addr) = metrics {
+            if !addr.ip().is_loopback() {
+                bail!(
+                    "metrics {addr} is not a loopback address; metrics are served on loopback only"
+                );
+            }
+        }
+        let log_format = args.log_format.or(file.log_format).unwrap_or_default();
 
         let credentials = Sources {
             env,
@@ -233,9 +352,41 @@ impl Settings {
             validity_period,
             threads,
             proxy,
+            twilio_ca_pem,
+            keep_warm,
+            limits,
+            metrics,
+            log_format,
             credentials,
         })
     }
+}
+
+fn in_range(
+    what: &str,
+    value: Option<usize>,
+    default: usize,
+    range: std::ops::RangeInclusive<usize>,
+) -> Result<usize> {
+    let value = value.unwrap_or(default);
+    if !range.contains(&value) {
+        bail!(
+            "{what} must be between {} and {}, not {value}",
+            range.start(),
+            range.end()
+        );
+    }
+    Ok(value)
+}
+
+/// Reads a CA file and checks it holds at least one PEM certificate.
+fn read_ca(path: &Path) -> Result<Vec<u8>> {
+    let pem =
+        std::fs::read(path).with_context(|| format!("cannot read CA file {}", path.display()))?;
+    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+        bail!("CA file {} holds no PEM certificate", path.display());
+    }
+    Ok(pem)
 }
 
 fn parse_http_url(what: &str, text: &str) -> Result<Url> {

@@ -1,27 +1,112 @@
 //! Log setup. Third-party crates (hyper, reqwest, rustls, h2) are held at INFO and above
 //! whatever RUST_LOG says: their debug and trace output can show request bodies and headers,
 //! which carry the OTP and the credentials.
+//!
+//! Under systemd (stderr connected to the journal) lines carry no timestamp, which journald
+//! adds, and start with a `<N>` syslog priority, so `journalctl -p warning` works.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
 
 use tracing::{Level, Metadata};
 use tracing_subscriber::filter::{filter_fn, EnvFilter, FilterExt};
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::prelude::*;
+
+use crate::config::LogFormat;
 
 /// Our own targets, which are written never to carry secrets.
 fn is_ours(meta: &Metadata<'_>) -> bool {
     meta.target().starts_with("otp_sidecar")
 }
 
-/// Logs to stderr (journald adds timestamps there). `RUST_LOG` picks the level, default info.
-pub fn init() {
+/// Logs to stderr. `RUST_LOG` picks the level, default info.
+pub fn init(format: LogFormat) {
     let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let safe = filter_fn(|meta| is_ours(meta) || *meta.level() <= Level::INFO);
-    let layer = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .with_filter(env.and(safe));
+    let filter = env.and(safe);
+    let journal = stderr_is_journal();
+    let writer = Stderr { journal };
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .with_ansi(!journal && std::io::stderr().is_terminal())
+        .with_target(false);
     // A second init (tests calling into the library) is harmless: keep the first.
-    let _ = tracing_subscriber::registry().with(layer).try_init();
+    let _ = match (format, journal) {
+        (LogFormat::Json, _) => tracing_subscriber::registry()
+            .with(fmt.json().flatten_event(true).with_filter(filter))
+            .try_init(),
+        (LogFormat::Human, true) => tracing_subscriber::registry()
+            .with(fmt.without_time().with_filter(filter))
+            .try_init(),
+        (LogFormat::Human, false) => tracing_subscriber::registry()
+            .with(fmt.with_filter(filter))
+            .try_init(),
+    };
+}
+
+/// systemd sets JOURNAL_STREAM to the device and inode of the stream it connected.
+fn stderr_is_journal() -> bool {
+    let Ok(expected) = std::env::var("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    match std::fs::File::from(fd).metadata() {
+        Ok(meta) => expected == format!("{}:{}", meta.dev(), meta.ino()),
+        Err(_) => false,
+    }
+}
+
+/// stderr, with the syslog priority prefix when it is the journal.
+#[derive(Clone, Copy)]
+struct Stderr {
+    journal: bool,
+}
+
+/// One formatted event, written in one piece.
+struct Line {
+    prefix: &'static str,
+}
+
+impl Write for Line {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.prefix.is_empty() {
+            std::io::stderr().lock().write_all(buf)?;
+            return Ok(buf.len());
+        }
+        let mut line = Vec::with_capacity(self.prefix.len() + buf.len());
+        line.extend_from_slice(self.prefix.as_bytes());
+        line.extend_from_slice(buf);
+        std::io::stderr().lock().write_all(&line)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+impl<'a> MakeWriter<'a> for Stderr {
+    type Writer = Line;
+
+    fn make_writer(&'a self) -> Line {
+        Line { prefix: "" }
+    }
+
+    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> Line {
+        if !self.journal {
+            return Line { prefix: "" };
+        }
+        // sd-daemon(3) priorities.
+        let prefix = match *meta.level() {
+            Level::ERROR => "<3>",
+            Level::WARN => "<4>",
+            Level::INFO => "<6>",
+            _ => "<7>",
+        };
+        Line { prefix }
+    }
 }

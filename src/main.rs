@@ -1,18 +1,14 @@
 //! The `otp-sidecar` command: serve | send | ping | check.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
-use otp_sidecar::backend::{Backend, DrySids};
 use otp_sidecar::client::{Client, Endpoint};
 use otp_sidecar::config::{ServeArgs, Settings, DEFAULT_UNIX};
-use otp_sidecar::methods::Dispatcher;
-use otp_sidecar::server::Listeners;
-use otp_sidecar::twilio::TwilioClient;
+use otp_sidecar::lifecycle;
 
 /// Sends one-time passwords by SMS through Twilio, for BIG-IP APM access policies.
 ///
@@ -46,7 +42,11 @@ enum Command {
         #[command(flatten)]
         daemon: DaemonArgs,
     },
-    /// Check that a running daemon answers (exit 0 if it does, 2 if not).
+    /// Ask a running daemon how it is: mode, uptime, connections, calls in flight and the
+    /// last exchange with Twilio.
+    ///
+    /// Exit status: 0 healthy, 1 degraded (the last exchange with Twilio failed for a reason
+    /// of Twilio's or the network's), 2 when the daemon could not be asked.
     Ping {
         #[command(flatten)]
         daemon: DaemonArgs,
@@ -81,14 +81,14 @@ impl DaemonArgs {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve(args) => {
-            otp_sidecar::logging::init();
-            // Settings first: they say how many threads the runtime gets.
+            // Settings first: they say how to log and how many threads the runtime gets.
             let settings = match Settings::resolve(&args, &env_var) {
                 Ok(s) => s,
                 Err(e) => return exit_on_error(Err(e)),
             };
+            otp_sidecar::logging::init(settings.log_format);
             match runtime(settings.threads) {
-                Ok(rt) => exit_on_error(rt.block_on(serve(settings))),
+                Ok(rt) => exit_on_error(rt.block_on(lifecycle::run(args, settings))),
                 Err(e) => exit_on_error(Err(e.into())),
             }
         }
@@ -100,9 +100,9 @@ fn main() -> ExitCode {
             daemon,
         } => {
             let params = vec![otp.into(), phone.into(), sender.into()];
-            ask_blocking(&daemon, "sendOTP", params)
+            ask_blocking(&daemon, "sendOTP", params, show_reply)
         }
-        Command::Ping { daemon } => ask_blocking(&daemon, "ping", vec![]),
+        Command::Ping { daemon } => ask_blocking(&daemon, "health", vec![], show_health),
     }
 }
 
@@ -133,54 +133,6 @@ fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
-async fn serve(settings: Settings) -> Result<()> {
-    let backend = match &settings.credentials {
-        Some(credentials) if !settings.dry_run => {
-            tracing::info!(twilio = %settings.twilio_api_url, "sending through {}", credentials.describe());
-            Backend::Twilio(TwilioClient::new(&settings, credentials)?)
-        }
-        _ => {
-            tracing::warn!(
-                "DRY RUN: no SMS will be sent; every sendOTP answers with a made-up SM… SID"
-            );
-            Backend::DryRun(DrySids::default())
-        }
-    };
-    let dispatcher = Arc::new(Dispatcher::new(&settings, backend));
-    // Registered before the listeners exist, so a SIGTERM that follows "ready" at once (as
-    // systemd may send) stops the daemon cleanly instead of killing it.
-    let shutdown = shutdown_signal()?;
-    let listeners = Listeners::bind(&settings.unix, settings.tcp).await?;
-    let tcp = listeners
-        .tcp_addr()
-        .map_or_else(|| "off".to_owned(), |a| a.to_string());
-    tracing::info!(
-        unix = %listeners.unix_path().display(),
-        tcp = %tcp,
-        deadline_ms = settings.deadline.as_millis() as u64,
-        "otp-sidecar {} ready",
-        env!("CARGO_PKG_VERSION")
-    );
-    listeners
-        .serve(dispatcher, settings.max_frame_bytes, shutdown)
-        .await;
-    tracing::info!("stopped");
-    Ok(())
-}
-
-/// Installs the SIGTERM and SIGINT handlers now; the future completes on either.
-fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-        }
-    })
-}
-
 fn check(args: &ServeArgs) -> Result<()> {
     let settings = Settings::resolve(args, &env_var)?;
     println!("configuration OK");
@@ -203,9 +155,14 @@ fn check(args: &ServeArgs) -> Result<()> {
 }
 
 /// [`ask`] on a runtime of its own; exit 2 when not even that can start.
-fn ask_blocking(daemon: &DaemonArgs, method: &str, params: Vec<rmpv::Value>) -> ExitCode {
+fn ask_blocking(
+    daemon: &DaemonArgs,
+    method: &str,
+    params: Vec<rmpv::Value>,
+    show: fn(&rmpv::Value) -> ExitCode,
+) -> ExitCode {
     match runtime(1) {
-        Ok(rt) => rt.block_on(ask(daemon, method, params)),
+        Ok(rt) => rt.block_on(ask(daemon, method, params, show)),
         Err(e) => {
             eprintln!("otp-sidecar: cannot start the runtime: {e}");
             ExitCode::from(2)
@@ -213,24 +170,21 @@ fn ask_blocking(daemon: &DaemonArgs, method: &str, params: Vec<rmpv::Value>) -> 
     }
 }
 
-/// Makes one call and prints the reply. Exit 0 for a result, 1 for an ERR reply, 2 when the
-/// daemon could not be asked.
-async fn ask(daemon: &DaemonArgs, method: &str, params: Vec<rmpv::Value>) -> ExitCode {
+/// Makes one call and prints the reply with `show`, which picks the exit status for a result.
+/// Exit 1 for an ERR reply, 2 when the daemon could not be asked.
+async fn ask(
+    daemon: &DaemonArgs,
+    method: &str,
+    params: Vec<rmpv::Value>,
+    show: fn(&rmpv::Value) -> ExitCode,
+) -> ExitCode {
     let endpoint = daemon.endpoint();
     let call = async {
         let mut client = Client::connect(&endpoint).await?;
         client.call(method, params).await
     };
     match tokio::time::timeout(Duration::from_millis(daemon.timeout_ms), call).await {
-        Ok(Ok(Ok(value))) => {
-            println!(
-                "{}",
-                value
-                    .as_str()
-                    .map_or_else(|| value.to_string(), str::to_owned)
-            );
-            ExitCode::SUCCESS
-        }
+        Ok(Ok(Ok(value))) => show(&value),
         Ok(Ok(Err(error))) => {
             println!("{error}");
             ExitCode::from(1)
@@ -247,4 +201,46 @@ async fn ask(daemon: &DaemonArgs, method: &str, params: Vec<rmpv::Value>) -> Exi
             ExitCode::from(2)
         }
     }
+}
+
+/// A plain result: the SID (or whatever the method answered) on one line.
+fn show_reply(value: &rmpv::Value) -> ExitCode {
+    println!("{}", plain(value));
+    ExitCode::SUCCESS
+}
+
+/// The health map, one `key: value` line each (nested maps as `outer.inner`); exit 1 when
+/// the daemon says it is degraded.
+fn show_health(value: &rmpv::Value) -> ExitCode {
+    fn lines(prefix: &str, value: &rmpv::Value, status: &mut bool) {
+        let Some(entries) = value.as_map() else {
+            println!("{prefix}: {}", plain(value));
+            return;
+        };
+        for (key, value) in entries {
+            let key = plain(key);
+            let name = if prefix.is_empty() {
+                key
+            } else {
+                format!("{prefix}.{key}")
+            };
+            if name == "status" && value.as_str() == Some("degraded") {
+                *status = false;
+            }
+            lines(&name, value, status);
+        }
+    }
+    let mut healthy = true;
+    lines("", value, &mut healthy);
+    if healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn plain(value: &rmpv::Value) -> String {
+    value
+        .as_str()
+        .map_or_else(|| value.to_string(), str::to_owned)
 }

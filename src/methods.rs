@@ -6,7 +6,9 @@ use tokio::time::Instant;
 use crate::backend::Backend;
 use crate::config::{BodyTemplate, Settings};
 use crate::error::CallError;
-use crate::twilio::Sms;
+use crate::health::HEALTH;
+use crate::metrics::METRICS;
+use crate::twilio::{Sms, TwilioClient};
 use crate::validate::{self, mask_phone};
 
 pub struct Dispatcher {
@@ -24,19 +26,37 @@ impl Dispatcher {
         }
     }
 
-    /// Runs one call. Every failure is a [`CallError`], whose text starts with `ERR `.
-    pub async fn call(&self, method: &str, params: &[Value]) -> Result<Value, CallError> {
-        match method {
-            "sendOTP" => self.send_otp(params).await.map(Value::from),
-            "ping" => {
-                expect_arity(method, params, 0)?;
-                Ok(Value::from("pong"))
-            }
-            _ => Err(CallError::BadRequest(format!(
-                "unknown method '{}' (known: sendOTP, ping)",
-                method.chars().take(40).collect::<String>()
-            ))),
+    /// The Twilio client, unless this is a dry run.
+    pub fn twilio(&self) -> Option<&TwilioClient> {
+        match &self.backend {
+            Backend::Twilio(client) => Some(client),
+            Backend::DryRun(_) => None,
         }
+    }
+
+    /// Runs one call and counts it. Every failure is a [`CallError`], whose text starts
+    /// with `ERR `.
+    pub async fn call(&self, method: &str, params: &[Value]) -> Result<Value, CallError> {
+        let (name, result) = match method {
+            "sendOTP" => ("sendOTP", self.send_otp(params).await.map(Value::from)),
+            "ping" => (
+                "ping",
+                expect_arity(method, params, 0).map(|()| "pong".into()),
+            ),
+            "health" => (
+                "health",
+                expect_arity(method, params, 0).map(|()| HEALTH.report(self.backend.mode())),
+            ),
+            _ => (
+                "unknown",
+                Err(CallError::BadRequest(format!(
+                    "unknown method '{}' (known: sendOTP, ping, health)",
+                    method.chars().take(40).collect::<String>()
+                ))),
+            ),
+        };
+        METRICS.count_call(name, result.as_ref().map(|_| ()).map_err(CallError::reason));
+        result
     }
 
     async fn send_otp(&self, params: &[Value]) -> Result<String, CallError> {
@@ -49,6 +69,7 @@ impl Dispatcher {
             _ => "(invalid)".to_owned(),
         };
         let result = self.checked_send(params, started).await;
+        record_health(&result);
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         match &result {
             Ok(sid) => {
@@ -82,6 +103,24 @@ impl Dispatcher {
             }),
         }
     }
+}
+
+/// What a send says about Twilio's health: failures of the caller's making say nothing.
+fn record_health(result: &Result<String, CallError>) {
+    let (healthy, detail) = match result {
+        Ok(_) => (true, "sent".to_owned()),
+        Err(CallError::BadRequest(_) | CallError::InvalidPhone(_)) => return,
+        Err(CallError::Twilio { code, .. }) => {
+            (!is_account_problem(*code), format!("twilio {code}"))
+        }
+        Err(e) => (false, e.reason().to_owned()),
+    };
+    HEALTH.record("send", healthy, detail);
+}
+
+/// Twilio codes that fail every send, not just this one: bad credentials, suspended account.
+fn is_account_problem(code: u32) -> bool {
+    matches!(code, 20003 | 20005 | 30002)
 }
 
 fn expect_arity(method: &str, params: &[Value], n: usize) -> Result<(), CallError> {

@@ -1,34 +1,54 @@
 //! Listeners and connections: Unix and TCP sockets in, one task per connection, many calls
-//! in flight on each.
+//! in flight on each, limits on all of it, and a drain that answers every call on shutdown.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use arc_swap::ArcSwap;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::config::Limits;
 use crate::error::CallError;
+use crate::limits::{Slot, CALLS, CONNECTIONS};
 use crate::methods::Dispatcher;
+use crate::metrics::METRICS;
 use crate::rpc::{Incoming, MsgpackCodec, Request, Response};
+use crate::systemd::Inherited;
 
-/// Calls one connection may have in flight; past it the connection is not read
-/// (backpressure) until a reply goes out.
-const MAX_IN_FLIGHT_PER_CONNECTION: usize = 128;
+/// Read and write buffer each connection starts with; requests are about 60 bytes.
+const CONNECTION_BUFFER: usize = 1024;
+
+/// What serving needs and a reload may replace: calls pick up the newest at once,
+/// connections take their own limits when they open.
+pub struct Live {
+    pub dispatcher: Arc<Dispatcher>,
+    pub limits: Limits,
+    pub max_frame: usize,
+}
+
+pub type Shared = Arc<ArcSwap<Live>>;
 
 /// Bound listeners, ready to serve.
 pub struct Listeners {
-    unix: UnixListener,
-    unix_path: PathBuf,
-    tcp: Option<TcpListener>,
+    unix: Vec<UnixListener>,
+    tcp: Vec<TcpListener>,
+    /// The socket file this process made, removed on exit (not one systemd made).
+    owned_path: Option<PathBuf>,
 }
 
 impl Listeners {
@@ -36,71 +56,272 @@ impl Listeners {
     pub async fn bind(unix_path: &Path, tcp: Option<SocketAddr>) -> Result<Listeners> {
         let unix = bind_unix(unix_path)?;
         let tcp = match tcp {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("cannot listen on TCP {addr}"))?,
-            ),
-            None => None,
+            Some(addr) => vec![TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on TCP {addr}"))?],
+            None => vec![],
         };
         Ok(Listeners {
-            unix,
-            unix_path: unix_path.to_owned(),
+            unix: vec![unix],
             tcp,
+            owned_path: Some(unix_path.to_owned()),
         })
     }
 
-    pub fn unix_path(&self) -> &Path {
-        &self.unix_path
+    /// The sockets systemd passed in (socket activation).
+    pub fn inherited(sockets: Vec<Inherited>) -> Result<Listeners> {
+        let mut listeners = Listeners {
+            unix: vec![],
+            tcp: vec![],
+            owned_path: None,
+        };
+        for socket in sockets {
+            match socket {
+                Inherited::Unix(l) => listeners.unix.push(UnixListener::from_std(l)?),
+                Inherited::Tcp(l) => listeners.tcp.push(TcpListener::from_std(l)?),
+            }
+        }
+        Ok(listeners)
     }
 
-    pub fn tcp_addr(&self) -> Option<SocketAddr> {
-        self.tcp.as_ref().and_then(|l| l.local_addr().ok())
+    /// The Unix socket paths, for the log.
+    pub fn unix_paths(&self) -> String {
+        let paths: Vec<String> = self
+            .unix
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .map(|a| {
+                a.as_pathname()
+                    .map_or_else(|| "(unnamed)".to_owned(), |p| p.display().to_string())
+            })
+            .collect();
+        if paths.is_empty() {
+            "off".to_owned()
+        } else {
+            paths.join(",")
+        }
     }
 
-    /// Accepts until `shutdown` completes, then removes the socket file.
-    pub async fn serve(
-        self,
-        dispatcher: Arc<Dispatcher>,
-        max_frame: usize,
-        shutdown: impl std::future::Future<Output = ()>,
-    ) {
+    /// The TCP addresses, for the log.
+    pub fn tcp_addrs(&self) -> String {
+        let addrs: Vec<String> = self
+            .tcp
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .map(|a| a.to_string())
+            .collect();
+        if addrs.is_empty() {
+            "off".to_owned()
+        } else {
+            addrs.join(",")
+        }
+    }
+
+    /// Accepts until `shutdown` is cancelled; then stops accepting, lets every connection
+    /// answer what it has in flight (for at most `drain`), and removes the socket file.
+    pub async fn serve(self, shared: Shared, shutdown: CancellationToken, drain: Duration) {
+        let connections = TaskTracker::new();
         let ids = Arc::new(AtomicU64::new(0));
-        let unix_loop = {
-            let (dispatcher, ids) = (dispatcher.clone(), ids.clone());
-            async move {
-                loop {
-                    match self.unix.accept().await {
-                        Ok((stream, _)) => {
-                            spawn_connection(stream, "unix", &dispatcher, &ids, max_frame)
-                        }
-                        Err(e) => accept_failed(e).await,
-                    }
-                }
-            }
+        let mut accepting = tokio::task::JoinSet::new();
+        let server = Server {
+            shared,
+            shutdown: shutdown.clone(),
+            connections: connections.clone(),
+            ids,
         };
-        let tcp_loop = async move {
-            let Some(tcp) = self.tcp else {
-                return std::future::pending().await;
+        for listener in self.unix {
+            accepting.spawn(server.clone().accept_loop(listener));
+        }
+        for listener in self.tcp {
+            accepting.spawn(server.clone().accept_loop(listener));
+        }
+        shutdown.cancelled().await;
+        accepting.shutdown().await;
+        if let Some(path) = &self.owned_path {
+            if let Err(e) = std::fs::remove_file(path) {
+                tracing::warn!(path = %path.display(), "cannot remove socket file: {e}");
+            }
+        }
+        connections.close();
+        if tokio::time::timeout(drain, connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                connections = connections.len(),
+                "drain time is up; closing the connections still open"
+            );
+        }
+    }
+}
+
+/// A listener of either kind.
+trait Acceptor: Send + 'static {
+    type Stream: Stream;
+    const KIND: &'static str;
+    fn accept_stream(&self) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+}
+
+/// A connected socket of either kind.
+trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+impl Acceptor for UnixListener {
+    type Stream = UnixStream;
+    const KIND: &'static str = "unix";
+    async fn accept_stream(&self) -> io::Result<UnixStream> {
+        self.accept().await.map(|(s, _)| s)
+    }
+}
+
+impl Acceptor for TcpListener {
+    type Stream = TcpStream;
+    const KIND: &'static str = "tcp";
+    async fn accept_stream(&self) -> io::Result<TcpStream> {
+        let (stream, _) = self.accept().await?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+}
+
+impl Stream for UnixStream {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        UnixStream::readable(self)
+    }
+}
+
+impl Stream for TcpStream {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        TcpStream::readable(self)
+    }
+}
+
+/// What every accept loop and connection shares.
+#[derive(Clone)]
+struct Server {
+    shared: Shared,
+    shutdown: CancellationToken,
+    connections: TaskTracker,
+    ids: Arc<AtomicU64>,
+}
+
+/// Set while connections are being refused, so the log says so once, not per connection.
+static AT_CAPACITY: AtomicBool = AtomicBool::new(false);
+
+impl Server {
+    async fn accept_loop<A: Acceptor>(self, listener: A) {
+        loop {
+            let stream = match listener.accept_stream().await {
+                Ok(stream) => stream,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
             };
-            loop {
-                match tcp.accept().await {
-                    Ok((stream, _)) => {
-                        let _ = stream.set_nodelay(true);
-                        spawn_connection(stream, "tcp", &dispatcher, &ids, max_frame)
-                    }
-                    Err(e) => accept_failed(e).await,
+            let live = self.shared.load_full();
+            let Some(slot) = CONNECTIONS.try_take(live.limits.max_connections) else {
+                METRICS.connections_refused.inc();
+                if !AT_CAPACITY.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        max_connections = live.limits.max_connections,
+                        "connection limit reached: closing new connections until one ends"
+                    );
                 }
-            }
-        };
+                continue; // dropping the stream closes it
+            };
+            AT_CAPACITY.store(false, Ordering::Relaxed);
+            let id = self.ids.fetch_add(1, Ordering::Relaxed);
+            let server = self.clone();
+            self.connections.spawn(async move {
+                tracing::debug!(conn = id, kind = A::KIND, "connection opened");
+                let end = server
+                    .serve_connection(stream, &live.limits, live.max_frame)
+                    .await;
+                drop(slot);
+                tracing::debug!(conn = id, kind = A::KIND, "connection closed: {end}");
+            });
+        }
+    }
+
+    /// Reads requests, runs each as its own task, writes replies as they finish (in any
+    /// order). Returns why the connection ended.
+    async fn serve_connection<S: Stream>(
+        &self,
+        stream: S,
+        limits: &Limits,
+        max_frame: usize,
+    ) -> String {
+        let idle_after = |from: Instant| limits.idle_timeout.map(|t| from + t);
+        // An idle client costs no buffers until it sends something.
         tokio::select! {
-            () = unix_loop => {}
-            () = tcp_loop => {}
-            () = shutdown => {}
+            ready = stream.readable() => if let Err(e) = ready { return format!("read failed: {e}") },
+            () = sleep_until(idle_after(Instant::now())) => return "idle".into(),
+            () = self.shutdown.cancelled() => return "shutting down".into(),
         }
-        if let Err(e) = std::fs::remove_file(&self.unix_path) {
-            tracing::warn!(path = %self.unix_path.display(), "cannot remove socket file: {e}");
+        let mut framed =
+            Framed::with_capacity(stream, MsgpackCodec::new(max_frame), CONNECTION_BUFFER);
+        let mut in_flight: FuturesUnordered<CallTask> = FuturesUnordered::new();
+        let mut reading = true;
+        let mut idle_at = idle_after(Instant::now());
+        loop {
+            tokio::select! {
+                frame = framed.next(), if reading && in_flight.len() < limits.max_in_flight_per_connection => {
+                    let value = match frame {
+                        Some(Ok(value)) => value,
+                        Some(Err(e)) => return format!("bad frame: {e}"),
+                        // The client closed its side: answer what is in flight, then close.
+                        None => { reading = false; continue; }
+                    };
+                    idle_at = idle_after(Instant::now());
+                    match Incoming::parse(value) {
+                        Ok(Incoming::Request(request)) => {
+                            // Takes the newest settings (a reload applies to the next call).
+                            let live = self.shared.load_full();
+                            let slot = CALLS.take(live.limits.max_in_flight).await;
+                            in_flight.push(CallTask::spawn(&live.dispatcher, request, slot));
+                        }
+                        Ok(Incoming::Malformed { msgid, detail }) => {
+                            let reply = Response { msgid, outcome: Err(CallError::BadRequest(detail).to_string()) };
+                            if let Err(e) = framed.send(reply).await {
+                                return format!("write failed: {e}");
+                            }
+                        }
+                        Ok(Incoming::Notification { .. } | Incoming::Response(_)) => {}
+                        Err(e) => return e.to_string(),
+                    }
+                }
+                Some(reply) = in_flight.next(), if !in_flight.is_empty() => {
+                    // Replies that are ready together leave in one write.
+                    let mut written = framed.feed(reply).await;
+                    while written.is_ok() {
+                        match in_flight.next().now_or_never() {
+                            Some(Some(more)) => written = framed.feed(more).await,
+                            _ => break,
+                        }
+                    }
+                    if written.is_ok() {
+                        written = SinkExt::<Response>::flush(&mut framed).await;
+                    }
+                    if let Err(e) = written {
+                        return format!("write failed: {e}");
+                    }
+                    idle_at = idle_after(Instant::now());
+                }
+                // Shutting down: read nothing more, answer what is in flight.
+                () = self.shutdown.cancelled(), if reading => reading = false,
+                () = sleep_until(idle_at), if reading && in_flight.is_empty() => return "idle".into(),
+                else => return "done".into(),
+            }
         }
+    }
+}
+
+/// Sleeps until `at`, or forever when there is no such time.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -147,75 +368,6 @@ fn bind_unix(path: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
-fn spawn_connection<S>(
-    stream: S,
-    kind: &'static str,
-    dispatcher: &Arc<Dispatcher>,
-    ids: &AtomicU64,
-    max_frame: usize,
-) where
-    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
-    let id = ids.fetch_add(1, Ordering::Relaxed);
-    let dispatcher = dispatcher.clone();
-    tokio::spawn(async move {
-        tracing::debug!(conn = id, kind, "connection opened");
-        let end = serve_connection(stream, dispatcher, max_frame).await;
-        tracing::debug!(conn = id, kind, "connection closed: {end}");
-    });
-}
-
-/// Reads requests, runs each as its own task, writes replies as they finish (in any order).
-/// Returns why the connection ended.
-async fn serve_connection<S>(stream: S, dispatcher: Arc<Dispatcher>, max_frame: usize) -> String
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let mut framed = Framed::new(stream, MsgpackCodec::new(max_frame));
-    let mut in_flight: FuturesUnordered<CallTask> = FuturesUnordered::new();
-    let mut reading = true;
-    loop {
-        tokio::select! {
-            frame = framed.next(), if reading && in_flight.len() < MAX_IN_FLIGHT_PER_CONNECTION => {
-                let value = match frame {
-                    Some(Ok(value)) => value,
-                    Some(Err(e)) => return format!("bad frame: {e}"),
-                    // The client closed its side: answer what is in flight, then close.
-                    None => { reading = false; continue; }
-                };
-                match Incoming::parse(value) {
-                    Ok(Incoming::Request(request)) => in_flight.push(CallTask::spawn(&dispatcher, request)),
-                    Ok(Incoming::Malformed { msgid, detail }) => {
-                        let reply = Response { msgid, outcome: Err(CallError::BadRequest(detail).to_string()) };
-                        if let Err(e) = framed.send(reply).await {
-                            return format!("write failed: {e}");
-                        }
-                    }
-                    Ok(Incoming::Notification { .. } | Incoming::Response(_)) => {}
-                    Err(e) => return e.to_string(),
-                }
-            }
-            Some(reply) = in_flight.next(), if !in_flight.is_empty() => {
-                // Replies that are ready together leave in one write.
-                let mut written = framed.feed(reply).await;
-                while written.is_ok() {
-                    match in_flight.next().now_or_never() {
-                        Some(Some(more)) => written = framed.feed(more).await,
-                        _ => break,
-                    }
-                }
-                if written.is_ok() {
-                    written = SinkExt::<Response>::flush(&mut framed).await;
-                }
-                if let Err(e) = written {
-                    return format!("write failed: {e}");
-                }
-            }
-            else => return "client closed".into(),
-        }
-    }
-}
-
 /// One call running on its own task, so that it finishes (and logs) even if its connection
 /// goes away, and so that a fault in it cannot touch the connection.
 struct CallTask {
@@ -224,14 +376,19 @@ struct CallTask {
 }
 
 impl CallTask {
-    fn spawn(dispatcher: &Arc<Dispatcher>, request: Request) -> CallTask {
+    /// Runs the call holding `slot`, which the call gives back when it ends.
+    fn spawn(dispatcher: &Arc<Dispatcher>, request: Request, slot: Slot<'static>) -> CallTask {
         let dispatcher = dispatcher.clone();
         let Request {
             msgid,
             method,
             params,
         } = request;
-        let handle = tokio::spawn(async move { dispatcher.call(&method, &params).await });
+        let handle = tokio::spawn(async move {
+            let result = dispatcher.call(&method, &params).await;
+            drop(slot);
+            result
+        });
         CallTask { msgid, handle }
     }
 }

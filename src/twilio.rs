@@ -16,6 +16,8 @@ use tokio::time::Instant;
 use crate::config::Settings;
 use crate::credentials::Credentials;
 use crate::error::CallError;
+use crate::health::HEALTH;
+use crate::metrics::METRICS;
 use crate::validate::Sender;
 
 /// Attempts per call, the first included.
@@ -39,6 +41,8 @@ pub struct Sms<'a> {
 pub struct TwilioClient {
     http: reqwest::Client,
     messages_url: Url,
+    /// The account resource: a cheap authenticated GET that opens and keeps the connection.
+    account_url: Url,
     authorization: HeaderValue,
     validity_period: Option<String>,
 }
@@ -77,19 +81,14 @@ impl TwilioClient {
         if let Some(proxy) = &settings.proxy {
             builder = builder.proxy(reqwest::Proxy::all(proxy.clone())?);
         }
+        if let Some(pem) = &settings.twilio_ca_pem {
+            builder = builder.tls_certs_merge(reqwest::Certificate::from_pem_bundle(pem)?);
+        }
         let http = builder.build()?;
 
-        let mut messages_url = settings.twilio_api_url.clone();
-        messages_url
-            .path_segments_mut()
-            .map_err(|()| anyhow::anyhow!("twilio_api_url cannot be a base URL"))?
-            .pop_if_empty()
-            .extend([
-                "2010-04-01",
-                "Accounts",
-                &credentials.account_sid,
-                "Messages.json",
-            ]);
+        let account = format!("{}.json", credentials.account_sid);
+        let messages_url = api_url(settings, &[&credentials.account_sid, "Messages.json"])?;
+        let account_url = api_url(settings, &[&account])?;
 
         let (user, password) = credentials.basic();
         let encoded =
@@ -100,6 +99,7 @@ impl TwilioClient {
         Ok(TwilioClient {
             http,
             messages_url,
+            account_url,
             authorization,
             validity_period: settings.validity_period.map(|v| v.to_string()),
         })
@@ -126,6 +126,7 @@ impl TwilioClient {
                 "retrying Twilio"
             );
             tokio::time::sleep(wait).await;
+            METRICS.twilio_retries.inc();
             backoff *= 2;
             attempt += 1;
         }
@@ -140,6 +141,7 @@ impl TwilioClient {
         if let Some(v) = &self.validity_period {
             form.push(("ValidityPeriod", v));
         }
+        let started = Instant::now();
         let sent = self
             .http
             .post(self.messages_url.clone())
@@ -147,25 +149,73 @@ impl TwilioClient {
             .form(&form)
             .send()
             .await;
-        let response = match sent {
-            Ok(r) => r,
-            // The connection never came up, so the request never went out.
-            Err(e) if e.is_connect() => {
-                return Attempt::Retry {
-                    error: CallError::Unavailable(describe(e)),
-                    wait: None,
-                }
-            }
-            Err(e) => return Attempt::Failed(CallError::Unavailable(describe(e))),
-        };
-        let status = response.status();
-        let retry_after = retry_after(response.headers().get(RETRY_AFTER));
-        let body = match read_capped(response).await {
-            Ok(b) => b,
-            Err(e) => return Attempt::Failed(CallError::Unavailable(describe(e))),
-        };
-        interpret(status, &body, retry_after)
+        read_answer(sent, started).await
     }
+
+    /// Opens (or reuses) the connection with an authenticated GET of the account, so the next
+    /// send finds it ready. Says how Twilio answered; records it for health reports.
+    pub async fn warm(&self, timeout: Duration) -> Result<StatusCode, String> {
+        let started = Instant::now();
+        let sent = self
+            .http
+            .get(self.account_url.clone())
+            .header(AUTHORIZATION, self.authorization.clone())
+            .timeout(timeout)
+            .send()
+            .await;
+        let outcome = match sent {
+            Ok(response) => {
+                let status = response.status();
+                // Read the answer so the connection goes back to the pool.
+                let _ = read_capped(response).await;
+                Ok(status)
+            }
+            Err(e) => Err(describe(e)),
+        };
+        METRICS.observe_twilio(started.elapsed());
+        match &outcome {
+            Ok(status) if matches!(status.as_u16(), 401 | 403) => {
+                HEALTH.record("warm", false, format!("HTTP {}", status.as_u16()))
+            }
+            Ok(status) => HEALTH.record("warm", true, format!("HTTP {}", status.as_u16())),
+            Err(_) => HEALTH.record("warm", false, "unavailable"),
+        }
+        outcome
+    }
+}
+
+/// What a sent request came to: its answer read and judged, or why there is none.
+async fn read_answer(sent: Result<reqwest::Response, reqwest::Error>, started: Instant) -> Attempt {
+    let response = match sent {
+        Ok(r) => r,
+        // The connection never came up, so the request never went out.
+        Err(e) if e.is_connect() => {
+            return Attempt::Retry {
+                error: CallError::Unavailable(describe(e)),
+                wait: None,
+            }
+        }
+        Err(e) => return Attempt::Failed(CallError::Unavailable(describe(e))),
+    };
+    let status = response.status();
+    let retry_after = retry_after(response.headers().get(RETRY_AFTER));
+    let body = read_capped(response).await;
+    METRICS.observe_twilio(started.elapsed());
+    match body {
+        Ok(body) => interpret(status, &body, retry_after),
+        Err(e) => Attempt::Failed(CallError::Unavailable(describe(e))),
+    }
+}
+
+/// `{api}/2010-04-01/Accounts/{rest…}`.
+fn api_url(settings: &Settings, rest: &[&str]) -> anyhow::Result<Url> {
+    let mut url = settings.twilio_api_url.clone();
+    url.path_segments_mut()
+        .map_err(|()| anyhow::anyhow!("twilio_api_url cannot be a base URL"))?
+        .pop_if_empty()
+        .extend(["2010-04-01", "Accounts"])
+        .extend(rest);
+    Ok(url)
 }
 
 /// Turns Twilio's answer into a SID or an error.

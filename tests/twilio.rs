@@ -37,7 +37,7 @@ async fn sends_exactly_what_twilio_expects_and_replies_the_sid_over_both_sockets
         .unwrap();
     assert_eq!(reply, Ok(SID.to_owned()));
 
-    let requests = twilio.received_requests().await.unwrap();
+    let requests = sends(&twilio).await;
     let mut fields = form(&requests[0]);
     fields.sort();
     assert_eq!(
@@ -62,7 +62,7 @@ async fn messaging_service_sender_validity_period_and_template() {
     let mg = "MG0123456789abcdef0123456789abcdef";
     let reply = daemon.send(mg).await;
     assert_eq!(reply, Ok(SID.to_owned()));
-    let mut fields = form(&twilio.received_requests().await.unwrap()[0]);
+    let mut fields = form(&sends(&twilio).await[0]);
     fields.sort();
     assert_eq!(
         fields,
@@ -104,7 +104,7 @@ async fn twilio_error_becomes_err_twilio_with_its_code() {
         reply,
         Err("ERR twilio 21211: Invalid 'To' Phone Number: +3161234XXXX".to_owned())
     );
-    assert_eq!(twilio.received_requests().await.unwrap().len(), 1);
+    assert_eq!(sends(&twilio).await.len(), 1);
 }
 
 #[tokio::test]
@@ -146,7 +146,7 @@ async fn a_hanging_twilio_gives_err_timeout_at_the_deadline_and_the_daemon_stays
         Ok("pong".into())
     );
     // A slow answer is never retried: a second SMS is worse than an error.
-    assert_eq!(twilio.received_requests().await.unwrap().len(), 1);
+    assert_eq!(sends(&twilio).await.len(), 1);
 }
 
 #[tokio::test]
@@ -167,7 +167,7 @@ async fn too_many_requests_then_created_is_retried_once() {
         started.elapsed() >= Duration::from_secs(1),
         "Retry-After honoured"
     );
-    assert_eq!(twilio.received_requests().await.unwrap().len(), 2);
+    assert_eq!(sends(&twilio).await.len(), 2);
 }
 
 #[tokio::test]
@@ -181,7 +181,7 @@ async fn retry_after_beyond_the_deadline_is_not_waited_for() {
     let reply = daemon.send("ACME").await;
     assert_eq!(reply, Err("ERR twilio 20429: Too Many Requests".to_owned()));
     assert!(started.elapsed() < Duration::from_millis(2500));
-    assert_eq!(twilio.received_requests().await.unwrap().len(), 1);
+    assert_eq!(sends(&twilio).await.len(), 1);
 }
 
 #[tokio::test]
@@ -194,7 +194,7 @@ async fn a_server_error_is_sent_once_and_not_retried() {
         reply,
         Err("ERR unavailable: Twilio answered HTTP 500".to_owned())
     );
-    assert_eq!(twilio.received_requests().await.unwrap().len(), 1);
+    assert_eq!(sends(&twilio).await.len(), 1);
 }
 
 #[tokio::test]
@@ -230,7 +230,7 @@ async fn invalid_input_is_refused_and_twilio_is_not_called() {
         assert!(error.starts_with(want), "{otp} {phone} {sender}: {error}");
         assert!(!error.contains(otp), "the OTP is never echoed: {error}");
     }
-    assert_eq!(twilio.received_requests().await.unwrap().len(), 0);
+    assert_eq!(sends(&twilio).await.len(), 0);
 }
 
 #[tokio::test]
@@ -253,7 +253,7 @@ async fn dry_run_replies_sm_sids_and_sends_nothing() {
         assert!(sid[2..].bytes().all(|c| c.is_ascii_hexdigit()), "{sid}");
     }
     assert_ne!(a, b);
-    assert_eq!(twilio.received_requests().await.unwrap().len(), 0);
+    assert_eq!(sends(&twilio).await.len(), 0);
 }
 
 #[tokio::test]
@@ -305,7 +305,7 @@ async fn twilio_is_reached_through_a_proxy_from_the_flag_or_the_environment() {
         let daemon = Daemon::start(api, options);
         let reply = daemon.send("ACME").await;
         assert_eq!(reply, Ok(SID.to_owned()), "via_env={via_env}");
-        let seen = proxy.received_requests().await.unwrap();
+        let seen = sends(&proxy).await;
         assert_eq!(seen.len(), 1);
         assert_eq!(seen[0].url.host_str(), Some("twilio.invalid"));
     }

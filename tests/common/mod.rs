@@ -290,3 +290,11 @@ pub fn witness_dir() -> PathBuf {
 pub fn repo_file(relative: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
+
+/// The messages a Twilio stand-in was asked to send (the POSTs; keep-warm GETs left out).
+pub async fn sends(server: &MockServer) -> Vec<wiremock::Request> {
+    let all = server.received_requests().await.expect("recording is on");
+    all.into_iter()
+        .filter(|r| r.method == wiremock::http::Method::POST)
+        .collect()
+}

@@ -1,0 +1,74 @@
+//! What `health` (and `otp-sidecar ping`) reports: up since when, in which mode, and how the
+//! last exchange with Twilio went.
+
+use std::sync::{LazyLock, Mutex};
+use std::time::Instant;
+
+use rmpv::Value;
+
+use crate::limits::{CALLS, CONNECTIONS};
+
+/// The last exchange with Twilio: a send, or a keep-warm request.
+#[derive(Debug, Clone)]
+struct Exchange {
+    at: Instant,
+    kind: &'static str,
+    /// Twilio answered as a working service would (a SID, or an error about the request).
+    healthy: bool,
+    detail: String,
+}
+
+pub struct Health {
+    started: Instant,
+    last: Mutex<Option<Exchange>>,
+}
+
+pub static HEALTH: LazyLock<Health> = LazyLock::new(|| Health {
+    started: Instant::now(),
+    last: Mutex::new(None),
+});
+
+impl Health {
+    /// Records an exchange; `detail` is a reason token or a status, never a secret.
+    pub fn record(&self, kind: &'static str, healthy: bool, detail: impl Into<String>) {
+        let exchange = Exchange {
+            at: Instant::now(),
+            kind,
+            healthy,
+            detail: detail.into(),
+        };
+        if let Ok(mut last) = self.last.lock() {
+            *last = Some(exchange);
+        }
+    }
+
+    /// `ok` until an exchange with Twilio fails for a reason of Twilio's or the network's.
+    pub fn status(&self) -> &'static str {
+        match self.last.lock().ok().and_then(|l| l.clone()) {
+            Some(Exchange { healthy: false, .. }) => "degraded",
+            _ => "ok",
+        }
+    }
+
+    /// The `health` reply: a map of plain values.
+    pub fn report(&self, mode: &'static str) -> Value {
+        let last = match self.last.lock().ok().and_then(|l| l.clone()) {
+            Some(e) => Value::Map(vec![
+                ("kind".into(), e.kind.into()),
+                ("healthy".into(), e.healthy.into()),
+                ("detail".into(), e.detail.into()),
+                ("age_s".into(), e.at.elapsed().as_secs().into()),
+            ]),
+            None => Value::Nil,
+        };
+        Value::Map(vec![
+            ("status".into(), self.status().into()),
+            ("version".into(), env!("CARGO_PKG_VERSION").into()),
+            ("mode".into(), mode.into()),
+            ("uptime_s".into(), self.started.elapsed().as_secs().into()),
+            ("connections".into(), CONNECTIONS.taken().into()),
+            ("in_flight".into(), CALLS.taken().into()),
+            ("last_twilio".into(), last),
+        ])
+    }
+}

@@ -1,0 +1,237 @@
+//! The daemon's life: start (bind, warm Twilio, READY), serve, reload on SIGHUP, and drain
+//! on SIGTERM / SIGINT.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use arc_swap::ArcSwap;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::{Backend, DrySids};
+use crate::config::{ServeArgs, Settings};
+use crate::methods::Dispatcher;
+use crate::metrics::{ResultLabel, METRICS};
+use crate::server::{Listeners, Live, Shared};
+use crate::systemd;
+use crate::twilio::TwilioClient;
+
+/// Runs the daemon until SIGTERM or SIGINT, then drains. `args` are kept for reloads.
+pub async fn run(args: ServeArgs, settings: Settings) -> Result<()> {
+    // Installed before the listeners exist, so a signal that follows READY at once (as
+    // systemd may send) is handled instead of killing the process.
+    let mut signals = Signals::install()?;
+    let shared: Shared = Arc::new(ArcSwap::from_pointee(build_live(&settings)?));
+    let inherited = systemd::inherited_listeners()?;
+    let listeners = if inherited.is_empty() {
+        Listeners::bind(&settings.unix, settings.tcp).await?
+    } else {
+        tracing::info!(
+            sockets = inherited.len(),
+            "using the sockets systemd passed (--unix and --tcp are ignored)"
+        );
+        Listeners::inherited(inherited)?
+    };
+    let metrics = match settings.metrics {
+        Some(addr) => crate::metrics::serve(addr).await?.to_string(),
+        None => "off".to_owned(),
+    };
+    if let Some(interval) = settings.keep_warm {
+        warm_up(&shared.load().dispatcher, settings.deadline).await;
+        tokio::spawn(keep_warm(shared.clone(), interval, settings.deadline));
+    }
+
+    let (unix, tcp) = (listeners.unix_paths(), listeners.tcp_addrs());
+    tracing::info!(
+        unix = %unix,
+        tcp = %tcp,
+        metrics = %metrics,
+        deadline_ms = settings.deadline.as_millis() as u64,
+        "otp-sidecar {} ready",
+        env!("CARGO_PKG_VERSION")
+    );
+    systemd::ready(&format!("serving on unix={unix} tcp={tcp}"));
+    if let Some(interval) = systemd::spawn_watchdog() {
+        tracing::debug!(interval_ms = interval.as_millis() as u64, "watchdog on");
+    }
+
+    let shutdown = CancellationToken::new();
+    let drain = settings.deadline + Duration::from_secs(1);
+    let serving = tokio::spawn(listeners.serve(shared.clone(), shutdown.clone(), drain));
+    let mut current = settings;
+    loop {
+        match signals.next().await {
+            Stop::Reload => {
+                if let Some(new) = reload(&args, &current, &shared).await {
+                    current = new;
+                }
+            }
+            Stop::Stop(name) => {
+                tracing::info!("{name}: stopping; answering the calls in flight");
+                break;
+            }
+        }
+    }
+    systemd::stopping("answering the calls in flight");
+    shutdown.cancel();
+    let _ = serving.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// What serving needs, made from settings: the backend (and its Twilio client) and limits.
+fn build_live(settings: &Settings) -> Result<Live> {
+    let backend = match &settings.credentials {
+        Some(credentials) if !settings.dry_run => {
+            tracing::info!(twilio = %settings.twilio_api_url, "sending through {}", credentials.describe());
+            Backend::Twilio(TwilioClient::new(settings, credentials)?)
+        }
+        _ => {
+            tracing::warn!(
+                "DRY RUN: no SMS will be sent; every sendOTP answers with a made-up SM… SID"
+            );
+            Backend::DryRun(DrySids::default())
+        }
+    };
+    Ok(Live {
+        dispatcher: Arc::new(Dispatcher::new(settings, backend)),
+        limits: settings.limits,
+        max_frame: settings.max_frame_bytes,
+    })
+}
+
+/// Re-reads the configuration; a bad one is refused and the running one stays.
+async fn reload(args: &ServeArgs, current: &Settings, shared: &Shared) -> Option<Settings> {
+    systemd::reloading();
+    let outcome = match Settings::resolve(args, &|name| std::env::var(name).ok()) {
+        Ok(new) => build_live(&new).map(|live| (new, live)),
+        Err(e) => Err(e),
+    };
+    let result = match outcome {
+        Ok((new, live)) => {
+            if new.keep_warm.is_some() {
+                warm_up(&live.dispatcher, new.deadline).await;
+            }
+            shared.store(Arc::new(live));
+            for what in needs_restart(current, &new) {
+                tracing::warn!("{what} changed: it takes effect at the next restart");
+            }
+            tracing::info!("SIGHUP: configuration reloaded");
+            METRICS
+                .reloads
+                .get_or_create(&ResultLabel { result: "applied" })
+                .inc();
+            Some(new)
+        }
+        Err(e) => {
+            tracing::error!("SIGHUP: reload refused, the running configuration stays: {e:#}");
+            METRICS
+                .reloads
+                .get_or_create(&ResultLabel { result: "refused" })
+                .inc();
+            None
+        }
+    };
+    systemd::ready("serving");
+    result
+}
+
+/// Settings that belong to the listeners and the runtime, which a reload leaves alone.
+fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    if old.unix != new.unix {
+        changed.push("unix");
+    }
+    if old.tcp != new.tcp {
+        changed.push("tcp");
+    }
+    if old.threads != new.threads {
+        changed.push("threads");
+    }
+    if old.metrics != new.metrics {
+        changed.push("metrics");
+    }
+    if old.log_format != new.log_format {
+        changed.push("log_format");
+    }
+    if old.keep_warm != new.keep_warm {
+        changed.push("keep_warm_secs");
+    }
+    changed
+}
+
+/// Opens the Twilio connection (TLS included) before the first OTP needs it.
+async fn warm_up(dispatcher: &Dispatcher, timeout: Duration) {
+    let Some(client) = dispatcher.twilio() else {
+        return;
+    };
+    let started = Instant::now();
+    match client.warm(timeout).await {
+        Ok(status) if matches!(status.as_u16(), 401 | 403) => {
+            tracing::error!(
+                status = status.as_u16(),
+                "Twilio refused the credentials: every send will fail until they are fixed"
+            );
+        }
+        Ok(status) => {
+            tracing::info!(
+                status = status.as_u16(),
+                ms = started.elapsed().as_millis() as u64,
+                "Twilio connection warm"
+            );
+        }
+        Err(e) => tracing::warn!("cannot reach Twilio yet ({e}); sends will try again"),
+    }
+}
+
+/// Touches the Twilio connection every `interval` so it is never idle long enough to close.
+async fn keep_warm(shared: Shared, interval: Duration, timeout: Duration) {
+    let mut was_warm = true;
+    loop {
+        tokio::time::sleep(interval).await;
+        let dispatcher = shared.load().dispatcher.clone();
+        let Some(client) = dispatcher.twilio() else {
+            continue;
+        };
+        let warm = matches!(client.warm(timeout).await, Ok(s) if !matches!(s.as_u16(), 401 | 403));
+        if warm != was_warm {
+            if warm {
+                tracing::info!("Twilio answers again");
+            } else {
+                tracing::warn!("Twilio keep-warm request failed");
+            }
+            was_warm = warm;
+        }
+    }
+}
+
+enum Stop {
+    Reload,
+    Stop(&'static str),
+}
+
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    async fn next(&mut self) -> Stop {
+        tokio::select! {
+            _ = self.term.recv() => Stop::Stop("SIGTERM"),
+            _ = self.int.recv() => Stop::Stop("SIGINT"),
+            _ = self.hup.recv() => Stop::Reload,
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! Prometheus metrics: one process-wide set, and the loopback HTTP endpoint that serves it.
+//!
+//! Labels only ever carry values from fixed lists (method names we know, reason tokens), so
+//! a caller cannot grow the set by sending odd method names.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub method: &'static str,
+    /// `ok` or `error`.
+    pub outcome: &'static str,
+    /// The `ERR` reason token; empty for `ok`.
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub calls: Family<CallLabels, Counter>,
+    /// Seconds per HTTP request to Twilio (each attempt, warm-ups included).
+    pub twilio_seconds: Histogram,
+    pub twilio_retries: Counter,
+    pub in_flight: Gauge,
+    pub connections: Gauge,
+    pub connections_refused: Counter,
+    pub reloads: Family<ResultLabel, Counter>,
+}
+
+/// The one set of metrics, counted whether or not anyone scrapes it (a few atomics).
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("otp_sidecar");
+        let calls = Family::<CallLabels, Counter>::default();
+        registry.register(
+            "calls",
+            "RPC calls answered, by method, outcome and ERR reason",
+            calls.clone(),
+        );
+        // 1 ms .. ~4 s: loopback mocks at the low end, the deadline at the top.
+        let twilio_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 13));
+        registry.register(
+            "twilio_request_duration_seconds",
+            "Time for one HTTP request to Twilio, answer read",
+            twilio_seconds.clone(),
+        );
+        let twilio_retries = Counter::default();
+        registry.register(
+            "twilio_retries",
+            "Requests to Twilio sent again after a refused connection or a 429",
+            twilio_retries.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "in_flight",
+            "Calls running now, all connections",
+            in_flight.clone(),
+        );
+        let connections = Gauge::default();
+        registry.register("connections", "Open connections", connections.clone());
+        let connections_refused = Counter::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed at once because max_connections were open",
+            connections_refused.clone(),
+        );
+        let reloads = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "reloads",
+            "Configuration reloads (SIGHUP), applied or refused",
+            reloads.clone(),
+        );
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register("build_info", "The running version", build_info);
+        Metrics {
+            registry,
+            calls,
+            twilio_seconds,
+            twilio_retries,
+            in_flight,
+            connections,
+            connections_refused,
+            reloads,
+        }
+    }
+
+    pub fn count_call(&self, method: &'static str, result: Result<(), &'static str>) {
+        let (outcome, reason) = match result {
+            Ok(()) => ("ok", ""),
+            Err(reason) => ("error", reason),
+        };
+        self.calls
+            .get_or_create(&CallLabels {
+                method,
+                outcome,
+                reason,
+            })
+            .inc();
+    }
+
+    pub fn observe_twilio(&self, took: Duration) {
+        self.twilio_seconds.observe(took.as_secs_f64());
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// Binds the metrics listener now (so a taken port fails the start), serves it in the
+/// background.
+pub async fn serve(addr: SocketAddr) -> Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+    let local = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!("metrics accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(answer);
+                // A scraper that hangs up early is not worth a log line.
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10))
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(local)
+}
+
+async fn answer(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let response = match (request.method(), request.uri().path()) {
+        (&Method::GET, "/metrics") => Response::builder()
+            .header(
+                hyper::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )
+            .body(Full::new(Bytes::from(METRICS.render()))),
+        _ => Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .body(Full::new(Bytes::from_static(b"try /metrics\n"))),
+    };
+    Ok(response.unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))))
+}
