@@ -10,7 +10,7 @@ use crate::twilio::{Sms, TwilioClient};
 
 #[derive(Debug)]
 pub enum Backend {
-    Twilio(TwilioClient),
+    Twilio(Box<TwilioClient>),
     /// Sends nothing and answers with a made-up `SM` SID, so a test access policy can run
     /// its success branch end to end.
     DryRun(DrySids),

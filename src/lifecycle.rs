@@ -86,7 +86,7 @@ fn build_live(settings: &Settings) -> Result<Live> {
     let backend = match &settings.credentials {
         Some(credentials) if !settings.dry_run => {
             tracing::info!(twilio = %settings.twilio_api_url, "sending through {}", credentials.describe());
-            Backend::Twilio(TwilioClient::new(settings, credentials)?)
+            Backend::Twilio(Box::new(TwilioClient::new(settings, credentials)?))
         }
         _ => {
             tracing::warn!(
@@ -126,7 +126,12 @@ async fn reload(args: &ServeArgs, current: &Settings, shared: &Shared) -> Option
             Some(new)
         }
         Err(e) => {
-            tracing::error!("SIGHUP: reload refused, the running configuration stays: {e:#}");
+            // One line, however many the parser's message has.
+            let why = format!("{e:#}")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            tracing::error!("SIGHUP: reload refused, the running configuration stays: {why}");
             METRICS
                 .reloads
                 .get_or_create(&ResultLabel { result: "refused" })

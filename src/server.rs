@@ -244,21 +244,31 @@ impl Server {
         }
     }
 
-    /// Reads requests, runs each as its own task, writes replies as they finish (in any
-    /// order). Returns why the connection ended.
+    /// Waits for the client's first bytes, then serves it. Returns why the connection ended.
     async fn serve_connection<S: Stream>(
         &self,
         stream: S,
         limits: &Limits,
         max_frame: usize,
     ) -> String {
-        let idle_after = |from: Instant| limits.idle_timeout.map(|t| from + t);
-        // An idle client costs no buffers until it sends something.
+        // An idle client costs only this small future: no buffers, no request state.
         tokio::select! {
             ready = stream.readable() => if let Err(e) = ready { return format!("read failed: {e}") },
-            () = sleep_until(idle_after(Instant::now())) => return "idle".into(),
+            () = sleep_until(limits.idle_timeout.map(|t| Instant::now() + t)) => return "idle".into(),
             () = self.shutdown.cancelled() => return "shutting down".into(),
         }
+        Box::pin(self.serve_requests(stream, limits, max_frame)).await
+    }
+
+    /// Reads requests, runs each as its own task, writes replies as they finish (in any
+    /// order). Returns why the connection ended.
+    async fn serve_requests<S: Stream>(
+        &self,
+        stream: S,
+        limits: &Limits,
+        max_frame: usize,
+    ) -> String {
+        let idle_after = |from: Instant| limits.idle_timeout.map(|t| from + t);
         let mut framed =
             Framed::with_capacity(stream, MsgpackCodec::new(max_frame), CONNECTION_BUFFER);
         let mut in_flight: FuturesUnordered<CallTask> = FuturesUnordered::new();

@@ -2,6 +2,8 @@
 //! captured, and a wiremock Twilio on loopback.
 #![allow(dead_code)] // each test file uses a different part of it
 
+pub mod tls;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -72,6 +74,11 @@ pub struct Daemon {
     pub dir: TempDir,
     pub unix: PathBuf,
     pub tcp: SocketAddr,
+    /// The line that said the daemon is ready.
+    pub ready: String,
+    /// Socket activation: the caller whose connection started the daemon; it sent a ping
+    /// (msgid 1) before the daemon ran.
+    pub first_caller: Option<std::os::unix::net::UnixStream>,
     log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -82,6 +89,8 @@ pub struct Options {
     pub env: Vec<(String, String)>,
     /// Leave out the default auth-token credentials.
     pub no_credentials: bool,
+    /// Start under `systemd-socket-activate`, which binds the sockets and passes them in.
+    pub socket_activated: bool,
 }
 
 impl Options {
@@ -100,6 +109,10 @@ impl Options {
         self.args.push(a.into());
         self
     }
+    pub fn args<S: Into<String>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
     pub fn env(mut self, k: &str, v: &str) -> Self {
         self.env.push((k.into(), v.into()));
         self
@@ -108,6 +121,11 @@ impl Options {
 
 pub fn command() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_otp-sidecar"));
+    strip_inherited(&mut cmd);
+    cmd
+}
+
+fn strip_inherited(cmd: &mut Command) {
     for (k, _) in std::env::vars() {
         // The daemon sees only what a test gives it: an inherited proxy, say, would swallow
         // the requests meant for the loopback mock.
@@ -120,7 +138,37 @@ pub fn command() -> Command {
             cmd.env_remove(k);
         }
     }
-    cmd
+}
+
+/// Connects as soon as the socket exists (which starts a socket-activated daemon) and sends a
+/// ping, msgid 1.
+fn first_caller(path: &std::path::Path) -> std::os::unix::net::UnixStream {
+    use std::io::Write;
+    let started = Instant::now();
+    loop {
+        if let Ok(mut stream) = std::os::unix::net::UnixStream::connect(path) {
+            stream
+                .write_all(b"\x94\x00\x01\xa4ping\x90")
+                .expect("send ping");
+            return stream;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no socket at {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A field of a log line, human (`name=value`) or JSON (`"name":"value"`).
+pub fn log_field(line: &str, name: &str) -> Option<String> {
+    if line.starts_with('{') {
+        let json: serde_json::Value = serde_json::from_str(line).ok()?;
+        return json.get(name)?.as_str().map(str::to_owned);
+    }
+    let value = line.split(&format!(" {name}=")).nth(1)?;
+    Some(value.split_whitespace().next()?.to_owned())
 }
 
 impl Daemon {
@@ -133,7 +181,23 @@ impl Daemon {
     pub fn try_start(api: &str, options: Options) -> Result<Daemon, String> {
         let dir = tempfile::tempdir().expect("temp dir");
         let unix = dir.path().join("otp.sock");
-        let mut cmd = command();
+        let mut cmd = if options.socket_activated {
+            let mut cmd = Command::new("systemd-socket-activate");
+            cmd.arg("-l")
+                .arg(&unix)
+                .arg("-l")
+                .arg(dead_address().to_string());
+            // It passes on only the environment it is told to.
+            let names = options.env.iter().map(|(k, _)| k.as_str());
+            for name in names.chain(["TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN"]) {
+                cmd.arg(format!("--setenv={name}"));
+            }
+            strip_inherited(&mut cmd);
+            cmd.arg(env!("CARGO_BIN_EXE_otp-sidecar"));
+            cmd
+        } else {
+            command()
+        };
         cmd.arg("serve")
             .arg("--unix")
             .arg(&unix)
@@ -150,23 +214,15 @@ impl Daemon {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn otp-sidecar");
+        let first_caller = options.socket_activated.then(|| first_caller(&unix));
         let log = Arc::new(Mutex::new(Vec::new()));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let stderr = child.stderr.take().expect("piped stderr");
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line
-                    .split("tcp=")
-                    .nth(1)
-                    .filter(|_| line.contains(" ready "))
-                {
-                    let addr = addr
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned();
-                    let _ = ready_tx.send(addr);
+                if line.contains(" ready") {
+                    let _ = ready_tx.send(line.clone());
                 }
                 sink.lock().expect("log lock").push(line);
             }
@@ -174,17 +230,19 @@ impl Daemon {
         let started = Instant::now();
         loop {
             match ready_rx.recv_timeout(Duration::from_millis(50)) {
-                Ok(addr) => match addr.parse() {
-                    Ok(tcp) => {
+                Ok(ready) => match log_field(&ready, "tcp").and_then(|a| a.parse().ok()) {
+                    Some(tcp) => {
                         return Ok(Daemon {
                             child,
                             dir,
                             unix,
                             tcp,
+                            ready,
+                            first_caller,
                             log,
                         })
                     }
-                    Err(_) => break, // an unreadable address in the ready line: fail below
+                    None => break, // an unreadable address in the ready line: fail below
                 },
                 Err(_) if started.elapsed() > Duration::from_secs(10) => break,
                 Err(_) => {
@@ -205,6 +263,16 @@ impl Daemon {
     /// Everything the daemon has logged so far.
     pub fn log(&self) -> String {
         self.log.lock().expect("log lock").join("\n")
+    }
+
+    /// How many log lines contain `needle`.
+    pub fn count_log(&self, needle: &str) -> usize {
+        self.log
+            .lock()
+            .expect("log lock")
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
     }
 
     /// Waits (up to 5 s) for a log line containing `needle`.
@@ -244,6 +312,48 @@ impl Daemon {
         Client::connect(&Endpoint::Tcp(self.tcp))
             .await
             .expect("connect tcp")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (`"HUP"`, `"TERM"`…).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{name}");
+    }
+
+    /// Waits (up to 10 s) for the daemon to exit.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                std::thread::sleep(Duration::from_millis(50)); // the last log lines
+                return status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "daemon did not exit:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Resident memory, KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
     }
 
     /// Sends SIGTERM and waits for the exit status.
