@@ -9,7 +9,12 @@ root=${DESTDIR:-}
 install -d "$root/usr/local/bin" "$root/etc/systemd/system" "$root/config/otp-sidecar" \
   "$root/usr/local/share/otp-sidecar"
 install -m 0755 "$here/bin/otp-sidecar" "$root/usr/local/bin/otp-sidecar"
-install -m 0644 "$here/systemd/otp-sidecar.service" "$root/etc/systemd/system/otp-sidecar.service"
+install -m 0644 "$here/systemd/otp-sidecar.service" "$here/systemd/otp-sidecar.socket" \
+  "$root/etc/systemd/system/"
+# The service's own user; the group is the one the socket is shared with (see the README).
+if [ -z "$root" ] && ! id otp-sidecar >/dev/null 2>&1; then
+  useradd --system --no-create-home --home-dir /nonexistent --shell /sbin/nologin otp-sidecar
+fi
 if [ ! -e "$root/config/otp-sidecar/otp-sidecar.toml" ]; then
   install -m 0640 "$here/otp-sidecar.toml" "$root/config/otp-sidecar/otp-sidecar.toml"
 fi
@@ -21,5 +26,6 @@ Next: put the Twilio secrets in /config/otp-sidecar/{account_sid,api_key,api_sec
 edit /config/otp-sidecar/otp-sidecar.toml, then:
     otp-sidecar check --config /config/otp-sidecar/otp-sidecar.toml
     systemctl daemon-reload && systemctl enable --now otp-sidecar
+    (or, for socket activation: systemctl enable --now otp-sidecar.socket)
 NEXT
 fi
