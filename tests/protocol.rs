@@ -355,3 +355,46 @@ async fn a_multi_threaded_daemon_serves_pipelined_calls_too() {
     }
     assert_eq!(seen.len(), 20);
 }
+
+/// The seed corpus of the fuzz target doubles as golden files: each frame in tests/frames
+/// gets exactly the bytes of its `.reply` file, or (`bad-…`) a closed connection.
+#[tokio::test]
+async fn golden_frames_get_their_golden_replies() {
+    let daemon = Daemon::start("http://127.0.0.1:9", Options::default().arg("--dry-run"));
+    let dir = repo_file("tests/frames");
+    let mut frames: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "msgpack"))
+        .collect();
+    frames.sort();
+    assert!(frames.len() >= 10, "{frames:?}");
+    for path in frames {
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let mut stream = UnixStream::connect(&daemon.unix).await.unwrap();
+        stream
+            .write_all(&std::fs::read(&path).unwrap())
+            .await
+            .unwrap();
+        stream.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut got));
+        // A reset is a close too.
+        let _ = read.await.expect("the daemon answers or closes");
+        if name.starts_with("bad-") {
+            assert!(got.is_empty(), "{name}: {got:x?}");
+        } else if let Ok(want) = std::fs::read(path.with_extension("reply")) {
+            assert_eq!(got, want, "{name}");
+        } else if name == "send-otp" {
+            let reply = rmpv::decode::read_value(&mut &got[..]).unwrap();
+            let sid = reply[3].as_str().unwrap_or_default().to_owned();
+            assert_eq!(
+                (&reply[0], &reply[1], &reply[2]),
+                (&1.into(), &3.into(), &Value::Nil)
+            );
+            assert!(otp_sidecar::validate::is_sid(&sid, "SM"), "{name}: {reply}");
+        } else {
+            panic!("{name}: no .reply file and no rule for it");
+        }
+    }
+}
