@@ -103,6 +103,30 @@ test('the forwarder against the real daemon', async (t) => {
   });
 });
 
+test('closes its own idle connection, before the daemon would, and reconnects', async () => {
+  const daemon = await startDaemon();
+  const forwarder = new forwarderModule.Forwarder({ path: socketPath, idleMs: 150 });
+  try {
+    assert.strictEqual(await forwarder.call('sendOTP', ['918273', '+31612345678', 'ACME']), SID);
+    const first = forwarder.socket;
+    const closed = new Promise((resolve, reject) => {
+      first.once('close', resolve);
+      setTimeout(() => reject(new Error('the idle connection was not closed')), 2000).unref();
+    });
+    // A call inside the idle window keeps the connection.
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.strictEqual(await forwarder.call('sendOTP', ['918273', '+31612345678', 'ACME']), SID);
+    assert.strictEqual(forwarder.socket, first);
+    await closed;
+    assert.strictEqual(forwarder.socket, null);
+    assert.strictEqual(await forwarder.call('sendOTP', ['918273', '+31612345678', 'ACME']), SID);
+    assert.notStrictEqual(forwarder.socket, first);
+  } finally {
+    forwarder.close();
+    await stopDaemon(daemon);
+  }
+});
+
 test('a silent daemon: ERR timeout before ILX gives up', async () => {
   const silent = await fakeDaemon('silent.sock');
   const forwarder = new forwarderModule.Forwarder({ path: silent.path, timeoutMs: 300 });
@@ -128,6 +152,7 @@ test('the default socket path and timeout', () => {
   const f = new forwarderModule.Forwarder();
   assert.strictEqual(f.path, '/run/otp-sidecar/otp.sock');
   assert.ok(f.timeoutMs < 3000, 'answers before ILX::call times out');
+  assert.ok(f.idleMs < 300000, 'closes before the daemon\'s idle timeout');
 });
 
 test('request bytes match the MessagePack-RPC spec', () => {

@@ -12,6 +12,9 @@ const net = require('net');
 const DEFAULT_SOCKET = '/run/otp-sidecar/otp.sock';
 // ILX::call gives up after 3000 ms by default; answer before it does.
 const DEFAULT_TIMEOUT_MS = 2800;
+// Close our idle connection before the daemon's idle timeout (300 s) would: a close from
+// this side can never race a request that is on its way.
+const DEFAULT_IDLE_MS = 60000;
 // Replies are tens of bytes; anything past this is not otp-sidecar.
 const MAX_BUFFERED = 64 * 1024;
 
@@ -107,10 +110,13 @@ class Forwarder {
     this.path = options.path || process.env.OTP_SIDECAR_UNIX || DEFAULT_SOCKET;
     this.timeoutMs = options.timeoutMs || Number(process.env.OTP_SIDECAR_ILX_TIMEOUT_MS)
       || DEFAULT_TIMEOUT_MS;
+    this.idleMs = options.idleMs || Number(process.env.OTP_SIDECAR_ILX_IDLE_MS)
+      || DEFAULT_IDLE_MS;
     this.socket = null;
     this.buffer = Buffer.alloc(0);
     this.pending = new Map();
     this.nextId = 1;
+    this.idleTimer = null;
   }
 
   /** Resolves with the daemon's reply as a string; never rejects. */
@@ -118,8 +124,10 @@ class Forwarder {
     return new Promise((resolve) => {
       const msgid = this.nextId;
       this.nextId = this.nextId >= 0x7fffffff ? 1 : this.nextId + 1;
+      clearTimeout(this.idleTimer);
       const timer = setTimeout(() => {
         this.pending.delete(msgid);
+        this.closeWhenIdle();
         resolve(`ERR timeout: otp-sidecar did not answer within ${this.timeoutMs} ms`);
       }, this.timeoutMs);
       this.pending.set(msgid, (reply) => { clearTimeout(timer); resolve(reply); });
@@ -165,9 +173,23 @@ class Forwarder {
     const done = this.pending.get(msgid);
     if (!done) return; // already timed out
     this.pending.delete(msgid);
+    this.closeWhenIdle();
     if (error !== null && error !== undefined) done(String(error));
     else if (typeof result === 'string') done(result);
     else done('ERR internal: unexpected result from otp-sidecar');
+  }
+
+  /** With nothing in flight, closes the connection after idleMs unless a call comes first. */
+  closeWhenIdle() {
+    const socket = this.socket;
+    if (!socket || this.pending.size > 0) return;
+    clearTimeout(this.idleTimer);
+    this.idleTimer = setTimeout(() => {
+      if (this.socket !== socket || this.pending.size > 0) return;
+      this.socket = null;
+      socket.end();
+    }, this.idleMs);
+    this.idleTimer.unref();
   }
 
   /** Forgets a broken connection and fails the calls that were waiting on it. */
@@ -181,6 +203,7 @@ class Forwarder {
   }
 
   close() {
+    clearTimeout(this.idleTimer);
     if (this.socket) this.drop(this.socket, 'ERR unavailable: forwarder closed');
   }
 }
