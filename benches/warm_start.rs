@@ -6,7 +6,7 @@
 //! `cargo test --all-targets` also runs this target, without `--bench`: it then does nothing.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod common;
 
 use std::time::{Duration, Instant};
@@ -25,7 +25,9 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    println!("| Twilio connection | first call p50 | tenth call p50 | TLS handshakes in 10 calls |");
+    println!(
+        "| Twilio connection | first call p50 | tenth call p50 | TLS handshakes in 10 calls |"
+    );
     println!("| --- | --- | --- | --- |");
     for (label, extra) in [
         ("warm (default)", None),
@@ -65,7 +67,9 @@ fn main() {
             handshakes as f64 / RESTARTS as f64
         );
     }
-    println!("\n{RESTARTS} starts each; release build; TLS stand-in on loopback (rustls, ECDSA P-256).");
+    println!(
+        "\n{RESTARTS} starts each; release build; TLS stand-in on loopback (rustls, ECDSA P-256)."
+    );
 }
 
 fn median(samples: &mut [Duration]) -> Duration {

@@ -145,26 +145,17 @@ async fn reload(args: &ServeArgs, current: &Settings, shared: &Shared) -> Option
 
 /// Settings that belong to the listeners and the runtime, which a reload leaves alone.
 fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
-    let mut changed = Vec::new();
-    if old.unix != new.unix {
-        changed.push("unix");
-    }
-    if old.tcp != new.tcp {
-        changed.push("tcp");
-    }
-    if old.threads != new.threads {
-        changed.push("threads");
-    }
-    if old.metrics != new.metrics {
-        changed.push("metrics");
-    }
-    if old.log_format != new.log_format {
-        changed.push("log_format");
-    }
-    if old.keep_warm != new.keep_warm {
-        changed.push("keep_warm_secs");
-    }
-    changed
+    [
+        ("unix", old.unix != new.unix),
+        ("tcp", old.tcp != new.tcp),
+        ("threads", old.threads != new.threads),
+        ("metrics", old.metrics != new.metrics),
+        ("log_format", old.log_format != new.log_format),
+        ("keep_warm_secs", old.keep_warm != new.keep_warm),
+    ]
+    .into_iter()
+    .filter_map(|(name, changed)| changed.then_some(name))
+    .collect()
 }
 
 /// Opens the Twilio connection (TLS included) before the first OTP needs it.

@@ -52,21 +52,29 @@ fn send_exit_codes_follow_the_reply() {
     assert_eq!(out.status.code(), Some(2), "bad usage");
 }
 
+/// Each of `lines` is a whole line of `report`.
+fn expect_lines(report: &str, lines: &[&str]) {
+    for line in lines {
+        assert!(report.lines().any(|l| l == *line), "{line:?} in:\n{report}");
+    }
+}
+
 #[test]
 fn ping_answers_or_says_why_not() {
     let daemon = dry_daemon();
     let out = run(&["ping", "--unix", daemon.unix.to_str().unwrap()]);
     let report = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{report}");
-    for line in [
-        "status: ok",
-        "mode: dry_run",
-        "last_twilio: nil",
-        "connections: 1", // its own
-        "in_flight: 1",   // the health call itself
-    ] {
-        assert!(report.lines().any(|l| l == line), "{line:?} in:\n{report}");
-    }
+    expect_lines(
+        &report,
+        &[
+            "status: ok",
+            "mode: dry_run",
+            "last_twilio: nil",
+            "connections: 1", // its own
+            "in_flight: 1",   // the health call itself
+        ],
+    );
     assert!(report.contains(&format!("version: {}", env!("CARGO_PKG_VERSION"))));
 
     // Twilio cannot be reached: the warm-up says so, and ping reports it (exit 1).
@@ -74,15 +82,16 @@ fn ping_answers_or_says_why_not() {
     let out = run(&["ping", "--unix", cut_off.unix.to_str().unwrap()]);
     let report = text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{report}");
-    for line in [
-        "status: degraded",
-        "mode: twilio",
-        "last_twilio.kind: warm",
-        "last_twilio.healthy: false",
-        "last_twilio.detail: unavailable",
-    ] {
-        assert!(report.lines().any(|l| l == line), "{line:?} in:\n{report}");
-    }
+    expect_lines(
+        &report,
+        &[
+            "status: degraded",
+            "mode: twilio",
+            "last_twilio.kind: warm",
+            "last_twilio.healthy: false",
+            "last_twilio.detail: unavailable",
+        ],
+    );
 
     let out = run(&["ping", "--tcp", &dead_address().to_string()]);
     assert_eq!(out.status.code(), Some(2));

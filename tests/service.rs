@@ -63,6 +63,19 @@ async fn sigterm_answers_every_call_in_flight_then_exits_0() {
     );
 }
 
+/// Sends one OTP (it must succeed) and returns the SMS body Twilio received for it.
+async fn send_for_body(client: &mut Client, twilio: &wiremock::MockServer) -> String {
+    assert_eq!(
+        client.send_otp(OTP, PHONE, "ACME").await.unwrap(),
+        Ok(SID.into())
+    );
+    let last = sends(twilio).await.pop().expect("a send");
+    form(&last)
+        .into_iter()
+        .find_map(|(k, v)| (k == "Body").then_some(v))
+        .expect("a Body field")
+}
+
 #[tokio::test]
 async fn sighup_reloads_the_template_and_keeps_connections_and_refuses_a_bad_config() {
     let twilio = twilio_answering(created(SID)).await;
@@ -74,29 +87,18 @@ async fn sighup_reloads_the_template_and_keeps_connections_and_refuses_a_bad_con
         Options::default().arg(format!("--config={}", config.display())),
     );
     let mut client = daemon.unix_client().await;
-    let body = |request: &wiremock::Request| {
-        form(request)
-            .into_iter()
-            .find(|(k, _)| k == "Body")
-            .map(|(_, v)| v)
-    };
     assert_eq!(
-        client.send_otp(OTP, PHONE, "ACME").await.unwrap(),
-        Ok(SID.into())
+        send_for_body(&mut client, &twilio).await,
+        format!("First {OTP}")
     );
-    assert_eq!(body(&sends(&twilio).await[0]), Some(format!("First {OTP}")));
 
     std::fs::write(&config, "body_template = 'Second {otp}'\n").unwrap();
     daemon.signal("HUP");
     daemon.wait_for_log("configuration reloaded");
     // The same connection, the new template.
     assert_eq!(
-        client.send_otp(OTP, PHONE, "ACME").await.unwrap(),
-        Ok(SID.into())
-    );
-    assert_eq!(
-        body(&sends(&twilio).await[1]),
-        Some(format!("Second {OTP}"))
+        send_for_body(&mut client, &twilio).await,
+        format!("Second {OTP}")
     );
 
     // A typo: refused, logged, and the running configuration stays.
@@ -105,12 +107,8 @@ async fn sighup_reloads_the_template_and_keeps_connections_and_refuses_a_bad_con
     let refused = daemon.wait_for_log("reload refused");
     assert!(refused.contains("body_templat"), "{refused}");
     assert_eq!(
-        client.send_otp(OTP, PHONE, "ACME").await.unwrap(),
-        Ok(SID.into())
-    );
-    assert_eq!(
-        body(&sends(&twilio).await[2]),
-        Some(format!("Second {OTP}"))
+        send_for_body(&mut client, &twilio).await,
+        format!("Second {OTP}")
     );
     // A listener setting is not changed by a reload, and the log says so.
     std::fs::write(&config, "body_template = 'Second {otp}'\nthreads = 2\n").unwrap();

@@ -144,19 +144,29 @@ fn strip_inherited(cmd: &mut Command) {
 /// ping, msgid 1.
 fn first_caller(path: &std::path::Path) -> std::os::unix::net::UnixStream {
     use std::io::Write;
+    let mut stream = poll_until(
+        Duration::from_secs(5),
+        || std::os::unix::net::UnixStream::connect(path).ok(),
+        || format!("no socket at {}", path.display()),
+    );
+    stream
+        .write_all(b"\x94\x00\x01\xa4ping\x90")
+        .expect("send ping");
+    stream
+}
+
+/// Asks `ready` every few ms until it gives a value; panics with `why()` after `limit`.
+pub fn poll_until<T>(
+    limit: Duration,
+    mut ready: impl FnMut() -> Option<T>,
+    why: impl FnOnce() -> String,
+) -> T {
     let started = Instant::now();
     loop {
-        if let Ok(mut stream) = std::os::unix::net::UnixStream::connect(path) {
-            stream
-                .write_all(b"\x94\x00\x01\xa4ping\x90")
-                .expect("send ping");
-            return stream;
+        if let Some(value) = ready() {
+            return value;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "no socket at {}",
-            path.display()
-        );
+        assert!(started.elapsed() < limit, "{}", why());
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -277,20 +287,14 @@ impl Daemon {
 
     /// Waits (up to 5 s) for a log line containing `needle`.
     pub fn wait_for_log(&self, needle: &str) -> String {
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(5) {
-            if let Some(line) = self
-                .log
-                .lock()
-                .expect("log lock")
-                .iter()
-                .find(|l| l.contains(needle))
-            {
-                return line.clone();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("no log line with {needle:?} in:\n{}", self.log());
+        poll_until(
+            Duration::from_secs(5),
+            || {
+                let log = self.log.lock().expect("log lock");
+                log.iter().find(|l| l.contains(needle)).cloned()
+            },
+            || format!("no log line with {needle:?} in:\n{}", self.log()),
+        )
     }
 
     pub async fn unix_client(&self) -> Client {
@@ -330,19 +334,19 @@ impl Daemon {
 
     /// Waits (up to 10 s) for the daemon to exit.
     pub fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                std::thread::sleep(Duration::from_millis(50)); // the last log lines
-                return status;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "daemon did not exit:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let log = self.log.clone();
+        let status = poll_until(
+            Duration::from_secs(10),
+            || self.child.try_wait().expect("wait"),
+            || {
+                format!(
+                    "daemon did not exit:\n{}",
+                    log.lock().expect("log lock").join("\n")
+                )
+            },
+        );
+        std::thread::sleep(Duration::from_millis(50)); // the last log lines
+        status
     }
 
     /// Resident memory, KiB.
