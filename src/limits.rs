@@ -48,6 +48,10 @@ impl Slots {
 
     /// Waits until a slot is free.
     pub async fn take(&self, limit: usize) -> Slot<'_> {
+        // The common case, without registering as a waiter.
+        if let Some(slot) = self.try_take(limit) {
+            return slot;
+        }
         loop {
             let freed = self.freed.notified();
             tokio::pin!(freed);
