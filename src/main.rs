@@ -139,19 +139,40 @@ fn check(args: &ServeArgs) -> Result<()> {
     println!("  unix socket:  {}", settings.unix.display());
     println!(
         "  tcp:          {}",
-        settings
-            .tcp
-            .map_or_else(|| "off".to_owned(), |a| a.to_string())
+        or_off(settings.tcp, |a| a.to_string())
     );
     println!("  twilio api:   {}", settings.twilio_api_url);
     println!("  deadline:     {} ms", settings.deadline.as_millis());
     println!("  threads:      {}", settings.threads);
+    let limits = &settings.limits;
+    println!(
+        "  limits:       {} connections, {} calls in flight ({} per connection), idle {}",
+        limits.max_connections,
+        limits.max_in_flight,
+        limits.max_in_flight_per_connection,
+        limits
+            .idle_timeout
+            .map_or_else(|| "never".to_owned(), |t| format!("{} s", t.as_secs()))
+    );
+    println!(
+        "  keep warm:    {}",
+        or_off(settings.keep_warm, |t| format!("every {} s", t.as_secs()))
+    );
+    println!(
+        "  metrics:      {}",
+        or_off(settings.metrics, |a| format!("http://{a}/metrics"))
+    );
     match (&settings.credentials, settings.dry_run) {
         (_, true) => println!("  mode:         DRY RUN (nothing is sent)"),
         (Some(c), false) => println!("  credentials:  {}", c.describe()),
         (None, false) => {}
     }
     Ok(())
+}
+
+/// A setting that may be off, for `check`'s report.
+fn or_off<T>(value: Option<T>, show: impl FnOnce(T) -> String) -> String {
+    value.map_or_else(|| "off".to_owned(), show)
 }
 
 /// [`ask`] on a runtime of its own; exit 2 when not even that can start.
