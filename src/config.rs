@@ -166,7 +166,19 @@ impl FileConfig {
     pub fn load(path: &Path) -> Result<FileConfig> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+        // The parser's own message quotes the offending line, which may hold a secret put
+        // under the wrong key: report the line number and the reason only.
+        toml::from_str(&text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|span| format!("line {}: ", text[..span.start].matches('\n').count() + 1))
+                .unwrap_or_default();
+            anyhow::anyhow!(
+                "invalid config file {}: {line}{}",
+                path.display(),
+                e.message().trim()
+            )
+        })
     }
 }
 
@@ -480,6 +492,20 @@ mod tests {
         assert_eq!(s.body_template.render("42"), "Code 42");
         assert_eq!(s.unix, PathBuf::from("/tmp/x.sock"));
         assert_eq!(s.credentials.unwrap().basic(), (AC, "secret"));
+    }
+
+    #[test]
+    fn a_config_error_names_the_line_but_never_quotes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "deadline_ms = 1000\n[credentials]\napi_secret = 'hunter2-secret'\n",
+        )
+        .unwrap();
+        let e = format!("{:#}", FileConfig::load(&path).unwrap_err());
+        assert!(e.contains("line 3: unknown field `api_secret`"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
     }
 
     #[test]
