@@ -12,6 +12,7 @@ use reqwest::Url;
 use serde::Deserialize;
 
 use crate::credentials::{CredentialFiles, Credentials, Sources};
+use crate::ratelimit::{Rate, RateLimits};
 
 pub const DEFAULT_UNIX: &str = "/run/otp-sidecar/otp.sock";
 pub const DEFAULT_API_URL: &str = "https://api.twilio.com";
@@ -111,6 +112,26 @@ pub struct ServeArgs {
     #[arg(long, env = "OTP_SIDECAR_METRICS", value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
 
+    /// Sends per phone number, as N/WINDOW (3/10m, 10/1h) or "off". [default: 3/10m]
+    #[arg(long, env = "OTP_SIDECAR_RATE_LIMIT_PHONE", value_name = "RATE")]
+    pub rate_limit_phone: Option<String>,
+
+    /// Sends per end-user IP (the context's `ip`), N/WINDOW or "off". [default: 10/10m]
+    #[arg(long, env = "OTP_SIDECAR_RATE_LIMIT_IP", value_name = "RATE")]
+    pub rate_limit_ip: Option<String>,
+
+    /// Sends per user (the context's `user`), N/WINDOW or "off". [default: 5/10m]
+    #[arg(long, env = "OTP_SIDECAR_RATE_LIMIT_USER", value_name = "RATE")]
+    pub rate_limit_user: Option<String>,
+
+    /// Sends in all, N/WINDOW or "off". [default: 600/1m]
+    #[arg(long, env = "OTP_SIDECAR_RATE_LIMIT_GLOBAL", value_name = "RATE")]
+    pub rate_limit_global: Option<String>,
+
+    /// Keys each rate limit remembers at most (phones, IPs, users). [default: 100000]
+    #[arg(long, env = "OTP_SIDECAR_RATE_LIMIT_MAX_KEYS", value_name = "N")]
+    pub rate_limit_max_keys: Option<usize>,
+
     /// Log format: human (default) or json (one object per line).
     #[arg(long, env = "OTP_SIDECAR_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -158,6 +179,11 @@ pub struct FileConfig {
     pub idle_timeout_secs: Option<u64>,
     pub metrics: Option<SocketAddr>,
     pub log_format: Option<LogFormat>,
+    pub rate_limit_phone: Option<String>,
+    pub rate_limit_ip: Option<String>,
+    pub rate_limit_user: Option<String>,
+    pub rate_limit_global: Option<String>,
+    pub rate_limit_max_keys: Option<usize>,
     #[serde(default)]
     pub credentials: CredentialFiles,
 }
@@ -223,6 +249,7 @@ pub struct Settings {
     pub limits: Limits,
     pub metrics: Option<SocketAddr>,
     pub log_format: LogFormat,
+    pub rate_limits: RateLimits,
     /// `None` only in dry-run mode.
     pub credentials: Option<Credentials>,
 }
@@ -334,6 +361,40 @@ impl Settings {
             }
         }
         let log_format = args.log_format.or(file.log_format).unwrap_or_default();
+        let rate = |name: &str, arg: &Option<String>, key: Option<String>, default: &str| match arg
+            .clone()
+            .or(key)
+            .as_deref()
+            .unwrap_or(default)
+        {
+            "off" => Ok(None),
+            text => text
+                .parse::<Rate>()
+                .map(Some)
+                .with_context(|| format!("rate_limit_{name}")),
+        };
+        let rate_limits = RateLimits {
+            phone: rate(
+                "phone",
+                &args.rate_limit_phone,
+                file.rate_limit_phone,
+                "3/10m",
+            )?,
+            ip: rate("ip", &args.rate_limit_ip, file.rate_limit_ip, "10/10m")?,
+            user: rate("user", &args.rate_limit_user, file.rate_limit_user, "5/10m")?,
+            global: rate(
+                "global",
+                &args.rate_limit_global,
+                file.rate_limit_global,
+                "600/1m",
+            )?,
+            max_keys: in_range(
+                "rate_limit_max_keys",
+                args.rate_limit_max_keys.or(file.rate_limit_max_keys),
+                100_000,
+                2..=10_000_000,
+            )?,
+        };
 
         let credentials = Sources {
             env,
@@ -369,6 +430,7 @@ impl Settings {
             limits,
             metrics,
             log_format,
+            rate_limits,
             credentials,
         })
     }

@@ -14,6 +14,12 @@ pub enum CallError {
     Twilio { code: u32, message: String },
     /// No answer within the deadline.
     Timeout { deadline_ms: u64 },
+    /// A rate limit (`limit`: phone, ip, user or global) refused the send; it would pass
+    /// after this many seconds. The wire form leaves out which limit.
+    RateLimited {
+        retry_in_s: u64,
+        limit: &'static str,
+    },
     /// Twilio could not be reached.
     Unavailable(String),
     /// A fault of our own.
@@ -28,6 +34,7 @@ impl CallError {
             CallError::InvalidPhone(_) => "invalid_phone",
             CallError::Twilio { .. } => "twilio",
             CallError::Timeout { .. } => "timeout",
+            CallError::RateLimited { .. } => "rate_limited",
             CallError::Unavailable(_) => "unavailable",
             CallError::Internal(_) => "internal",
         }
@@ -64,6 +71,9 @@ impl fmt::Display for CallError {
             CallError::Timeout { deadline_ms } => {
                 write!(f, "ERR {reason}: no answer within {deadline_ms} ms")
             }
+            CallError::RateLimited { retry_in_s, .. } => {
+                write!(f, "ERR {reason}: retry in {retry_in_s} s")
+            }
         }
     }
 }
@@ -87,6 +97,14 @@ mod tests {
         assert_eq!(
             CallError::Timeout { deadline_ms: 2500 }.to_string(),
             "ERR timeout: no answer within 2500 ms"
+        );
+        assert_eq!(
+            CallError::RateLimited {
+                retry_in_s: 42,
+                limit: "phone"
+            }
+            .to_string(),
+            "ERR rate_limited: retry in 42 s"
         );
         assert_eq!(
             CallError::BadRequest("a\r\nb".into()).to_string(),

@@ -12,6 +12,7 @@ pub mod limits;
 pub mod logging;
 pub mod methods;
 pub mod metrics;
+pub mod ratelimit;
 pub mod rpc;
 pub mod server;
 pub mod systemd;

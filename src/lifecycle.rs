@@ -14,6 +14,7 @@ use crate::backend::{Backend, DrySids};
 use crate::config::{ServeArgs, Settings};
 use crate::methods::Dispatcher;
 use crate::metrics::{ResultLabel, METRICS};
+use crate::ratelimit::RateLimiter;
 use crate::server::{Listeners, Live, Shared};
 use crate::systemd;
 use crate::twilio::TwilioClient;
@@ -23,7 +24,7 @@ pub async fn run(args: ServeArgs, settings: Settings) -> Result<()> {
     // Installed before the listeners exist, so a signal that follows READY at once (as
     // systemd may send) is handled instead of killing the process.
     let mut signals = Signals::install()?;
-    let shared: Shared = Arc::new(ArcSwap::from_pointee(build_live(&settings)?));
+    let shared: Shared = Arc::new(ArcSwap::from_pointee(build_live(&settings, None)?));
     let inherited = systemd::inherited_listeners()?;
     let listeners = if inherited.is_empty() {
         Listeners::bind(&settings.unix, settings.tcp).await?
@@ -57,6 +58,8 @@ pub async fn run(args: ServeArgs, settings: Settings) -> Result<()> {
         tracing::debug!(interval_ms = interval.as_millis() as u64, "watchdog on");
     }
 
+    tokio::spawn(sweep_rate_limits(shared.clone()));
+
     let shutdown = CancellationToken::new();
     let drain = settings.deadline + Duration::from_secs(1);
     let serving = tokio::spawn(listeners.serve(shared.clone(), shutdown.clone(), drain));
@@ -82,7 +85,12 @@ pub async fn run(args: ServeArgs, settings: Settings) -> Result<()> {
 }
 
 /// What serving needs, made from settings: the backend (and its Twilio client) and limits.
-fn build_live(settings: &Settings) -> Result<Live> {
+/// The running rate limiter is kept (with its counts) when the rate limits did not change.
+fn build_live(settings: &Settings, running: Option<&Live>) -> Result<Live> {
+    let limiter = match running.map(|live| live.dispatcher.limiter()) {
+        Some(limiter) if *limiter.limits() == settings.rate_limits => limiter.clone(),
+        _ => Arc::new(RateLimiter::new(settings.rate_limits)),
+    };
     let backend = match &settings.credentials {
         Some(credentials) if !settings.dry_run => {
             tracing::info!(twilio = %settings.twilio_api_url, "sending through {}", credentials.describe());
@@ -96,7 +104,7 @@ fn build_live(settings: &Settings) -> Result<Live> {
         }
     };
     Ok(Live {
-        dispatcher: Arc::new(Dispatcher::new(settings, backend)),
+        dispatcher: Arc::new(Dispatcher::new(settings, backend, limiter)),
         limits: settings.limits,
         max_frame: settings.max_frame_bytes,
     })
@@ -106,7 +114,7 @@ fn build_live(settings: &Settings) -> Result<Live> {
 async fn reload(args: &ServeArgs, current: &Settings, shared: &Shared) -> Option<Settings> {
     systemd::reloading();
     let outcome = match Settings::resolve(args, &|name| std::env::var(name).ok()) {
-        Ok(new) => build_live(&new).map(|live| (new, live)),
+        Ok(new) => build_live(&new, Some(&shared.load())).map(|live| (new, live)),
         Err(e) => Err(e),
     };
     let result = match outcome {
@@ -200,6 +208,16 @@ async fn keep_warm(shared: Shared, interval: Duration, timeout: Duration) {
             }
             was_warm = warm;
         }
+    }
+}
+
+/// Once a minute, forgets rate-limit keys whose window has passed.
+async fn sweep_rate_limits(shared: Shared) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let limiter = shared.load().dispatcher.limiter().clone();
+        let kept = limiter.sweep();
+        tracing::debug!(kept, "rate-limit keys swept");
     }
 }
 

@@ -154,6 +154,15 @@ fn check(args: &ServeArgs) -> Result<()> {
             .idle_timeout
             .map_or_else(|| "never".to_owned(), |t| format!("{} s", t.as_secs()))
     );
+    let rates = &settings.rate_limits;
+    let rate = |r: Option<otp_sidecar::ratelimit::Rate>| or_off(r, |r| r.to_string());
+    println!(
+        "  rate limits:  phone {}, ip {}, user {}, global {}",
+        rate(rates.phone),
+        rate(rates.ip),
+        rate(rates.user),
+        rate(rates.global)
+    );
     println!(
         "  keep warm:    {}",
         or_off(settings.keep_warm, |t| format!("every {} s", t.as_secs()))

@@ -1,5 +1,7 @@
 //! The RPC methods: argument checks, the call to the backend, one log line per call.
 
+use std::sync::Arc;
+
 use rmpv::Value;
 use tokio::time::Instant;
 
@@ -8,22 +10,30 @@ use crate::config::{BodyTemplate, Settings};
 use crate::error::CallError;
 use crate::health::HEALTH;
 use crate::metrics::METRICS;
+use crate::ratelimit::{Caller, RateLimiter};
 use crate::twilio::{Sms, TwilioClient};
 use crate::validate::{self, mask_phone};
 
 pub struct Dispatcher {
     backend: Backend,
+    limiter: Arc<RateLimiter>,
     template: BodyTemplate,
     deadline: std::time::Duration,
 }
 
 impl Dispatcher {
-    pub fn new(settings: &Settings, backend: Backend) -> Self {
+    /// `limiter` is passed in so a reload can keep the counts when the limits did not change.
+    pub fn new(settings: &Settings, backend: Backend, limiter: Arc<RateLimiter>) -> Self {
         Dispatcher {
             backend,
+            limiter,
             template: settings.body_template.clone(),
             deadline: settings.deadline,
         }
+    }
+
+    pub fn limiter(&self) -> &Arc<RateLimiter> {
+        &self.limiter
     }
 
     /// The Twilio client, unless this is a dry run.
@@ -60,7 +70,12 @@ impl Dispatcher {
     }
 
     async fn send_otp(&self, params: &[Value]) -> Result<String, CallError> {
-        expect_arity("sendOTP", params, 3)?;
+        if !(3..=4).contains(&params.len()) {
+            return Err(CallError::BadRequest(format!(
+                "sendOTP takes 3 arguments and an optional context map, got {}",
+                params.len()
+            )));
+        }
         let started = Instant::now();
         // Only a valid number is masked and logged: a caller that swapped its arguments
         // would otherwise put most of an OTP into the log.
@@ -78,6 +93,9 @@ impl Dispatcher {
             Err(e @ CallError::Twilio { code, .. }) => {
                 tracing::warn!(method = "sendOTP", phone = %masked, outcome = "error", reason = e.reason(), twilio_code = code, latency_ms)
             }
+            Err(e @ CallError::RateLimited { limit, .. }) => {
+                tracing::warn!(method = "sendOTP", phone = %masked, outcome = "error", reason = e.reason(), limit, latency_ms)
+            }
             Err(e) => {
                 tracing::warn!(method = "sendOTP", phone = %masked, outcome = "error", reason = e.reason(), latency_ms)
             }
@@ -89,6 +107,19 @@ impl Dispatcher {
         let otp = validate::otp(string_param(params, 0, "otp")?)?;
         let phone = validate::phone(string_param(params, 1, "phone")?)?;
         let sender = validate::sender(string_param(params, 2, "sender")?)?;
+        let context = validate::context(params.get(3))?;
+        let caller = Caller {
+            phone,
+            ip: context.ip,
+            user: context.user,
+        };
+        if let Err((scope, wait)) = self.limiter.check(&caller) {
+            METRICS.count_rate_limited(scope.name());
+            return Err(CallError::RateLimited {
+                retry_in_s: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+                limit: scope.name(),
+            });
+        }
         let body = self.template.render(otp);
         let sms = Sms {
             to: phone,
@@ -109,7 +140,9 @@ impl Dispatcher {
 fn record_health(result: &Result<String, CallError>) {
     let (healthy, detail) = match result {
         Ok(_) => (true, "sent".to_owned()),
-        Err(CallError::BadRequest(_) | CallError::InvalidPhone(_)) => return,
+        Err(
+            CallError::BadRequest(_) | CallError::InvalidPhone(_) | CallError::RateLimited { .. },
+        ) => return,
         Err(CallError::Twilio { code, .. }) => {
             (!is_account_problem(*code), format!("twilio {code}"))
         }

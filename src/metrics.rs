@@ -36,6 +36,11 @@ pub struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabel {
+    pub limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
@@ -50,6 +55,7 @@ pub struct Metrics {
     pub connections: Gauge,
     pub connections_refused: Counter,
     pub reloads: Family<ResultLabel, Counter>,
+    pub rate_limited: Family<LimitLabel, Counter>,
 }
 
 /// The one set of metrics, counted whether or not anyone scrapes it (a few atomics).
@@ -97,6 +103,12 @@ impl Metrics {
             "Configuration reloads (SIGHUP), applied or refused",
             reloads.clone(),
         );
+        let rate_limited = Family::<LimitLabel, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Sends refused by a rate limit, by limit (phone, ip, user, global)",
+            rate_limited.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -113,7 +125,12 @@ impl Metrics {
             connections,
             connections_refused,
             reloads,
+            rate_limited,
         }
+    }
+
+    pub fn count_rate_limited(&self, limit: &'static str) {
+        self.rate_limited.get_or_create(&LimitLabel { limit }).inc();
     }
 
     pub fn count_call(&self, method: &'static str, result: Result<(), &'static str>) {

@@ -74,6 +74,65 @@ pub fn sender(sender: &str) -> Result<Sender, CallError> {
     }
 }
 
+/// sendOTP's optional fourth argument: who is asking, as the iRule saw it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Context<'a> {
+    /// The end user's address (`IP::client_addr`; a `%route-domain` suffix is dropped).
+    pub ip: Option<std::net::IpAddr>,
+    pub user: Option<&'a str>,
+    pub locale: Option<&'a str>,
+}
+
+/// A map of `ip`, `user`, `locale` (strings; nil or empty means absent; other keys are left
+/// for later versions), or nil.
+pub fn context(value: Option<&rmpv::Value>) -> Result<Context<'_>, CallError> {
+    let bad = |what: &str| Err(CallError::BadRequest(format!("context {what}")));
+    let entries = match value {
+        None | Some(rmpv::Value::Nil) => return Ok(Context::default()),
+        Some(rmpv::Value::Map(entries)) => entries,
+        Some(_) => return bad("must be a map of ip, user and locale"),
+    };
+    let mut context = Context::default();
+    for (key, value) in entries {
+        let Some(key) = key.as_str() else {
+            return bad("keys must be strings");
+        };
+        let text = match value {
+            rmpv::Value::Nil => continue,
+            rmpv::Value::String(s) => match s.as_str() {
+                Some(t) if !t.is_empty() => t,
+                Some(_) => continue,
+                None => return bad("values must be UTF-8"),
+            },
+            _ => return bad("values must be strings"),
+        };
+        match key {
+            "ip" => {
+                let address = text.split('%').next().unwrap_or_default();
+                match address.parse() {
+                    Ok(ip) => context.ip = Some(ip),
+                    Err(_) => return bad("ip is not an IP address"),
+                }
+            }
+            "user" if text.chars().count() <= 256 && !text.chars().any(char::is_control) => {
+                context.user = Some(text)
+            }
+            "user" => return bad("user must be at most 256 printable characters"),
+            "locale"
+                if text.len() <= 35
+                    && text
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+            {
+                context.locale = Some(text)
+            }
+            "locale" => return bad("locale must be a language tag like en-US"),
+            _ => {}
+        }
+    }
+    Ok(context)
+}
+
 /// A phone number fit for a log line: `+31612345678` → `+3161****5678`.
 pub fn mask_phone(phone: &str) -> String {
     let chars: Vec<char> = phone.chars().collect();
@@ -89,6 +148,46 @@ pub fn mask_phone(phone: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn context_rules() {
+        use rmpv::Value;
+        let map = |pairs: Vec<(&str, Value)>| {
+            Value::Map(pairs.into_iter().map(|(k, v)| (k.into(), v)).collect())
+        };
+        assert_eq!(context(None).unwrap(), Context::default());
+        assert_eq!(context(Some(&Value::Nil)).unwrap(), Context::default());
+        let full = map(vec![
+            ("ip", "10.1.2.3%2".into()),
+            ("user", "alice@example.com".into()),
+            ("locale", "nl-NL".into()),
+            ("channel", "sms".into()),
+        ]);
+        let c = context(Some(&full)).unwrap();
+        assert_eq!(c.ip, Some("10.1.2.3".parse().unwrap()));
+        assert_eq!(
+            (c.user, c.locale),
+            (Some("alice@example.com"), Some("nl-NL"))
+        );
+        let empty = map(vec![("ip", "".into()), ("user", Value::Nil)]);
+        assert_eq!(context(Some(&empty)).unwrap(), Context::default());
+        assert_eq!(
+            context(Some(&map(vec![("ip", "2001:db8::1".into())])))
+                .unwrap()
+                .ip,
+            Some("2001:db8::1".parse().unwrap())
+        );
+        for bad in [
+            Value::from("ip=1.2.3.4"),
+            map(vec![("ip", "not-an-ip".into())]),
+            map(vec![("ip", 7.into())]),
+            map(vec![("user", "a\nb".into())]),
+            map(vec![("locale", "en US; drop".into())]),
+            Value::Map(vec![(1.into(), "x".into())]),
+        ] {
+            assert!(context(Some(&bad)).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn otp_rules() {

@@ -188,7 +188,7 @@ async fn notifications_get_no_reply_and_unknown_methods_and_bad_arguments_keep_t
         ),
         (
             request(2u32, "sendOTP", vec![OTP.into(), PHONE.into()]),
-            "ERR bad_request: sendOTP takes 3 arguments, got 2",
+            "ERR bad_request: sendOTP takes 3 arguments and an optional context map, got 2",
         ),
         (
             request(

@@ -4,7 +4,7 @@
 //! reply or a closed connection; every reply must frame cleanly.
 #![no_main]
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
@@ -12,6 +12,7 @@ use otp_sidecar::backend::{Backend, DrySids};
 use otp_sidecar::config::{ServeArgs, Settings};
 use otp_sidecar::error::CallError;
 use otp_sidecar::methods::Dispatcher;
+use otp_sidecar::ratelimit::RateLimiter;
 use otp_sidecar::rpc::{Incoming, MsgpackCodec, Response};
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -27,12 +28,17 @@ static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
 });
 
 static DISPATCHER: LazyLock<Dispatcher> = LazyLock::new(|| {
+    // Per-phone and global limits off: with them on, sends would soon all be refused and
+    // the rest of the path would go unexplored. The IP and user limits stay on.
     let args = ServeArgs {
         dry_run: true,
+        rate_limit_phone: Some("off".into()),
+        rate_limit_global: Some("off".into()),
         ..Default::default()
     };
     let settings = Settings::resolve(&args, &|_| None).expect("dry-run settings");
-    Dispatcher::new(&settings, Backend::DryRun(DrySids::default()))
+    let limiter = Arc::new(RateLimiter::new(settings.rate_limits));
+    Dispatcher::new(&settings, Backend::DryRun(DrySids::default()), limiter)
 });
 
 fuzz_target!(|data: &[u8]| {

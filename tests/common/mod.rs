@@ -91,6 +91,8 @@ pub struct Options {
     pub no_credentials: bool,
     /// Start under `systemd-socket-activate`, which binds the sockets and passes them in.
     pub socket_activated: bool,
+    /// Keep the default rate limits (the harness turns them off otherwise).
+    pub rate_limits_on: bool,
 }
 
 impl Options {
@@ -216,6 +218,13 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        // Rate limits off unless a test sets them (flags and the config file still win over
+        // these): most tests send many OTPs to one phone.
+        for limit in ["PHONE", "IP", "USER", "GLOBAL"] {
+            if !options.rate_limits_on {
+                cmd.env(format!("OTP_SIDECAR_RATE_LIMIT_{limit}"), "off");
+            }
+        }
         if !options.no_credentials {
             cmd.env("TWILIO_ACCOUNT_SID", AC)
                 .env("TWILIO_AUTH_TOKEN", TOKEN);

@@ -26,6 +26,7 @@ const ilx = ILXServer.instances[0];
 function startDaemon() {
   const child = spawn(process.env.OTP_SIDECAR_BIN, [
     'serve', '--unix', socketPath, '--twilio-api-url', process.env.TWILIO_MOCK_URL,
+    '--rate-limit-phone=off', '--rate-limit-global=off',
   ], {
     env: {
       PATH: process.env.PATH,

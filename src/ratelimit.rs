@@ -1,0 +1,353 @@
+//! Rate limits per phone, per end-user IP, per user, and one global ceiling.
+//!
+//! Each limit is "N per window" as GCRA (the generic cell rate algorithm): one timestamp per
+//! key, a burst of N allowed, then one more every window / N. Memory is bounded: each keyed
+//! limit keeps two generations of at most `max_keys / 2` keys each; when the newer one fills
+//! it becomes the older and the older is dropped. A flood of distinct keys therefore forgets
+//! the oldest keys (which only makes the limit milder for them) while the global ceiling
+//! still caps what is sent. A periodic sweep drops keys whose window has passed.
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tokio::time::Instant;
+
+/// "N per window", or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub window: Duration,
+}
+
+impl FromStr for Rate {
+    type Err = anyhow::Error;
+
+    /// `3/10m`, `10/1h`, `100/30s`.
+    fn from_str(text: &str) -> anyhow::Result<Rate> {
+        let (count, window) = text
+            .split_once('/')
+            .with_context(|| format!("rate {text:?} is not N/WINDOW, like 3/10m"))?;
+        let count: u32 = count
+            .trim()
+            .parse()
+            .with_context(|| format!("rate {text:?}: {count:?} is not a count"))?;
+        let window = window.trim();
+        let (number, unit) = window.split_at(window.len().saturating_sub(1));
+        let number: u64 = number
+            .parse()
+            .with_context(|| format!("rate {text:?}: window must be like 30s, 10m or 1h"))?;
+        let seconds = match unit {
+            "s" => number,
+            "m" => number * 60,
+            "h" => number * 3600,
+            _ => bail!("rate {text:?}: window must end in s, m or h"),
+        };
+        if count == 0 || !(1..=86_400).contains(&seconds) {
+            bail!("rate {text:?}: need a count of at least 1 and a window of 1 s to 24 h");
+        }
+        Ok(Rate {
+            count,
+            window: Duration::from_secs(seconds),
+        })
+    }
+}
+
+impl std::fmt::Display for Rate {
+    /// The form it is written in: `3/10m`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.window.as_secs();
+        match s {
+            _ if s % 3600 == 0 => write!(f, "{}/{}h", self.count, s / 3600),
+            _ if s % 60 == 0 => write!(f, "{}/{}m", self.count, s / 60),
+            _ => write!(f, "{}/{s}s", self.count),
+        }
+    }
+}
+
+/// Which limit refused a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Phone,
+    Ip,
+    User,
+    Global,
+}
+
+impl Scope {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Phone => "phone",
+            Scope::Ip => "ip",
+            Scope::User => "user",
+            Scope::Global => "global",
+        }
+    }
+}
+
+/// The configured limits; `None` turns one off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimits {
+    pub phone: Option<Rate>,
+    pub ip: Option<Rate>,
+    pub user: Option<Rate>,
+    pub global: Option<Rate>,
+    pub max_keys: usize,
+}
+
+/// What a call is counted against.
+pub struct Caller<'a> {
+    pub phone: &'a str,
+    pub ip: Option<std::net::IpAddr>,
+    pub user: Option<&'a str>,
+}
+
+pub struct RateLimiter {
+    limits: RateLimits,
+    epoch: Instant,
+    /// Keys are hashed with a per-process random key: no strings kept, none guessable.
+    hasher: RandomState,
+    state: Mutex<State>,
+}
+
+struct State {
+    /// Per phone, per IP, per user, in that order.
+    keyed: [Generations; 3],
+    /// The global limit's theoretical arrival time.
+    global: u64,
+}
+
+impl RateLimiter {
+    pub fn new(limits: RateLimits) -> RateLimiter {
+        let half = (limits.max_keys / 2).max(1);
+        RateLimiter {
+            limits,
+            epoch: Instant::now(),
+            hasher: RandomState::new(),
+            state: Mutex::new(State {
+                keyed: std::array::from_fn(|_| Generations::new(half)),
+                global: 0,
+            }),
+        }
+    }
+
+    pub fn limits(&self) -> &RateLimits {
+        &self.limits
+    }
+
+    /// Counts one send, or says which limit refuses it and how long until it would not.
+    /// A refused call is counted against nothing.
+    pub fn check(&self, caller: &Caller<'_>) -> Result<(), (Scope, Duration)> {
+        let now = self.now();
+        let keys = [
+            (
+                Scope::Phone,
+                self.limits.phone,
+                Some(self.key(caller.phone)),
+            ),
+            (Scope::Ip, self.limits.ip, caller.ip.map(|ip| self.key(ip))),
+            (
+                Scope::User,
+                self.limits.user,
+                caller.user.map(|u| self.key(u)),
+            ),
+        ];
+        let Ok(mut state) = self.state.lock() else {
+            return Ok(()); // a poisoned lock must not stop OTPs; the global cap is gone too
+        };
+        // Check everything first, then commit: a refusal charges no limit.
+        let mut commits: Vec<(usize, u64, u64)> = Vec::with_capacity(3);
+        for (index, (scope, rate, key)) in keys.into_iter().enumerate() {
+            let (Some(rate), Some(key)) = (rate, key) else {
+                continue;
+            };
+            let tat = state.keyed[index].get(key);
+            commits.push((
+                index,
+                key,
+                gcra(rate, tat, now).map_err(|wait| (scope, wait))?,
+            ));
+        }
+        let global = match self.limits.global {
+            Some(rate) => Some(gcra(rate, state.global, now).map_err(|w| (Scope::Global, w))?),
+            None => None,
+        };
+        for (index, key, tat) in commits {
+            state.keyed[index].set(key, tat);
+        }
+        if let Some(tat) = global {
+            state.global = tat;
+        }
+        Ok(())
+    }
+
+    /// Drops keys whose window has passed; returns how many keys remain.
+    pub fn sweep(&self) -> usize {
+        let now = self.now();
+        let Ok(mut state) = self.state.lock() else {
+            return 0;
+        };
+        state.keyed.iter_mut().map(|g| g.sweep(now)).sum()
+    }
+
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    fn key(&self, value: impl std::hash::Hash) -> u64 {
+        self.hasher.hash_one(value)
+    }
+}
+
+/// GCRA: the new theoretical arrival time, or how long to wait.
+fn gcra(rate: Rate, tat: u64, now: u64) -> Result<u64, Duration> {
+    let window = rate.window.as_nanos() as u64;
+    let interval = window / u64::from(rate.count);
+    let new_tat = tat.max(now) + interval;
+    if new_tat - now > window {
+        Err(Duration::from_nanos(new_tat - now - window))
+    } else {
+        Ok(new_tat)
+    }
+}
+
+/// Two generations of key → theoretical arrival time, each of at most `cap` keys.
+struct Generations {
+    cap: usize,
+    newer: HashMap<u64, u64>,
+    older: HashMap<u64, u64>,
+}
+
+impl Generations {
+    fn new(cap: usize) -> Generations {
+        Generations {
+            cap,
+            newer: HashMap::new(),
+            older: HashMap::new(),
+        }
+    }
+
+    fn get(&self, key: u64) -> u64 {
+        self.newer
+            .get(&key)
+            .or_else(|| self.older.get(&key))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn set(&mut self, key: u64, tat: u64) {
+        if self.newer.len() >= self.cap && !self.newer.contains_key(&key) {
+            self.older = std::mem::take(&mut self.newer);
+        }
+        self.newer.insert(key, tat);
+    }
+
+    fn sweep(&mut self, now: u64) -> usize {
+        self.newer.retain(|_, tat| *tat > now);
+        self.older.retain(|_, tat| *tat > now);
+        self.newer.len() + self.older.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(phone: &str) -> RateLimits {
+        RateLimits {
+            phone: Some(phone.parse().unwrap()),
+            ip: None,
+            user: None,
+            global: None,
+            max_keys: 1000,
+        }
+    }
+
+    fn caller(phone: &str) -> Caller<'_> {
+        Caller {
+            phone,
+            ip: None,
+            user: None,
+        }
+    }
+
+    #[test]
+    fn rates_parse() {
+        assert_eq!(
+            "3/10m".parse::<Rate>().unwrap(),
+            Rate {
+                count: 3,
+                window: Duration::from_secs(600)
+            }
+        );
+        assert_eq!("100/1h".parse::<Rate>().unwrap().window.as_secs(), 3600);
+        for text in ["3/10m", "100/1h", "7/90s"] {
+            assert_eq!(text.parse::<Rate>().unwrap().to_string(), text);
+        }
+        for bad in ["3", "0/1m", "3/0s", "3/10d", "x/1m", "3/m", "3/25h"] {
+            assert!(bad.parse::<Rate>().is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_n_then_one_per_interval() {
+        let limiter = RateLimiter::new(limits("3/30s"));
+        for _ in 0..3 {
+            assert!(limiter.check(&caller("+31612345678")).is_ok());
+        }
+        let (scope, wait) = limiter.check(&caller("+31612345678")).unwrap_err();
+        assert_eq!(scope, Scope::Phone);
+        assert!(
+            wait <= Duration::from_secs(10) && wait > Duration::from_secs(9),
+            "{wait:?}"
+        );
+        // Another phone is not affected; a refusal charged nothing.
+        assert!(limiter.check(&caller("+31687654321")).is_ok());
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(limiter.check(&caller("+31612345678")).is_ok());
+        assert!(limiter.check(&caller("+31612345678")).is_err());
+        tokio::time::advance(Duration::from_secs(30)).await;
+        for _ in 0..3 {
+            assert!(limiter.check(&caller("+31612345678")).is_ok());
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_by_one_limit_charges_no_other() {
+        let limiter = RateLimiter::new(RateLimits {
+            phone: Some("1/1m".parse().unwrap()),
+            ip: None,
+            user: None,
+            global: Some("2/1m".parse().unwrap()),
+            max_keys: 1000,
+        });
+        assert!(limiter.check(&caller("+31600000001")).is_ok());
+        for _ in 0..5 {
+            let (scope, _) = limiter.check(&caller("+31600000001")).unwrap_err();
+            assert_eq!(scope, Scope::Phone);
+        }
+        assert!(limiter.check(&caller("+31600000002")).is_ok());
+        let (scope, _) = limiter.check(&caller("+31600000003")).unwrap_err();
+        assert_eq!(scope, Scope::Global);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keys_stay_bounded_under_a_flood_of_distinct_phones() {
+        let limiter = RateLimiter::new(limits("3/10m"));
+        for n in 0..100_000u32 {
+            let phone = format!("+1555{n:07}");
+            assert!(limiter.check(&caller(&phone)).is_ok());
+        }
+        {
+            let state = limiter.state.lock().unwrap();
+            let phones = &state.keyed[0];
+            assert!(phones.newer.len() + phones.older.len() <= 1000);
+        }
+        tokio::time::advance(Duration::from_secs(601)).await;
+        assert_eq!(limiter.sweep(), 0);
+    }
+}

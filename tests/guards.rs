@@ -1,0 +1,216 @@
+//! Fraud guards: the optional context map and the rate limits per phone, IP, user and in all.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use otp_sidecar::client::Client;
+use rmpv::Value;
+
+fn context(pairs: &[(&str, &str)]) -> Value {
+    Value::Map(
+        pairs
+            .iter()
+            .map(|(k, v)| (Value::from(*k), Value::from(*v)))
+            .collect(),
+    )
+}
+
+/// sendOTP with a fourth argument; the reply as the caller sees it.
+async fn send_with(client: &mut Client, phone: &str, ctx: Value) -> Result<Value, String> {
+    let params = vec![OTP.into(), phone.into(), "ACME".into(), ctx];
+    client.call("sendOTP", params).await.expect("answered")
+}
+
+#[tokio::test]
+async fn the_phone_limit_refuses_then_resets_after_its_window() {
+    let twilio = twilio_answering(created(SID)).await;
+    let daemon = Daemon::start(
+        &twilio.uri(),
+        Options::default().arg("--rate-limit-phone=2/2s"),
+    );
+    let mut client = daemon.unix_client().await;
+    for _ in 0..2 {
+        assert_eq!(
+            client.send_otp(OTP, PHONE, "ACME").await.unwrap(),
+            Ok(SID.into())
+        );
+    }
+    assert_eq!(
+        client.send_otp(OTP, PHONE, "ACME").await.unwrap(),
+        Err("ERR rate_limited: retry in 1 s".into())
+    );
+    // Refused means not sent; another number is not affected.
+    assert_eq!(sends(&twilio).await.len(), 2);
+    assert_eq!(
+        client.send_otp(OTP, "+31687654321", "ACME").await.unwrap(),
+        Ok(SID.into())
+    );
+    // One more is allowed once its share of the window has passed.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        client.send_otp(OTP, PHONE, "ACME").await.unwrap(),
+        Ok(SID.into())
+    );
+    let line = daemon.wait_for_log("reason=\"rate_limited\"");
+    assert!(
+        line.contains("limit=\"phone\"") && line.contains("+3161****5678"),
+        "{line}"
+    );
+    assert!(!daemon.log().contains(OTP));
+}
+
+#[tokio::test]
+async fn ip_and_user_limits_read_the_context_map() {
+    let twilio = twilio_answering(created(SID)).await;
+    let daemon = Daemon::start(
+        &twilio.uri(),
+        Options::default().args(["--rate-limit-ip=2/1m", "--rate-limit-user=3/1m"]),
+    );
+    let mut client = daemon.unix_client().await;
+    let phones = [
+        "+31600000001",
+        "+31600000002",
+        "+31600000003",
+        "+31600000004",
+    ];
+
+    // One address, different phones and users: the third is refused.
+    let from_ip = |user: &str| context(&[("ip", "192.0.2.7%1"), ("user", user)]);
+    assert!(send_with(&mut client, phones[0], from_ip("a"))
+        .await
+        .is_ok());
+    assert!(send_with(&mut client, phones[1], from_ip("b"))
+        .await
+        .is_ok());
+    let refused = send_with(&mut client, phones[2], from_ip("c")).await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.starts_with("ERR rate_limited: retry in ")),
+        "{refused:?}"
+    );
+
+    // One user from different addresses: the fourth is refused (the third address's send
+    // above was refused, so it charged nothing).
+    for (i, phone) in phones.iter().enumerate().take(2) {
+        let ctx = context(&[("ip", &format!("198.51.100.{i}")), ("user", "carol")]);
+        assert!(send_with(&mut client, phone, ctx).await.is_ok());
+    }
+    let ctx = context(&[("ip", "198.51.100.9"), ("user", "carol")]);
+    assert!(send_with(&mut client, phones[2], ctx).await.is_ok());
+    let ctx = context(&[("ip", "198.51.100.10"), ("user", "carol")]);
+    assert!(send_with(&mut client, phones[3], ctx).await.is_err());
+
+    // Without a context only the phone and global limits apply; nil means no context.
+    assert!(client
+        .send_otp(OTP, phones[0], "ACME")
+        .await
+        .unwrap()
+        .is_ok());
+    assert!(send_with(&mut client, phones[1], Value::Nil).await.is_ok());
+    assert_eq!(sends(&twilio).await.len(), 2 + 3 + 2);
+    daemon.wait_for_log("limit=\"ip\"");
+    daemon.wait_for_log("limit=\"user\"");
+}
+
+#[tokio::test]
+async fn the_global_ceiling_applies_to_every_phone() {
+    let twilio = twilio_answering(created(SID)).await;
+    let daemon = Daemon::start(
+        &twilio.uri(),
+        Options::default().args(["--rate-limit-global=2/1m", "--metrics=127.0.0.1:0"]),
+    );
+    let mut client = daemon.unix_client().await;
+    for phone in ["+31600000001", "+31600000002"] {
+        assert!(client.send_otp(OTP, phone, "ACME").await.unwrap().is_ok());
+    }
+    let reply = client.send_otp(OTP, "+31600000003", "ACME").await.unwrap();
+    assert_eq!(reply, Err("ERR rate_limited: retry in 30 s".into()));
+    assert_eq!(sends(&twilio).await.len(), 2);
+
+    let addr = log_field(&daemon.ready, "metrics").unwrap();
+    let text = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"otp_sidecar_rate_limited_total{limit="global"} 1"#,
+        r#"otp_sidecar_calls_total{method="sendOTP",outcome="error",reason="rate_limited"} 1"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn a_bad_context_is_refused_before_anything_is_sent() {
+    let twilio = twilio_answering(created(SID)).await;
+    let daemon = Daemon::start(&twilio.uri(), Options::default());
+    let mut client = daemon.unix_client().await;
+    let cases = [
+        (
+            Value::from("192.0.2.7"),
+            "ERR bad_request: context must be a map of ip, user and locale",
+        ),
+        (
+            context(&[("ip", "not an address")]),
+            "ERR bad_request: context ip is not an IP address",
+        ),
+        (
+            Value::Map(vec![("user".into(), 42.into())]),
+            "ERR bad_request: context values must be strings",
+        ),
+    ];
+    for (ctx, want) in cases {
+        assert_eq!(
+            send_with(&mut client, PHONE, ctx).await,
+            Err(want.to_owned())
+        );
+    }
+    let params: Vec<Value> = vec![
+        OTP.into(),
+        PHONE.into(),
+        "ACME".into(),
+        Value::Nil,
+        Value::Nil,
+    ];
+    assert_eq!(
+        client.call("sendOTP", params).await.unwrap(),
+        Err("ERR bad_request: sendOTP takes 3 arguments and an optional context map, got 5".into())
+    );
+    assert_eq!(sends(&twilio).await.len(), 0);
+}
+
+#[tokio::test]
+async fn limits_are_on_by_default() {
+    let out = command().args(["check", "--dry-run"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("rate limits:  phone 3/10m, ip 10/10m, user 5/10m, global 600/1m"),
+        "{text}"
+    );
+    let twilio = twilio_answering(created(SID)).await;
+    let daemon = Daemon::start(
+        &twilio.uri(),
+        Options {
+            rate_limits_on: true,
+            ..Default::default()
+        },
+    );
+    let mut client = daemon.unix_client().await;
+    for _ in 0..3 {
+        assert!(client.send_otp(OTP, PHONE, "ACME").await.unwrap().is_ok());
+    }
+    assert_eq!(
+        client.send_otp(OTP, PHONE, "ACME").await.unwrap(),
+        Err("ERR rate_limited: retry in 200 s".into())
+    );
+}
