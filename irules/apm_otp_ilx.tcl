@@ -19,6 +19,9 @@ when RULE_INIT {
     set static::otp_ilx_sender     "+14155550100"
     # ILX::call's own limit; the forwarder answers before it.
     set static::otp_ilx_timeout_ms 3000
+    # The session variable with the user's language, passed on as the context's locale
+    # ("" leaves it out). Check the name on your version.
+    set static::otp_ilx_locale_var "session.ui.lang"
 }
 
 when ACCESS_POLICY_AGENT_EVENT {
@@ -50,10 +53,19 @@ when ACCESS_POLICY_AGENT_EVENT {
         return
     }
 
+    # Who is asking, for the daemon's rate limits: the end user's address and name. The
+    # forwarder turns these three into sendOTP's context map.
+    set ip ""
+    catch { set ip [IP::client_addr] }
+    set locale ""
+    if { $static::otp_ilx_locale_var ne "" } {
+        set locale [ACCESS::session data get $static::otp_ilx_locale_var]
+    }
     set status ""
     if { [catch {
         set handle [ILX::init $static::otp_ilx_plugin $static::otp_ilx_extension]
-        set status [ILX::call $handle -timeout $static::otp_ilx_timeout_ms sendOTP $otp $phone $sender]
+        set status [ILX::call $handle -timeout $static::otp_ilx_timeout_ms sendOTP \
+            $otp $phone $sender $ip $user $locale]
     } err] } {
         set status "ERR unavailable: ILX call failed: $err"
     }

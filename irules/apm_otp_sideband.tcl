@@ -20,6 +20,9 @@ when RULE_INIT {
     set static::otp_sb_sender     "+14155550100"
     # Whole exchange, connect to reply; the daemon's own deadline is 2500 ms.
     set static::otp_sb_timeout_ms 3000
+    # The session variable with the user's language, passed on as the context's locale
+    # ("" leaves it out). Check the name on your version.
+    set static::otp_sb_locale_var "session.ui.lang"
 }
 
 # ---- MessagePack, the subset MessagePack-RPC needs ----
@@ -50,9 +53,23 @@ proc mp_uint { n } {
     return [binary format cI 0xce $n]
 }
 
-# The request [0, msgid, "sendOTP", [otp, phone, sender]].
-proc mp_request { msgid otp phone sender } {
-    set params "[binary format c 0x93][call mp_str $otp][call mp_str $phone][call mp_str $sender]"
+# The request [0, msgid, "sendOTP", [otp, phone, sender, {ip, user, locale}]]: the context
+# map holds only the values that are not empty, and is left out when none is.
+proc mp_request { msgid otp phone sender ip user locale } {
+    set context ""
+    set n 0
+    foreach {key value} [list ip $ip user $user locale $locale] {
+        if { $value ne "" } {
+            append context "[call mp_str $key][call mp_str $value]"
+            incr n
+        }
+    }
+    set args "[call mp_str $otp][call mp_str $phone][call mp_str $sender]"
+    if { $n > 0 } {
+        set params "[binary format c 0x94]$args[binary format c [expr {0x80 | $n}]]$context"
+    } else {
+        set params "[binary format c 0x93]$args"
+    }
     return "[binary format cc 0x94 0][call mp_uint $msgid][call mp_str sendOTP]$params"
 }
 
@@ -148,7 +165,7 @@ proc mp_reply { buf } {
 # ---- the exchange ----
 
 # Sends one sendOTP and returns the SID or an "ERR ..." string; never raises.
-proc otp_sideband_send { otp phone sender } {
+proc otp_sideband_send { otp phone sender ip user locale } {
     set timeout $static::otp_sb_timeout_ms
     set deadline [expr {[clock clicks -milliseconds] + $timeout}]
     set msgid [expr {int(rand() * 2147483646) + 1}]
@@ -165,7 +182,7 @@ proc otp_sideband_send { otp phone sender } {
     set status ""
     if { [catch {
         set sstat ""
-        send -timeout $timeout -status sstat $conn [call mp_request $msgid $otp $phone $sender]
+        send -timeout $timeout -status sstat $conn [call mp_request $msgid $otp $phone $sender $ip $user $locale]
         if { $sstat ne "sent" } {
             set status "ERR unavailable: cannot send to otp-sidecar ($sstat)"
         }
@@ -241,7 +258,14 @@ when ACCESS_POLICY_AGENT_EVENT {
         return
     }
 
-    set status [call otp_sideband_send $otp $phone $sender]
+    # Who is asking, for the daemon's rate limits: the end user's address and name.
+    set ip ""
+    catch { set ip [IP::client_addr] }
+    set locale ""
+    if { $static::otp_sb_locale_var ne "" } {
+        set locale [ACCESS::session data get $static::otp_sb_locale_var]
+    }
+    set status [call otp_sideband_send $otp $phone $sender $ip $user $locale]
     # Only a real SID may open the success branch; anything unexpected becomes an ERR.
     if { ![regexp {^SM[0-9a-fA-F]{32}$} $status] && ![string match "ERR *" $status] } {
         set status "ERR internal: unexpected reply from otp-sidecar"

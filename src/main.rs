@@ -40,6 +40,8 @@ enum Command {
         /// E.164 number, alphanumeric sender ID, or Messaging Service SID (MG…).
         sender: String,
         #[command(flatten)]
+        context: ContextArgs,
+        #[command(flatten)]
         daemon: DaemonArgs,
     },
     /// Ask a running daemon how it is: mode, uptime, connections, calls in flight and the
@@ -53,6 +55,35 @@ enum Command {
     },
     /// Validate the configuration and credentials without sending anything.
     Check(ServeArgs),
+}
+
+/// The optional caller context (sendOTP's fourth argument), as an iRule would pass it.
+#[derive(Debug, Args)]
+struct ContextArgs {
+    /// The end user's IP address (counted by the per-IP rate limit).
+    #[arg(long, value_name = "ADDR")]
+    ip: Option<String>,
+    /// The user name (counted by the per-user rate limit).
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
+    /// The user's language tag, e.g. en-US.
+    #[arg(long, value_name = "TAG")]
+    locale: Option<String>,
+}
+
+impl ContextArgs {
+    /// The context map, or nothing when no field is given (a three-argument call).
+    fn param(self) -> Option<rmpv::Value> {
+        let entries: Vec<(rmpv::Value, rmpv::Value)> = [
+            ("ip", self.ip),
+            ("user", self.user),
+            ("locale", self.locale),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k.into(), v.into())))
+        .collect();
+        (!entries.is_empty()).then_some(rmpv::Value::Map(entries))
+    }
 }
 
 /// Where the running daemon listens.
@@ -97,9 +128,11 @@ fn main() -> ExitCode {
             otp,
             phone,
             sender,
+            context,
             daemon,
         } => {
-            let params = vec![otp.into(), phone.into(), sender.into()];
+            let mut params = vec![otp.into(), phone.into(), sender.into()];
+            params.extend(context.param());
             ask_blocking(&daemon, "sendOTP", params, show_reply)
         }
         Command::Ping { daemon } => ask_blocking(&daemon, "health", vec![], show_health),

@@ -41,7 +41,12 @@ async fn ilx_forwarder_against_the_real_daemon() {
 #[tokio::test]
 async fn apm_irules_under_tclsh_against_the_real_daemon() {
     let twilio = twilio().await;
-    let daemon = Daemon::start(&twilio.uri(), Options::default());
+    // Each case uses its own end-user address; two cases check that the third send from
+    // one address is refused, which proves the iRules pass it on.
+    let daemon = Daemon::start(
+        &twilio.uri(),
+        Options::default().arg("--rate-limit-ip=2/1m"),
+    );
     // Accepts connections (the kernel completes them) but never reads or answers.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let out = tokio::process::Command::new("tclsh")

@@ -79,6 +79,20 @@ test('the forwarder against the real daemon', async (t) => {
     assert.match(await ilx.call('sendOTP', '918273', '+31612345678'), /^ERR bad_request: /);
   });
 
+  await t.test('ip, user and locale reach the daemon as the context map', async () => {
+    // The daemon limits each user to 5 sends in 10 minutes (its default): the sixth for
+    // "dave" is refused, so the user arrived; another user still gets through.
+    for (let i = 0; i < 5; i += 1) {
+      const reply = await ilx.call('sendOTP', '918273', `+3160000010${i}`, 'ACME',
+        '192.0.2.44%1', 'dave', 'nl-NL');
+      assert.strictEqual(reply, SID);
+    }
+    const refused = await ilx.call('sendOTP', '918273', '+31600000109', 'ACME', '', 'dave', '');
+    assert.match(refused, /^ERR rate_limited: retry in \d+ s$/);
+    assert.strictEqual(
+      await ilx.call('sendOTP', '918273', '+31600000109', 'ACME', '', 'erin', ''), SID);
+  });
+
   await t.test('concurrent calls on one connection', async () => {
     const phones = Array.from({ length: 25 }, (_, i) => (i % 5 === 0 ? '+31600000000' : '+31612345678'));
     const replies = await Promise.all(phones.map((p) => ilx.call('sendOTP', '918273', p, 'ACME')));
@@ -154,6 +168,22 @@ test('the default socket path and timeout', () => {
   assert.strictEqual(f.path, '/run/otp-sidecar/otp.sock');
   assert.ok(f.timeoutMs < 3000, 'answers before ILX::call times out');
   assert.ok(f.idleMs < 300000, 'closes before the daemon\'s idle timeout');
+});
+
+test('the context map: empty values left out, none at all without them', () => {
+  const { sendOtpParams, encodeRequest } = forwarderModule;
+  assert.deepStrictEqual(sendOtpParams(['1', 'p', 's']), ['1', 'p', 's']);
+  assert.deepStrictEqual(sendOtpParams(['1', 'p', 's', '', '', '']), ['1', 'p', 's']);
+  assert.deepStrictEqual(sendOtpParams(['1', 'p', 's', '10.0.0.1', '', 'en']),
+    ['1', 'p', 's', [['ip', '10.0.0.1'], ['locale', 'en']]]);
+  const bytes = encodeRequest(2, 'sendOTP', ['1234', 'p', 's', [['user', 'al']]]);
+  const want = Buffer.concat([
+    Buffer.from([0x94, 0x00, 0x02, 0xa7]), Buffer.from('sendOTP'),
+    Buffer.from([0x94, 0xa4]), Buffer.from('1234'), Buffer.from([0xa1]), Buffer.from('p'),
+    Buffer.from([0xa1]), Buffer.from('s'),
+    Buffer.from([0x81, 0xa4]), Buffer.from('user'), Buffer.from([0xa2]), Buffer.from('al'),
+  ]);
+  assert.deepStrictEqual(bytes, want);
 });
 
 test('request bytes match the MessagePack-RPC spec', () => {

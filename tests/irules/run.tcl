@@ -17,14 +17,19 @@ set PHONE +31612345678
 set BAD_PHONE +31600000000
 set passed 0
 set failed 0
+set addresses 0
 
 # Commands iRules (Tcl 8.4) do not have.
 set tcl85 {dict lassign lrepeat lreverse apply chan try lmap tailcall coroutine yield zlib}
 
 # ---- state the stand-ins share with the test ----
 proc reset { args } {
-    global session logs ilx_calls agent connect_raises piece ilx_down recv_timeouts
+    global session logs ilx_calls agent connect_raises piece ilx_down recv_timeouts client_addr
+    global addresses
     array unset session
+    # A new end-user address per case: the daemon limits each to two sends a minute.
+    incr addresses
+    set client_addr "192.0.2.$addresses%1"
     set recv_timeouts 0
     array set session $args
     set logs {}
@@ -44,13 +49,18 @@ proc st_session_get { name } {
 }
 proc st_session_set { name value } { set ::session($name) $value }
 proc st_ilx_init { plugin extension } { return "ilx:$plugin/$extension" }
+proc st_client_addr {} { return $::client_addr }
 
 # ILX::call: asks the real daemon through the bundled client, as the forwarder would.
 proc st_ilx_call { handle argv } {
     lappend ::ilx_calls [concat [list $handle] $argv]
     if { $::ilx_down } { error "ILX::call: extension otp_sidecar_forwarder is not running" }
     if { [lindex $argv 0] ne "-timeout" } { error "ILX::call without -timeout" }
-    set params [lrange $argv 3 end]
+    # As the forwarder does: otp, phone, sender, then ip, user and locale for the context.
+    set params [lrange $argv 3 5]
+    foreach flag {--ip --user --locale} value [lrange $argv 6 8] {
+        if { $value ne "" } { lappend params $flag=$value }
+    }
     set out [exec sh -c {"$0" send "$@" --unix "$OTP_SIDECAR_UNIX"; echo "exit=$?"} \
         $::env(OTP_SIDECAR_BIN) {*}$params]
     set lines [split $out "\n"]
@@ -102,7 +112,7 @@ proc st_close { chan } { catch { close $chan } }
 proc load_rule { file settings } {
     array unset ::events
     set i [interp create]
-    foreach name {when log agent_id session_get session_set ilx_init ilx_call connect_failure_raises connect send recv close} {
+    foreach name {when log agent_id session_get session_set ilx_init ilx_call client_addr connect_failure_raises connect send recv close} {
         interp alias $i __$name {} st_$name
     }
     $i eval [list source [file join $::here standins.tcl]]
@@ -157,7 +167,7 @@ check "ilx: success stores the SID" {
     set i [load_rule $ilx_rule {}]
     fire $i ACCESS_POLICY_AGENT_EVENT
     expect status [status] $SID
-    expect call [lindex $ilx_calls 0] [list ilx:otp_sidecar_plugin/otp_sidecar_forwarder -timeout 3000 sendOTP $OTP $PHONE +14155550100]
+    expect call [lindex $ilx_calls 0] [list ilx:otp_sidecar_plugin/otp_sidecar_forwarder -timeout 3000 sendOTP $OTP $PHONE +14155550100 $client_addr alice ""]
     expect log [lindex $logs 0] "local0.info *alice*+3161****5678*$SID*"
     logs_clean
 }
@@ -167,7 +177,7 @@ check "ilx: a Twilio error is stored as ERR" {
     set i [load_rule $ilx_rule {otp_ilx_sender ACME}]
     fire $i ACCESS_POLICY_AGENT_EVENT
     expect status [status] "ERR twilio 21211: *"
-    expect sender [lindex [lindex $ilx_calls 0] end] ACME
+    expect sender [lindex [lindex $ilx_calls 0] 6] ACME
     logs_clean
 }
 
@@ -198,6 +208,17 @@ check "ilx: extension down: ERR unavailable, no Tcl error" {
     logs_clean
 }
 
+check "ilx: the end user's address and name reach the daemon's rate limits" {
+    reset {*}[session_for $PHONE] session.ui.lang nl-NL
+    set i [load_rule $ilx_rule {}]
+    # The daemon allows two sends a minute per address; the third is refused.
+    foreach want [list $SID $SID "ERR rate_limited: retry in *"] {
+        fire $i ACCESS_POLICY_AGENT_EVENT
+        expect status [status] $want
+    }
+    expect call [lrange [lindex $ilx_calls 0] 7 9] [list $client_addr alice nl-NL]
+}
+
 check "ilx: another agent id: nothing happens" {
     reset {*}[session_for $PHONE]
     set agent other
@@ -222,6 +243,16 @@ foreach size {1 2 3 7 64 all} {
         expect log [lindex $logs 0] "local0.info *+3161****5678*$SID*"
         logs_clean
     }
+}
+
+check "sideband: the end user's address reaches the daemon's rate limits" {
+    reset {*}[session_for $PHONE] session.ui.lang nl-NL
+    set i [load_rule $sb_rule [list otp_sb_dest $env(OTP_SIDECAR_TCP)]]
+    foreach want [list $SID $SID "ERR rate_limited: retry in *"] {
+        fire $i ACCESS_POLICY_AGENT_EVENT
+        expect status [status] $want
+    }
+    logs_clean
 }
 
 check "sideband: a Twilio error is stored as ERR" {
@@ -275,9 +306,13 @@ check "sideband: a silent daemon: ERR timeout at the configured limit" {
 check "sideband: the request bytes" {
     reset
     set i [load_rule $sb_rule {}]
-    set bytes [$i eval {call mp_request 300 1234 +1 AB}]
+    set bytes [$i eval {call mp_request 300 1234 +1 AB "" "" ""}]
     binary scan $bytes H* hex
     expect bytes $hex "9400cd012ca773656e644f545093a431323334a22b31a24142"
+    # With a context: a fourth param, a map of only the values given.
+    set bytes [$i eval {call mp_request 1 1234 +1 AB 10.0.0.1 "" en}]
+    binary scan $bytes H* hex
+    expect bytes $hex "940001a773656e644f545094a431323334a22b31a2414282a26970a831302e302e302e31a66c6f63616c65a2656e"
 }
 
 check "sideband: the decoder refuses what is not a reply" {

@@ -5,6 +5,12 @@
 namespace eval static {}
 namespace eval ACCESS {}
 namespace eval ILX {}
+namespace eval IP {}
+
+# The end user's address, as TMM gives it (with a route domain suffix).
+proc IP::client_addr {} {
+    return [__client_addr]
+}
 
 proc when { event body } {
     __when $event $body

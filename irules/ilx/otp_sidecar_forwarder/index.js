@@ -44,12 +44,32 @@ function encodeArrayHeader(n) {
   return Buffer.from([0xdc, n >> 8, n & 0xff]);
 }
 
-/** [0, msgid, method, params] with string params. */
+/** A map of string keys to string values (fewer than 16 entries). */
+function encodeStrMap(entries) {
+  const parts = [Buffer.from([0x80 | entries.length])];
+  for (const [k, v] of entries) parts.push(encodeStr(k), encodeStr(v));
+  return Buffer.concat(parts);
+}
+
+/** [0, msgid, method, params]: string params, or a string map given as an array of pairs. */
 function encodeRequest(msgid, method, params) {
   const parts = [encodeArrayHeader(4), encodeUint(0), encodeUint(msgid), encodeStr(method),
     encodeArrayHeader(params.length)];
-  for (const p of params) parts.push(encodeStr(p));
+  for (const p of params) parts.push(Array.isArray(p) ? encodeStrMap(p) : encodeStr(p));
   return Buffer.concat(parts);
+}
+
+/**
+ * The iRule's ILX::call arguments as sendOTP's: otp, phone, sender, then optionally ip, user
+ * and locale, which become the context map (empty values left out).
+ */
+function sendOtpParams(args) {
+  const params = args.slice(0, 3);
+  const context = ['ip', 'user', 'locale']
+    .map((key, i) => [key, args[3 + i]])
+    .filter(([, value]) => value !== undefined && value !== '');
+  if (args.length > 3 && context.length > 0) params.push(context);
+  return params;
 }
 
 const INCOMPLETE = Symbol('incomplete');
@@ -212,7 +232,7 @@ class Forwarder {
 
 function register(ilx, forwarder) {
   ilx.addMethod('sendOTP', (req, res) => {
-    const params = req.params().map((p) => String(p));
+    const params = sendOtpParams(req.params().map((p) => String(p)));
     forwarder.call('sendOTP', params).then((reply) => res.reply(reply));
   });
 }
@@ -225,4 +245,6 @@ const forwarder = new Forwarder();
 register(ilx, forwarder);
 ilx.listen();
 
-module.exports = { Forwarder, encodeRequest, decodeAt, INCOMPLETE, forwarder };
+module.exports = {
+  Forwarder, encodeRequest, sendOtpParams, decodeAt, INCOMPLETE, forwarder,
+};
