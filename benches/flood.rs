@@ -42,7 +42,10 @@ fn main() {
             let mut client = daemon.unix_client().await;
             for n in 0..PHONES {
                 let phone = format!("+1555{:07}", round * PHONES + n);
-                let reply = client.send_otp(OTP, &phone, "ACME").await.expect("answered");
+                let reply = client
+                    .send_otp(OTP, &phone, "ACME")
+                    .await
+                    .expect("answered");
                 assert!(reply.is_ok(), "{reply:?}");
             }
         });

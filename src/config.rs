@@ -12,6 +12,7 @@ use reqwest::Url;
 use serde::Deserialize;
 
 use crate::credentials::{CredentialFiles, Credentials, Sources};
+use crate::geo::{regions, GeoRules};
 use crate::ratelimit::{Rate, RateLimits};
 
 pub const DEFAULT_UNIX: &str = "/run/otp-sidecar/otp.sock";
@@ -132,6 +133,29 @@ pub struct ServeArgs {
     #[arg(long, env = "OTP_SIDECAR_RATE_LIMIT_MAX_KEYS", value_name = "N")]
     pub rate_limit_max_keys: Option<usize>,
 
+    /// Send only to these countries (ISO codes like NL, or calling codes like +44),
+    /// comma-separated. [default: all]
+    #[arg(
+        long,
+        env = "OTP_SIDECAR_ALLOW_COUNTRIES",
+        value_name = "LIST",
+        value_delimiter = ','
+    )]
+    pub allow_countries: Option<Vec<String>>,
+
+    /// Never send to these countries (ISO codes or calling codes), comma-separated.
+    #[arg(
+        long,
+        env = "OTP_SIDECAR_DENY_COUNTRIES",
+        value_name = "LIST",
+        value_delimiter = ','
+    )]
+    pub deny_countries: Option<Vec<String>>,
+
+    /// Refuse numbers that are not valid for their country (libphonenumber's rules).
+    #[arg(long, env = "OTP_SIDECAR_CHECK_NUMBER_VALIDITY")]
+    pub check_number_validity: bool,
+
     /// Log format: human (default) or json (one object per line).
     #[arg(long, env = "OTP_SIDECAR_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -184,6 +208,9 @@ pub struct FileConfig {
     pub rate_limit_user: Option<String>,
     pub rate_limit_global: Option<String>,
     pub rate_limit_max_keys: Option<usize>,
+    pub allow_countries: Option<Vec<String>>,
+    pub deny_countries: Option<Vec<String>>,
+    pub check_number_validity: Option<bool>,
     #[serde(default)]
     pub credentials: CredentialFiles,
 }
@@ -250,6 +277,7 @@ pub struct Settings {
     pub metrics: Option<SocketAddr>,
     pub log_format: LogFormat,
     pub rate_limits: RateLimits,
+    pub geo: GeoRules,
     /// `None` only in dry-run mode.
     pub credentials: Option<Credentials>,
 }
@@ -396,6 +424,23 @@ impl Settings {
             )?,
         };
 
+        let geo = GeoRules {
+            allow: match args.allow_countries.clone().or(file.allow_countries) {
+                Some(list) => Some(regions(&list).context("allow_countries")?),
+                None => None,
+            },
+            deny: regions(
+                &args
+                    .deny_countries
+                    .clone()
+                    .or(file.deny_countries)
+                    .unwrap_or_default(),
+            )
+            .context("deny_countries")?,
+            check_validity: args.check_number_validity
+                || file.check_number_validity.unwrap_or(false),
+        };
+
         let credentials = Sources {
             env,
             files: &file.credentials,
@@ -431,6 +476,7 @@ impl Settings {
             metrics,
             log_format,
             rate_limits,
+            geo,
             credentials,
         })
     }

@@ -14,6 +14,8 @@ pub enum CallError {
     Twilio { code: u32, message: String },
     /// No answer within the deadline.
     Timeout { deadline_ms: u64 },
+    /// A fraud rule refused the number: `country` (later `line_type`, `carrier`).
+    Blocked(&'static str),
     /// A rate limit (`limit`: phone, ip, user or global) refused the send; it would pass
     /// after this many seconds. The wire form leaves out which limit.
     RateLimited {
@@ -35,6 +37,7 @@ impl CallError {
             CallError::Twilio { .. } => "twilio",
             CallError::Timeout { .. } => "timeout",
             CallError::RateLimited { .. } => "rate_limited",
+            CallError::Blocked(_) => "blocked",
             CallError::Unavailable(_) => "unavailable",
             CallError::Internal(_) => "internal",
         }
@@ -71,6 +74,7 @@ impl fmt::Display for CallError {
             CallError::Timeout { deadline_ms } => {
                 write!(f, "ERR {reason}: no answer within {deadline_ms} ms")
             }
+            CallError::Blocked(rule) => write!(f, "ERR {reason}: {rule}"),
             CallError::RateLimited { retry_in_s, .. } => {
                 write!(f, "ERR {reason}: retry in {retry_in_s} s")
             }

@@ -6,6 +6,7 @@ pub mod client;
 pub mod config;
 pub mod credentials;
 pub mod error;
+pub mod geo;
 pub mod health;
 pub mod lifecycle;
 pub mod limits;

@@ -35,6 +35,10 @@ pub async fn run(args: ServeArgs, settings: Settings) -> Result<()> {
         );
         Listeners::inherited(inherited)?
     };
+    if settings.geo.active() {
+        // ~100 ms of parsing the numbering plan, before READY rather than in the first call.
+        tokio::task::spawn_blocking(crate::geo::load_numbering_plan).await?;
+    }
     let metrics = match settings.metrics {
         Some(addr) => crate::metrics::serve(addr).await?.to_string(),
         None => "off".to_owned(),
@@ -121,6 +125,9 @@ async fn reload(args: &ServeArgs, current: &Settings, shared: &Shared) -> Option
         Ok((new, live)) => {
             if new.keep_warm.is_some() {
                 warm_up(&live.dispatcher, new.deadline).await;
+            }
+            if new.geo.active() {
+                let _ = tokio::task::spawn_blocking(crate::geo::load_numbering_plan).await;
             }
             shared.store(Arc::new(live));
             for what in needs_restart(current, &new) {

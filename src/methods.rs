@@ -8,6 +8,7 @@ use tokio::time::Instant;
 use crate::backend::Backend;
 use crate::config::{BodyTemplate, Settings};
 use crate::error::CallError;
+use crate::geo::GeoRules;
 use crate::health::HEALTH;
 use crate::metrics::METRICS;
 use crate::ratelimit::{Caller, RateLimiter};
@@ -16,6 +17,7 @@ use crate::validate::{self, mask_phone};
 
 pub struct Dispatcher {
     backend: Backend,
+    geo: GeoRules,
     limiter: Arc<RateLimiter>,
     template: BodyTemplate,
     deadline: std::time::Duration,
@@ -26,6 +28,7 @@ impl Dispatcher {
     pub fn new(settings: &Settings, backend: Backend, limiter: Arc<RateLimiter>) -> Self {
         Dispatcher {
             backend,
+            geo: settings.geo.clone(),
             limiter,
             template: settings.body_template.clone(),
             deadline: settings.deadline,
@@ -93,6 +96,9 @@ impl Dispatcher {
             Err(e @ CallError::Twilio { code, .. }) => {
                 tracing::warn!(method = "sendOTP", phone = %masked, outcome = "error", reason = e.reason(), twilio_code = code, latency_ms)
             }
+            Err(e @ CallError::Blocked(rule)) => {
+                tracing::warn!(method = "sendOTP", phone = %masked, outcome = "error", reason = e.reason(), rule, latency_ms)
+            }
             Err(e @ CallError::RateLimited { limit, .. }) => {
                 tracing::warn!(method = "sendOTP", phone = %masked, outcome = "error", reason = e.reason(), limit, latency_ms)
             }
@@ -108,6 +114,13 @@ impl Dispatcher {
         let phone = validate::phone(string_param(params, 1, "phone")?)?;
         let sender = validate::sender(string_param(params, 2, "sender")?)?;
         let context = validate::context(params.get(3))?;
+        if let Err((error, country)) = self.geo.check(phone) {
+            if let CallError::Blocked(rule) = &error {
+                METRICS.count_blocked(rule);
+            }
+            tracing::debug!(country = %country, "refused by the geo rules");
+            return Err(error);
+        }
         let caller = Caller {
             phone,
             ip: context.ip,

@@ -41,6 +41,11 @@ pub struct LimitLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabel {
+    pub rule: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
@@ -56,6 +61,7 @@ pub struct Metrics {
     pub connections_refused: Counter,
     pub reloads: Family<ResultLabel, Counter>,
     pub rate_limited: Family<LimitLabel, Counter>,
+    pub blocked: Family<RuleLabel, Counter>,
 }
 
 /// The one set of metrics, counted whether or not anyone scrapes it (a few atomics).
@@ -109,6 +115,12 @@ impl Metrics {
             "Sends refused by a rate limit, by limit (phone, ip, user, global)",
             rate_limited.clone(),
         );
+        let blocked = Family::<RuleLabel, Counter>::default();
+        registry.register(
+            "blocked",
+            "Sends refused by a fraud rule, by rule (country)",
+            blocked.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -126,7 +138,12 @@ impl Metrics {
             connections_refused,
             reloads,
             rate_limited,
+            blocked,
         }
+    }
+
+    pub fn count_blocked(&self, rule: &'static str) {
+        self.blocked.get_or_create(&RuleLabel { rule }).inc();
     }
 
     pub fn count_rate_limited(&self, limit: &'static str) {

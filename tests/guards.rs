@@ -214,3 +214,63 @@ async fn limits_are_on_by_default() {
         Err("ERR rate_limited: retry in 200 s".into())
     );
 }
+
+#[tokio::test]
+async fn geo_rules_block_by_country_and_calling_code_before_anything_is_sent() {
+    let twilio = twilio_answering(created(SID)).await;
+    let daemon = Daemon::start(
+        &twilio.uri(),
+        Options::default().args(["--allow-countries=NL,+1", "--deny-countries=US"]),
+    );
+    daemon.wait_for_log(" ready");
+    let mut client = daemon.unix_client().await;
+    // NL allowed; +1 allowed but the US denied; Canada (+1) and Germany not listed.
+    assert_eq!(
+        client.send_otp(OTP, PHONE, "ACME").await.unwrap(),
+        Ok(SID.into())
+    );
+    for phone in ["+14155550100", "+4915112345678"] {
+        assert_eq!(
+            client.send_otp(OTP, phone, "ACME").await.unwrap(),
+            Err("ERR blocked: country".into()),
+            "{phone}"
+        );
+    }
+    assert_eq!(
+        client.send_otp(OTP, "+16135550123", "ACME").await.unwrap(),
+        Ok(SID.into()),
+        "Canada shares +1"
+    );
+    assert_eq!(sends(&twilio).await.len(), 2);
+    let line = daemon.wait_for_log("reason=\"blocked\"");
+    assert!(
+        line.contains("rule=\"country\"") && line.contains("+1415****0100"),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn numbers_invalid_for_their_country_are_refused_when_asked() {
+    let twilio = twilio_answering(created(SID)).await;
+    let daemon = Daemon::start(
+        &twilio.uri(),
+        Options::default().arg("--check-number-validity"),
+    );
+    let mut client = daemon.unix_client().await;
+    assert_eq!(
+        client.send_otp(OTP, "+31600000000", "ACME").await.unwrap(),
+        Err("ERR invalid_phone: not a valid number for its country".into())
+    );
+    assert_eq!(
+        client.send_otp(OTP, PHONE, "ACME").await.unwrap(),
+        Ok(SID.into())
+    );
+    assert_eq!(sends(&twilio).await.len(), 1);
+    // A bad country code in the configuration is a startup error that names it.
+    let refused = Daemon::try_start(&twilio.uri(), Options::default().arg("--deny-countries=XX"));
+    let log = refused.err().expect("refused");
+    assert!(
+        log.contains("deny_countries") && log.contains("\"XX\""),
+        "{log}"
+    );
+}
