@@ -2,6 +2,7 @@
 //! BIG-IP APM access policies. See the README for the protocol and the contract.
 
 pub mod backend;
+pub mod bounded;
 pub mod client;
 pub mod config;
 pub mod credentials;

@@ -8,7 +8,6 @@
 //! still caps what is sent. A periodic sweep drops keys whose window has passed.
 
 use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::str::FromStr;
 use std::sync::Mutex;
@@ -16,6 +15,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use tokio::time::Instant;
+
+use crate::bounded::BoundedMap;
 
 /// "N per window", or off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,7 +117,7 @@ pub struct RateLimiter {
 
 struct State {
     /// Per phone, per IP, per user, in that order.
-    keyed: [Generations; 3],
+    keyed: [BoundedMap<u64>; 3],
     /// The global limit's theoretical arrival time.
     global: u64,
 }
@@ -129,7 +130,7 @@ impl RateLimiter {
             epoch: Instant::now(),
             hasher: RandomState::new(),
             state: Mutex::new(State {
-                keyed: std::array::from_fn(|_| Generations::new(half)),
+                keyed: std::array::from_fn(|_| BoundedMap::new(half)),
                 global: 0,
             }),
         }
@@ -165,7 +166,7 @@ impl RateLimiter {
             let (Some(rate), Some(key)) = (rate, key) else {
                 continue;
             };
-            let tat = state.keyed[index].get(key);
+            let tat = state.keyed[index].get(key).copied().unwrap_or(0);
             commits.push((
                 index,
                 key,
@@ -191,7 +192,11 @@ impl RateLimiter {
         let Ok(mut state) = self.state.lock() else {
             return 0;
         };
-        state.keyed.iter_mut().map(|g| g.sweep(now)).sum()
+        state
+            .keyed
+            .iter_mut()
+            .map(|keys| keys.retain(|tat| *tat > now))
+            .sum()
     }
 
     fn now(&self) -> u64 {
@@ -212,44 +217,6 @@ fn gcra(rate: Rate, tat: u64, now: u64) -> Result<u64, Duration> {
         Err(Duration::from_nanos(new_tat - now - window))
     } else {
         Ok(new_tat)
-    }
-}
-
-/// Two generations of key → theoretical arrival time, each of at most `cap` keys.
-struct Generations {
-    cap: usize,
-    newer: HashMap<u64, u64>,
-    older: HashMap<u64, u64>,
-}
-
-impl Generations {
-    fn new(cap: usize) -> Generations {
-        Generations {
-            cap,
-            newer: HashMap::new(),
-            older: HashMap::new(),
-        }
-    }
-
-    fn get(&self, key: u64) -> u64 {
-        self.newer
-            .get(&key)
-            .or_else(|| self.older.get(&key))
-            .copied()
-            .unwrap_or(0)
-    }
-
-    fn set(&mut self, key: u64, tat: u64) {
-        if self.newer.len() >= self.cap && !self.newer.contains_key(&key) {
-            self.older = std::mem::take(&mut self.newer);
-        }
-        self.newer.insert(key, tat);
-    }
-
-    fn sweep(&mut self, now: u64) -> usize {
-        self.newer.retain(|_, tat| *tat > now);
-        self.older.retain(|_, tat| *tat > now);
-        self.newer.len() + self.older.len()
     }
 }
 
@@ -342,11 +309,7 @@ mod tests {
             let phone = format!("+1555{n:07}");
             assert!(limiter.check(&caller(&phone)).is_ok());
         }
-        {
-            let state = limiter.state.lock().unwrap();
-            let phones = &state.keyed[0];
-            assert!(phones.newer.len() + phones.older.len() <= 1000);
-        }
+        assert!(limiter.state.lock().unwrap().keyed[0].len() <= 1000);
         tokio::time::advance(Duration::from_secs(601)).await;
         assert_eq!(limiter.sweep(), 0);
     }
