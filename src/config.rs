@@ -13,10 +13,12 @@ use serde::Deserialize;
 
 use crate::credentials::{CredentialFiles, Credentials, Sources};
 use crate::geo::{regions, GeoRules};
+use crate::lookup::{read_carriers, LookupRules, DEFAULT_BLOCKED_LINE_TYPES};
 use crate::ratelimit::{Rate, RateLimits};
 
 pub const DEFAULT_UNIX: &str = "/run/otp-sidecar/otp.sock";
 pub const DEFAULT_API_URL: &str = "https://api.twilio.com";
+pub const DEFAULT_LOOKUP_URL: &str = "https://lookups.twilio.com";
 pub const DEFAULT_DEADLINE_MS: u64 = 2500;
 pub const DEFAULT_TEMPLATE: &str = "Your OTP is: {otp}";
 pub const OTP_PLACEHOLDER: &str = "{otp}";
@@ -156,6 +158,37 @@ pub struct ServeArgs {
     #[arg(long, env = "OTP_SIDECAR_CHECK_NUMBER_VALIDITY")]
     pub check_number_validity: bool,
 
+    /// Check each number with Twilio Lookup (line type intelligence, a paid lookup) before
+    /// sending; answers are cached.
+    #[arg(long, env = "OTP_SIDECAR_LOOKUP")]
+    pub lookup: bool,
+
+    /// Twilio Lookup's base URL. [default: https://lookups.twilio.com]
+    #[arg(long, env = "OTP_SIDECAR_LOOKUP_API_URL", value_name = "URL")]
+    pub lookup_api_url: Option<String>,
+
+    /// Line types Lookup may report that are refused, comma-separated ("" for none).
+    /// [default: premium,tollFree,sharedCost,uan,pager,voicemail]
+    #[arg(
+        long,
+        env = "OTP_SIDECAR_BLOCK_LINE_TYPES",
+        value_name = "LIST",
+        value_delimiter = ','
+    )]
+    pub block_line_types: Option<Vec<String>>,
+
+    /// File of carriers to refuse, one MCC-MNC per line (310-260).
+    #[arg(long, env = "OTP_SIDECAR_BLOCK_CARRIERS_FILE", value_name = "PATH")]
+    pub block_carriers_file: Option<PathBuf>,
+
+    /// How long a Lookup answer is reused, in seconds (0-2592000). [default: 86400]
+    #[arg(long, env = "OTP_SIDECAR_LOOKUP_CACHE_SECS", value_name = "SECONDS")]
+    pub lookup_cache_secs: Option<u64>,
+
+    /// When Lookup fails or is slow: "open" sends unchecked, "closed" refuses. [default: open]
+    #[arg(long, env = "OTP_SIDECAR_LOOKUP_FAILURE", value_name = "POLICY")]
+    pub lookup_failure: Option<String>,
+
     /// Log format: human (default) or json (one object per line).
     #[arg(long, env = "OTP_SIDECAR_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -211,6 +244,12 @@ pub struct FileConfig {
     pub allow_countries: Option<Vec<String>>,
     pub deny_countries: Option<Vec<String>>,
     pub check_number_validity: Option<bool>,
+    pub lookup: Option<bool>,
+    pub lookup_api_url: Option<String>,
+    pub block_line_types: Option<Vec<String>>,
+    pub block_carriers_file: Option<PathBuf>,
+    pub lookup_cache_secs: Option<u64>,
+    pub lookup_failure: Option<String>,
     #[serde(default)]
     pub credentials: CredentialFiles,
 }
@@ -278,6 +317,9 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub rate_limits: RateLimits,
     pub geo: GeoRules,
+    /// `None`: no Lookup before sending.
+    pub lookup: Option<LookupRules>,
+    pub lookup_api_url: Url,
     /// `None` only in dry-run mode.
     pub credentials: Option<Credentials>,
 }
@@ -441,6 +483,62 @@ impl Settings {
                 || file.check_number_validity.unwrap_or(false),
         };
 
+        let lookup_api_url = parse_http_url(
+            "lookup_api_url",
+            &args
+                .lookup_api_url
+                .clone()
+                .or(file.lookup_api_url)
+                .unwrap_or_else(|| DEFAULT_LOOKUP_URL.into()),
+        )?;
+        let lookup = if args.lookup || file.lookup.unwrap_or(false) {
+            let block_line_types = match args.block_line_types.clone().or(file.block_line_types) {
+                Some(list) => list
+                    .into_iter()
+                    .map(|t| t.trim().to_owned())
+                    .filter(|t| !t.is_empty())
+                    .collect(),
+                None => DEFAULT_BLOCKED_LINE_TYPES
+                    .iter()
+                    .map(|t| t.to_string())
+                    .collect(),
+            };
+            let block_carriers = match args
+                .block_carriers_file
+                .clone()
+                .or(file.block_carriers_file)
+            {
+                Some(path) => read_carriers(&path)?,
+                None => Default::default(),
+            };
+            let cache_secs = args
+                .lookup_cache_secs
+                .or(file.lookup_cache_secs)
+                .unwrap_or(86_400);
+            if cache_secs > 30 * 86_400 {
+                bail!("lookup_cache_secs must be between 0 and 2592000, not {cache_secs}");
+            }
+            let fail_open = match args
+                .lookup_failure
+                .clone()
+                .or(file.lookup_failure)
+                .as_deref()
+                .unwrap_or("open")
+            {
+                "open" => true,
+                "closed" => false,
+                other => bail!("lookup_failure must be \"open\" or \"closed\", not {other:?}"),
+            };
+            Some(LookupRules {
+                block_line_types,
+                block_carriers,
+                cache_ttl: Duration::from_secs(cache_secs),
+                fail_open,
+            })
+        } else {
+            None
+        };
+
         let credentials = Sources {
             env,
             files: &file.credentials,
@@ -477,6 +575,8 @@ impl Settings {
             log_format,
             rate_limits,
             geo,
+            lookup,
+            lookup_api_url,
             credentials,
         })
     }

@@ -12,6 +12,7 @@ pub mod health;
 pub mod lifecycle;
 pub mod limits;
 pub mod logging;
+pub mod lookup;
 pub mod methods;
 pub mod metrics;
 pub mod ratelimit;

@@ -218,13 +218,14 @@ async fn keep_warm(shared: Shared, interval: Duration, timeout: Duration) {
     }
 }
 
-/// Once a minute, forgets rate-limit keys whose window has passed.
+/// Once a minute, forgets rate-limit keys whose window has passed and expired Lookup answers.
 async fn sweep_rate_limits(shared: Shared) {
     loop {
         tokio::time::sleep(Duration::from_secs(60)).await;
-        let limiter = shared.load().dispatcher.limiter().clone();
-        let kept = limiter.sweep();
-        tracing::debug!(kept, "rate-limit keys swept");
+        let dispatcher = shared.load().dispatcher.clone();
+        let kept = dispatcher.limiter().sweep();
+        let cached = dispatcher.lookup().map_or(0, |l| l.sweep());
+        tracing::debug!(kept, cached, "rate-limit keys and Lookup answers swept");
     }
 }
 

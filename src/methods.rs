@@ -10,6 +10,7 @@ use crate::config::{BodyTemplate, Settings};
 use crate::error::CallError;
 use crate::geo::GeoRules;
 use crate::health::HEALTH;
+use crate::lookup::LookupGuard;
 use crate::metrics::METRICS;
 use crate::ratelimit::{Caller, RateLimiter};
 use crate::twilio::{Sms, TwilioClient};
@@ -18,6 +19,8 @@ use crate::validate::{self, mask_phone};
 pub struct Dispatcher {
     backend: Backend,
     geo: GeoRules,
+    /// Only with a Twilio backend: a dry run looks nothing up.
+    lookup: Option<LookupGuard>,
     limiter: Arc<RateLimiter>,
     template: BodyTemplate,
     deadline: std::time::Duration,
@@ -26,9 +29,14 @@ pub struct Dispatcher {
 impl Dispatcher {
     /// `limiter` is passed in so a reload can keep the counts when the limits did not change.
     pub fn new(settings: &Settings, backend: Backend, limiter: Arc<RateLimiter>) -> Self {
+        let lookup = match (&settings.lookup, &backend) {
+            (Some(rules), Backend::Twilio(_)) => Some(LookupGuard::new(rules.clone())),
+            _ => None,
+        };
         Dispatcher {
             backend,
             geo: settings.geo.clone(),
+            lookup,
             limiter,
             template: settings.body_template.clone(),
             deadline: settings.deadline,
@@ -37,6 +45,10 @@ impl Dispatcher {
 
     pub fn limiter(&self) -> &Arc<RateLimiter> {
         &self.limiter
+    }
+
+    pub fn lookup(&self) -> Option<&LookupGuard> {
+        self.lookup.as_ref()
     }
 
     /// The Twilio client, unless this is a dry run.
@@ -133,13 +145,21 @@ impl Dispatcher {
                 limit: scope.name(),
             });
         }
+        let deadline = started + self.deadline;
+        if let (Some(guard), Backend::Twilio(client)) = (&self.lookup, &self.backend) {
+            if let Err(error) = guard.check(client, phone, deadline).await {
+                if let CallError::Blocked(rule) = &error {
+                    METRICS.count_blocked(rule);
+                }
+                return Err(error);
+            }
+        }
         let body = self.template.render(otp);
         let sms = Sms {
             to: phone,
             sender: &sender,
             body: &body,
         };
-        let deadline = started + self.deadline;
         match tokio::time::timeout_at(deadline, self.backend.send(&sms, deadline)).await {
             Ok(result) => result,
             Err(_elapsed) => Err(CallError::Timeout {

@@ -62,6 +62,7 @@ pub struct Metrics {
     pub reloads: Family<ResultLabel, Counter>,
     pub rate_limited: Family<LimitLabel, Counter>,
     pub blocked: Family<RuleLabel, Counter>,
+    pub lookups: Family<ResultLabel, Counter>,
 }
 
 /// The one set of metrics, counted whether or not anyone scrapes it (a few atomics).
@@ -118,8 +119,14 @@ impl Metrics {
         let blocked = Family::<RuleLabel, Counter>::default();
         registry.register(
             "blocked",
-            "Sends refused by a fraud rule, by rule (country)",
+            "Sends refused by a fraud rule, by rule (country, line_type, carrier)",
             blocked.clone(),
+        );
+        let lookups = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "lookups",
+            "Twilio Lookup checks, by result (answered, cached, failed)",
+            lookups.clone(),
         );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
@@ -139,7 +146,12 @@ impl Metrics {
             reloads,
             rate_limited,
             blocked,
+            lookups,
         }
+    }
+
+    pub fn count_lookup(&self, result: &'static str) {
+        self.lookups.get_or_create(&ResultLabel { result }).inc();
     }
 
     pub fn count_blocked(&self, rule: &'static str) {

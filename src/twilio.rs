@@ -17,6 +17,7 @@ use crate::config::Settings;
 use crate::credentials::Credentials;
 use crate::error::CallError;
 use crate::health::HEALTH;
+use crate::lookup::LineInfo;
 use crate::metrics::METRICS;
 use crate::validate::Sender;
 
@@ -43,6 +44,8 @@ pub struct TwilioClient {
     messages_url: Url,
     /// The account resource: a cheap authenticated GET that opens and keeps the connection.
     account_url: Url,
+    /// Lookup v2's base, `https://lookups.twilio.com`.
+    lookup_url: Url,
     authorization: HeaderValue,
     validity_period: Option<String>,
 }
@@ -100,6 +103,7 @@ impl TwilioClient {
             http,
             messages_url,
             account_url,
+            lookup_url: settings.lookup_api_url.clone(),
             authorization,
             validity_period: settings.validity_period.map(|v| v.to_string()),
         })
@@ -181,6 +185,40 @@ impl TwilioClient {
             Err(_) => HEALTH.record("warm", false, "unavailable"),
         }
         outcome
+    }
+}
+
+impl TwilioClient {
+    /// Lookup v2 with line type intelligence for one number.
+    pub async fn lookup(&self, phone: &str) -> Result<LineInfo, String> {
+        #[derive(Deserialize)]
+        struct Answer {
+            line_type_intelligence: Option<LineInfo>,
+        }
+        let mut url = self.lookup_url.clone();
+        url.path_segments_mut()
+            .map_err(|()| "lookup_api_url cannot be a base URL".to_owned())?
+            .pop_if_empty()
+            .extend(["v2", "PhoneNumbers", phone]);
+        url.query_pairs_mut()
+            .append_pair("Fields", "line_type_intelligence");
+        let started = Instant::now();
+        let sent = self
+            .http
+            .get(url)
+            .header(AUTHORIZATION, self.authorization.clone())
+            .send()
+            .await;
+        let response = sent.map_err(describe)?;
+        let status = response.status();
+        let body = read_capped(response).await.map_err(describe)?;
+        METRICS.observe_twilio(started.elapsed());
+        if !status.is_success() {
+            return Err(format!("HTTP {}", status.as_u16()));
+        }
+        let answer: Answer =
+            serde_json::from_slice(&body).map_err(|e| format!("unreadable answer: {e}"))?;
+        Ok(answer.line_type_intelligence.unwrap_or_default())
     }
 }
 

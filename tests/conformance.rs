@@ -19,11 +19,11 @@ impl Drop for Prism {
     }
 }
 
-fn spec() -> std::path::PathBuf {
+fn spec(name: &str) -> std::path::PathBuf {
     let shared = std::env::var_os("OTP_SIDECAR_SHARED_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| repo_file("../shared"));
-    let spec = shared.join("twilio-oai/twilio_api_v2010.json");
+    let spec = shared.join("twilio-oai").join(name);
     assert!(
         spec.is_file(),
         "Twilio's spec is missing at {}",
@@ -33,18 +33,15 @@ fn spec() -> std::path::PathBuf {
 }
 
 /// Starts Prism on a free loopback port; waits (up to 90 s: the spec is large) until it listens.
-fn start_prism() -> (Prism, String) {
+/// `errors`: also fail when Prism's own answer breaks the spec (the Lookup spec's example
+/// does: nulls where it declares objects), not only when the request does.
+fn start_prism(spec_name: &str, errors: bool) -> (Prism, String) {
     let port = dead_address().port();
     let mut child = Command::new(witness_dir().join("node_modules/.bin/prism"))
-        .args([
-            "mock",
-            "--errors",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ])
-        .arg(spec())
+        .arg("mock")
+        .args(errors.then_some("--errors"))
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .arg(spec(spec_name))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -66,7 +63,7 @@ fn start_prism() -> (Prism, String) {
 
 #[tokio::test]
 async fn messages_requests_conform_to_twilios_openapi_spec() {
-    let (_prism, api) = start_prism();
+    let (_prism, api) = start_prism("twilio_api_v2010.json", true);
 
     // Prism really validates: a request without To is refused, one without auth too.
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -103,4 +100,38 @@ async fn messages_requests_conform_to_twilios_openapi_spec() {
             "sender {sender}"
         );
     }
+}
+
+#[tokio::test]
+async fn lookup_requests_conform_to_twilios_openapi_spec() {
+    let (_prism, lookups) = start_prism("twilio_lookups_v2.json", false);
+
+    // Prism really validates: without auth 401, on a wrong path 404.
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let url = format!("{lookups}/v2/PhoneNumbers/{PHONE}?Fields=line_type_intelligence");
+    assert_eq!(http.get(&url).send().await.unwrap().status().as_u16(), 401);
+    let wrong = format!("{lookups}/v2/PhoneNumber/{PHONE}");
+    let status = http
+        .get(&wrong)
+        .basic_auth(AC, Some(TOKEN))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 404);
+
+    // Fail closed: the send goes out only if Prism accepted the Lookup request.
+    let twilio = twilio_answering(created(SID)).await;
+    for options in [Options::default(), Options::api_key()] {
+        let daemon = Daemon::start(
+            &twilio.uri(),
+            options.args([
+                "--lookup".to_owned(),
+                format!("--lookup-api-url={lookups}"),
+                "--lookup-failure=closed".to_owned(),
+            ]),
+        );
+        assert_eq!(daemon.send("ACME").await, Ok(SID.to_owned()));
+    }
+    assert_eq!(sends(&twilio).await.len(), 2);
 }

@@ -274,3 +274,152 @@ async fn numbers_invalid_for_their_country_are_refused_when_asked() {
         "{log}"
     );
 }
+
+/// A Twilio stand-in answering Messages with 201 and Lookup for each of `lines`
+/// (phone, line type, MCC, MNC).
+async fn twilio_with_lookup(lines: &[(&str, &str, &str, &str)]) -> wiremock::MockServer {
+    use wiremock::matchers::{method, path, query_param};
+    let server = twilio_answering(created(SID)).await;
+    for (phone, line_type, mcc, mnc) in lines {
+        wiremock::Mock::given(method("GET"))
+            .and(path(format!("/v2/PhoneNumbers/{phone}")))
+            .and(query_param("Fields", "line_type_intelligence"))
+            .respond_with(
+                wiremock::ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                    "phone_number": phone, "valid": true, "country_code": "NL",
+                    "line_type_intelligence": {
+                        "type": line_type, "mobile_country_code": mcc,
+                        "mobile_network_code": mnc, "carrier_name": "Test", "error_code": null
+                    }
+                })),
+            )
+            .mount(&server)
+            .await;
+    }
+    server
+}
+
+/// The Lookup GETs the stand-in received.
+async fn lookups(server: &wiremock::MockServer) -> usize {
+    let all = server.received_requests().await.unwrap();
+    all.iter()
+        .filter(|r| r.url.path().starts_with("/v2/PhoneNumbers/"))
+        .count()
+}
+
+#[tokio::test]
+async fn lookup_blocks_line_types_and_carriers_and_caches_answers() {
+    let lines = [
+        ("+31600000001", "mobile", "204", "08"),
+        ("+31600000002", "landline", "204", "08"),
+        ("+31600000003", "nonFixedVoip", "204", "08"),
+        ("+31600000004", "premium", "204", "08"),
+        ("+31600000005", "tollFree", "204", "08"),
+        ("+31600000006", "voicemail", "204", "08"),
+        ("+31600000007", "mobile", "204", "04"),
+    ];
+    let twilio = twilio_with_lookup(&lines).await;
+    let dir = tempfile::tempdir().unwrap();
+    let carriers = dir.path().join("carriers");
+    std::fs::write(&carriers, "# a pumped network\n204-04\n").unwrap();
+    let daemon = Daemon::start(
+        &twilio.uri(),
+        Options::default().args([
+            "--lookup".to_owned(),
+            format!("--lookup-api-url={}", twilio.uri()),
+            format!("--block-carriers-file={}", carriers.display()),
+            "--metrics=127.0.0.1:0".to_owned(),
+        ]),
+    );
+    let mut client = daemon.unix_client().await;
+    let want = [
+        Ok(SID.to_owned()),
+        Ok(SID.to_owned()),
+        Ok(SID.to_owned()),
+        Err("ERR blocked: line_type".to_owned()),
+        Err("ERR blocked: line_type".to_owned()),
+        Err("ERR blocked: line_type".to_owned()),
+        Err("ERR blocked: carrier".to_owned()),
+    ];
+    for ((phone, line_type, _, _), want) in lines.iter().zip(want) {
+        let reply = client.send_otp(OTP, phone, "ACME").await.unwrap();
+        assert_eq!(reply, want, "{line_type}");
+    }
+    assert_eq!(
+        sends(&twilio).await.len(),
+        3,
+        "blocked numbers are not sent to"
+    );
+    // Cached: the same numbers again ask Lookup nothing more.
+    assert_eq!(lookups(&twilio).await, 7);
+    assert!(client
+        .send_otp(OTP, lines[0].0, "ACME")
+        .await
+        .unwrap()
+        .is_ok());
+    assert!(client
+        .send_otp(OTP, lines[3].0, "ACME")
+        .await
+        .unwrap()
+        .is_err());
+    assert_eq!(lookups(&twilio).await, 7);
+    let line = daemon.wait_for_log("rule=\"carrier\"");
+    assert!(line.contains("+3160****0007"), "{line}");
+}
+
+#[tokio::test]
+async fn lookup_down_fails_open_or_closed_as_configured() {
+    use wiremock::matchers::{method, path_regex};
+    let twilio = twilio_answering(created(SID)).await;
+    wiremock::Mock::given(method("GET"))
+        .and(path_regex("^/v2/PhoneNumbers/"))
+        .respond_with(twilio_error(500, 20500, "Internal Server Error"))
+        .mount(&twilio)
+        .await;
+    let slow = twilio_answering(created(SID)).await;
+    wiremock::Mock::given(method("GET"))
+        .and(path_regex("^/v2/PhoneNumbers/"))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_delay(Duration::from_secs(3)))
+        .mount(&slow)
+        .await;
+    let start = |mock: &wiremock::MockServer, policy: &str| {
+        Daemon::start(
+            &mock.uri(),
+            Options::default().args([
+                "--lookup".to_owned(),
+                format!("--lookup-api-url={}", mock.uri()),
+                format!("--lookup-failure={policy}"),
+                "--deadline-ms=1000".to_owned(),
+            ]),
+        )
+    };
+    let open = start(&twilio, "open");
+    assert_eq!(open.send("ACME").await, Ok(SID.to_owned()));
+    open.wait_for_log("Twilio Lookup failed (HTTP 500); sending unchecked");
+    let closed = start(&twilio, "closed");
+    assert_eq!(
+        closed.send("ACME").await,
+        Err("ERR unavailable: Twilio Lookup failed: HTTP 500".to_owned())
+    );
+    assert_eq!(
+        sends(&twilio).await.len(),
+        1,
+        "only the fail-open daemon sent"
+    );
+
+    // A slow Lookup gets half the deadline; the send still fits in the rest.
+    let open = start(&slow, "open");
+    let started = std::time::Instant::now();
+    assert_eq!(open.send("ACME").await, Ok(SID.to_owned()));
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        started.elapsed()
+    );
+    let closed = start(&slow, "closed");
+    let reply = closed.send("ACME").await.unwrap_err();
+    assert!(
+        reply.starts_with("ERR unavailable: Twilio Lookup failed: no answer within"),
+        "{reply}"
+    );
+}

@@ -1,0 +1,240 @@
+//! Twilio Lookup v2 before sending (`Fields=line_type_intelligence`): block configured line
+//! types and carriers (MCC/MNC), cache the answers, and when Lookup fails, send anyway
+//! (fail open) or refuse (fail closed), inside the call's deadline.
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashSet;
+use std::hash::BuildHasher;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use crate::bounded::BoundedMap;
+use crate::error::CallError;
+use crate::metrics::METRICS;
+use crate::twilio::TwilioClient;
+
+/// Line types blocked unless configured otherwise: the ones SMS pumping uses.
+pub const DEFAULT_BLOCKED_LINE_TYPES: &[&str] = &[
+    "premium",
+    "tollFree",
+    "sharedCost",
+    "uan",
+    "pager",
+    "voicemail",
+];
+/// Lookup answers cached at most (two generations of half each).
+const CACHE_KEYS: usize = 100_000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LookupRules {
+    pub block_line_types: HashSet<String>,
+    /// (MCC, MNC) pairs.
+    pub block_carriers: HashSet<(String, String)>,
+    pub cache_ttl: Duration,
+    /// Send when Lookup cannot answer (true), or refuse (false).
+    pub fail_open: bool,
+}
+
+/// What Lookup says of a number (only what the rules read).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct LineInfo {
+    #[serde(rename = "type")]
+    pub line_type: Option<String>,
+    pub mobile_country_code: Option<String>,
+    pub mobile_network_code: Option<String>,
+}
+
+pub struct LookupGuard {
+    rules: LookupRules,
+    hasher: RandomState,
+    cache: Mutex<BoundedMap<(Instant, LineInfo)>>,
+}
+
+impl LookupGuard {
+    pub fn new(rules: LookupRules) -> LookupGuard {
+        LookupGuard {
+            rules,
+            hasher: RandomState::new(),
+            cache: Mutex::new(BoundedMap::new(CACHE_KEYS / 2)),
+        }
+    }
+
+    /// Looks the number up (or takes the cached answer) and applies the rules. Lookup gets at
+    /// most half of the time left before `deadline`, so the send keeps the other half.
+    pub async fn check(
+        &self,
+        client: &TwilioClient,
+        phone: &str,
+        deadline: Instant,
+    ) -> Result<(), CallError> {
+        let key = self.hasher.hash_one(phone);
+        let cached = self.cache.lock().ok().and_then(|cache| {
+            cache
+                .get(key)
+                .filter(|(expires, _)| *expires > Instant::now())
+                .map(|(_, info)| info.clone())
+        });
+        let info = match cached {
+            Some(info) => {
+                METRICS.count_lookup("cached");
+                info
+            }
+            None => {
+                let budget = deadline.saturating_duration_since(Instant::now()) / 2;
+                let answer = match tokio::time::timeout(budget, client.lookup(phone)).await {
+                    Ok(answer) => answer,
+                    Err(_) => Err(format!("no answer within {} ms", budget.as_millis())),
+                };
+                match answer {
+                    Ok(info) => {
+                        METRICS.count_lookup("answered");
+                        if let Ok(mut cache) = self.cache.lock() {
+                            cache.set(key, (Instant::now() + self.rules.cache_ttl, info.clone()));
+                        }
+                        info
+                    }
+                    Err(why) => {
+                        METRICS.count_lookup("failed");
+                        return self.on_failure(&why);
+                    }
+                }
+            }
+        };
+        self.verdict(&info)
+    }
+
+    fn on_failure(&self, why: &str) -> Result<(), CallError> {
+        if self.rules.fail_open {
+            tracing::warn!(
+                "Twilio Lookup failed ({why}); sending unchecked (lookup_failure = open)"
+            );
+            Ok(())
+        } else {
+            Err(CallError::Unavailable(format!(
+                "Twilio Lookup failed: {why}"
+            )))
+        }
+    }
+
+    fn verdict(&self, info: &LineInfo) -> Result<(), CallError> {
+        if info
+            .line_type
+            .as_ref()
+            .is_some_and(|t| self.rules.block_line_types.contains(t))
+        {
+            return Err(CallError::Blocked("line_type"));
+        }
+        if let (Some(mcc), Some(mnc)) = (&info.mobile_country_code, &info.mobile_network_code) {
+            if self
+                .rules
+                .block_carriers
+                .contains(&(mcc.clone(), mnc.clone()))
+            {
+                return Err(CallError::Blocked("carrier"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops expired answers; returns how many remain.
+    pub fn sweep(&self) -> usize {
+        let now = Instant::now();
+        self.cache
+            .lock()
+            .map(|mut cache| cache.retain(|(expires, _)| *expires > now))
+            .unwrap_or(0)
+    }
+}
+
+/// Reads a carrier block list: one `MCC-MNC` (or `MCC MNC`) per line, `#` comments.
+pub fn read_carriers(path: &Path) -> anyhow::Result<HashSet<(String, String)>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read block_carriers_file {}", path.display()))?;
+    let mut carriers = HashSet::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        if line.is_empty() {
+            continue;
+        }
+        let mut parts = line
+            .split(|c: char| c == '-' || c.is_whitespace())
+            .filter(|p| !p.is_empty());
+        let (Some(mcc), Some(mnc), None) = (parts.next(), parts.next(), parts.next()) else {
+            bail!(
+                "{}:{}: expected MCC-MNC, like 310-260",
+                path.display(),
+                n + 1
+            );
+        };
+        let digits = |s: &str, len: std::ops::RangeInclusive<usize>| {
+            len.contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
+        };
+        if !digits(mcc, 3..=3) || !digits(mnc, 2..=3) {
+            bail!(
+                "{}:{}: expected MCC-MNC, like 310-260",
+                path.display(),
+                n + 1
+            );
+        }
+        carriers.insert((mcc.to_owned(), mnc.to_owned()));
+    }
+    Ok(carriers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guard() -> LookupGuard {
+        LookupGuard::new(LookupRules {
+            block_line_types: DEFAULT_BLOCKED_LINE_TYPES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            block_carriers: [("204".to_owned(), "04".to_owned())].into(),
+            cache_ttl: Duration::from_secs(60),
+            fail_open: true,
+        })
+    }
+
+    fn info(line_type: &str, mcc: &str, mnc: &str) -> LineInfo {
+        LineInfo {
+            line_type: Some(line_type.into()),
+            mobile_country_code: Some(mcc.into()),
+            mobile_network_code: Some(mnc.into()),
+        }
+    }
+
+    #[test]
+    fn line_types_and_carriers() {
+        let g = guard();
+        assert_eq!(g.verdict(&info("mobile", "204", "08")), Ok(()));
+        assert_eq!(
+            g.verdict(&info("premium", "204", "08")),
+            Err(CallError::Blocked("line_type"))
+        );
+        assert_eq!(
+            g.verdict(&info("mobile", "204", "04")),
+            Err(CallError::Blocked("carrier"))
+        );
+        assert_eq!(g.verdict(&LineInfo::default()), Ok(()));
+    }
+
+    #[test]
+    fn carrier_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("carriers");
+        std::fs::write(&path, "# pumped\n310-260\n204 04  # NL\n\n").unwrap();
+        let carriers = read_carriers(&path).unwrap();
+        assert!(carriers.contains(&("310".into(), "260".into())));
+        assert!(carriers.contains(&("204".into(), "04".into())));
+        std::fs::write(&path, "310260\n").unwrap();
+        let e = read_carriers(&path).unwrap_err().to_string();
+        assert!(e.contains(":1: expected MCC-MNC"), "{e}");
+    }
+}
