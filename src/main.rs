@@ -197,6 +197,16 @@ fn check(args: &ServeArgs) -> Result<()> {
         rate(rates.global)
     );
     println!(
+        "  lookup:       {}",
+        or_off(settings.lookup.as_ref(), |l| format!(
+            "{} line types, {} carriers blocked, cached {} s, fails {}",
+            l.block_line_types.len(),
+            l.block_carriers.len(),
+            l.cache_ttl.as_secs(),
+            if l.fail_open { "open" } else { "closed" }
+        ))
+    );
+    println!(
         "  keep warm:    {}",
         or_off(settings.keep_warm, |t| format!("every {} s", t.as_secs()))
     );
