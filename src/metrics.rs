@@ -71,62 +71,50 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 impl Metrics {
     fn new() -> Metrics {
         let mut registry = Registry::with_prefix("otp_sidecar");
-        let calls = Family::<CallLabels, Counter>::default();
-        registry.register(
+        let r = &mut registry;
+        let calls = registered(
+            r,
             "calls",
             "RPC calls answered, by method, outcome and ERR reason",
-            calls.clone(),
         );
         // 1 ms .. ~4 s: loopback mocks at the low end, the deadline at the top.
         let twilio_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 13));
-        registry.register(
+        r.register(
             "twilio_request_duration_seconds",
             "Time for one HTTP request to Twilio, answer read",
             twilio_seconds.clone(),
         );
-        let twilio_retries = Counter::default();
-        registry.register(
+        let twilio_retries = registered(
+            r,
             "twilio_retries",
             "Requests to Twilio sent again after a refused connection or a 429",
-            twilio_retries.clone(),
         );
-        let in_flight = Gauge::default();
-        registry.register(
-            "in_flight",
-            "Calls running now, all connections",
-            in_flight.clone(),
-        );
-        let connections = Gauge::default();
-        registry.register("connections", "Open connections", connections.clone());
-        let connections_refused = Counter::default();
-        registry.register(
+        let in_flight = registered(r, "in_flight", "Calls running now, all connections");
+        let connections = registered(r, "connections", "Open connections");
+        let connections_refused = registered(
+            r,
             "connections_refused",
             "Connections closed at once because max_connections were open",
-            connections_refused.clone(),
         );
-        let reloads = Family::<ResultLabel, Counter>::default();
-        registry.register(
+        let reloads = registered(
+            r,
             "reloads",
             "Configuration reloads (SIGHUP), applied or refused",
-            reloads.clone(),
         );
-        let rate_limited = Family::<LimitLabel, Counter>::default();
-        registry.register(
+        let rate_limited = registered(
+            r,
             "rate_limited",
             "Sends refused by a rate limit, by limit (phone, ip, user, global)",
-            rate_limited.clone(),
         );
-        let blocked = Family::<RuleLabel, Counter>::default();
-        registry.register(
+        let blocked = registered(
+            r,
             "blocked",
             "Sends refused by a fraud rule, by rule (country, line_type, carrier)",
-            blocked.clone(),
         );
-        let lookups = Family::<ResultLabel, Counter>::default();
-        registry.register(
+        let lookups = registered(
+            r,
             "lookups",
             "Twilio Lookup checks, by result (answered, cached, failed)",
-            lookups.clone(),
         );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
@@ -187,6 +175,16 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
     }
+}
+
+/// A new metric of type `M`, registered under `name`.
+fn registered<M>(registry: &mut Registry, name: &str, help: &str) -> M
+where
+    M: Default + Clone + prometheus_client::registry::Metric,
+{
+    let metric = M::default();
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 /// Binds the metrics listener now (so a taken port fails the start), serves it in the
