@@ -309,15 +309,33 @@ async fn lookups(server: &wiremock::MockServer) -> usize {
 
 #[tokio::test]
 async fn lookup_blocks_line_types_and_carriers_and_caches_answers() {
-    let lines = [
-        ("+31600000001", "mobile", "204", "08"),
-        ("+31600000002", "landline", "204", "08"),
-        ("+31600000003", "nonFixedVoip", "204", "08"),
-        ("+31600000004", "premium", "204", "08"),
-        ("+31600000005", "tollFree", "204", "08"),
-        ("+31600000006", "voicemail", "204", "08"),
-        ("+31600000007", "mobile", "204", "04"),
+    // Every line type Lookup reports; the defaults block premium, tollFree, sharedCost, uan,
+    // pager and voicemail.
+    let types = [
+        ("mobile", true),
+        ("landline", true),
+        ("fixedVoip", true),
+        ("nonFixedVoip", true),
+        ("personal", true),
+        ("unknown", true),
+        ("tollFree", false),
+        ("premium", false),
+        ("sharedCost", false),
+        ("uan", false),
+        ("voicemail", false),
+        ("pager", false),
     ];
+    let phones: Vec<String> = (1..=types.len() + 1)
+        .map(|i| format!("+316000001{i:02}"))
+        .collect();
+    let mut lines: Vec<(&str, &str, &str, &str)> = types
+        .iter()
+        .zip(&phones)
+        .map(|((line_type, _), phone)| (phone.as_str(), *line_type, "204", "08"))
+        .collect();
+    // A mobile number on a blocked network.
+    let carrier_phone = phones.last().unwrap().as_str();
+    lines.push((carrier_phone, "mobile", "204", "04"));
     let twilio = twilio_with_lookup(&lines).await;
     let dir = tempfile::tempdir().unwrap();
     let carriers = dir.path().join("carriers");
@@ -328,43 +346,42 @@ async fn lookup_blocks_line_types_and_carriers_and_caches_answers() {
             "--lookup".to_owned(),
             format!("--lookup-api-url={}", twilio.uri()),
             format!("--block-carriers-file={}", carriers.display()),
-            "--metrics=127.0.0.1:0".to_owned(),
         ]),
     );
     let mut client = daemon.unix_client().await;
-    let want = [
-        Ok(SID.to_owned()),
-        Ok(SID.to_owned()),
-        Ok(SID.to_owned()),
-        Err("ERR blocked: line_type".to_owned()),
-        Err("ERR blocked: line_type".to_owned()),
-        Err("ERR blocked: line_type".to_owned()),
-        Err("ERR blocked: carrier".to_owned()),
-    ];
-    for ((phone, line_type, _, _), want) in lines.iter().zip(want) {
+    for ((line_type, allowed), phone) in types.iter().zip(&phones) {
         let reply = client.send_otp(OTP, phone, "ACME").await.unwrap();
+        let want = if *allowed {
+            Ok(SID.to_owned())
+        } else {
+            Err("ERR blocked: line_type".to_owned())
+        };
         assert_eq!(reply, want, "{line_type}");
     }
     assert_eq!(
+        client.send_otp(OTP, carrier_phone, "ACME").await.unwrap(),
+        Err("ERR blocked: carrier".to_owned())
+    );
+    assert_eq!(
         sends(&twilio).await.len(),
-        3,
+        6,
         "blocked numbers are not sent to"
     );
     // Cached: the same numbers again ask Lookup nothing more.
-    assert_eq!(lookups(&twilio).await, 7);
+    assert_eq!(lookups(&twilio).await, 13);
     assert!(client
-        .send_otp(OTP, lines[0].0, "ACME")
+        .send_otp(OTP, &phones[0], "ACME")
         .await
         .unwrap()
         .is_ok());
     assert!(client
-        .send_otp(OTP, lines[3].0, "ACME")
+        .send_otp(OTP, &phones[7], "ACME")
         .await
         .unwrap()
         .is_err());
-    assert_eq!(lookups(&twilio).await, 7);
+    assert_eq!(lookups(&twilio).await, 13);
     let line = daemon.wait_for_log("rule=\"carrier\"");
-    assert!(line.contains("+3160****0007"), "{line}");
+    assert!(line.contains("+3160****0113"), "{line}");
 }
 
 #[tokio::test]
