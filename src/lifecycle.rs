@@ -17,7 +17,7 @@ use crate::metrics::{ResultLabel, METRICS};
 use crate::ratelimit::RateLimiter;
 use crate::server::{Listeners, Live, Shared};
 use crate::systemd;
-use crate::twilio::TwilioClient;
+use crate::twilio::{refuses_credentials, TwilioClient};
 
 /// Runs the daemon until SIGTERM or SIGINT, then drains. `args` are kept for reloads.
 pub async fn run(args: ServeArgs, settings: Settings) -> Result<()> {
@@ -35,16 +35,12 @@ pub async fn run(args: ServeArgs, settings: Settings) -> Result<()> {
         );
         Listeners::inherited(inherited)?
     };
-    if settings.geo.active() {
-        // ~100 ms of parsing the numbering plan, before READY rather than in the first call.
-        tokio::task::spawn_blocking(crate::geo::load_numbering_plan).await?;
-    }
     let metrics = match settings.metrics {
         Some(addr) => crate::metrics::serve(addr).await?.to_string(),
         None => "off".to_owned(),
     };
+    prepare(&shared.load().dispatcher, &settings).await;
     if let Some(interval) = settings.keep_warm {
-        warm_up(&shared.load().dispatcher, settings.deadline).await;
         tokio::spawn(keep_warm(shared.clone(), interval, settings.deadline));
     }
 
@@ -123,12 +119,7 @@ async fn reload(args: &ServeArgs, current: &Settings, shared: &Shared) -> Option
     };
     let result = match outcome {
         Ok((new, live)) => {
-            if new.keep_warm.is_some() {
-                warm_up(&live.dispatcher, new.deadline).await;
-            }
-            if new.geo.active() {
-                let _ = tokio::task::spawn_blocking(crate::geo::load_numbering_plan).await;
-            }
+            prepare(&live.dispatcher, &new).await;
             shared.store(Arc::new(live));
             for what in needs_restart(current, &new) {
                 tracing::warn!("{what} changed: it takes effect at the next restart");
@@ -173,6 +164,18 @@ fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
     .collect()
 }
 
+/// What the first call must not pay for, done before it takes over (at start, before READY;
+/// on reload, before the swap): the numbering plan (~100 ms) when geo rules are on, and the
+/// Twilio connection when warming is on.
+async fn prepare(dispatcher: &Dispatcher, settings: &Settings) {
+    if settings.geo.active() {
+        let _ = tokio::task::spawn_blocking(crate::geo::load_numbering_plan).await;
+    }
+    if settings.keep_warm.is_some() {
+        warm_up(dispatcher, settings.deadline).await;
+    }
+}
+
 /// Opens the Twilio connection (TLS included) before the first OTP needs it.
 async fn warm_up(dispatcher: &Dispatcher, timeout: Duration) {
     let Some(client) = dispatcher.twilio() else {
@@ -180,7 +183,7 @@ async fn warm_up(dispatcher: &Dispatcher, timeout: Duration) {
     };
     let started = Instant::now();
     match client.warm(timeout).await {
-        Ok(status) if matches!(status.as_u16(), 401 | 403) => {
+        Ok(status) if refuses_credentials(status) => {
             tracing::error!(
                 status = status.as_u16(),
                 "Twilio refused the credentials: every send will fail until they are fixed"
@@ -206,7 +209,7 @@ async fn keep_warm(shared: Shared, interval: Duration, timeout: Duration) {
         let Some(client) = dispatcher.twilio() else {
             continue;
         };
-        let warm = matches!(client.warm(timeout).await, Ok(s) if !matches!(s.as_u16(), 401 | 403));
+        let warm = matches!(client.warm(timeout).await, Ok(s) if !refuses_credentials(s));
         if warm != was_warm {
             if warm {
                 tracing::info!("Twilio answers again");

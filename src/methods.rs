@@ -108,10 +108,13 @@ impl Dispatcher {
             Err(e @ CallError::Twilio { code, .. }) => {
                 tracing::warn!(method = "sendOTP", phone = %masked, outcome = "error", reason = e.reason(), twilio_code = code, latency_ms)
             }
+            // Refusals by a fraud rule or a limit are counted here, whichever check made them.
             Err(e @ CallError::Blocked(rule)) => {
+                METRICS.count_blocked(rule);
                 tracing::warn!(method = "sendOTP", phone = %masked, outcome = "error", reason = e.reason(), rule, latency_ms)
             }
             Err(e @ CallError::RateLimited { limit, .. }) => {
+                METRICS.count_rate_limited(limit);
                 tracing::warn!(method = "sendOTP", phone = %masked, outcome = "error", reason = e.reason(), limit, latency_ms)
             }
             Err(e) => {
@@ -126,20 +129,16 @@ impl Dispatcher {
         let phone = validate::phone(string_param(params, 1, "phone")?)?;
         let sender = validate::sender(string_param(params, 2, "sender")?)?;
         let context = validate::context(params.get(3))?;
-        if let Err((error, country)) = self.geo.check(phone) {
-            if let CallError::Blocked(rule) = &error {
-                METRICS.count_blocked(rule);
-            }
+        self.geo.check(phone).map_err(|(error, country)| {
             tracing::debug!(country = %country, "refused by the geo rules");
-            return Err(error);
-        }
+            error
+        })?;
         let caller = Caller {
             phone,
             ip: context.ip,
             user: context.user,
         };
         if let Err((scope, wait)) = self.limiter.check(&caller) {
-            METRICS.count_rate_limited(scope.name());
             return Err(CallError::RateLimited {
                 retry_in_s: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
                 limit: scope.name(),
@@ -147,12 +146,7 @@ impl Dispatcher {
         }
         let deadline = started + self.deadline;
         if let (Some(guard), Backend::Twilio(client)) = (&self.lookup, &self.backend) {
-            if let Err(error) = guard.check(client, phone, deadline).await {
-                if let CallError::Blocked(rule) = &error {
-                    METRICS.count_blocked(rule);
-                }
-                return Err(error);
-            }
+            guard.check(client, phone, deadline).await?;
         }
         let body = self.template.render(otp);
         let sms = Sms {

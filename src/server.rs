@@ -86,35 +86,25 @@ impl Listeners {
 
     /// The Unix socket paths, for the log.
     pub fn unix_paths(&self) -> String {
-        let paths: Vec<String> = self
-            .unix
-            .iter()
-            .filter_map(|l| l.local_addr().ok())
-            .map(|a| {
-                a.as_pathname()
-                    .map_or_else(|| "(unnamed)".to_owned(), |p| p.display().to_string())
-            })
-            .collect();
-        if paths.is_empty() {
-            "off".to_owned()
-        } else {
-            paths.join(",")
-        }
+        listed(
+            self.unix
+                .iter()
+                .filter_map(|l| l.local_addr().ok())
+                .map(|a| {
+                    a.as_pathname()
+                        .map_or_else(|| "(unnamed)".to_owned(), |p| p.display().to_string())
+                }),
+        )
     }
 
     /// The TCP addresses, for the log.
     pub fn tcp_addrs(&self) -> String {
-        let addrs: Vec<String> = self
-            .tcp
-            .iter()
-            .filter_map(|l| l.local_addr().ok())
-            .map(|a| a.to_string())
-            .collect();
-        if addrs.is_empty() {
-            "off".to_owned()
-        } else {
-            addrs.join(",")
-        }
+        listed(
+            self.tcp
+                .iter()
+                .filter_map(|l| l.local_addr().ok())
+                .map(|a| a.to_string()),
+        )
     }
 
     /// Accepts until `shutdown` is cancelled; then stops accepting, lets every connection
@@ -332,6 +322,16 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Comma-separated, or `off` when there is nothing.
+fn listed(items: impl Iterator<Item = String>) -> String {
+    let items: Vec<String> = items.collect();
+    if items.is_empty() {
+        "off".to_owned()
+    } else {
+        items.join(",")
     }
 }
 

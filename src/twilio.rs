@@ -178,10 +178,11 @@ impl TwilioClient {
         };
         METRICS.observe_twilio(started.elapsed());
         match &outcome {
-            Ok(status) if matches!(status.as_u16(), 401 | 403) => {
-                HEALTH.record("warm", false, format!("HTTP {}", status.as_u16()))
-            }
-            Ok(status) => HEALTH.record("warm", true, format!("HTTP {}", status.as_u16())),
+            Ok(status) => HEALTH.record(
+                "warm",
+                !refuses_credentials(*status),
+                format!("HTTP {}", status.as_u16()),
+            ),
             Err(_) => HEALTH.record("warm", false, "unavailable"),
         }
         outcome
@@ -243,6 +244,12 @@ async fn read_answer(sent: Result<reqwest::Response, reqwest::Error>, started: I
         Ok(body) => interpret(status, &body, retry_after),
         Err(e) => Attempt::Failed(CallError::Unavailable(describe(e))),
     }
+}
+
+/// An answer that says the credentials are wrong (or the account may not do this): every
+/// send will fail too.
+pub fn refuses_credentials(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 401 | 403)
 }
 
 /// `{api}/2010-04-01/Accounts/{rest…}`.
