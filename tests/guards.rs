@@ -131,17 +131,7 @@ async fn the_global_ceiling_applies_to_every_phone() {
     assert_eq!(sends(&twilio).await.len(), 2);
 
     let addr = log_field(&daemon.ready, "metrics").unwrap();
-    let text = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, text) = scrape(&addr, "/metrics").await;
     for line in [
         r#"otp_sidecar_rate_limited_total{limit="global"} 1"#,
         r#"otp_sidecar_calls_total{method="sendOTP",outcome="error",reason="rate_limited"} 1"#,
@@ -220,9 +210,12 @@ async fn geo_rules_block_by_country_and_calling_code_before_anything_is_sent() {
     let twilio = twilio_answering(created(SID)).await;
     let daemon = Daemon::start(
         &twilio.uri(),
-        Options::default().args(["--allow-countries=NL,+1", "--deny-countries=US"]),
+        Options::default().args([
+            "--allow-countries=NL,+1",
+            "--deny-countries=US",
+            "--metrics=127.0.0.1:0",
+        ]),
     );
-    daemon.wait_for_log(" ready");
     let mut client = daemon.unix_client().await;
     // NL allowed; +1 allowed but the US denied; Canada (+1) and Germany not listed.
     assert_eq!(
@@ -247,6 +240,9 @@ async fn geo_rules_block_by_country_and_calling_code_before_anything_is_sent() {
         line.contains("rule=\"country\"") && line.contains("+1415****0100"),
         "{line}"
     );
+    let (_, text) = scrape(&log_field(&daemon.ready, "metrics").unwrap(), "/metrics").await;
+    let want = r#"otp_sidecar_blocked_total{rule="country"} 2"#;
+    assert!(text.lines().any(|l| l == want), "{want} in:\n{text}");
 }
 
 #[tokio::test]
@@ -346,6 +342,7 @@ async fn lookup_blocks_line_types_and_carriers_and_caches_answers() {
             "--lookup".to_owned(),
             format!("--lookup-api-url={}", twilio.uri()),
             format!("--block-carriers-file={}", carriers.display()),
+            "--metrics=127.0.0.1:0".to_owned(),
         ]),
     );
     let mut client = daemon.unix_client().await;
@@ -380,6 +377,15 @@ async fn lookup_blocks_line_types_and_carriers_and_caches_answers() {
         .unwrap()
         .is_err());
     assert_eq!(lookups(&twilio).await, 13);
+    let (_, text) = scrape(&log_field(&daemon.ready, "metrics").unwrap(), "/metrics").await;
+    for want in [
+        r#"otp_sidecar_blocked_total{rule="line_type"} 7"#,
+        r#"otp_sidecar_blocked_total{rule="carrier"} 1"#,
+        r#"otp_sidecar_lookups_total{result="answered"} 13"#,
+        r#"otp_sidecar_lookups_total{result="cached"} 2"#,
+    ] {
+        assert!(text.lines().any(|l| l == want), "{want} in:\n{text}");
+    }
     let line = daemon.wait_for_log("rule=\"carrier\"");
     assert!(line.contains("+3160****0113"), "{line}");
 }

@@ -407,16 +407,6 @@ async fn keep_warm_touches_the_connection_on_schedule() {
     assert_eq!(twilio.connections(), 1);
 }
 
-async fn scrape(addr: &str, path: &str) -> (u16, String) {
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let response = client
-        .get(format!("http://{addr}{path}"))
-        .send()
-        .await
-        .unwrap();
-    (response.status().as_u16(), response.text().await.unwrap())
-}
-
 #[tokio::test]
 async fn metrics_count_known_traffic() {
     let twilio = twilio_except(

@@ -421,3 +421,14 @@ pub async fn sends(server: &MockServer) -> Vec<wiremock::Request> {
         .filter(|r| r.method == wiremock::http::Method::POST)
         .collect()
 }
+
+/// GET `http://{addr}{path}` (the metrics listener): status and body.
+pub async fn scrape(addr: &str, path: &str) -> (u16, String) {
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let response = client
+        .get(format!("http://{addr}{path}"))
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
