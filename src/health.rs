@@ -42,17 +42,16 @@ impl Health {
         }
     }
 
-    /// `ok` until an exchange with Twilio fails for a reason of Twilio's or the network's.
-    pub fn status(&self) -> &'static str {
-        match self.last.lock().ok().and_then(|l| l.clone()) {
+    /// The `health` reply: a map of plain values, from one look at the last exchange.
+    /// `status` is `ok` until an exchange with Twilio fails for a reason of Twilio's or the
+    /// network's.
+    pub fn report(&self, mode: &'static str) -> Value {
+        let snapshot = self.last.lock().ok().and_then(|l| l.clone());
+        let status = match &snapshot {
             Some(Exchange { healthy: false, .. }) => "degraded",
             _ => "ok",
-        }
-    }
-
-    /// The `health` reply: a map of plain values.
-    pub fn report(&self, mode: &'static str) -> Value {
-        let last = match self.last.lock().ok().and_then(|l| l.clone()) {
+        };
+        let last = match snapshot {
             Some(e) => Value::Map(vec![
                 ("kind".into(), e.kind.into()),
                 ("healthy".into(), e.healthy.into()),
@@ -62,7 +61,7 @@ impl Health {
             None => Value::Nil,
         };
         Value::Map(vec![
-            ("status".into(), self.status().into()),
+            ("status".into(), status.into()),
             ("version".into(), env!("CARGO_PKG_VERSION").into()),
             ("mode".into(), mode.into()),
             ("uptime_s".into(), self.started.elapsed().as_secs().into()),
