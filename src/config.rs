@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use reqwest::Url;
 use serde::Deserialize;
+use url::Url;
 
 use crate::credentials::{CredentialFiles, Credentials, Sources};
 use crate::geo::{regions, GeoRules};
@@ -379,7 +379,15 @@ impl Settings {
         let threads = in_range("threads", args.threads.or(file.threads), 1, 1..=64)?;
 
         let proxy = match args.proxy.clone().or(file.proxy) {
-            Some(p) => Some(parse_http_url("proxy", &p)?),
+            Some(p) => {
+                let url = parse_http_url("proxy", &p)?;
+                // HTTPS to Twilio goes through the proxy with CONNECT; TLS to the proxy itself
+                // is not supported.
+                if url.scheme() != "http" {
+                    bail!("proxy must be an http:// URL (HTTPS to Twilio is tunnelled through it)");
+                }
+                Some(url)
+            }
             None => None,
         };
 
@@ -744,6 +752,10 @@ mod tests {
             },
             ServeArgs {
                 max_frame_bytes: Some(1),
+                ..Default::default()
+            },
+            ServeArgs {
+                proxy: Some("https://proxy.example:3128".into()),
                 ..Default::default()
             },
         ];

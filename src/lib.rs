@@ -9,6 +9,7 @@ pub mod credentials;
 pub mod error;
 pub mod geo;
 pub mod health;
+pub mod http;
 pub mod lifecycle;
 pub mod limits;
 pub mod logging;

@@ -1,4 +1,4 @@
-//! Log setup. Third-party crates (hyper, reqwest, rustls, h2) are held at INFO and above
+//! Log setup. Third-party crates (hyper, rustls, h2) are held at INFO and above
 //! whatever RUST_LOG says: their debug and trace output can show request bodies and headers,
 //! which carry the OTP and the credentials.
 //!

@@ -8,15 +8,17 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use reqwest::header::{HeaderValue, AUTHORIZATION, RETRY_AFTER};
-use reqwest::{StatusCode, Url};
+use hyper::header::{HeaderValue, RETRY_AFTER};
+use hyper::{Method, StatusCode, Uri};
 use serde::Deserialize;
 use tokio::time::Instant;
+use url::Url;
 
 use crate::config::Settings;
 use crate::credentials::Credentials;
 use crate::error::CallError;
 use crate::health::HEALTH;
+use crate::http::{Answer, Failure, HttpClient, HttpOptions};
 use crate::lookup::LineInfo;
 use crate::metrics::METRICS;
 use crate::validate::Sender;
@@ -25,8 +27,6 @@ use crate::validate::Sender;
 const MAX_ATTEMPTS: u32 = 4;
 /// First wait after a refused connection or a 429 without Retry-After; doubles each time.
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-/// The most of Twilio's answer we read; a real one is about 1 KiB.
-const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// Twilio's code for "too many requests", safe to retry.
 const TOO_MANY_REQUESTS: u32 = 20429;
 
@@ -40,10 +40,10 @@ pub struct Sms<'a> {
 
 #[derive(Debug)]
 pub struct TwilioClient {
-    http: reqwest::Client,
-    messages_url: Url,
+    http: HttpClient,
+    messages_uri: Uri,
     /// The account resource: a cheap authenticated GET that opens and keeps the connection.
-    account_url: Url,
+    account_uri: Uri,
     /// Lookup v2's base, `https://lookups.twilio.com`.
     lookup_url: Url,
     authorization: HeaderValue,
@@ -74,24 +74,14 @@ struct TwilioError {
 
 impl TwilioClient {
     pub fn new(settings: &Settings, credentials: &Credentials) -> anyhow::Result<Self> {
-        let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("otp-sidecar/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .tcp_nodelay(true)
-            .tcp_keepalive(Duration::from_secs(30))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .connect_timeout(settings.deadline);
-        if let Some(proxy) = &settings.proxy {
-            builder = builder.proxy(reqwest::Proxy::all(proxy.clone())?);
-        }
-        if let Some(pem) = &settings.twilio_ca_pem {
-            builder = builder.tls_certs_merge(reqwest::Certificate::from_pem_bundle(pem)?);
-        }
-        let http = builder.build()?;
-
+        let http = HttpClient::new(&HttpOptions {
+            proxy: settings.proxy.as_ref().map(Url::as_str),
+            extra_ca_pem: settings.twilio_ca_pem.as_deref(),
+            connect_timeout: settings.deadline,
+        })?;
         let account = format!("{}.json", credentials.account_sid);
-        let messages_url = api_url(settings, &[&credentials.account_sid, "Messages.json"])?;
-        let account_url = api_url(settings, &[&account])?;
+        let messages_uri = api_uri(settings, &[&credentials.account_sid, "Messages.json"])?;
+        let account_uri = api_uri(settings, &[&account])?;
 
         let (user, password) = credentials.basic();
         let encoded =
@@ -101,8 +91,8 @@ impl TwilioClient {
 
         Ok(TwilioClient {
             http,
-            messages_url,
-            account_url,
+            messages_uri,
+            account_uri,
             lookup_url: settings.lookup_api_url.clone(),
             authorization,
             validity_period: settings.validity_period.map(|v| v.to_string()),
@@ -141,40 +131,57 @@ impl TwilioClient {
             Sender::From(from) => ("From", from.as_str()),
             Sender::MessagingService(sid) => ("MessagingServiceSid", sid.as_str()),
         };
-        let mut form = vec![("To", sms.to), (sender_field, sender), ("Body", sms.body)];
-        if let Some(v) = &self.validity_period {
-            form.push(("ValidityPeriod", v));
-        }
+        // The serializer is not Send: finish it before the await.
+        let form = {
+            let mut form = form_urlencoded::Serializer::new(String::with_capacity(160));
+            form.append_pair("To", sms.to)
+                .append_pair(sender_field, sender)
+                .append_pair("Body", sms.body);
+            if let Some(v) = &self.validity_period {
+                form.append_pair("ValidityPeriod", v);
+            }
+            form.finish()
+        };
         let started = Instant::now();
         let sent = self
             .http
-            .post(self.messages_url.clone())
-            .header(AUTHORIZATION, self.authorization.clone())
-            .form(&form)
-            .send()
+            .send(
+                Method::POST,
+                &self.messages_uri,
+                &self.authorization,
+                Some(form),
+            )
             .await;
-        read_answer(sent, started).await
+        if sent.is_ok() {
+            METRICS.observe_twilio(started.elapsed());
+        }
+        match sent {
+            Ok(answer) => interpret(&answer),
+            Err(Failure {
+                before_sending: true,
+                detail,
+            }) => Attempt::Retry {
+                error: CallError::Unavailable(detail),
+                wait: None,
+            },
+            Err(Failure { detail, .. }) => Attempt::Failed(CallError::Unavailable(detail)),
+        }
     }
 
     /// Opens (or reuses) the connection with an authenticated GET of the account, so the next
     /// send finds it ready. Says how Twilio answered; records it for health reports.
     pub async fn warm(&self, timeout: Duration) -> Result<StatusCode, String> {
         let started = Instant::now();
-        let sent = self
-            .http
-            .get(self.account_url.clone())
-            .header(AUTHORIZATION, self.authorization.clone())
-            .timeout(timeout)
-            .send()
-            .await;
+        let sent = tokio::time::timeout(
+            timeout,
+            self.http
+                .send(Method::GET, &self.account_uri, &self.authorization, None),
+        )
+        .await;
         let outcome = match sent {
-            Ok(response) => {
-                let status = response.status();
-                // Read the answer so the connection goes back to the pool.
-                let _ = read_capped(response).await;
-                Ok(status)
-            }
-            Err(e) => Err(describe(e)),
+            Ok(Ok(answer)) => Ok(answer.status),
+            Ok(Err(failure)) => Err(failure.detail),
+            Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
         };
         METRICS.observe_twilio(started.elapsed());
         match &outcome {
@@ -193,7 +200,7 @@ impl TwilioClient {
     /// Lookup v2 with line type intelligence for one number.
     pub async fn lookup(&self, phone: &str) -> Result<LineInfo, String> {
         #[derive(Deserialize)]
-        struct Answer {
+        struct Found {
             line_type_intelligence: Option<LineInfo>,
         }
         let mut url = self.lookup_url.clone();
@@ -203,46 +210,20 @@ impl TwilioClient {
             .extend(["v2", "PhoneNumbers", phone]);
         url.query_pairs_mut()
             .append_pair("Fields", "line_type_intelligence");
+        let uri = Uri::try_from(url.as_str()).map_err(|e| e.to_string())?;
         let started = Instant::now();
-        let sent = self
+        let answer = self
             .http
-            .get(url)
-            .header(AUTHORIZATION, self.authorization.clone())
-            .send()
-            .await;
-        let response = sent.map_err(describe)?;
-        let status = response.status();
-        let body = read_capped(response).await.map_err(describe)?;
+            .send(Method::GET, &uri, &self.authorization, None)
+            .await
+            .map_err(|f| f.detail)?;
         METRICS.observe_twilio(started.elapsed());
-        if !status.is_success() {
-            return Err(format!("HTTP {}", status.as_u16()));
+        if !answer.status.is_success() {
+            return Err(format!("HTTP {}", answer.status.as_u16()));
         }
-        let answer: Answer =
-            serde_json::from_slice(&body).map_err(|e| format!("unreadable answer: {e}"))?;
-        Ok(answer.line_type_intelligence.unwrap_or_default())
-    }
-}
-
-/// What a sent request came to: its answer read and judged, or why there is none.
-async fn read_answer(sent: Result<reqwest::Response, reqwest::Error>, started: Instant) -> Attempt {
-    let response = match sent {
-        Ok(r) => r,
-        // The connection never came up, so the request never went out.
-        Err(e) if e.is_connect() => {
-            return Attempt::Retry {
-                error: CallError::Unavailable(describe(e)),
-                wait: None,
-            }
-        }
-        Err(e) => return Attempt::Failed(CallError::Unavailable(describe(e))),
-    };
-    let status = response.status();
-    let retry_after = retry_after(response.headers().get(RETRY_AFTER));
-    let body = read_capped(response).await;
-    METRICS.observe_twilio(started.elapsed());
-    match body {
-        Ok(body) => interpret(status, &body, retry_after),
-        Err(e) => Attempt::Failed(CallError::Unavailable(describe(e))),
+        let found: Found =
+            serde_json::from_slice(&answer.body).map_err(|e| format!("unreadable answer: {e}"))?;
+        Ok(found.line_type_intelligence.unwrap_or_default())
     }
 }
 
@@ -253,18 +234,19 @@ pub fn refuses_credentials(status: StatusCode) -> bool {
 }
 
 /// `{api}/2010-04-01/Accounts/{rest…}`.
-fn api_url(settings: &Settings, rest: &[&str]) -> anyhow::Result<Url> {
+fn api_uri(settings: &Settings, rest: &[&str]) -> anyhow::Result<Uri> {
     let mut url = settings.twilio_api_url.clone();
     url.path_segments_mut()
         .map_err(|()| anyhow::anyhow!("twilio_api_url cannot be a base URL"))?
         .pop_if_empty()
         .extend(["2010-04-01", "Accounts"])
         .extend(rest);
-    Ok(url)
+    Ok(Uri::try_from(url.as_str())?)
 }
 
 /// Turns Twilio's answer into a SID or an error.
-fn interpret(status: StatusCode, body: &[u8], retry_after: Option<Duration>) -> Attempt {
+fn interpret(answer: &Answer) -> Attempt {
+    let (status, body) = (answer.status, answer.body.as_slice());
     if status.is_success() {
         let sid = serde_json::from_slice::<Created>(body)
             .ok()
@@ -297,7 +279,7 @@ fn interpret(status: StatusCode, body: &[u8], retry_after: Option<Duration>) -> 
     if status == StatusCode::TOO_MANY_REQUESTS || code == Some(TOO_MANY_REQUESTS) {
         Attempt::Retry {
             error,
-            wait: retry_after,
+            wait: retry_after(answer.headers.get(RETRY_AFTER)),
         }
     } else {
         Attempt::Failed(error)
@@ -310,35 +292,21 @@ fn retry_after(value: Option<&HeaderValue>) -> Option<Duration> {
     Some(Duration::from_secs(secs))
 }
 
-async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        let room = MAX_ANSWER_BYTES.saturating_sub(body.len());
-        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if room <= chunk.len() {
-            break;
-        }
-    }
-    Ok(body)
-}
-
-/// The error and its causes on one line (reqwest's own message says little: "error
-/// sending request"). Credentials are never part of a URL here, so nothing secret shows.
-fn describe(e: reqwest::Error) -> String {
-    let e = e.without_url();
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn answer(status: StatusCode, body: &[u8], retry_after: Option<&'static str>) -> Answer {
+        let mut headers = hyper::HeaderMap::new();
+        if let Some(v) = retry_after {
+            headers.insert(RETRY_AFTER, HeaderValue::from_static(v));
+        }
+        Answer {
+            status,
+            headers,
+            body: body.to_vec(),
+        }
+    }
 
     fn error_of(a: Attempt) -> (CallError, bool) {
         match a {
@@ -350,20 +318,20 @@ mod tests {
 
     #[test]
     fn success_needs_a_sid() {
-        let ok = interpret(
+        let ok = interpret(&answer(
             StatusCode::CREATED,
             br#"{"sid":"SMabc","status":"queued"}"#,
             None,
-        );
+        ));
         assert!(matches!(ok, Attempt::Sent(s) if s == "SMabc"));
-        let (e, retry) = error_of(interpret(StatusCode::CREATED, b"{}", None));
+        let (e, retry) = error_of(interpret(&answer(StatusCode::CREATED, b"{}", None)));
         assert_eq!((e.reason(), retry), ("internal", false));
     }
 
     #[test]
     fn twilio_errors_keep_code_and_message_and_never_start_with_sm() {
         let body = br#"{"code":21408,"message":"SMS is not enabled for this region","status":400}"#;
-        let (e, retry) = error_of(interpret(StatusCode::BAD_REQUEST, body, None));
+        let (e, retry) = error_of(interpret(&answer(StatusCode::BAD_REQUEST, body, None)));
         assert!(!retry);
         assert_eq!(
             e.to_string(),
@@ -373,26 +341,30 @@ mod tests {
 
     #[test]
     fn only_429_and_20429_are_retried() {
-        let (_, retry) = error_of(interpret(
+        let (_, retry) = error_of(interpret(&answer(
             StatusCode::TOO_MANY_REQUESTS,
             b"",
-            Some(Duration::from_secs(1)),
-        ));
+            Some("1"),
+        )));
         assert!(retry);
-        let (_, retry) = error_of(interpret(
+        let (_, retry) = error_of(interpret(&answer(
             StatusCode::BAD_REQUEST,
             br#"{"code":20429}"#,
             None,
-        ));
+        )));
         assert!(retry);
-        let (e, retry) = error_of(interpret(StatusCode::INTERNAL_SERVER_ERROR, b"oops", None));
+        let (e, retry) = error_of(interpret(&answer(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            b"oops",
+            None,
+        )));
         assert!(!retry);
         assert_eq!(e.reason(), "unavailable");
-        let (_, retry) = error_of(interpret(
+        let (_, retry) = error_of(interpret(&answer(
             StatusCode::SERVICE_UNAVAILABLE,
             br#"{"code":20500}"#,
             None,
-        ));
+        )));
         assert!(!retry);
     }
 

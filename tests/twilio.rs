@@ -310,3 +310,63 @@ async fn twilio_is_reached_through_a_proxy_from_the_flag_or_the_environment() {
         assert_eq!(seen[0].url.host_str(), Some("twilio.invalid"));
     }
 }
+
+#[tokio::test]
+async fn https_goes_through_a_connect_tunnel_with_the_proxy_credentials_and_no_proxy_is_honoured() {
+    let twilio = common::tls::TlsTwilio::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &twilio.ca_pem).unwrap();
+    // The certificate names twilio.invalid, which never resolves: only the tunnel gets there.
+    let api = format!("https://twilio.invalid:{}", twilio.addr.port());
+    let ca_flag = format!("--twilio-ca-file={}", ca.display());
+
+    for via_env in [false, true] {
+        let proxy = common::proxy::ConnectProxy::start(twilio.addr).await;
+        let with_credentials = proxy.url.replace("http://", "http://squid:s3cret@");
+        let options = if via_env {
+            Options::default()
+                .arg(ca_flag.clone())
+                .env("HTTPS_PROXY", &with_credentials)
+        } else {
+            Options::default().args([ca_flag.clone(), format!("--proxy={with_credentials}")])
+        };
+        let daemon = Daemon::start(&api, options);
+        assert_eq!(
+            daemon.send("ACME").await,
+            Ok(SID.to_owned()),
+            "via_env={via_env}"
+        );
+        let tunnels = proxy.tunnels();
+        assert!(!tunnels.is_empty(), "via_env={via_env}");
+        for tunnel in tunnels {
+            assert_eq!(
+                tunnel.target,
+                format!("twilio.invalid:{}", twilio.addr.port())
+            );
+            assert_eq!(
+                tunnel.authorization.as_deref(),
+                Some(
+                    format!(
+                        "Basic {}",
+                        base64::engine::general_purpose::STANDARD.encode("squid:s3cret")
+                    )
+                    .as_str()
+                )
+            );
+        }
+    }
+    assert!(twilio.posts() >= 2);
+
+    // NO_PROXY names the API host: the daemon goes direct (and cannot resolve it).
+    let proxy = common::proxy::ConnectProxy::start(twilio.addr).await;
+    let daemon = Daemon::start(
+        &api,
+        Options::default()
+            .args([ca_flag.clone(), format!("--proxy={}", proxy.url)])
+            .env("NO_PROXY", "twilio.invalid"),
+    );
+    let reply = daemon.send("ACME").await.unwrap_err();
+    assert!(reply.starts_with("ERR unavailable: "), "{reply}");
+    assert!(proxy.tunnels().is_empty());
+}

@@ -2,6 +2,7 @@
 //! captured, and a wiremock Twilio on loopback.
 #![allow(dead_code)] // each test file uses a different part of it
 
+pub mod proxy;
 pub mod tls;
 
 use std::io::{BufRead, BufReader};

@@ -23,6 +23,7 @@ pub struct Counts {
 
 pub struct TlsTwilio {
     pub url: String,
+    pub addr: SocketAddr,
     /// The test CA, PEM: what the daemon must be told to trust.
     pub ca_pem: String,
     pub counts: Arc<Counts>,
@@ -40,10 +41,12 @@ impl TlsTwilio {
         let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("CA key"))
             .expect("CA");
         let key = KeyPair::generate().expect("key");
-        let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
-            .expect("params")
-            .signed_by(&key, &ca)
-            .expect("certificate");
+        // Also valid for a name that never resolves: reachable only through a proxy.
+        let cert =
+            CertificateParams::new(vec!["127.0.0.1".to_owned(), "twilio.invalid".to_owned()])
+                .expect("params")
+                .signed_by(&key, &ca)
+                .expect("certificate");
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         let mut config = ServerConfig::builder()
             .with_no_client_auth()
@@ -84,6 +87,7 @@ impl TlsTwilio {
         });
         TlsTwilio {
             url: format!("https://{addr}"),
+            addr,
             ca_pem: ca.pem(),
             counts,
         }
