@@ -2,6 +2,7 @@
 //!
 //! Precedence, highest first: command-line flag, `OTP_SIDECAR_*` env var, config file, default.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,13 +16,12 @@ use crate::credentials::{CredentialFiles, Credentials, Sources};
 use crate::geo::{regions, GeoRules};
 use crate::lookup::{read_carriers, LookupRules, DEFAULT_BLOCKED_LINE_TYPES};
 use crate::ratelimit::{Rate, RateLimits};
+use crate::template::{Templates, DEFAULT_TEMPLATE};
 
 pub const DEFAULT_UNIX: &str = "/run/otp-sidecar/otp.sock";
 pub const DEFAULT_API_URL: &str = "https://api.twilio.com";
 pub const DEFAULT_LOOKUP_URL: &str = "https://lookups.twilio.com";
 pub const DEFAULT_DEADLINE_MS: u64 = 2500;
-pub const DEFAULT_TEMPLATE: &str = "Your OTP is: {otp}";
-pub const OTP_PLACEHOLDER: &str = "{otp}";
 
 /// The daemon's options (`serve` and `check`).
 #[derive(Debug, Clone, Default, Args)]
@@ -60,9 +60,25 @@ pub struct ServeArgs {
     #[arg(long, env = "OTP_SIDECAR_MAX_FRAME_BYTES", value_name = "BYTES")]
     pub max_frame_bytes: Option<usize>,
 
-    /// SMS body; {otp} is replaced by the code. [default: "Your OTP is: {otp}"]
+    /// SMS body; {otp} is replaced by the code, {minutes} by --otp-lifetime-secs in
+    /// minutes. [default: "Your OTP is: {otp}"]
     #[arg(long, env = "OTP_SIDECAR_BODY_TEMPLATE", value_name = "TEXT")]
     pub body_template: Option<String>,
+
+    /// SMS body for callers whose context.locale is LOCALE (nl-NL, then nl, is tried);
+    /// repeat for each language. Adds to the config file's [templates].
+    #[arg(long = "template", value_name = "LOCALE=TEXT", value_parser = locale_template)]
+    pub templates: Vec<(String, String)>,
+
+    /// Ends each SMS with the line "@DOMAIN #code", so browsers offer the code to the
+    /// login page on DOMAIN (WebOTP, Safari's one-time-code autofill). [default: unset]
+    #[arg(long, env = "OTP_SIDECAR_WEBOTP_DOMAIN", value_name = "DOMAIN")]
+    pub webotp_domain: Option<String>,
+
+    /// How long the code is valid (APM's OTP timeout): the ValidityPeriod unless
+    /// --validity-period says otherwise, and {minutes} in templates. [default: unset]
+    #[arg(long, env = "OTP_SIDECAR_OTP_LIFETIME_SECS", value_name = "SECONDS")]
+    pub otp_lifetime_secs: Option<u32>,
 
     /// Twilio ValidityPeriod in seconds (1-36000): drop a message queued longer than the
     /// code lives. [default: unset]
@@ -225,6 +241,9 @@ pub struct FileConfig {
     pub dry_run: Option<bool>,
     pub max_frame_bytes: Option<usize>,
     pub body_template: Option<String>,
+    pub templates: Option<BTreeMap<String, String>>,
+    pub webotp_domain: Option<String>,
+    pub otp_lifetime_secs: Option<u32>,
     pub validity_period: Option<u32>,
     pub threads: Option<usize>,
     pub proxy: Option<String>,
@@ -274,25 +293,11 @@ impl FileConfig {
     }
 }
 
-/// The SMS text, checked to carry the code.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BodyTemplate(String);
-
-impl BodyTemplate {
-    pub fn new(text: &str) -> Result<Self> {
-        if !text.contains(OTP_PLACEHOLDER) {
-            bail!("body_template must contain {OTP_PLACEHOLDER}");
-        }
-        // Twilio's limit on Body is 1600 characters.
-        if text.chars().count() > 1500 {
-            bail!("body_template is longer than 1500 characters");
-        }
-        Ok(BodyTemplate(text.to_owned()))
-    }
-
-    pub fn render(&self, otp: &str) -> String {
-        self.0.replace(OTP_PLACEHOLDER, otp)
-    }
+/// `--template nl=TEXT` as a pair.
+fn locale_template(arg: &str) -> Result<(String, String), String> {
+    arg.split_once('=')
+        .map(|(locale, text)| (locale.to_owned(), text.to_owned()))
+        .ok_or_else(|| "expected LOCALE=TEXT, e.g. nl=Uw code is {otp}".to_owned())
 }
 
 /// Everything the daemon needs, validated.
@@ -304,7 +309,8 @@ pub struct Settings {
     pub deadline: Duration,
     pub dry_run: bool,
     pub max_frame_bytes: usize,
-    pub body_template: BodyTemplate,
+    pub templates: Templates,
+    /// Explicit, or the OTP lifetime.
     pub validity_period: Option<u32>,
     pub threads: usize,
     pub proxy: Option<Url>,
@@ -366,10 +372,30 @@ impl Settings {
             64..=16 * 1024 * 1024,
         )?;
 
+        let lifetime = args.otp_lifetime_secs.or(file.otp_lifetime_secs);
+        if let Some(v) = lifetime {
+            if !(1..=36_000).contains(&v) {
+                bail!("otp_lifetime_secs must be between 1 and 36000 seconds, not {v}");
+            }
+        }
         let template = args.body_template.clone().or(file.body_template);
-        let body_template = BodyTemplate::new(template.as_deref().unwrap_or(DEFAULT_TEMPLATE))?;
+        // Flags add to (and for the same locale, replace) the file's templates.
+        let mut locales: Vec<(String, String)> =
+            file.templates.unwrap_or_default().into_iter().collect();
+        for (locale, text) in &args.templates {
+            locales.retain(|(l, _)| !l.eq_ignore_ascii_case(locale));
+            locales.push((locale.clone(), text.clone()));
+        }
+        let templates = Templates::new(
+            template.as_deref().unwrap_or(DEFAULT_TEMPLATE),
+            &locales,
+            args.webotp_domain
+                .as_deref()
+                .or(file.webotp_domain.as_deref()),
+            lifetime.map(|s| Duration::from_secs(s.into())),
+        )?;
 
-        let validity_period = args.validity_period.or(file.validity_period);
+        let validity_period = args.validity_period.or(file.validity_period).or(lifetime);
         if let Some(v) = validity_period {
             if !(1..=36_000).contains(&v) {
                 bail!("validity_period must be between 1 and 36000 seconds, not {v}");
@@ -572,7 +598,7 @@ impl Settings {
             deadline: Duration::from_millis(deadline_ms),
             dry_run,
             max_frame_bytes,
-            body_template,
+            templates,
             validity_period,
             threads,
             proxy,
@@ -652,7 +678,7 @@ mod tests {
         assert_eq!(s.deadline, Duration::from_millis(2500));
         assert_eq!(s.max_frame_bytes, 65536);
         assert_eq!(s.threads, 1);
-        assert_eq!(s.body_template.render("123456"), "Your OTP is: 123456");
+        assert_eq!(s.templates.render("123456", None), "Your OTP is: 123456");
         assert!(!s.dry_run);
     }
 
@@ -705,7 +731,7 @@ mod tests {
         };
         let s = Settings::resolve(&args, &no_env).unwrap();
         assert_eq!(s.deadline, Duration::from_millis(2000));
-        assert_eq!(s.body_template.render("42"), "Code 42");
+        assert_eq!(s.templates.render("42", None), "Code 42");
         assert_eq!(s.unix, PathBuf::from("/tmp/x.sock"));
         assert_eq!(s.credentials.unwrap().basic(), (AC, "secret"));
     }

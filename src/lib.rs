@@ -20,5 +20,6 @@ pub mod ratelimit;
 pub mod rpc;
 pub mod server;
 pub mod systemd;
+pub mod template;
 pub mod twilio;
 pub mod validate;

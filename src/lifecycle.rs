@@ -87,6 +87,9 @@ pub async fn run(args: ServeArgs, settings: Settings) -> Result<()> {
 /// What serving needs, made from settings: the backend (and its Twilio client) and limits.
 /// The running rate limiter is kept (with its counts) when the rate limits did not change.
 fn build_live(settings: &Settings, running: Option<&Live>) -> Result<Live> {
+    for warning in settings.templates.warnings() {
+        tracing::warn!("{warning}");
+    }
     let limiter = match running.map(|live| live.dispatcher.limiter()) {
         Some(limiter) if *limiter.limits() == settings.rate_limits => limiter.clone(),
         _ => Arc::new(RateLimiter::new(settings.rate_limits)),

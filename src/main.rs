@@ -206,6 +206,13 @@ fn check(args: &ServeArgs) -> Result<()> {
             if l.fail_open { "open" } else { "closed" }
         ))
     );
+    for (name, cost) in settings.templates.costs() {
+        println!("  template {name}: {cost} with a 6-digit code");
+    }
+    println!(
+        "  validity:     {}",
+        or_off(settings.validity_period, |v| format!("{v} s"))
+    );
     println!(
         "  keep warm:    {}",
         or_off(settings.keep_warm, |t| format!("every {} s", t.as_secs()))

@@ -6,13 +6,14 @@ use rmpv::Value;
 use tokio::time::Instant;
 
 use crate::backend::Backend;
-use crate::config::{BodyTemplate, Settings};
+use crate::config::Settings;
 use crate::error::CallError;
 use crate::geo::GeoRules;
 use crate::health::HEALTH;
 use crate::lookup::LookupGuard;
 use crate::metrics::METRICS;
 use crate::ratelimit::{Caller, RateLimiter};
+use crate::template::Templates;
 use crate::twilio::{Sms, TwilioClient};
 use crate::validate::{self, mask_phone};
 
@@ -22,7 +23,7 @@ pub struct Dispatcher {
     /// Only with a Twilio backend: a dry run looks nothing up.
     lookup: Option<LookupGuard>,
     limiter: Arc<RateLimiter>,
-    template: BodyTemplate,
+    templates: Templates,
     deadline: std::time::Duration,
 }
 
@@ -38,7 +39,7 @@ impl Dispatcher {
             geo: settings.geo.clone(),
             lookup,
             limiter,
-            template: settings.body_template.clone(),
+            templates: settings.templates.clone(),
             deadline: settings.deadline,
         }
     }
@@ -151,7 +152,7 @@ impl Dispatcher {
         if let (Some(guard), Backend::Twilio(client)) = (&self.lookup, &self.backend) {
             guard.check(client, phone, deadline).await?;
         }
-        let body = self.template.render(otp);
+        let body = self.templates.render(otp, context.locale);
         let sms = Sms {
             to: phone,
             sender: &sender,

@@ -5,23 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use otp_sidecar::client::Client;
 use rmpv::Value;
-
-fn context(pairs: &[(&str, &str)]) -> Value {
-    Value::Map(
-        pairs
-            .iter()
-            .map(|(k, v)| (Value::from(*k), Value::from(*v)))
-            .collect(),
-    )
-}
-
-/// sendOTP with a fourth argument; the reply as the caller sees it.
-async fn send_with(client: &mut Client, phone: &str, ctx: Value) -> Result<Value, String> {
-    let params = vec![OTP.into(), phone.into(), "ACME".into(), ctx];
-    client.call("sendOTP", params).await.expect("answered")
-}
 
 #[tokio::test]
 async fn the_phone_limit_refuses_then_resets_after_its_window() {

@@ -29,6 +29,26 @@ pub fn messages_path() -> String {
     format!("/2010-04-01/Accounts/{AC}/Messages.json")
 }
 
+/// A sendOTP context map (`ip`, `user`, `locale`…).
+pub fn context(pairs: &[(&str, &str)]) -> rmpv::Value {
+    rmpv::Value::Map(
+        pairs
+            .iter()
+            .map(|(k, v)| (rmpv::Value::from(*k), rmpv::Value::from(*v)))
+            .collect(),
+    )
+}
+
+/// sendOTP of the standard OTP with a fourth argument; the reply as the caller sees it.
+pub async fn send_with(
+    client: &mut Client,
+    phone: &str,
+    ctx: rmpv::Value,
+) -> Result<rmpv::Value, String> {
+    let params = vec![OTP.into(), phone.into(), "ACME".into(), ctx];
+    client.call("sendOTP", params).await.expect("answered")
+}
+
 /// A Twilio stand-in that answers every Messages POST with `response`.
 pub async fn twilio_answering(response: ResponseTemplate) -> MockServer {
     let server = MockServer::start().await;
