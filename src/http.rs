@@ -135,8 +135,9 @@ impl HttpClient {
         }
         let request = request
             .body(Full::new(form.map(Bytes::from).unwrap_or_default()))
+            // Nothing went out, but the same request would fail the same way: not retried.
             .map_err(|e| Failure {
-                before_sending: true,
+                before_sending: false,
                 detail: describe(&e),
             })?;
         let response = self.pool.request(request).await.map_err(|e| Failure {
