@@ -16,7 +16,7 @@ use crate::credentials::{CredentialFiles, Credentials, Sources};
 use crate::geo::{regions, GeoRules};
 use crate::lookup::{read_carriers, LookupRules, DEFAULT_BLOCKED_LINE_TYPES};
 use crate::ratelimit::{Rate, RateLimits};
-use crate::template::{Templates, DEFAULT_TEMPLATE};
+use crate::template::{normalize_locale, Templates, DEFAULT_TEMPLATE};
 
 pub const DEFAULT_UNIX: &str = "/run/otp-sidecar/otp.sock";
 pub const DEFAULT_API_URL: &str = "https://api.twilio.com";
@@ -383,7 +383,7 @@ impl Settings {
         let mut locales: Vec<(String, String)> =
             file.templates.unwrap_or_default().into_iter().collect();
         for (locale, text) in &args.templates {
-            locales.retain(|(l, _)| !l.eq_ignore_ascii_case(locale));
+            locales.retain(|(l, _)| normalize_locale(l) != normalize_locale(locale));
             locales.push((locale.clone(), text.clone()));
         }
         let templates = Templates::new(
@@ -708,6 +708,26 @@ mod tests {
         args.tcp = Some("[::1]:7777".parse().unwrap());
         args.allow_remote_tcp = false;
         assert!(Settings::resolve(&args, &no_env).is_ok());
+    }
+
+    #[test]
+    fn a_template_flag_replaces_the_files_for_the_same_locale_however_spelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[templates]\npt_BR = 'Arquivo {otp}'\nnl = 'Bestand {otp}'\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            dry_run: true,
+            templates: vec![("pt-br".into(), "Flag {otp}".into())],
+            ..Default::default()
+        };
+        let s = Settings::resolve(&args, &no_env).unwrap();
+        assert_eq!(s.templates.render("42", Some("pt-BR")), "Flag 42");
+        assert_eq!(s.templates.render("42", Some("nl")), "Bestand 42");
     }
 
     #[test]

@@ -46,17 +46,6 @@ pub struct Templates {
     minutes: Option<u64>,
 }
 
-impl Default for Templates {
-    fn default() -> Self {
-        Templates {
-            default: BodyTemplate(DEFAULT_TEMPLATE.to_owned()),
-            locales: Vec::new(),
-            webotp_domain: None,
-            minutes: None,
-        }
-    }
-}
-
 impl Templates {
     pub fn new(
         default: &str,
@@ -202,7 +191,7 @@ pub fn cost(text: &str) -> Cost {
 }
 
 /// `nl_NL` and `NL-nl` both become `nl-nl`; blank is none.
-fn normalize_locale(tag: &str) -> Option<String> {
+pub fn normalize_locale(tag: &str) -> Option<String> {
     let tag = tag.trim();
     (!tag.is_empty()).then(|| tag.replace('_', "-").to_ascii_lowercase())
 }
