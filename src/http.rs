@@ -196,7 +196,7 @@ fn tls_config(extra_ca_pem: Option<&[u8]>) -> anyhow::Result<rustls::ClientConfi
 
 /// The error and its causes on one line (hyper's own message says little: "client error
 /// (Connect)"). Credentials are never part of a URL here, so nothing secret shows.
-pub fn describe(e: &(dyn StdError + 'static)) -> String {
+fn describe(e: &(dyn StdError + 'static)) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -152,11 +152,11 @@ impl TwilioClient {
                 Some(form),
             )
             .await;
-        if sent.is_ok() {
-            METRICS.observe_twilio(started.elapsed());
-        }
         match sent {
-            Ok(answer) => interpret(&answer),
+            Ok(answer) => {
+                METRICS.observe_twilio(started.elapsed());
+                interpret(&answer)
+            }
             Err(Failure {
                 before_sending: true,
                 detail,

@@ -75,6 +75,30 @@ async fn a_long_template_is_warned_about_and_bad_templates_stop_the_start() {
     let warning = daemon.wait_for_log("template default");
     assert!(warning.contains("GSM-7, 2 segments"), "{warning}");
 
+    // check reports what each template costs and the validity period the lifetime gives.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_otp-sidecar"))
+        .args([
+            "check",
+            "--dry-run",
+            "--template=pt=Seu código é {otp}",
+            "--otp-lifetime-secs=300",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "  template default: GSM-7, 1 segment with a 6-digit code",
+        "  template pt: UCS-2 because of 'ó', 1 segment with a 6-digit code",
+        "  validity:     300 s",
+    ] {
+        assert!(stdout.lines().any(|l| l == line), "{line:?} in:\n{stdout}");
+    }
+
     for bad in [
         "--body-template=Code {otp}, {minutes} min",
         "--template=en US=Code {otp}",

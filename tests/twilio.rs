@@ -297,10 +297,12 @@ async fn twilio_is_reached_through_a_proxy_from_the_flag_or_the_environment() {
     let api = "http://twilio.invalid";
     for via_env in [false, true] {
         let proxy = twilio_answering(created(SID)).await;
+        // Credentials in the proxy URL go on each request, as Proxy-Authorization.
+        let proxy_url = proxy.uri().replace("http://", "http://squid:s3cret@");
         let options = if via_env {
-            Options::default().env("HTTP_PROXY", &proxy.uri())
+            Options::default().env("HTTP_PROXY", &proxy_url)
         } else {
-            Options::default().arg(format!("--proxy={}", proxy.uri()))
+            Options::default().arg(format!("--proxy={proxy_url}"))
         };
         let daemon = Daemon::start(api, options);
         let reply = daemon.send("ACME").await;
@@ -308,6 +310,13 @@ async fn twilio_is_reached_through_a_proxy_from_the_flag_or_the_environment() {
         let seen = sends(&proxy).await;
         assert_eq!(seen.len(), 1);
         assert_eq!(seen[0].url.host_str(), Some("twilio.invalid"));
+        assert_eq!(
+            seen[0]
+                .headers
+                .get("proxy-authorization")
+                .and_then(|v| v.to_str().ok()),
+            Some(basic("squid", "s3cret").as_str())
+        );
     }
 }
 
@@ -346,13 +355,7 @@ async fn https_goes_through_a_connect_tunnel_with_the_proxy_credentials_and_no_p
             );
             assert_eq!(
                 tunnel.authorization.as_deref(),
-                Some(
-                    format!(
-                        "Basic {}",
-                        base64::engine::general_purpose::STANDARD.encode("squid:s3cret")
-                    )
-                    .as_str()
-                )
+                Some(basic("squid", "s3cret").as_str())
             );
         }
     }
