@@ -1,39 +1,50 @@
-//! Where an SMS goes: Twilio, or nowhere (dry-run).
+//! Where a code goes: Twilio Messages, Twilio Verify, or nowhere (dry-run).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tokio::time::Instant;
-
-use crate::error::CallError;
-use crate::twilio::{Sms, TwilioClient};
+use crate::twilio::TwilioClient;
+use crate::verify::VerifyService;
 
 #[derive(Debug)]
 pub enum Backend {
-    Twilio(Box<TwilioClient>),
-    /// Sends nothing and answers with a made-up `SM` SID, so a test access policy can run
-    /// its success branch end to end.
-    DryRun(DrySids),
+    /// Programmable Messaging: the daemon writes the text (or places the call) itself.
+    Messages(Box<TwilioClient>),
+    /// Verify: Twilio writes the text around APM's code, and learns from confirmOTP.
+    Verify(Box<TwilioClient>, VerifyService),
+    /// Sends nothing and answers with a made-up SID (`VE…` in Verify mode, else `SM…`), so
+    /// a test access policy can run its success branch end to end.
+    DryRun { sids: DrySids, verify: bool },
 }
 
 impl Backend {
-    pub async fn send(&self, sms: &Sms<'_>, deadline: Instant) -> Result<String, CallError> {
-        match self {
-            Backend::Twilio(client) => client.send(sms, deadline).await,
-            Backend::DryRun(sids) => Ok(sids.next()),
-        }
-    }
-
     /// The mode's name, for health reports.
     pub fn mode(&self) -> &'static str {
         match self {
-            Backend::Twilio(_) => "twilio",
-            Backend::DryRun(_) => "dry_run",
+            Backend::Messages(_) => "twilio",
+            Backend::Verify(..) => "verify",
+            Backend::DryRun { .. } => "dry_run",
         }
+    }
+
+    /// The Twilio client, unless this is a dry run.
+    pub fn twilio(&self) -> Option<&TwilioClient> {
+        match self {
+            Backend::Messages(client) | Backend::Verify(client, _) => Some(client),
+            Backend::DryRun { .. } => None,
+        }
+    }
+
+    /// Whether sendOTP answers `VE…` and confirmOTP is available.
+    pub fn is_verify(&self) -> bool {
+        matches!(
+            self,
+            Backend::Verify(..) | Backend::DryRun { verify: true, .. }
+        )
     }
 }
 
-/// Unique, SM-shaped SIDs: `SM` + 32 hex digits, like Twilio's.
+/// Unique, Twilio-shaped SIDs: a prefix (`SM`, `VE`, `CA`) + 32 hex digits.
 #[derive(Debug)]
 pub struct DrySids {
     seed: u64,
@@ -54,11 +65,11 @@ impl Default for DrySids {
 }
 
 impl DrySids {
-    pub fn next(&self) -> String {
+    pub fn next(&self, prefix: &str) -> String {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let hi = splitmix64(self.seed ^ n);
         let lo = splitmix64(hi ^ n.rotate_left(17));
-        format!("SM{hi:016x}{lo:016x}")
+        format!("{prefix}{hi:016x}{lo:016x}")
     }
 }
 
@@ -77,8 +88,8 @@ mod tests {
     #[test]
     fn dry_sids_are_sm_shaped_and_unique() {
         let sids = DrySids::default();
-        let a = sids.next();
-        let b = sids.next();
+        let a = sids.next("SM");
+        let b = sids.next("SM");
         assert!(crate::validate::is_sid(&a, "SM"), "{a}");
         assert_ne!(a, b);
     }

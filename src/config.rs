@@ -17,6 +17,7 @@ use crate::geo::{regions, GeoRules};
 use crate::lookup::{read_carriers, LookupRules, DEFAULT_BLOCKED_LINE_TYPES};
 use crate::ratelimit::{Rate, RateLimits};
 use crate::template::{normalize_locale, Templates, DEFAULT_TEMPLATE};
+use crate::verify::{VerifyService, DEFAULT_VERIFY_URL};
 
 pub const DEFAULT_UNIX: &str = "/run/otp-sidecar/otp.sock";
 pub const DEFAULT_API_URL: &str = "https://api.twilio.com";
@@ -205,6 +206,15 @@ pub struct ServeArgs {
     #[arg(long, env = "OTP_SIDECAR_LOOKUP_FAILURE", value_name = "POLICY")]
     pub lookup_failure: Option<String>,
 
+    /// Send through this Twilio Verify service (VA…) instead of Messages: APM's code goes out
+    /// as the verification's CustomCode, sendOTP answers VE…, and confirmOTP reports success.
+    #[arg(long, env = "OTP_SIDECAR_VERIFY_SERVICE_SID", value_name = "SID")]
+    pub verify_service_sid: Option<String>,
+
+    /// Twilio Verify's base URL. [default: https://verify.twilio.com]
+    #[arg(long, env = "OTP_SIDECAR_VERIFY_API_URL", value_name = "URL")]
+    pub verify_api_url: Option<String>,
+
     /// Log format: human (default) or json (one object per line).
     #[arg(long, env = "OTP_SIDECAR_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -269,6 +279,8 @@ pub struct FileConfig {
     pub block_carriers_file: Option<PathBuf>,
     pub lookup_cache_secs: Option<u64>,
     pub lookup_failure: Option<String>,
+    pub verify_service_sid: Option<String>,
+    pub verify_api_url: Option<String>,
     #[serde(default)]
     pub credentials: CredentialFiles,
 }
@@ -326,6 +338,8 @@ pub struct Settings {
     /// `None`: no Lookup before sending.
     pub lookup: Option<LookupRules>,
     pub lookup_api_url: Url,
+    /// Verify mode, when set.
+    pub verify: Option<VerifyService>,
     /// `None` only in dry-run mode.
     pub credentials: Option<Credentials>,
 }
@@ -573,6 +587,19 @@ impl Settings {
             None
         };
 
+        let verify_api_url = parse_http_url(
+            "verify_api_url",
+            &args
+                .verify_api_url
+                .clone()
+                .or(file.verify_api_url)
+                .unwrap_or_else(|| DEFAULT_VERIFY_URL.into()),
+        )?;
+        let verify = match args.verify_service_sid.clone().or(file.verify_service_sid) {
+            Some(sid) => Some(VerifyService::new(&verify_api_url, sid.trim())?),
+            None => None,
+        };
+
         let credentials = Sources {
             env,
             files: &file.credentials,
@@ -611,6 +638,7 @@ impl Settings {
             geo,
             lookup,
             lookup_api_url,
+            verify,
             credentials,
         })
     }

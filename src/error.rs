@@ -10,8 +10,12 @@ pub enum CallError {
     BadRequest(String),
     /// The phone number is not E.164.
     InvalidPhone(String),
-    /// Twilio answered with an error: its numeric code and its message.
-    Twilio { code: u32, message: String },
+    /// Twilio answered with an error: its numeric code, its message and the HTTP status.
+    Twilio {
+        code: u32,
+        message: String,
+        status: u16,
+    },
     /// No answer within the deadline.
     Timeout { deadline_ms: u64 },
     /// A fraud rule refused the number: `country` (later `line_type`, `carrier`).
@@ -68,7 +72,7 @@ impl fmt::Display for CallError {
             | CallError::InvalidPhone(d)
             | CallError::Unavailable(d)
             | CallError::Internal(d) => write!(f, "ERR {reason}: {}", sanitize(d)),
-            CallError::Twilio { code, message } => {
+            CallError::Twilio { code, message, .. } => {
                 write!(f, "ERR {reason} {code}: {}", sanitize(message))
             }
             CallError::Timeout { deadline_ms } => {
@@ -93,7 +97,8 @@ mod tests {
         assert_eq!(
             CallError::Twilio {
                 code: 21211,
-                message: "Invalid 'To' Phone Number".into()
+                message: "Invalid 'To' Phone Number".into(),
+                status: 400,
             }
             .to_string(),
             "ERR twilio 21211: Invalid 'To' Phone Number"

@@ -23,3 +23,4 @@ pub mod systemd;
 pub mod template;
 pub mod twilio;
 pub mod validate;
+pub mod verify;

@@ -87,8 +87,11 @@ pub async fn run(args: ServeArgs, settings: Settings) -> Result<()> {
 /// What serving needs, made from settings: the backend (and its Twilio client) and limits.
 /// The running rate limiter is kept (with its counts) when the rate limits did not change.
 fn build_live(settings: &Settings, running: Option<&Live>) -> Result<Live> {
-    for warning in settings.templates.warnings() {
-        tracing::warn!("{warning}");
+    // Verify writes its own text: the templates' warnings would be about nothing sent.
+    if settings.verify.is_none() {
+        for warning in settings.templates.warnings() {
+            tracing::warn!("{warning}");
+        }
     }
     let limiter = match running.map(|live| live.dispatcher.limiter()) {
         Some(limiter) if *limiter.limits() == settings.rate_limits => limiter.clone(),
@@ -96,14 +99,35 @@ fn build_live(settings: &Settings, running: Option<&Live>) -> Result<Live> {
     };
     let backend = match &settings.credentials {
         Some(credentials) if !settings.dry_run => {
-            tracing::info!(twilio = %settings.twilio_api_url, "sending through {}", credentials.describe());
-            Backend::Twilio(Box::new(TwilioClient::new(settings, credentials)?))
+            let client = Box::new(TwilioClient::new(settings, credentials)?);
+            match &settings.verify {
+                Some(service) => {
+                    tracing::info!(
+                        service = service.service_sid(),
+                        "sending through Twilio Verify as {}",
+                        credentials.describe()
+                    );
+                    Backend::Verify(client, service.clone())
+                }
+                None => {
+                    tracing::info!(twilio = %settings.twilio_api_url, "sending through {}", credentials.describe());
+                    Backend::Messages(client)
+                }
+            }
         }
         _ => {
+            let prefix = if settings.verify.is_some() {
+                "VE"
+            } else {
+                "SM"
+            };
             tracing::warn!(
-                "DRY RUN: no SMS will be sent; every sendOTP answers with a made-up SM… SID"
+                "DRY RUN: nothing will be sent; every sendOTP answers with a made-up {prefix}… SID"
             );
-            Backend::DryRun(DrySids::default())
+            Backend::DryRun {
+                sids: DrySids::default(),
+                verify: settings.verify.is_some(),
+            }
         }
     };
     Ok(Live {

@@ -1,4 +1,4 @@
-//! The `otp-sidecar` command: serve | send | ping | check.
+//! The `otp-sidecar` command: serve | send | confirm | ping | check.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -14,6 +14,8 @@ use otp_sidecar::lifecycle;
 ///
 /// Callers speak MessagePack-RPC over a Unix socket or TCP: sendOTP(otp, phone, sender)
 /// answers with the Twilio message SID ("SM…") or an error string starting with "ERR ".
+/// In Verify mode (--verify-service-sid) it answers with the verification SID ("VE…"), and
+/// confirmOTP(phone or VE…) tells Twilio the user entered the right code.
 ///
 /// Credentials come from TWILIO_ACCOUNT_SID with TWILIO_AUTH_TOKEN (or TWILIO_API_KEY and
 /// TWILIO_API_SECRET), from files named in the config, or from systemd's
@@ -44,6 +46,16 @@ enum Command {
         #[command(flatten)]
         daemon: DaemonArgs,
     },
+    /// Tell a running daemon (in Verify mode) that the user entered the right code, and print
+    /// its reply: the approved verification's SID (VE…).
+    ///
+    /// Exit status: 0 for a SID, 1 for an ERR reply, 2 when the daemon could not be asked.
+    Confirm {
+        /// The phone number the code went to (E.164), or the VE… SID sendOTP answered.
+        target: String,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
     /// Ask a running daemon how it is: mode, uptime, connections, calls in flight and the
     /// last exchange with Twilio.
     ///
@@ -69,6 +81,9 @@ struct ContextArgs {
     /// The user's language tag, e.g. en-US.
     #[arg(long, value_name = "TAG")]
     locale: Option<String>,
+    /// sms or voice (a call that reads the code out).
+    #[arg(long, value_name = "CHANNEL")]
+    channel: Option<String>,
 }
 
 impl ContextArgs {
@@ -78,6 +93,7 @@ impl ContextArgs {
             ("ip", self.ip),
             ("user", self.user),
             ("locale", self.locale),
+            ("channel", self.channel),
         ]
         .into_iter()
         .filter_map(|(k, v)| v.map(|v| (k.into(), v.into())))
@@ -134,6 +150,9 @@ fn main() -> ExitCode {
             let mut params = vec![otp.into(), phone.into(), sender.into()];
             params.extend(context.param());
             ask_blocking(&daemon, "sendOTP", params, show_reply)
+        }
+        Command::Confirm { target, daemon } => {
+            ask_blocking(&daemon, "confirmOTP", vec![target.into()], show_reply)
         }
         Command::Ping { daemon } => ask_blocking(&daemon, "health", vec![], show_health),
     }
@@ -206,13 +225,22 @@ fn check(args: &ServeArgs) -> Result<()> {
             if l.fail_open { "open" } else { "closed" }
         ))
     );
-    for (name, cost) in settings.templates.costs() {
-        println!("  template {name}: {cost} with a 6-digit code");
+    match &settings.verify {
+        // Verify writes the text itself, from the service's template.
+        Some(service) => println!(
+            "  verify:       {} (its own message text and lifetime)",
+            service.service_sid()
+        ),
+        None => {
+            for (name, cost) in settings.templates.costs() {
+                println!("  template {name}: {cost} with a 6-digit code");
+            }
+            println!(
+                "  validity:     {}",
+                or_off(settings.validity_period, |v| format!("{v} s"))
+            );
+        }
     }
-    println!(
-        "  validity:     {}",
-        or_off(settings.validity_period, |v| format!("{v} s"))
-    );
     println!(
         "  keep warm:    {}",
         or_off(settings.keep_warm, |t| format!("every {} s", t.as_secs()))

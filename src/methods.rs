@@ -15,7 +15,8 @@ use crate::metrics::METRICS;
 use crate::ratelimit::{Caller, RateLimiter};
 use crate::template::Templates;
 use crate::twilio::{Sms, TwilioClient};
-use crate::validate::{self, mask_phone};
+use crate::validate::{self, mask_phone, Channel};
+use crate::verify::Verification;
 
 pub struct Dispatcher {
     backend: Backend,
@@ -30,8 +31,8 @@ pub struct Dispatcher {
 impl Dispatcher {
     /// `limiter` is passed in so a reload can keep the counts when the limits did not change.
     pub fn new(settings: &Settings, backend: Backend, limiter: Arc<RateLimiter>) -> Self {
-        let lookup = match (&settings.lookup, &backend) {
-            (Some(rules), Backend::Twilio(_)) => Some(LookupGuard::new(rules.clone())),
+        let lookup = match (&settings.lookup, backend.twilio()) {
+            (Some(rules), Some(_)) => Some(LookupGuard::new(rules.clone())),
             _ => None,
         };
         Dispatcher {
@@ -54,10 +55,7 @@ impl Dispatcher {
 
     /// The Twilio client, unless this is a dry run.
     pub fn twilio(&self) -> Option<&TwilioClient> {
-        match &self.backend {
-            Backend::Twilio(client) => Some(client),
-            Backend::DryRun(_) => None,
-        }
+        self.backend.twilio()
     }
 
     /// Runs one call and counts it. Every failure is a [`CallError`], whose text starts
@@ -65,6 +63,10 @@ impl Dispatcher {
     pub async fn call(&self, method: &str, params: &[Value]) -> Result<Value, CallError> {
         let (name, result) = match method {
             "sendOTP" => ("sendOTP", self.send_otp(params).await.map(Value::from)),
+            "confirmOTP" => (
+                "confirmOTP",
+                self.confirm_otp(params).await.map(Value::from),
+            ),
             "ping" => (
                 "ping",
                 expect_arity(method, params, 0).map(|()| "pong".into()),
@@ -76,7 +78,7 @@ impl Dispatcher {
             _ => (
                 "unknown",
                 Err(CallError::BadRequest(format!(
-                    "unknown method '{}' (known: sendOTP, ping, health)",
+                    "unknown method '{}' (known: sendOTP, confirmOTP, ping, health)",
                     method.chars().take(40).collect::<String>()
                 ))),
             ),
@@ -149,21 +151,102 @@ impl Dispatcher {
             });
         }
         let deadline = started + self.deadline;
-        if let (Some(guard), Backend::Twilio(client)) = (&self.lookup, &self.backend) {
+        if let (Some(guard), Some(client)) = (&self.lookup, self.twilio()) {
             guard.check(client, phone, deadline).await?;
         }
-        let body = self.templates.render(otp, context.locale);
-        let sms = Sms {
-            to: phone,
-            sender: &sender,
-            body: &body,
+        let channel = context.channel.unwrap_or_default();
+        let send = async {
+            match &self.backend {
+                Backend::Messages(client) => match channel {
+                    Channel::Sms => {
+                        let body = self.templates.render(otp, context.locale);
+                        let sms = Sms {
+                            to: phone,
+                            sender: &sender,
+                            body: &body,
+                        };
+                        client.send(&sms, deadline).await
+                    }
+                    Channel::Voice => Err(CallError::BadRequest(
+                        "the voice channel is not available in this mode".into(),
+                    )),
+                },
+                // Verify sends from the service's own sender: `sender` was only checked.
+                Backend::Verify(client, service) => {
+                    let verification = Verification {
+                        to: phone,
+                        code: otp,
+                        channel,
+                        locale: context.locale,
+                    };
+                    service.start(client, &verification, deadline).await
+                }
+                Backend::DryRun { sids, verify } => {
+                    Ok(sids.next(if *verify { "VE" } else { "SM" }))
+                }
+            }
         };
-        match tokio::time::timeout_at(deadline, self.backend.send(&sms, deadline)).await {
-            Ok(result) => result,
-            Err(_elapsed) => Err(CallError::Timeout {
-                deadline_ms: self.deadline.as_millis() as u64,
+        self.within(deadline, send).await
+    }
+
+    /// confirmOTP(phone or VE…): APM accepted the code; Verify mode reports the approval.
+    async fn confirm_otp(&self, params: &[Value]) -> Result<String, CallError> {
+        let started = Instant::now();
+        let target = match (params.len(), params.first()) {
+            (1, Some(Value::String(s))) => s.as_str().unwrap_or_default(),
+            _ => {
+                return Err(CallError::BadRequest(
+                    "confirmOTP takes 1 argument: the phone number or the VE… SID".into(),
+                ))
+            }
+        };
+        let shown = if validate::is_e164(target) {
+            mask_phone(target)
+        } else if validate::is_sid(target, "VE") {
+            target.to_owned()
+        } else {
+            return Err(CallError::BadRequest(
+                "confirmOTP needs an E.164 phone number or a VE… verification SID".into(),
+            ));
+        };
+        let result = match &self.backend {
+            Backend::Verify(client, service) => {
+                let deadline = started + self.deadline;
+                self.within(deadline, service.approve(client, target, deadline))
+                    .await
+            }
+            Backend::DryRun { sids, verify: true } => Ok(if target.starts_with("VE") {
+                target.to_owned()
+            } else {
+                sids.next("VE")
             }),
+            _ => Err(CallError::BadRequest(
+                "confirmOTP needs Verify mode (verify_service_sid)".into(),
+            )),
+        };
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        match &result {
+            Ok(sid) => {
+                tracing::info!(method = "confirmOTP", target = %shown, outcome = "approved", sid = %sid, latency_ms)
+            }
+            Err(e) => {
+                tracing::warn!(method = "confirmOTP", target = %shown, outcome = "error", reason = e.reason(), latency_ms)
+            }
         }
+        result
+    }
+
+    /// Bounds a call to Twilio by the caller's deadline.
+    async fn within(
+        &self,
+        deadline: Instant,
+        call: impl std::future::Future<Output = Result<String, CallError>>,
+    ) -> Result<String, CallError> {
+        tokio::time::timeout_at(deadline, call)
+            .await
+            .unwrap_or(Err(CallError::Timeout {
+                deadline_ms: self.deadline.as_millis() as u64,
+            }))
     }
 }
 

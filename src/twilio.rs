@@ -1,4 +1,4 @@
-//! The Twilio Messages client: one pooled HTTP client, built once, and the retry rules.
+//! The Twilio REST client: one pooled HTTP client, built once, the retry rules, and Messages.
 //!
 //! Creating a message is not idempotent, so a request is retried only when Twilio provably
 //! did not accept it: the connection failed before the request went out, or Twilio said
@@ -52,7 +52,7 @@ pub struct TwilioClient {
 
 /// What one HTTP attempt came to.
 enum Attempt {
-    Sent(String),
+    Accepted(Resource),
     /// Not accepted, safe to try again after the wait (Twilio's, if it named one).
     Retry {
         error: CallError,
@@ -61,9 +61,18 @@ enum Attempt {
     Failed(CallError),
 }
 
+/// The resource Twilio created or updated: a message, a verification, a call.
+#[derive(Debug)]
+pub struct Resource {
+    pub sid: String,
+    /// Twilio's status for it (`queued`, `pending`, `approved`…), when it said one.
+    pub status: Option<String>,
+}
+
 #[derive(Deserialize)]
 struct Created {
     sid: Option<String>,
+    status: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -102,11 +111,37 @@ impl TwilioClient {
     /// Sends one SMS and returns its SID. Retries stay inside `deadline`; the caller also
     /// bounds the whole call by it.
     pub async fn send(&self, sms: &Sms<'_>, deadline: Instant) -> Result<String, CallError> {
+        let (sender_field, sender) = match sms.sender {
+            Sender::From(from) => ("From", from.as_str()),
+            Sender::MessagingService(sid) => ("MessagingServiceSid", sid.as_str()),
+        };
+        // The serializer is not Send: finish it before the await.
+        let form = {
+            let mut form = form_urlencoded::Serializer::new(String::with_capacity(160));
+            form.append_pair("To", sms.to)
+                .append_pair(sender_field, sender)
+                .append_pair("Body", sms.body);
+            if let Some(v) = &self.validity_period {
+                form.append_pair("ValidityPeriod", v);
+            }
+            form.finish()
+        };
+        Ok(self.post(&self.messages_uri, form, deadline).await?.sid)
+    }
+
+    /// POSTs `form` to `uri` and reads the resource Twilio answers with, retrying only what
+    /// Twilio provably did not accept, within `deadline`.
+    pub async fn post(
+        &self,
+        uri: &Uri,
+        form: String,
+        deadline: Instant,
+    ) -> Result<Resource, CallError> {
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 1;
         loop {
-            let (error, wait) = match self.attempt(sms).await {
-                Attempt::Sent(sid) => return Ok(sid),
+            let (error, wait) = match self.attempt(uri, &form).await {
+                Attempt::Accepted(resource) => return Ok(resource),
                 Attempt::Failed(error) => return Err(error),
                 Attempt::Retry { error, wait } => (error, wait.unwrap_or(backoff)),
             };
@@ -126,30 +161,15 @@ impl TwilioClient {
         }
     }
 
-    async fn attempt(&self, sms: &Sms<'_>) -> Attempt {
-        let (sender_field, sender) = match sms.sender {
-            Sender::From(from) => ("From", from.as_str()),
-            Sender::MessagingService(sid) => ("MessagingServiceSid", sid.as_str()),
-        };
-        // The serializer is not Send: finish it before the await.
-        let form = {
-            let mut form = form_urlencoded::Serializer::new(String::with_capacity(160));
-            form.append_pair("To", sms.to)
-                .append_pair(sender_field, sender)
-                .append_pair("Body", sms.body);
-            if let Some(v) = &self.validity_period {
-                form.append_pair("ValidityPeriod", v);
-            }
-            form.finish()
-        };
+    async fn attempt(&self, uri: &Uri, form: &str) -> Attempt {
         let started = Instant::now();
         let sent = self
             .http
             .send(
                 Method::POST,
-                &self.messages_uri,
+                uri,
                 &self.authorization,
-                Some(form),
+                Some(form.to_owned()),
             )
             .await;
         match sent {
@@ -248,15 +268,16 @@ fn api_uri(settings: &Settings, rest: &[&str]) -> anyhow::Result<Uri> {
 fn interpret(answer: &Answer) -> Attempt {
     let (status, body) = (answer.status, answer.body.as_slice());
     if status.is_success() {
-        let sid = serde_json::from_slice::<Created>(body)
-            .ok()
-            .and_then(|c| c.sid);
-        return match sid {
-            Some(sid) if !sid.is_empty() && sid.bytes().all(|b| b.is_ascii_alphanumeric()) => {
-                Attempt::Sent(sid)
+        let created = serde_json::from_slice::<Created>(body).ok();
+        return match created {
+            Some(Created {
+                sid: Some(sid),
+                status,
+            }) if !sid.is_empty() && sid.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+                Attempt::Accepted(Resource { sid, status })
             }
             _ => Attempt::Failed(CallError::Internal(format!(
-                "Twilio answered HTTP {} without a message SID",
+                "Twilio answered HTTP {} without a SID",
                 status.as_u16()
             ))),
         };
@@ -269,14 +290,19 @@ fn interpret(answer: &Answer) -> Attempt {
             message: parsed
                 .and_then(|e| e.message)
                 .unwrap_or_else(|| format!("HTTP {}", status.as_u16())),
+            status: status.as_u16(),
         },
         None if status == StatusCode::TOO_MANY_REQUESTS => CallError::Twilio {
             code: TOO_MANY_REQUESTS,
             message: "Too Many Requests".into(),
+            status: status.as_u16(),
         },
         None => CallError::Unavailable(format!("Twilio answered HTTP {}", status.as_u16())),
     };
-    if status == StatusCode::TOO_MANY_REQUESTS || code == Some(TOO_MANY_REQUESTS) {
+    // A 429 with a code of its own (Verify's 60203, "max send attempts") would say the
+    // same thing again: only the plain "too many requests" is worth waiting for.
+    let plain_429 = status == StatusCode::TOO_MANY_REQUESTS && code.is_none();
+    if plain_429 || code == Some(TOO_MANY_REQUESTS) {
         Attempt::Retry {
             error,
             wait: retry_after(answer.headers.get(RETRY_AFTER)),
@@ -310,7 +336,7 @@ mod tests {
 
     fn error_of(a: Attempt) -> (CallError, bool) {
         match a {
-            Attempt::Sent(s) => panic!("unexpected success {s}"),
+            Attempt::Accepted(r) => panic!("unexpected success {}", r.sid),
             Attempt::Retry { error, .. } => (error, true),
             Attempt::Failed(error) => (error, false),
         }
@@ -323,7 +349,9 @@ mod tests {
             br#"{"sid":"SMabc","status":"queued"}"#,
             None,
         ));
-        assert!(matches!(ok, Attempt::Sent(s) if s == "SMabc"));
+        assert!(
+            matches!(ok, Attempt::Accepted(r) if r.sid == "SMabc" && r.status.as_deref() == Some("queued"))
+        );
         let (e, retry) = error_of(interpret(&answer(StatusCode::CREATED, b"{}", None)));
         assert_eq!((e.reason(), retry), ("internal", false));
     }
@@ -340,7 +368,7 @@ mod tests {
     }
 
     #[test]
-    fn only_429_and_20429_are_retried() {
+    fn only_plain_429_and_20429_are_retried() {
         let (_, retry) = error_of(interpret(&answer(
             StatusCode::TOO_MANY_REQUESTS,
             b"",
@@ -360,6 +388,12 @@ mod tests {
         )));
         assert!(!retry);
         assert_eq!(e.reason(), "unavailable");
+        let (_, retry) = error_of(interpret(&answer(
+            StatusCode::TOO_MANY_REQUESTS,
+            br#"{"code":60203,"message":"Max send attempts reached"}"#,
+            None,
+        )));
+        assert!(!retry);
         let (_, retry) = error_of(interpret(&answer(
             StatusCode::SERVICE_UNAVAILABLE,
             br#"{"code":20500}"#,

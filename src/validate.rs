@@ -74,6 +74,32 @@ pub fn sender(sender: &str) -> Result<Sender, CallError> {
     }
 }
 
+/// How the code reaches the user.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    #[default]
+    Sms,
+    /// A phone call that reads the code out.
+    Voice,
+}
+
+impl Channel {
+    pub fn name(self) -> &'static str {
+        match self {
+            Channel::Sms => "sms",
+            Channel::Voice => "voice",
+        }
+    }
+
+    /// Verify's name for it.
+    pub fn verify_name(self) -> &'static str {
+        match self {
+            Channel::Sms => "sms",
+            Channel::Voice => "call",
+        }
+    }
+}
+
 /// sendOTP's optional fourth argument: who is asking, as the iRule saw it.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Context<'a> {
@@ -81,16 +107,18 @@ pub struct Context<'a> {
     pub ip: Option<std::net::IpAddr>,
     pub user: Option<&'a str>,
     pub locale: Option<&'a str>,
+    /// The channel the caller asked for; absent means the configured one.
+    pub channel: Option<Channel>,
 }
 
-/// A map of `ip`, `user`, `locale` (strings; nil or empty means absent; other keys are left
-/// for later versions), or nil.
+/// A map of `ip`, `user`, `locale`, `channel` (strings; nil or empty means absent; other
+/// keys are left for later versions), or nil.
 pub fn context(value: Option<&rmpv::Value>) -> Result<Context<'_>, CallError> {
     let bad = |what: &str| Err(CallError::BadRequest(format!("context {what}")));
     let entries = match value {
         None | Some(rmpv::Value::Nil) => return Ok(Context::default()),
         Some(rmpv::Value::Map(entries)) => entries,
-        Some(_) => return bad("must be a map of ip, user and locale"),
+        Some(_) => return bad("must be a map of ip, user, locale and channel"),
     };
     let mut context = Context::default();
     for (key, value) in entries {
@@ -127,6 +155,13 @@ pub fn context(value: Option<&rmpv::Value>) -> Result<Context<'_>, CallError> {
                 context.locale = Some(text)
             }
             "locale" => return bad("locale must be a language tag like en-US"),
+            "channel" => {
+                context.channel = Some(match text {
+                    "sms" => Channel::Sms,
+                    "voice" | "call" => Channel::Voice,
+                    _ => return bad("channel must be sms or voice"),
+                })
+            }
             _ => {}
         }
     }
@@ -166,9 +201,11 @@ mod tests {
         let c = context(Some(&full)).unwrap();
         assert_eq!(c.ip, Some("10.1.2.3".parse().unwrap()));
         assert_eq!(
-            (c.user, c.locale),
-            (Some("alice@example.com"), Some("nl-NL"))
+            (c.user, c.locale, c.channel),
+            (Some("alice@example.com"), Some("nl-NL"), Some(Channel::Sms))
         );
+        let voice = map(vec![("channel", "call".into()), ("later", "x".into())]);
+        assert_eq!(context(Some(&voice)).unwrap().channel, Some(Channel::Voice));
         let empty = map(vec![("ip", "".into()), ("user", Value::Nil)]);
         assert_eq!(context(Some(&empty)).unwrap(), Context::default());
         assert_eq!(
@@ -183,6 +220,7 @@ mod tests {
             map(vec![("ip", 7.into())]),
             map(vec![("user", "a\nb".into())]),
             map(vec![("locale", "en US; drop".into())]),
+            map(vec![("channel", "fax".into())]),
             Value::Map(vec![(1.into(), "x".into())]),
         ] {
             assert!(context(Some(&bad)).is_err(), "{bad}");

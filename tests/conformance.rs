@@ -135,3 +135,64 @@ async fn lookup_requests_conform_to_twilios_openapi_spec() {
     }
     assert_eq!(sends(&twilio).await.len(), 2);
 }
+
+#[tokio::test]
+async fn verify_requests_conform_to_twilios_openapi_spec() {
+    let (_prism, verify) = start_prism("twilio_verify_v2.json", true);
+    let va = "VA0123456789abcdef0123456789abcdef";
+    let example = "VEaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+    // Prism really validates: no Channel, a Status outside the enum, a malformed service SID.
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let start = format!("{verify}/v2/Services/{va}/Verifications");
+    let post = |url: String, form: &'static [(&'static str, &'static str)]| {
+        http.post(url).basic_auth(AC, Some(TOKEN)).form(form).send()
+    };
+    let refused = post(start.clone(), &[("To", PHONE)]).await.unwrap();
+    assert_eq!(refused.status().as_u16(), 422);
+    let refused = post(format!("{start}/{PHONE}"), &[("Status", "done")])
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 422);
+    let wrong_service = format!("{verify}/v2/Services/VA123/Verifications");
+    let refused = post(wrong_service, &[("To", PHONE), ("Channel", "sms")])
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 422);
+
+    let options = |o: Options| {
+        o.args([
+            "--verify-service-sid".to_owned(),
+            va.to_owned(),
+            format!("--verify-api-url={verify}"),
+        ])
+    };
+    for daemon in [
+        Daemon::start(&verify, options(Options::default())),
+        Daemon::start(&verify, options(Options::api_key())),
+    ] {
+        let mut client = daemon.unix_client().await;
+        for ctx in [
+            context(&[]),
+            context(&[("locale", "pt_BR"), ("channel", "voice")]),
+        ] {
+            // The spec's example SID: Prism accepted the request as conforming.
+            assert_eq!(send_with(&mut client, PHONE, ctx).await, Ok(example.into()));
+        }
+        for target in [PHONE, example] {
+            // Prism answers with the spec's first example, a canceled verification: the
+            // request conformed (else 422), and the daemon does not call that approved.
+            let reply = client
+                .call("confirmOTP", vec![target.into()])
+                .await
+                .expect("answered");
+            assert_eq!(
+                reply,
+                Err(format!(
+                    "ERR internal: Twilio left verification {example} canceled, not approved"
+                )),
+                "{target}"
+            );
+        }
+    }
+}

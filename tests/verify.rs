@@ -1,0 +1,256 @@
+//! Verify mode: sendOTP starts a Twilio Verify verification that carries APM's code, and
+//! confirmOTP reports the approval, against a mock Verify API on loopback.
+
+mod common;
+
+use common::*;
+use wiremock::matchers::{body_string_contains, header_exists, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const VA: &str = "VA0123456789abcdef0123456789abcdef";
+const VE: &str = "VEfedcba9876543210fedcba9876543210";
+
+fn verifications_path() -> String {
+    format!("/v2/Services/{VA}/Verifications")
+}
+
+fn verification(status: &str) -> ResponseTemplate {
+    let code = if status == "pending" { 201 } else { 200 };
+    ResponseTemplate::new(code).set_body_json(serde_json::json!({
+        "sid": VE, "service_sid": VA, "account_sid": AC, "to": PHONE,
+        "channel": "sms", "status": status, "valid": status == "approved",
+    }))
+}
+
+/// A daemon in Verify mode whose Verify (and Messages) API is `twilio`.
+fn verify_daemon(twilio: &MockServer) -> Daemon {
+    Daemon::start(
+        &twilio.uri(),
+        Options::default().args([
+            "--verify-service-sid",
+            VA,
+            "--verify-api-url",
+            &twilio.uri(),
+        ]),
+    )
+}
+
+async fn confirm(daemon: &Daemon, target: &str) -> Result<rmpv::Value, String> {
+    daemon
+        .unix_client()
+        .await
+        .call("confirmOTP", vec![target.into()])
+        .await
+        .expect("answered")
+}
+
+#[tokio::test]
+async fn send_otp_starts_a_verification_with_apms_code_and_replies_its_sid() {
+    let twilio = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(verifications_path()))
+        .and(header_exists("authorization"))
+        .respond_with(verification("pending"))
+        .expect(3)
+        .mount(&twilio)
+        .await;
+    let daemon = verify_daemon(&twilio);
+
+    // The sender is checked but Verify sends from the service's own.
+    assert_eq!(daemon.send("ACME").await, Ok(VE.to_owned()));
+    let mut client = daemon.tcp_client().await;
+    let reply = send_with(
+        &mut client,
+        PHONE,
+        context(&[("locale", "pt_br"), ("channel", "voice")]),
+    )
+    .await;
+    assert_eq!(reply, Ok(VE.into()));
+    let reply = send_with(&mut client, PHONE, context(&[("locale", "nl-NL")])).await;
+    assert_eq!(reply, Ok(VE.into()));
+
+    let requests = sends(&twilio).await;
+    let fields: Vec<_> = requests.iter().map(form).collect();
+    let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        fields[0],
+        pairs(&[("To", PHONE), ("Channel", "sms"), ("CustomCode", OTP)])
+    );
+    assert_eq!(
+        fields[1],
+        pairs(&[
+            ("To", PHONE),
+            ("Channel", "call"),
+            ("CustomCode", OTP),
+            ("Locale", "pt-BR")
+        ])
+    );
+    assert_eq!(fields[2][3], ("Locale".to_owned(), "nl".to_owned()));
+    // No SMS went through Messages, and the code is nowhere in the log.
+    assert!(requests
+        .iter()
+        .all(|r| r.url.path() == verifications_path()));
+    let log = daemon.log();
+    assert!(!log.contains(OTP), "{log}");
+    assert!(log.contains(VE), "{log}");
+}
+
+#[tokio::test]
+async fn a_locale_verify_does_not_know_is_dropped_and_the_verification_sent_once() {
+    let twilio = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(verifications_path()))
+        .and(body_string_contains("Locale="))
+        .respond_with(twilio_error(
+            404,
+            20404,
+            "The requested resource was not found",
+        ))
+        .expect(1)
+        .mount(&twilio)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(verifications_path()))
+        .respond_with(verification("pending"))
+        .expect(1)
+        .mount(&twilio)
+        .await;
+    let daemon = verify_daemon(&twilio);
+    let mut client = daemon.unix_client().await;
+    let reply = send_with(&mut client, PHONE, context(&[("locale", "xx-YY")])).await;
+    assert_eq!(reply, Ok(VE.into()));
+}
+
+#[tokio::test]
+async fn verify_errors_reach_the_policy_as_err_replies() {
+    let twilio = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(verifications_path()))
+        .respond_with(twilio_error(429, 60203, "Max send attempts reached"))
+        .mount(&twilio)
+        .await;
+    let daemon = verify_daemon(&twilio);
+    let reply = daemon.send("ACME").await;
+    assert_eq!(
+        reply,
+        Err("ERR twilio 60203: Max send attempts reached".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn confirm_otp_approves_by_phone_or_sid() {
+    let twilio = MockServer::start().await;
+    for target in [PHONE, VE] {
+        Mock::given(method("POST"))
+            .and(path(format!("{}/{target}", verifications_path())))
+            .respond_with(verification("approved"))
+            .expect(1)
+            .mount(&twilio)
+            .await;
+    }
+    let daemon = verify_daemon(&twilio);
+
+    assert_eq!(confirm(&daemon, PHONE).await, Ok(VE.into()));
+    // The bundled client's confirm command, by SID.
+    let out = command()
+        .args(["confirm", VE, "--unix"])
+        .arg(&daemon.unix)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), VE);
+
+    for request in sends(&twilio).await {
+        assert_eq!(
+            form(&request),
+            vec![("Status".to_owned(), "approved".to_owned())]
+        );
+    }
+    let log = daemon.log();
+    assert!(
+        !log.contains(PHONE),
+        "the full number is never logged: {log}"
+    );
+}
+
+#[tokio::test]
+async fn confirm_otp_refuses_bad_targets_and_reports_what_twilio_says() {
+    let twilio = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(format!("{}/{PHONE}", verifications_path())))
+        .respond_with(twilio_error(
+            404,
+            20404,
+            "The requested resource was not found",
+        ))
+        .mount(&twilio)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("{}/{VE}", verifications_path())))
+        .respond_with(verification("canceled"))
+        .mount(&twilio)
+        .await;
+    let daemon = verify_daemon(&twilio);
+
+    assert_eq!(
+        confirm(&daemon, PHONE).await,
+        Err("ERR twilio 20404: The requested resource was not found".into())
+    );
+    let canceled = confirm(&daemon, VE).await.unwrap_err();
+    assert!(
+        canceled.starts_with("ERR internal: ") && canceled.contains("canceled"),
+        "{canceled}"
+    );
+    for bad in [
+        vec!["0612345678".into()],
+        vec![rmpv::Value::from(7)],
+        vec![OTP.into()],
+        vec![],
+    ] {
+        let reply = daemon
+            .unix_client()
+            .await
+            .call("confirmOTP", bad.clone())
+            .await
+            .expect("answered");
+        let error = reply.unwrap_err();
+        assert!(error.starts_with("ERR bad_request: "), "{bad:?}: {error}");
+    }
+    // Nothing went to Twilio for the refused ones.
+    assert_eq!(sends(&twilio).await.len(), 2);
+}
+
+#[tokio::test]
+async fn confirm_otp_needs_verify_mode_and_a_dry_run_answers_in_ve_sids() {
+    let twilio = twilio_answering(created(SID)).await;
+    let messages = Daemon::start(&twilio.uri(), Options::default());
+    let reply = confirm(&messages, PHONE).await.unwrap_err();
+    assert_eq!(
+        reply,
+        "ERR bad_request: confirmOTP needs Verify mode (verify_service_sid)"
+    );
+
+    let dry = Daemon::start(
+        &twilio.uri(),
+        Options::default().args(["--dry-run", "--verify-service-sid", VA]),
+    );
+    let sid = dry.send("ACME").await.unwrap();
+    assert!(sid.starts_with("VE") && sid.len() == 34, "{sid}");
+    assert_eq!(confirm(&dry, &sid).await, Ok(sid.as_str().into()));
+    assert!(sends(&twilio).await.is_empty());
+}
+
+#[test]
+fn a_bad_verify_service_sid_stops_the_start() {
+    let out = command()
+        .args(["check", "--verify-service-sid", "VA123"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("verify_service_sid"), "{stderr}");
+}
