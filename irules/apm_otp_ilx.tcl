@@ -6,6 +6,13 @@
 #     expr { [mcget {session.custom.twilio.status}] starts_with "SM" }
 # The status holds the Twilio message SID on success, or an "ERR <reason>: ..." string.
 #
+# Verify mode (the daemon runs with verify_service_sid): the status holds the verification
+# SID, so branch on  expr { [mcget {session.custom.twilio.status}] starts_with "VE" }
+# and add a second "iRule Event" agent, with the confirm agent id below, on the success
+# branch of "OTP Verify": it tells Twilio the user entered the right code (Fraud Guard learns
+# from it) and stores the daemon's reply in session.custom.twilio.confirm. That reply never
+# changes the policy's outcome: the user has already passed.
+#
 # Tcl 8.4 only (iRules): no dict, {*}, lassign, lrepeat, lreverse, apply, chan, try.
 
 when RULE_INIT {
@@ -22,10 +29,34 @@ when RULE_INIT {
     # The session variable with the user's language, passed on as the context's locale
     # ("" leaves it out). Check the name on your version.
     set static::otp_ilx_locale_var "session.ui.lang"
+    # Verify mode only: the agent id after a successful "OTP Verify" ("" for none).
+    set static::otp_ilx_confirm_agent_id "twilio_confirm"
 }
 
 when ACCESS_POLICY_AGENT_EVENT {
-    if { [ACCESS::policy agent_id] ne $static::otp_ilx_agent_id } {
+    set agent [ACCESS::policy agent_id]
+    if { $agent ne "" && $agent eq $static::otp_ilx_confirm_agent_id } {
+        # The VE... SID sendOTP stored names the verification; without one, the phone does.
+        set target [ACCESS::session data get "session.custom.twilio.status"]
+        if { ![regexp {^VE[0-9a-fA-F]{32}$} $target] } {
+            set target [ACCESS::session data get $static::otp_ilx_phone_var]
+        }
+        set reply ""
+        if { [catch {
+            set handle [ILX::init $static::otp_ilx_plugin $static::otp_ilx_extension]
+            set reply [ILX::call $handle -timeout $static::otp_ilx_timeout_ms confirmOTP $target]
+        } err] } {
+            set reply "ERR unavailable: ILX call failed: $err"
+        }
+        ACCESS::session data set "session.custom.twilio.confirm" $reply
+        if { [regexp {^VE[0-9a-fA-F]{32}$} $reply] } {
+            log local0.info "otp-sidecar: confirmed $reply"
+        } else {
+            log local0.warn "otp-sidecar: confirm failed: $reply"
+        }
+        return
+    }
+    if { $agent ne $static::otp_ilx_agent_id } {
         return
     }
     set otp [ACCESS::session data get "session.otp.assigned.val"]
@@ -70,11 +101,11 @@ when ACCESS_POLICY_AGENT_EVENT {
         set status "ERR unavailable: ILX call failed: $err"
     }
     # Only a real SID may open the success branch; anything unexpected becomes an ERR.
-    if { ![regexp {^SM[0-9a-fA-F]{32}$} $status] && ![string match "ERR *" $status] } {
+    if { ![regexp {^(SM|VE)[0-9a-fA-F]{32}$} $status] && ![string match "ERR *" $status] } {
         set status "ERR internal: unexpected reply from the ILX extension"
     }
     ACCESS::session data set "session.custom.twilio.status" $status
-    if { [string match "SM*" $status] } {
+    if { ![string match "ERR *" $status] } {
         log local0.info "otp-sidecar: user '$user' phone $masked: sent $status"
     } else {
         log local0.warn "otp-sidecar: user '$user' phone $masked: $status"

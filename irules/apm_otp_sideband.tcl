@@ -6,6 +6,13 @@
 #     expr { [mcget {session.custom.twilio.status}] starts_with "SM" }
 # The status holds the Twilio message SID on success, or an "ERR <reason>: ..." string.
 #
+# Verify mode (the daemon runs with verify_service_sid): the status holds the verification
+# SID, so branch on  expr { [mcget {session.custom.twilio.status}] starts_with "VE" }
+# and add a second "iRule Event" agent, with the confirm agent id below, on the success
+# branch of "OTP Verify": it tells Twilio the user entered the right code (Fraud Guard learns
+# from it) and stores the daemon's reply in session.custom.twilio.confirm. That reply never
+# changes the policy's outcome: the user has already passed.
+#
 # Tcl 8.4 only (iRules): no dict, {*}, lassign, lrepeat, lreverse, apply, chan, try,
 # binary encode/decode.
 
@@ -23,6 +30,8 @@ when RULE_INIT {
     # The session variable with the user's language, passed on as the context's locale
     # ("" leaves it out). Check the name on your version.
     set static::otp_sb_locale_var "session.ui.lang"
+    # Verify mode only: the agent id after a successful "OTP Verify" ("" for none).
+    set static::otp_sb_confirm_agent_id "twilio_confirm"
 }
 
 # ---- MessagePack, the subset MessagePack-RPC needs ----
@@ -53,9 +62,9 @@ proc mp_uint { n } {
     return [binary format cI 0xce $n]
 }
 
-# The request [0, msgid, "sendOTP", [otp, phone, sender, {ip, user, locale}]]: the context
-# map holds only the values that are not empty, and is left out when none is.
-proc mp_request { msgid otp phone sender ip user locale } {
+# sendOTP's params [otp, phone, sender, {ip, user, locale}]: the context map holds only the
+# values that are not empty, and is left out when none is.
+proc mp_send_params { otp phone sender ip user locale } {
     set context ""
     set n 0
     foreach {key value} [list ip $ip user $user locale $locale] {
@@ -66,11 +75,14 @@ proc mp_request { msgid otp phone sender ip user locale } {
     }
     set args "[call mp_str $otp][call mp_str $phone][call mp_str $sender]"
     if { $n > 0 } {
-        set params "[binary format c 0x94]$args[binary format c [expr {0x80 | $n}]]$context"
-    } else {
-        set params "[binary format c 0x93]$args"
+        return "[binary format c 0x94]$args[binary format c [expr {0x80 | $n}]]$context"
     }
-    return "[binary format cc 0x94 0][call mp_uint $msgid][call mp_str sendOTP]$params"
+    return "[binary format c 0x93]$args"
+}
+
+# The request [0, msgid, method, params], params already encoded.
+proc mp_request { msgid method params } {
+    return "[binary format cc 0x94 0][call mp_uint $msgid][call mp_str $method]$params"
 }
 
 # The item at byte offset pos of buf:
@@ -164,8 +176,8 @@ proc mp_reply { buf } {
 
 # ---- the exchange ----
 
-# Sends one sendOTP and returns the SID or an "ERR ..." string; never raises.
-proc otp_sideband_send { otp phone sender ip user locale } {
+# Makes one call (params encoded) and returns the SID or an "ERR ..." string; never raises.
+proc otp_sideband_call { method params } {
     set timeout $static::otp_sb_timeout_ms
     set deadline [expr {[clock clicks -milliseconds] + $timeout}]
     set msgid [expr {int(rand() * 2147483646) + 1}]
@@ -182,7 +194,7 @@ proc otp_sideband_send { otp phone sender ip user locale } {
     set status ""
     if { [catch {
         set sstat ""
-        send -timeout $timeout -status sstat $conn [call mp_request $msgid $otp $phone $sender $ip $user $locale]
+        send -timeout $timeout -status sstat $conn [call mp_request $msgid $method $params]
         if { $sstat ne "sent" } {
             set status "ERR unavailable: cannot send to otp-sidecar ($sstat)"
         }
@@ -230,7 +242,24 @@ proc otp_sideband_send { otp phone sender ip user locale } {
 }
 
 when ACCESS_POLICY_AGENT_EVENT {
-    if { [ACCESS::policy agent_id] ne $static::otp_sb_agent_id } {
+    set agent [ACCESS::policy agent_id]
+    if { $agent ne "" && $agent eq $static::otp_sb_confirm_agent_id } {
+        # The VE... SID sendOTP stored names the verification; without one, the phone does.
+        set target [ACCESS::session data get "session.custom.twilio.status"]
+        if { ![regexp {^VE[0-9a-fA-F]{32}$} $target] } {
+            set target [ACCESS::session data get $static::otp_sb_phone_var]
+        }
+        set params "[binary format c 0x91][call mp_str $target]"
+        set reply [call otp_sideband_call confirmOTP $params]
+        ACCESS::session data set "session.custom.twilio.confirm" $reply
+        if { [regexp {^VE[0-9a-fA-F]{32}$} $reply] } {
+            log local0.info "otp-sidecar: confirmed $reply"
+        } else {
+            log local0.warn "otp-sidecar: confirm failed: $reply"
+        }
+        return
+    }
+    if { $agent ne $static::otp_sb_agent_id } {
         return
     }
     set otp [ACCESS::session data get "session.otp.assigned.val"]
@@ -265,13 +294,14 @@ when ACCESS_POLICY_AGENT_EVENT {
     if { $static::otp_sb_locale_var ne "" } {
         set locale [ACCESS::session data get $static::otp_sb_locale_var]
     }
-    set status [call otp_sideband_send $otp $phone $sender $ip $user $locale]
+    set params [call mp_send_params $otp $phone $sender $ip $user $locale]
+    set status [call otp_sideband_call sendOTP $params]
     # Only a real SID may open the success branch; anything unexpected becomes an ERR.
-    if { ![regexp {^SM[0-9a-fA-F]{32}$} $status] && ![string match "ERR *" $status] } {
+    if { ![regexp {^(SM|VE)[0-9a-fA-F]{32}$} $status] && ![string match "ERR *" $status] } {
         set status "ERR internal: unexpected reply from otp-sidecar"
     }
     ACCESS::session data set "session.custom.twilio.status" $status
-    if { [string match "SM*" $status] } {
+    if { ![string match "ERR *" $status] } {
         log local0.info "otp-sidecar: user '$user' phone $masked: sent $status"
     } else {
         log local0.warn "otp-sidecar: user '$user' phone $masked: $status"

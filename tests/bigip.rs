@@ -21,6 +21,8 @@ fn assert_ran(out: std::process::Output, what: &str) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{what} failed:\n{stdout}\n{stderr}");
+    // The per-case lines, for --nocapture runs.
+    println!("{stdout}");
 }
 
 #[tokio::test]
@@ -47,6 +49,14 @@ async fn apm_irules_under_tclsh_against_the_real_daemon() {
         &twilio.uri(),
         Options::default().arg("--rate-limit-ip=2/1m"),
     );
+    let verify = Daemon::start(
+        &twilio.uri(),
+        Options::default().args([
+            "--dry-run",
+            "--verify-service-sid",
+            "VA0123456789abcdef0123456789abcdef",
+        ]),
+    );
     // Accepts connections (the kernel completes them) but never reads or answers.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let out = tokio::process::Command::new("tclsh")
@@ -56,6 +66,8 @@ async fn apm_irules_under_tclsh_against_the_real_daemon() {
         .env("OTP_SIDECAR_TCP", daemon.tcp.to_string())
         .env("DOWN_ADDR", dead_address().to_string())
         .env("SILENT_ADDR", silent.local_addr().unwrap().to_string())
+        .env("VERIFY_UNIX", &verify.unix)
+        .env("VERIFY_TCP", verify.tcp.to_string())
         .output()
         .await
         .expect("run tclsh");

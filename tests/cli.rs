@@ -156,6 +156,8 @@ fn help_explains_every_option() {
         "--template",
         "--webotp-domain",
         "--otp-lifetime-secs",
+        "--verify-service-sid",
+        "--verify-api-url",
         "--proxy",
         "--threads",
         "--config",
@@ -164,6 +166,13 @@ fn help_explains_every_option() {
         assert!(
             help.contains(needle),
             "{needle} missing from serve --help:\n{help}"
+        );
+    }
+    let top = text(&run(&["--help"]).stdout);
+    for command in ["serve", "send", "confirm", "ping", "check"] {
+        assert!(
+            top.contains(command),
+            "{command} missing from --help:\n{top}"
         );
     }
 }

@@ -132,7 +132,7 @@ async fn a_bad_context_is_refused_before_anything_is_sent() {
     let cases = [
         (
             Value::from("192.0.2.7"),
-            "ERR bad_request: context must be a map of ip, user and locale",
+            "ERR bad_request: context must be a map of ip, user, locale and channel",
         ),
         (
             context(&[("ip", "not an address")]),
@@ -141,6 +141,10 @@ async fn a_bad_context_is_refused_before_anything_is_sent() {
         (
             Value::Map(vec![("user".into(), 42.into())]),
             "ERR bad_request: context values must be strings",
+        ),
+        (
+            context(&[("channel", "fax")]),
+            "ERR bad_request: context channel must be sms or voice",
         ),
     ];
     for (ctx, want) in cases {

@@ -184,7 +184,7 @@ async fn notifications_get_no_reply_and_unknown_methods_and_bad_arguments_keep_t
     let calls: Vec<(Request, &str)> = vec![
         (
             request(1u32, "sendSMS", vec![]),
-            "ERR bad_request: unknown method 'sendSMS' (known: sendOTP, ping, health)",
+            "ERR bad_request: unknown method 'sendSMS' (known: sendOTP, confirmOTP, ping, health)",
         ),
         (
             request(2u32, "sendOTP", vec![OTP.into(), PHONE.into()]),

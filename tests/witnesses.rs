@@ -24,7 +24,7 @@ fn expected() -> Value {
         "ping": {"ok": "pong"},
         "send": {"ok": SID},
         "bad_phone": {"err": "ERR invalid_phone: phone must be E.164, like +14155550100"},
-        "unknown": {"err": "ERR bad_request: unknown method 'nope' (known: sendOTP, ping, health)"},
+        "unknown": {"err": "ERR bad_request: unknown method 'nope' (known: sendOTP, confirmOTP, ping, health)"},
     })
 }
 

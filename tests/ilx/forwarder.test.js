@@ -23,10 +23,10 @@ const { ILXServer } = require('f5-nodejs');
 const ilx = ILXServer.instances[0];
 
 /** Starts the daemon on socketPath; resolves once it says it is ready. */
-function startDaemon() {
+function startDaemon(extraArgs = []) {
   const child = spawn(process.env.OTP_SIDECAR_BIN, [
     'serve', '--unix', socketPath, '--twilio-api-url', process.env.TWILIO_MOCK_URL,
-    '--rate-limit-phone=off', '--rate-limit-global=off',
+    '--rate-limit-phone=off', '--rate-limit-global=off', ...extraArgs,
   ], {
     env: {
       PATH: process.env.PATH,
@@ -57,8 +57,9 @@ function fakeDaemon(name, answer) {
   return new Promise((resolve) => server.listen(p, () => resolve({ server, path: p })));
 }
 
-test('registers sendOTP with ILXServer and listens', () => {
+test('registers sendOTP and confirmOTP with ILXServer and listens', () => {
   assert.ok(ilx.methods.has('sendOTP'));
+  assert.ok(ilx.methods.has('confirmOTP'));
   assert.strictEqual(ilx.listening, true);
 });
 
@@ -116,6 +117,22 @@ test('the forwarder against the real daemon', async (t) => {
     daemon = await startDaemon();
     assert.strictEqual(await ilx.call('sendOTP', '918273', '+31612345678', 'ACME'), SID);
   });
+});
+
+test('Verify mode: sendOTP answers VE..., confirmOTP approves by SID or phone', async (t) => {
+  // A dry run in Verify mode makes up VE... SIDs; a Messages daemon refuses confirmOTP.
+  let daemon = await startDaemon(['--dry-run', '--verify-service-sid',
+    'VA0123456789abcdef0123456789abcdef']);
+  t.after(async () => { forwarderModule.forwarder.close(); if (daemon) await stopDaemon(daemon); });
+  const ve = await ilx.call('sendOTP', '918273', '+31612345678', 'ACME');
+  assert.match(ve, /^VE[0-9a-f]{32}$/);
+  assert.strictEqual(await ilx.call('confirmOTP', ve), ve);
+  assert.match(await ilx.call('confirmOTP', '+31612345678'), /^VE[0-9a-f]{32}$/);
+  assert.match(await ilx.call('confirmOTP', 'nonsense'), /^ERR bad_request: /);
+  assert.match(await ilx.call('confirmOTP'), /^ERR bad_request: /);
+  await stopDaemon(daemon);
+  daemon = await startDaemon();
+  assert.match(await ilx.call('confirmOTP', ve), /^ERR bad_request: confirmOTP needs Verify mode/);
 });
 
 test('closes its own idle connection, before the daemon would, and reconnects', async () => {

@@ -7,6 +7,7 @@
 #   OTP_SIDECAR_UNIX  the daemon's Unix socket      OTP_SIDECAR_TCP  its TCP address
 #   DOWN_ADDR         an address where nothing listens
 #   SILENT_ADDR       an address that accepts connections and never answers
+#   VERIFY_UNIX, VERIFY_TCP   a second daemon, a dry run in Verify mode (VE... SIDs)
 # Mock Twilio: every number succeeds but +31600000000 (21211).
 
 set here [file dirname [file normalize [info script]]]
@@ -25,8 +26,9 @@ set tcl85 {dict lassign lrepeat lreverse apply chan try lmap tailcall coroutine 
 # ---- state the stand-ins share with the test ----
 proc reset { args } {
     global session logs ilx_calls agent connect_raises piece ilx_down recv_timeouts client_addr
-    global addresses
+    global addresses daemon_unix
     array unset session
+    set daemon_unix $::env(OTP_SIDECAR_UNIX)
     # A new end-user address per case: the daemon limits each to two sends a minute.
     incr addresses
     set client_addr "192.0.2.$addresses%1"
@@ -56,13 +58,17 @@ proc st_ilx_call { handle argv } {
     lappend ::ilx_calls [concat [list $handle] $argv]
     if { $::ilx_down } { error "ILX::call: extension otp_sidecar_forwarder is not running" }
     if { [lindex $argv 0] ne "-timeout" } { error "ILX::call without -timeout" }
-    # As the forwarder does: otp, phone, sender, then ip, user and locale for the context.
-    set params [lrange $argv 3 5]
-    foreach flag {--ip --user --locale} value [lrange $argv 6 8] {
-        if { $value ne "" } { lappend params $flag=$value }
+    if { [lindex $argv 2] eq "confirmOTP" } {
+        set params [list confirm [lindex $argv 3]]
+    } else {
+        # As the forwarder does: otp, phone, sender, then ip, user and locale for the context.
+        set params [concat send [lrange $argv 3 5]]
+        foreach flag {--ip --user --locale} value [lrange $argv 6 8] {
+            if { $value ne "" } { lappend params $flag=$value }
+        }
     }
-    set out [exec sh -c {"$0" send "$@" --unix "$OTP_SIDECAR_UNIX"; echo "exit=$?"} \
-        $::env(OTP_SIDECAR_BIN) {*}$params]
+    set out [exec sh -c {"$0" "$@"; echo "exit=$?"} \
+        $::env(OTP_SIDECAR_BIN) {*}$params --unix $::daemon_unix]
     set lines [split $out "\n"]
     if { [lindex $lines end] eq "exit=2" } { error "ILX::call: no answer" }
     return [join [lrange $lines 0 end-1] "\n"]
@@ -228,6 +234,45 @@ check "ilx: another agent id: nothing happens" {
     expect calls [llength $ilx_calls] 0
 }
 
+set VE_RE {^VE[0-9a-f]{32}$}
+
+check "ilx: Verify mode: the VE SID is stored and confirmed after OTP Verify" {
+    reset {*}[session_for $PHONE]
+    set daemon_unix $env(VERIFY_UNIX)
+    set i [load_rule $ilx_rule {}]
+    fire $i ACCESS_POLICY_AGENT_EVENT
+    set ve [status]
+    if { ![regexp $VE_RE $ve] } { error "status {$ve} is not a VE SID" }
+    set agent twilio_confirm
+    fire $i ACCESS_POLICY_AGENT_EVENT
+    expect confirm [st_session_get session.custom.twilio.confirm] $ve
+    expect call [lindex $ilx_calls 1] [list ilx:otp_sidecar_plugin/otp_sidecar_forwarder -timeout 3000 confirmOTP $ve]
+    expect log [lindex $logs end] "local0.info *confirmed $ve"
+    logs_clean
+}
+
+check "ilx: confirm without a VE status names the phone" {
+    reset {*}[session_for $PHONE]
+    set daemon_unix $env(VERIFY_UNIX)
+    set agent twilio_confirm
+    set i [load_rule $ilx_rule {}]
+    fire $i ACCESS_POLICY_AGENT_EVENT
+    expect target [lindex [lindex $ilx_calls 0] 4] $PHONE
+    if { ![regexp $VE_RE [st_session_get session.custom.twilio.confirm]] } { error "not confirmed" }
+    logs_clean
+}
+
+check "ilx: confirm against a daemon not in Verify mode: ERR stored and logged" {
+    reset {*}[session_for $PHONE]
+    set agent twilio_confirm
+    set i [load_rule $ilx_rule {}]
+    fire $i ACCESS_POLICY_AGENT_EVENT
+    expect confirm [st_session_get session.custom.twilio.confirm] "ERR bad_request: confirmOTP needs Verify mode*"
+    expect status [status] ""
+    expect log [lindex $logs 0] "local0.warn *confirm failed*"
+    logs_clean
+}
+
 # ---- the sideband iRule ----
 set sb_rule apm_otp_sideband.tcl
 
@@ -303,14 +348,40 @@ check "sideband: a silent daemon: ERR timeout at the configured limit" {
     if { [clock milliseconds] - $started > 2500 } { error "took too long" }
 }
 
+check "sideband: Verify mode: the VE SID is stored and confirmed after OTP Verify" {
+    reset {*}[session_for $PHONE]
+    set i [load_rule $sb_rule [list otp_sb_dest $env(VERIFY_TCP)]]
+    fire $i ACCESS_POLICY_AGENT_EVENT
+    set ve [status]
+    if { ![regexp $VE_RE $ve] } { error "status {$ve} is not a VE SID" }
+    set agent twilio_confirm
+    fire $i ACCESS_POLICY_AGENT_EVENT
+    expect confirm [st_session_get session.custom.twilio.confirm] $ve
+    expect log [lindex $logs end] "local0.info *confirmed $ve"
+    # Without a VE status the phone is named, and the daemon confirms by it.
+    st_session_set session.custom.twilio.status ""
+    fire $i ACCESS_POLICY_AGENT_EVENT
+    if { ![regexp $VE_RE [st_session_get session.custom.twilio.confirm]] } { error "not confirmed" }
+    logs_clean
+}
+
+check "sideband: confirm against a daemon not in Verify mode: ERR stored" {
+    reset {*}[session_for $PHONE]
+    set agent twilio_confirm
+    set i [load_rule $sb_rule [list otp_sb_dest $env(OTP_SIDECAR_TCP)]]
+    fire $i ACCESS_POLICY_AGENT_EVENT
+    expect confirm [st_session_get session.custom.twilio.confirm] "ERR bad_request: confirmOTP needs Verify mode*"
+    expect log [lindex $logs 0] "local0.warn *confirm failed*"
+}
+
 check "sideband: the request bytes" {
     reset
     set i [load_rule $sb_rule {}]
-    set bytes [$i eval {call mp_request 300 1234 +1 AB "" "" ""}]
+    set bytes [$i eval {call mp_request 300 sendOTP [call mp_send_params 1234 +1 AB "" "" ""]}]
     binary scan $bytes H* hex
     expect bytes $hex "9400cd012ca773656e644f545093a431323334a22b31a24142"
     # With a context: a fourth param, a map of only the values given.
-    set bytes [$i eval {call mp_request 1 1234 +1 AB 10.0.0.1 "" en}]
+    set bytes [$i eval {call mp_request 1 sendOTP [call mp_send_params 1234 +1 AB 10.0.0.1 "" en]}]
     binary scan $bytes H* hex
     expect bytes $hex "940001a773656e644f545094a431323334a22b31a2414282a26970a831302e302e302e31a66c6f63616c65a2656e"
 }

@@ -1,4 +1,4 @@
-// iRulesLX extension: relays ILX::call sendOTP to the otp-sidecar daemon's Unix socket as
+// iRulesLX extension: relays ILX::call sendOTP (and, in Verify mode, confirmOTP) to the otp-sidecar daemon's Unix socket as
 // MessagePack-RPC. No npm dependencies besides the appliance's own f5-nodejs: the encoder and
 // decoder below cover exactly the types the daemon speaks.
 //
@@ -234,6 +234,11 @@ function register(ilx, forwarder) {
   ilx.addMethod('sendOTP', (req, res) => {
     const params = sendOtpParams(req.params().map((p) => String(p)));
     forwarder.call('sendOTP', params).then((reply) => res.reply(reply));
+  });
+  // Verify mode: the phone number or VE... SID whose code APM accepted.
+  ilx.addMethod('confirmOTP', (req, res) => {
+    const target = req.params().map((p) => String(p))[0] || '';
+    forwarder.call('confirmOTP', [target]).then((reply) => res.reply(reply));
   });
 }
 
