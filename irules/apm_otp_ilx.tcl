@@ -5,6 +5,10 @@
 # id below, then branch on:
 #     expr { [mcget {session.custom.twilio.status}] starts_with "SM" }
 # The status holds the Twilio message SID on success, or an "ERR <reason>: ..." string.
+# When the daemon may place voice calls (channel "voice", or voice_fallback), a call's SID
+# starts with "CA": branch on
+#     expr { [mcget {session.custom.twilio.status}] starts_with "SM" ||
+#            [mcget {session.custom.twilio.status}] starts_with "CA" }
 #
 # Verify mode (the daemon runs with verify_service_sid): the status holds the verification
 # SID, so branch on  expr { [mcget {session.custom.twilio.status}] starts_with "VE" }
@@ -29,6 +33,9 @@ when RULE_INIT {
     # The session variable with the user's language, passed on as the context's locale
     # ("" leaves it out). Check the name on your version.
     set static::otp_ilx_locale_var "session.ui.lang"
+    # A session variable holding "sms" or "voice" (say, from a logon page choice), passed on
+    # as the context's channel ("" leaves it out: the daemon's configured channel).
+    set static::otp_ilx_channel_var ""
     # Verify mode only: the agent id after a successful "OTP Verify" ("" for none).
     set static::otp_ilx_confirm_agent_id "twilio_confirm"
 }
@@ -84,24 +91,28 @@ when ACCESS_POLICY_AGENT_EVENT {
         return
     }
 
-    # Who is asking, for the daemon's rate limits: the end user's address and name. The
-    # forwarder turns these three into sendOTP's context map.
+    # Who is asking, for the daemon's rate limits: the end user's address and name; the
+    # language and channel. The forwarder turns these four into sendOTP's context map.
     set ip ""
     catch { set ip [IP::client_addr] }
     set locale ""
     if { $static::otp_ilx_locale_var ne "" } {
         set locale [ACCESS::session data get $static::otp_ilx_locale_var]
     }
+    set channel ""
+    if { $static::otp_ilx_channel_var ne "" } {
+        set channel [ACCESS::session data get $static::otp_ilx_channel_var]
+    }
     set status ""
     if { [catch {
         set handle [ILX::init $static::otp_ilx_plugin $static::otp_ilx_extension]
         set status [ILX::call $handle -timeout $static::otp_ilx_timeout_ms sendOTP \
-            $otp $phone $sender $ip $user $locale]
+            $otp $phone $sender $ip $user $locale $channel]
     } err] } {
         set status "ERR unavailable: ILX call failed: $err"
     }
     # Only a real SID may open the success branch; anything unexpected becomes an ERR.
-    if { ![regexp {^(SM|VE)[0-9a-fA-F]{32}$} $status] && ![string match "ERR *" $status] } {
+    if { ![regexp {^(SM|VE|CA)[0-9a-fA-F]{32}$} $status] && ![string match "ERR *" $status] } {
         set status "ERR internal: unexpected reply from the ILX extension"
     }
     ACCESS::session data set "session.custom.twilio.status" $status

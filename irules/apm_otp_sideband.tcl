@@ -5,6 +5,10 @@
 # "iRule Event" agent whose ID is the agent id below, then branch on:
 #     expr { [mcget {session.custom.twilio.status}] starts_with "SM" }
 # The status holds the Twilio message SID on success, or an "ERR <reason>: ..." string.
+# When the daemon may place voice calls (channel "voice", or voice_fallback), a call's SID
+# starts with "CA": branch on
+#     expr { [mcget {session.custom.twilio.status}] starts_with "SM" ||
+#            [mcget {session.custom.twilio.status}] starts_with "CA" }
 #
 # Verify mode (the daemon runs with verify_service_sid): the status holds the verification
 # SID, so branch on  expr { [mcget {session.custom.twilio.status}] starts_with "VE" }
@@ -30,6 +34,9 @@ when RULE_INIT {
     # The session variable with the user's language, passed on as the context's locale
     # ("" leaves it out). Check the name on your version.
     set static::otp_sb_locale_var "session.ui.lang"
+    # A session variable holding "sms" or "voice" (say, from a logon page choice), passed on
+    # as the context's channel ("" leaves it out: the daemon's configured channel).
+    set static::otp_sb_channel_var ""
     # Verify mode only: the agent id after a successful "OTP Verify" ("" for none).
     set static::otp_sb_confirm_agent_id "twilio_confirm"
 }
@@ -62,12 +69,12 @@ proc mp_uint { n } {
     return [binary format cI 0xce $n]
 }
 
-# sendOTP's params [otp, phone, sender, {ip, user, locale}]: the context map holds only the
-# values that are not empty, and is left out when none is.
-proc mp_send_params { otp phone sender ip user locale } {
+# sendOTP's params [otp, phone, sender, {ip, user, locale, channel}]: the context map holds
+# only the values that are not empty, and is left out when none is.
+proc mp_send_params { otp phone sender ip user locale channel } {
     set context ""
     set n 0
-    foreach {key value} [list ip $ip user $user locale $locale] {
+    foreach {key value} [list ip $ip user $user locale $locale channel $channel] {
         if { $value ne "" } {
             append context "[call mp_str $key][call mp_str $value]"
             incr n
@@ -294,10 +301,14 @@ when ACCESS_POLICY_AGENT_EVENT {
     if { $static::otp_sb_locale_var ne "" } {
         set locale [ACCESS::session data get $static::otp_sb_locale_var]
     }
-    set params [call mp_send_params $otp $phone $sender $ip $user $locale]
+    set channel ""
+    if { $static::otp_sb_channel_var ne "" } {
+        set channel [ACCESS::session data get $static::otp_sb_channel_var]
+    }
+    set params [call mp_send_params $otp $phone $sender $ip $user $locale $channel]
     set status [call otp_sideband_call sendOTP $params]
     # Only a real SID may open the success branch; anything unexpected becomes an ERR.
-    if { ![regexp {^(SM|VE)[0-9a-fA-F]{32}$} $status] && ![string match "ERR *" $status] } {
+    if { ![regexp {^(SM|VE|CA)[0-9a-fA-F]{32}$} $status] && ![string match "ERR *" $status] } {
         set status "ERR internal: unexpected reply from otp-sidecar"
     }
     ACCESS::session data set "session.custom.twilio.status" $status

@@ -17,7 +17,9 @@ use crate::geo::{regions, GeoRules};
 use crate::lookup::{read_carriers, LookupRules, DEFAULT_BLOCKED_LINE_TYPES};
 use crate::ratelimit::{Rate, RateLimits};
 use crate::template::{normalize_locale, Templates, DEFAULT_TEMPLATE};
+use crate::validate::Channel;
 use crate::verify::{VerifyService, DEFAULT_VERIFY_URL};
+use crate::voice::{VoiceSettings, DEFAULT_VOICE_LANGUAGE, DEFAULT_VOICE_TEMPLATE};
 
 pub const DEFAULT_UNIX: &str = "/run/otp-sidecar/otp.sock";
 pub const DEFAULT_API_URL: &str = "https://api.twilio.com";
@@ -206,6 +208,29 @@ pub struct ServeArgs {
     #[arg(long, env = "OTP_SIDECAR_LOOKUP_FAILURE", value_name = "POLICY")]
     pub lookup_failure: Option<String>,
 
+    /// How codes go out unless the caller's context.channel says otherwise: sms or voice (a
+    /// call that reads the code out). [default: sms]
+    #[arg(long, env = "OTP_SIDECAR_CHANNEL", value_name = "CHANNEL")]
+    pub channel: Option<String>,
+
+    /// Caller ID (E.164) for voice calls. [default: the sendOTP sender, when it is a number]
+    #[arg(long, env = "OTP_SIDECAR_VOICE_FROM", value_name = "NUMBER")]
+    pub voice_from: Option<String>,
+
+    /// Language the code is read in (TwiML <Say language>). [default: en-US]
+    #[arg(long, env = "OTP_SIDECAR_VOICE_LANGUAGE", value_name = "TAG")]
+    pub voice_language: Option<String>,
+
+    /// What a call says, twice; {digits} is the code, one character at a time.
+    /// [default: "Your code is {digits}."]
+    #[arg(long, env = "OTP_SIDECAR_VOICE_TEMPLATE", value_name = "TEXT")]
+    pub voice_template: Option<String>,
+
+    /// Call instead when Lookup says the number is a landline, or when Twilio refuses the
+    /// SMS with 21614, 21408 or 21612 (nothing was sent).
+    #[arg(long, env = "OTP_SIDECAR_VOICE_FALLBACK")]
+    pub voice_fallback: bool,
+
     /// Send through this Twilio Verify service (VA…) instead of Messages: APM's code goes out
     /// as the verification's CustomCode, sendOTP answers VE…, and confirmOTP reports success.
     #[arg(long, env = "OTP_SIDECAR_VERIFY_SERVICE_SID", value_name = "SID")]
@@ -281,6 +306,11 @@ pub struct FileConfig {
     pub lookup_failure: Option<String>,
     pub verify_service_sid: Option<String>,
     pub verify_api_url: Option<String>,
+    pub channel: Option<String>,
+    pub voice_from: Option<String>,
+    pub voice_language: Option<String>,
+    pub voice_template: Option<String>,
+    pub voice_fallback: Option<bool>,
     #[serde(default)]
     pub credentials: CredentialFiles,
 }
@@ -340,6 +370,9 @@ pub struct Settings {
     pub lookup_api_url: Url,
     /// Verify mode, when set.
     pub verify: Option<VerifyService>,
+    /// The channel when the caller names none.
+    pub channel: Channel,
+    pub voice: VoiceSettings,
     /// `None` only in dry-run mode.
     pub credentials: Option<Credentials>,
 }
@@ -600,6 +633,27 @@ impl Settings {
             None => None,
         };
 
+        let channel = match args.channel.clone().or(file.channel).as_deref() {
+            None | Some("sms") => Channel::Sms,
+            Some("voice") => Channel::Voice,
+            Some(other) => bail!("channel must be \"sms\" or \"voice\", not {other:?}"),
+        };
+        let voice = VoiceSettings {
+            from: args.voice_from.clone().or(file.voice_from),
+            language: args
+                .voice_language
+                .clone()
+                .or(file.voice_language)
+                .unwrap_or_else(|| DEFAULT_VOICE_LANGUAGE.into()),
+            template: args
+                .voice_template
+                .clone()
+                .or(file.voice_template)
+                .unwrap_or_else(|| DEFAULT_VOICE_TEMPLATE.into()),
+            fallback: args.voice_fallback || file.voice_fallback.unwrap_or(false),
+        };
+        voice.validate()?;
+
         let credentials = Sources {
             env,
             files: &file.credentials,
@@ -639,6 +693,8 @@ impl Settings {
             lookup,
             lookup_api_url,
             verify,
+            channel,
+            voice,
             credentials,
         })
     }

@@ -24,3 +24,4 @@ pub mod template;
 pub mod twilio;
 pub mod validate;
 pub mod verify;
+pub mod voice;

@@ -64,14 +64,15 @@ impl LookupGuard {
         }
     }
 
-    /// Looks the number up (or takes the cached answer) and applies the rules. Lookup gets at
-    /// most half of the time left before `deadline`, so the send keeps the other half.
+    /// Looks the number up (or takes the cached answer) and applies the rules; says the line
+    /// type when Lookup told it. Lookup gets at most half of the time left before `deadline`,
+    /// so the send keeps the other half.
     pub async fn check(
         &self,
         client: &TwilioClient,
         phone: &str,
         deadline: Instant,
-    ) -> Result<(), CallError> {
+    ) -> Result<Option<String>, CallError> {
         let key = self.hasher.hash_one(phone);
         let cached = self.cache.lock().ok().and_then(|cache| {
             cache
@@ -100,12 +101,13 @@ impl LookupGuard {
                     }
                     Err(why) => {
                         METRICS.count_lookup("failed");
-                        return self.on_failure(&why);
+                        return self.on_failure(&why).map(|()| None);
                     }
                 }
             }
         };
-        self.verdict(&info)
+        self.verdict(&info)?;
+        Ok(info.line_type)
     }
 
     fn on_failure(&self, why: &str) -> Result<(), CallError> {

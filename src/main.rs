@@ -225,6 +225,14 @@ fn check(args: &ServeArgs) -> Result<()> {
             if l.fail_open { "open" } else { "closed" }
         ))
     );
+    let voice = &settings.voice;
+    println!(
+        "  channel:      {} (calls from {}, in {}, fallback to a call {})",
+        settings.channel.name(),
+        voice.from.as_deref().unwrap_or("the sender"),
+        voice.language,
+        if voice.fallback { "on" } else { "off" }
+    );
     match &settings.verify {
         // Verify writes the text itself, from the service's template.
         Some(service) => println!(

@@ -17,6 +17,7 @@ use crate::template::Templates;
 use crate::twilio::{Sms, TwilioClient};
 use crate::validate::{self, mask_phone, Channel};
 use crate::verify::Verification;
+use crate::voice::{self, VoiceSettings};
 
 pub struct Dispatcher {
     backend: Backend,
@@ -25,7 +26,21 @@ pub struct Dispatcher {
     lookup: Option<LookupGuard>,
     limiter: Arc<RateLimiter>,
     templates: Templates,
+    /// The channel when the caller names none.
+    channel: Channel,
+    voice: VoiceSettings,
     deadline: std::time::Duration,
+}
+
+/// One code on its way, checked.
+struct Delivery<'a> {
+    to: &'a str,
+    code: &'a str,
+    sender: &'a validate::Sender,
+    locale: Option<&'a str>,
+    channel: Channel,
+    /// What Lookup said the number is, when it was asked.
+    line_type: Option<String>,
 }
 
 impl Dispatcher {
@@ -41,6 +56,8 @@ impl Dispatcher {
             lookup,
             limiter,
             templates: settings.templates.clone(),
+            channel: settings.channel,
+            voice: settings.voice.clone(),
             deadline: settings.deadline,
         }
     }
@@ -151,42 +168,87 @@ impl Dispatcher {
             });
         }
         let deadline = started + self.deadline;
-        if let (Some(guard), Some(client)) = (&self.lookup, self.twilio()) {
-            guard.check(client, phone, deadline).await?;
-        }
-        let channel = context.channel.unwrap_or_default();
+        let line_type = match (&self.lookup, self.twilio()) {
+            (Some(guard), Some(client)) => guard.check(client, phone, deadline).await?,
+            _ => None,
+        };
+        let delivery = Delivery {
+            to: phone,
+            code: otp,
+            sender: &sender,
+            locale: context.locale,
+            channel: context.channel.unwrap_or(self.channel),
+            line_type,
+        };
         let send = async {
             match &self.backend {
-                Backend::Messages(client) => match channel {
-                    Channel::Sms => {
-                        let body = self.templates.render(otp, context.locale);
-                        let sms = Sms {
-                            to: phone,
-                            sender: &sender,
-                            body: &body,
-                        };
-                        client.send(&sms, deadline).await
-                    }
-                    Channel::Voice => Err(CallError::BadRequest(
-                        "the voice channel is not available in this mode".into(),
-                    )),
-                },
+                Backend::Messages(client) => self.send_message(client, &delivery, deadline).await,
                 // Verify sends from the service's own sender: `sender` was only checked.
                 Backend::Verify(client, service) => {
                     let verification = Verification {
                         to: phone,
                         code: otp,
-                        channel,
+                        channel: delivery.channel,
                         locale: context.locale,
                     };
                     service.start(client, &verification, deadline).await
                 }
                 Backend::DryRun { sids, verify } => {
-                    Ok(sids.next(if *verify { "VE" } else { "SM" }))
+                    Ok(sids.next(match (verify, delivery.channel) {
+                        (true, _) => "VE",
+                        (false, Channel::Voice) => "CA",
+                        (false, Channel::Sms) => "SM",
+                    }))
                 }
             }
         };
         self.within(deadline, send).await
+    }
+
+    /// Programmable Messaging: an SMS, or a call when the caller asked for one, when Lookup
+    /// says the number is a landline, or when Twilio refused the SMS in a way a call can get
+    /// past (the last two only with `voice_fallback`).
+    async fn send_message(
+        &self,
+        client: &TwilioClient,
+        delivery: &Delivery<'_>,
+        deadline: Instant,
+    ) -> Result<String, CallError> {
+        let fallback = self.voice.fallback && self.voice.can_call(delivery.sender);
+        let landline = delivery.line_type.as_deref() == Some("landline");
+        if delivery.channel == Channel::Voice || (fallback && landline) {
+            return self.place_call(client, delivery, deadline).await;
+        }
+        let body = self.templates.render(delivery.code, delivery.locale);
+        let sms = Sms {
+            to: delivery.to,
+            sender: delivery.sender,
+            body: &body,
+        };
+        match client.send(&sms, deadline).await {
+            Err(refused) if fallback && voice::can_fix(&refused) => {
+                tracing::info!(reason = %refused, "Twilio refused the SMS; calling instead");
+                self.place_call(client, delivery, deadline).await
+            }
+            sent => sent,
+        }
+    }
+
+    async fn place_call(
+        &self,
+        client: &TwilioClient,
+        delivery: &Delivery<'_>,
+        deadline: Instant,
+    ) -> Result<String, CallError> {
+        self.voice
+            .call(
+                client,
+                delivery.to,
+                delivery.sender,
+                delivery.code,
+                deadline,
+            )
+            .await
     }
 
     /// confirmOTP(phone or VE…): APM accepted the code; Verify mode reports the approval.

@@ -42,6 +42,7 @@ pub struct Sms<'a> {
 pub struct TwilioClient {
     http: HttpClient,
     messages_uri: Uri,
+    calls_uri: Uri,
     /// The account resource: a cheap authenticated GET that opens and keeps the connection.
     account_uri: Uri,
     /// Lookup v2's base, `https://lookups.twilio.com`.
@@ -90,6 +91,7 @@ impl TwilioClient {
         })?;
         let account = format!("{}.json", credentials.account_sid);
         let messages_uri = api_uri(settings, &[&credentials.account_sid, "Messages.json"])?;
+        let calls_uri = api_uri(settings, &[&credentials.account_sid, "Calls.json"])?;
         let account_uri = api_uri(settings, &[&account])?;
 
         let (user, password) = credentials.basic();
@@ -101,6 +103,7 @@ impl TwilioClient {
         Ok(TwilioClient {
             http,
             messages_uri,
+            calls_uri,
             account_uri,
             lookup_url: settings.lookup_api_url.clone(),
             authorization,
@@ -127,6 +130,11 @@ impl TwilioClient {
             form.finish()
         };
         Ok(self.post(&self.messages_uri, form, deadline).await?.sid)
+    }
+
+    /// The Calls resource, `…/Accounts/{AC}/Calls.json`.
+    pub fn calls_uri(&self) -> &Uri {
+        &self.calls_uri
     }
 
     /// POSTs `form` to `uri` and reads the resource Twilio answers with, retrying only what

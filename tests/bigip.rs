@@ -4,17 +4,25 @@
 mod common;
 
 use common::*;
-use wiremock::matchers::{body_string_contains, method};
+use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, MockServer};
 
-/// Twilio: 201 for every number but +31600000000, which Twilio calls invalid (21211).
+/// Twilio: 201 for every number but +31600000000, which Twilio calls invalid (21211); a
+/// call's SID for calls.
 async fn twilio() -> MockServer {
-    twilio_except(
+    let server = twilio_except(
         Mock::given(method("POST"))
             .and(body_string_contains("To=%2B31600000000"))
             .respond_with(twilio_error(400, 21211, "Invalid 'To' Phone Number")),
     )
-    .await
+    .await;
+    Mock::given(method("POST"))
+        .and(path(format!("/2010-04-01/Accounts/{AC}/Calls.json")))
+        .respond_with(created("CA0123456789abcdef0123456789abcdef"))
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    server
 }
 
 fn assert_ran(out: std::process::Output, what: &str) {

@@ -196,3 +196,29 @@ async fn verify_requests_conform_to_twilios_openapi_spec() {
         }
     }
 }
+
+#[tokio::test]
+async fn calls_requests_conform_to_twilios_openapi_spec() {
+    let (_prism, api) = start_prism("twilio_api_v2010.json", true);
+
+    // Prism really validates: a call without From is refused.
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let url = format!("{api}/2010-04-01/Accounts/{AC}/Calls.json");
+    let refused = http
+        .post(&url)
+        .basic_auth(AC, Some(TOKEN))
+        .form(&[("To", PHONE), ("Twiml", "<Response/>")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 422);
+
+    for options in [Options::default(), Options::api_key()] {
+        let daemon = Daemon::start(&api, options.arg("--channel=voice"));
+        // The spec's example SID: Prism accepted the request as conforming.
+        assert_eq!(
+            daemon.send("+14155550100").await,
+            Ok("CAaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".to_owned())
+        );
+    }
+}

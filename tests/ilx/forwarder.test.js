@@ -193,6 +193,8 @@ test('the context map: empty values left out, none at all without them', () => {
   assert.deepStrictEqual(sendOtpParams(['1', 'p', 's', '', '', '']), ['1', 'p', 's']);
   assert.deepStrictEqual(sendOtpParams(['1', 'p', 's', '10.0.0.1', '', 'en']),
     ['1', 'p', 's', [['ip', '10.0.0.1'], ['locale', 'en']]]);
+  assert.deepStrictEqual(sendOtpParams(['1', 'p', 's', '', '', '', 'voice']),
+    ['1', 'p', 's', [['channel', 'voice']]]);
   const bytes = encodeRequest(2, 'sendOTP', ['1234', 'p', 's', [['user', 'al']]]);
   const want = Buffer.concat([
     Buffer.from([0x94, 0x00, 0x02, 0xa7]), Buffer.from('sendOTP'),

@@ -8,11 +8,12 @@
 #   DOWN_ADDR         an address where nothing listens
 #   SILENT_ADDR       an address that accepts connections and never answers
 #   VERIFY_UNIX, VERIFY_TCP   a second daemon, a dry run in Verify mode (VE... SIDs)
-# Mock Twilio: every number succeeds but +31600000000 (21211).
+# Mock Twilio: every number succeeds but +31600000000 (21211); calls answer $CA.
 
 set here [file dirname [file normalize [info script]]]
 set irules [file join $here .. .. irules]
 set SID SM0123456789abcdef0123456789abcdef
+set CA CA0123456789abcdef0123456789abcdef
 set OTP 918273
 set PHONE +31612345678
 set BAD_PHONE +31600000000
@@ -61,9 +62,10 @@ proc st_ilx_call { handle argv } {
     if { [lindex $argv 2] eq "confirmOTP" } {
         set params [list confirm [lindex $argv 3]]
     } else {
-        # As the forwarder does: otp, phone, sender, then ip, user and locale for the context.
+        # As the forwarder does: otp, phone, sender, then ip, user, locale and channel for
+        # the context.
         set params [concat send [lrange $argv 3 5]]
-        foreach flag {--ip --user --locale} value [lrange $argv 6 8] {
+        foreach flag {--ip --user --locale --channel} value [lrange $argv 6 9] {
             if { $value ne "" } { lappend params $flag=$value }
         }
     }
@@ -173,7 +175,7 @@ check "ilx: success stores the SID" {
     set i [load_rule $ilx_rule {}]
     fire $i ACCESS_POLICY_AGENT_EVENT
     expect status [status] $SID
-    expect call [lindex $ilx_calls 0] [list ilx:otp_sidecar_plugin/otp_sidecar_forwarder -timeout 3000 sendOTP $OTP $PHONE +14155550100 $client_addr alice ""]
+    expect call [lindex $ilx_calls 0] [list ilx:otp_sidecar_plugin/otp_sidecar_forwarder -timeout 3000 sendOTP $OTP $PHONE +14155550100 $client_addr alice "" ""]
     expect log [lindex $logs 0] "local0.info *alice*+3161****5678*$SID*"
     logs_clean
 }
@@ -235,6 +237,16 @@ check "ilx: another agent id: nothing happens" {
 }
 
 set VE_RE {^VE[0-9a-f]{32}$}
+
+check "ilx: the channel from the configured session variable: a call's CA SID" {
+    reset {*}[session_for $PHONE] session.custom.channel voice
+    set i [load_rule $ilx_rule {otp_ilx_channel_var session.custom.channel}]
+    fire $i ACCESS_POLICY_AGENT_EVENT
+    expect status [status] $CA
+    expect channel [lindex [lindex $ilx_calls 0] 10] voice
+    expect log [lindex $logs 0] "local0.info *sent $CA*"
+    logs_clean
+}
 
 check "ilx: Verify mode: the VE SID is stored and confirmed after OTP Verify" {
     reset {*}[session_for $PHONE]
@@ -348,6 +360,14 @@ check "sideband: a silent daemon: ERR timeout at the configured limit" {
     if { [clock milliseconds] - $started > 2500 } { error "took too long" }
 }
 
+check "sideband: the channel from the configured session variable: a call's CA SID" {
+    reset {*}[session_for $PHONE] session.custom.channel voice
+    set i [load_rule $sb_rule [list otp_sb_dest $env(OTP_SIDECAR_TCP) otp_sb_channel_var session.custom.channel]]
+    fire $i ACCESS_POLICY_AGENT_EVENT
+    expect status [status] $CA
+    logs_clean
+}
+
 check "sideband: Verify mode: the VE SID is stored and confirmed after OTP Verify" {
     reset {*}[session_for $PHONE]
     set i [load_rule $sb_rule [list otp_sb_dest $env(VERIFY_TCP)]]
@@ -377,11 +397,11 @@ check "sideband: confirm against a daemon not in Verify mode: ERR stored" {
 check "sideband: the request bytes" {
     reset
     set i [load_rule $sb_rule {}]
-    set bytes [$i eval {call mp_request 300 sendOTP [call mp_send_params 1234 +1 AB "" "" ""]}]
+    set bytes [$i eval {call mp_request 300 sendOTP [call mp_send_params 1234 +1 AB "" "" "" ""]}]
     binary scan $bytes H* hex
     expect bytes $hex "9400cd012ca773656e644f545093a431323334a22b31a24142"
     # With a context: a fourth param, a map of only the values given.
-    set bytes [$i eval {call mp_request 1 sendOTP [call mp_send_params 1234 +1 AB 10.0.0.1 "" en]}]
+    set bytes [$i eval {call mp_request 1 sendOTP [call mp_send_params 1234 +1 AB 10.0.0.1 "" en ""]}]
     binary scan $bytes H* hex
     expect bytes $hex "940001a773656e644f545094a431323334a22b31a2414282a26970a831302e302e302e31a66c6f63616c65a2656e"
 }

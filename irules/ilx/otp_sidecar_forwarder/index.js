@@ -61,11 +61,11 @@ function encodeRequest(msgid, method, params) {
 
 /**
  * The iRule's ILX::call arguments as sendOTP's: otp, phone, sender, then optionally ip, user
- * and locale, which become the context map (empty values left out).
+ * locale and channel, which become the context map (empty values left out).
  */
 function sendOtpParams(args) {
   const params = args.slice(0, 3);
-  const context = ['ip', 'user', 'locale']
+  const context = ['ip', 'user', 'locale', 'channel']
     .map((key, i) => [key, args[3 + i]])
     .filter(([, value]) => value !== undefined && value !== '');
   if (args.length > 3 && context.length > 0) params.push(context);
