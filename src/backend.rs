@@ -3,13 +3,15 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::failover::Providers;
 use crate::twilio::TwilioClient;
 use crate::verify::VerifyService;
 
 #[derive(Debug)]
 pub enum Backend {
-    /// Programmable Messaging: the daemon writes the text (or places the call) itself.
-    Messages(Box<TwilioClient>),
+    /// Programmable Messaging: the daemon writes the text (or places the call) itself, through
+    /// the primary provider or the failover ones.
+    Messages(Providers),
     /// Verify: Twilio writes the text around APM's code, and learns from confirmOTP.
     Verify(Box<TwilioClient>, VerifyService),
     /// Sends nothing and answers with a made-up SID (`VE…` in Verify mode, else `SM…`), so
@@ -30,7 +32,8 @@ impl Backend {
     /// The Twilio client, unless this is a dry run.
     pub fn twilio(&self) -> Option<&TwilioClient> {
         match self {
-            Backend::Messages(client) | Backend::Verify(client, _) => Some(client),
+            Backend::Messages(providers) => Some(providers.primary()),
+            Backend::Verify(client, _) => Some(client),
             Backend::DryRun { .. } => None,
         }
     }

@@ -13,11 +13,12 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::credentials::{CredentialFiles, Credentials, Sources};
+use crate::failover::{BreakerSettings, DEFAULT_BREAKER_COOLDOWN, DEFAULT_BREAKER_FAILURES};
 use crate::geo::{regions, GeoRules};
 use crate::lookup::{read_carriers, LookupRules, DEFAULT_BLOCKED_LINE_TYPES};
 use crate::ratelimit::{Rate, RateLimits};
 use crate::template::{normalize_locale, Templates, DEFAULT_TEMPLATE};
-use crate::validate::Channel;
+use crate::validate::{self, Channel, Sender};
 use crate::verify::{VerifyService, DEFAULT_VERIFY_URL};
 use crate::voice::{VoiceSettings, DEFAULT_VOICE_LANGUAGE, DEFAULT_VOICE_TEMPLATE};
 
@@ -231,6 +232,20 @@ pub struct ServeArgs {
     #[arg(long, env = "OTP_SIDECAR_VOICE_FALLBACK")]
     pub voice_fallback: bool,
 
+    /// Provider faults in a row (unreachable, 429, 5xx, refused credentials) after which
+    /// a provider is skipped in favour of the next [[failover]] one. [default: 3]
+    #[arg(long, env = "OTP_SIDECAR_BREAKER_FAILURES", value_name = "N")]
+    pub breaker_failures: Option<u32>,
+
+    /// How long a skipped provider is left alone before one call tries it again.
+    /// [default: 30]
+    #[arg(
+        long,
+        env = "OTP_SIDECAR_BREAKER_COOLDOWN_SECS",
+        value_name = "SECONDS"
+    )]
+    pub breaker_cooldown_secs: Option<u64>,
+
     /// Send through this Twilio Verify service (VA…) instead of Messages: APM's code goes out
     /// as the verification's CustomCode, sendOTP answers VE…, and confirmOTP reports success.
     #[arg(long, env = "OTP_SIDECAR_VERIFY_SERVICE_SID", value_name = "SID")]
@@ -311,6 +326,11 @@ pub struct FileConfig {
     pub voice_language: Option<String>,
     pub voice_template: Option<String>,
     pub voice_fallback: Option<bool>,
+    pub breaker_failures: Option<u32>,
+    pub breaker_cooldown_secs: Option<u64>,
+    /// Providers to fail over to, in order, after the primary (the top-level credentials).
+    #[serde(default)]
+    pub failover: Vec<ProviderConfig>,
     #[serde(default)]
     pub credentials: CredentialFiles,
 }
@@ -373,6 +393,9 @@ pub struct Settings {
     /// The channel when the caller names none.
     pub channel: Channel,
     pub voice: VoiceSettings,
+    /// Providers after the primary, in order (Messages mode).
+    pub failover: Vec<ProviderSettings>,
+    pub breaker: BreakerSettings,
     /// `None` only in dry-run mode.
     pub credentials: Option<Credentials>,
 }
@@ -654,6 +677,34 @@ impl Settings {
         };
         voice.validate()?;
 
+        let breaker = BreakerSettings {
+            failures: match args.breaker_failures.or(file.breaker_failures) {
+                None => DEFAULT_BREAKER_FAILURES,
+                Some(n @ 1..=1000) => n,
+                Some(n) => bail!("breaker_failures must be between 1 and 1000, not {n}"),
+            },
+            cooldown: match args.breaker_cooldown_secs.or(file.breaker_cooldown_secs) {
+                None => DEFAULT_BREAKER_COOLDOWN,
+                Some(s @ 1..=86_400) => Duration::from_secs(s),
+                Some(s) => bail!("breaker_cooldown_secs must be between 1 and 86400, not {s}"),
+            },
+        };
+        let failover = file
+            .failover
+            .iter()
+            .map(|p| p.resolve(&twilio_api_url))
+            .collect::<Result<Vec<_>>>()?;
+        let mut names: Vec<&str> = vec![PRIMARY];
+        for provider in &failover {
+            if names.contains(&provider.name.as_str()) {
+                bail!("failover: the name {:?} is used twice", provider.name);
+            }
+            names.push(&provider.name);
+        }
+        if verify.is_some() && !failover.is_empty() {
+            bail!("failover applies to Messages, not to Verify mode (verify_service_sid)");
+        }
+
         let credentials = Sources {
             env,
             files: &file.credentials,
@@ -695,6 +746,82 @@ impl Settings {
             verify,
             channel,
             voice,
+            failover,
+            breaker,
+            credentials,
+        })
+    }
+}
+
+/// The name the top-level credentials go by in logs and metrics.
+pub const PRIMARY: &str = "primary";
+
+/// One `[[failover]]` entry of the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// For logs and metrics.
+    pub name: String,
+    /// Send from this instead of the caller's sender: the account's own number, sender ID or
+    /// Messaging Service (MG…).
+    pub sender: Option<String>,
+    /// Another region's edge, e.g. https://api.dublin.ie1.twilio.com. [default: twilio_api_url]
+    pub twilio_api_url: Option<String>,
+    /// Another account; without it, the primary's credentials (another Messaging Service).
+    pub credentials: Option<CredentialFiles>,
+}
+
+/// A failover provider, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderSettings {
+    pub name: String,
+    pub sender: Option<Sender>,
+    pub api_url: Url,
+    /// `None`: the primary's.
+    pub credentials: Option<Credentials>,
+}
+
+impl ProviderConfig {
+    fn resolve(&self, primary_api: &Url) -> Result<ProviderSettings> {
+        let name = self.name.trim();
+        if name.is_empty() || name.len() > 40 || name.chars().any(char::is_control) {
+            bail!("failover: a name must be 1 to 40 printable characters");
+        }
+        let context = || format!("failover {name:?}");
+        let sender = match &self.sender {
+            Some(s) => Some(
+                validate::sender(s)
+                    .map_err(|e| anyhow::anyhow!("{e}"))
+                    .with_context(context)?,
+            ),
+            None => None,
+        };
+        let api_url = match &self.twilio_api_url {
+            Some(u) => parse_http_url("twilio_api_url", u).with_context(context)?,
+            None => primary_api.clone(),
+        };
+        let credentials = match &self.credentials {
+            // Only what the entry names: the environment and systemd's directory hold the
+            // primary's.
+            Some(files) => Some(
+                Sources {
+                    env: &|_| None,
+                    files,
+                    credentials_directory: None,
+                }
+                .load()
+                .with_context(context)?
+                .ok_or_else(|| anyhow::anyhow!("failover {name:?}: credentials are empty"))?,
+            ),
+            None => None,
+        };
+        if credentials.is_none() && sender.is_none() && self.twilio_api_url.is_none() {
+            bail!("failover {name:?} is the primary again: give it a sender, credentials or a twilio_api_url");
+        }
+        Ok(ProviderSettings {
+            name: name.to_owned(),
+            sender,
+            api_url,
             credentials,
         })
     }

@@ -7,6 +7,7 @@ pub mod client;
 pub mod config;
 pub mod credentials;
 pub mod error;
+pub mod failover;
 pub mod geo;
 pub mod health;
 pub mod http;

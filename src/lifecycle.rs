@@ -11,7 +11,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{Backend, DrySids};
-use crate::config::{ServeArgs, Settings};
+use crate::config::{ServeArgs, Settings, PRIMARY};
+use crate::credentials::Credentials;
+use crate::failover::{Provider, Providers};
 use crate::methods::Dispatcher;
 use crate::metrics::{ResultLabel, METRICS};
 use crate::ratelimit::RateLimiter;
@@ -111,7 +113,7 @@ fn build_live(settings: &Settings, running: Option<&Live>) -> Result<Live> {
                 }
                 None => {
                     tracing::info!(twilio = %settings.twilio_api_url, "sending through {}", credentials.describe());
-                    Backend::Messages(client)
+                    Backend::Messages(providers(settings, credentials, *client)?)
                 }
             }
         }
@@ -135,6 +137,31 @@ fn build_live(settings: &Settings, running: Option<&Live>) -> Result<Live> {
         limits: settings.limits,
         max_frame: settings.max_frame_bytes,
     })
+}
+
+/// The primary and the failover providers, in order; they share one connection pool.
+fn providers(
+    settings: &Settings,
+    credentials: &Credentials,
+    primary: TwilioClient,
+) -> Result<Providers> {
+    let mut list = Vec::with_capacity(1 + settings.failover.len());
+    for p in &settings.failover {
+        let account = p.credentials.as_ref().unwrap_or(credentials);
+        let client = primary.sibling(settings, &p.api_url, account)?;
+        tracing::info!(provider = %p.name, twilio = %p.api_url, "failover: then through {}", account.describe());
+        list.push(Provider::new(
+            p.name.clone(),
+            client,
+            p.sender.clone(),
+            settings.breaker,
+        ));
+    }
+    list.insert(
+        0,
+        Provider::new(PRIMARY.to_owned(), primary, None, settings.breaker),
+    );
+    Ok(Providers::new(list, settings.deadline))
 }
 
 /// Re-reads the configuration; a bad one is refused and the running one stays.

@@ -225,6 +225,30 @@ fn check(args: &ServeArgs) -> Result<()> {
             if l.fail_open { "open" } else { "closed" }
         ))
     );
+    let failover: Vec<String> = settings
+        .failover
+        .iter()
+        .map(|p| {
+            let account = p
+                .credentials
+                .as_ref()
+                .map_or_else(|| "the primary's account".to_owned(), |c| c.describe());
+            format!("{} ({} at {})", p.name, account, p.api_url)
+        })
+        .collect();
+    println!(
+        "  failover:     {}",
+        if failover.is_empty() {
+            "off".to_owned()
+        } else {
+            format!(
+                "{}; a provider is skipped after {} faults in a row, for {} s",
+                failover.join(", then "),
+                settings.breaker.failures,
+                settings.breaker.cooldown.as_secs()
+            )
+        }
+    );
     let voice = &settings.voice;
     println!(
         "  channel:      {} (calls from {}, in {}, fallback to a call {})",

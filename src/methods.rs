@@ -8,6 +8,7 @@ use tokio::time::Instant;
 use crate::backend::Backend;
 use crate::config::Settings;
 use crate::error::CallError;
+use crate::failover::Providers;
 use crate::geo::GeoRules;
 use crate::health::HEALTH;
 use crate::lookup::LookupGuard;
@@ -182,7 +183,9 @@ impl Dispatcher {
         };
         let send = async {
             match &self.backend {
-                Backend::Messages(client) => self.send_message(client, &delivery, deadline).await,
+                Backend::Messages(providers) => {
+                    self.send_message(providers, &delivery, deadline).await
+                }
                 // Verify sends from the service's own sender: `sender` was only checked.
                 Backend::Verify(client, service) => {
                     let verification = Verification {
@@ -210,10 +213,12 @@ impl Dispatcher {
     /// past (the last two only with `voice_fallback`).
     async fn send_message(
         &self,
-        client: &TwilioClient,
+        providers: &Providers,
         delivery: &Delivery<'_>,
         deadline: Instant,
     ) -> Result<String, CallError> {
+        // Calls go through the primary: the caller ID belongs to its account.
+        let client = providers.primary();
         let fallback = self.voice.fallback && self.voice.can_call(delivery.sender);
         let landline = delivery.line_type.as_deref() == Some("landline");
         if delivery.channel == Channel::Voice || (fallback && landline) {
@@ -225,12 +230,12 @@ impl Dispatcher {
             sender: delivery.sender,
             body: &body,
         };
-        match client.send(&sms, deadline).await {
-            Err(refused) if fallback && voice::can_fix(&refused) => {
-                tracing::info!(reason = %refused, "Twilio refused the SMS; calling instead");
+        match providers.send(&sms, deadline).await {
+            Err(refused) if fallback && voice::can_fix(&refused.error) => {
+                tracing::info!(reason = %refused.error, "Twilio refused the SMS; calling instead");
                 self.place_call(client, delivery, deadline).await
             }
-            sent => sent,
+            sent => sent.map_err(CallError::from),
         }
     }
 

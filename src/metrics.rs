@@ -46,6 +46,11 @@ pub struct RuleLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabel {
+    pub provider: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
@@ -63,6 +68,8 @@ pub struct Metrics {
     pub rate_limited: Family<LimitLabel, Counter>,
     pub blocked: Family<RuleLabel, Counter>,
     pub lookups: Family<ResultLabel, Counter>,
+    pub failovers: Counter,
+    pub breaker_open: Family<ProviderLabel, Gauge>,
 }
 
 /// The one set of metrics, counted whether or not anyone scrapes it (a few atomics).
@@ -116,6 +123,16 @@ impl Metrics {
             "lookups",
             "Twilio Lookup checks, by result (answered, cached, failed)",
         );
+        let failovers = registered(
+            r,
+            "failovers",
+            "Messages handed to the next provider after one provably did not take them",
+        );
+        let breaker_open = registered(
+            r,
+            "breaker_open",
+            "1 while a provider's circuit breaker is open (it is skipped), by provider",
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -135,7 +152,17 @@ impl Metrics {
             rate_limited,
             blocked,
             lookups,
+            failovers,
+            breaker_open,
         }
+    }
+
+    pub fn breaker_open(&self, provider: &str, open: bool) {
+        self.breaker_open
+            .get_or_create(&ProviderLabel {
+                provider: provider.to_owned(),
+            })
+            .set(i64::from(open));
     }
 
     pub fn count_lookup(&self, result: &'static str) {

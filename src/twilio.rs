@@ -59,7 +59,36 @@ enum Attempt {
         error: CallError,
         wait: Option<Duration>,
     },
-    Failed(CallError),
+    Failed(Refusal),
+}
+
+/// A request that did not create anything, and what that says.
+#[derive(Debug)]
+pub struct Refusal {
+    pub error: CallError,
+    /// Twilio provably did not accept it (never sent, 429, 401/403, 503): another provider
+    /// may be asked without risking a second delivery.
+    pub not_accepted: bool,
+    /// The fault is the provider's (unreachable, overloaded, failing, refusing our
+    /// credentials), not the request's: counts against its circuit breaker.
+    pub provider_fault: bool,
+}
+
+impl Refusal {
+    /// The request's own fault: another provider would refuse it too.
+    fn final_answer(error: CallError) -> Self {
+        Refusal {
+            error,
+            not_accepted: false,
+            provider_fault: false,
+        }
+    }
+}
+
+impl From<Refusal> for CallError {
+    fn from(refusal: Refusal) -> Self {
+        refusal.error
+    }
 }
 
 /// The resource Twilio created or updated: a message, a verification, a call.
@@ -84,15 +113,36 @@ struct TwilioError {
 
 impl TwilioClient {
     pub fn new(settings: &Settings, credentials: &Credentials) -> anyhow::Result<Self> {
+        // With failover, a provider that cannot be reached must leave time for the next.
+        let providers = 1 + settings.failover.len() as u32;
         let http = HttpClient::new(&HttpOptions {
             proxy: settings.proxy.as_ref().map(Url::as_str),
             extra_ca_pem: settings.twilio_ca_pem.as_deref(),
-            connect_timeout: settings.deadline,
+            connect_timeout: settings.deadline / providers,
         })?;
+        Self::with_http(http, settings, &settings.twilio_api_url, credentials)
+    }
+
+    /// A client for another account or region that shares this one's connection pool.
+    pub fn sibling(
+        &self,
+        settings: &Settings,
+        api_url: &Url,
+        credentials: &Credentials,
+    ) -> anyhow::Result<Self> {
+        Self::with_http(self.http.clone(), settings, api_url, credentials)
+    }
+
+    fn with_http(
+        http: HttpClient,
+        settings: &Settings,
+        api_url: &Url,
+        credentials: &Credentials,
+    ) -> anyhow::Result<Self> {
         let account = format!("{}.json", credentials.account_sid);
-        let messages_uri = api_uri(settings, &[&credentials.account_sid, "Messages.json"])?;
-        let calls_uri = api_uri(settings, &[&credentials.account_sid, "Calls.json"])?;
-        let account_uri = api_uri(settings, &[&account])?;
+        let messages_uri = api_uri(api_url, &[&credentials.account_sid, "Messages.json"])?;
+        let calls_uri = api_uri(api_url, &[&credentials.account_sid, "Calls.json"])?;
+        let account_uri = api_uri(api_url, &[&account])?;
 
         let (user, password) = credentials.basic();
         let encoded =
@@ -113,7 +163,7 @@ impl TwilioClient {
 
     /// Sends one SMS and returns its SID. Retries stay inside `deadline`; the caller also
     /// bounds the whole call by it.
-    pub async fn send(&self, sms: &Sms<'_>, deadline: Instant) -> Result<String, CallError> {
+    pub async fn send(&self, sms: &Sms<'_>, deadline: Instant) -> Result<String, Refusal> {
         let (sender_field, sender) = match sms.sender {
             Sender::From(from) => ("From", from.as_str()),
             Sender::MessagingService(sid) => ("MessagingServiceSid", sid.as_str()),
@@ -144,17 +194,21 @@ impl TwilioClient {
         uri: &Uri,
         form: String,
         deadline: Instant,
-    ) -> Result<Resource, CallError> {
+    ) -> Result<Resource, Refusal> {
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 1;
         loop {
             let (error, wait) = match self.attempt(uri, &form).await {
                 Attempt::Accepted(resource) => return Ok(resource),
-                Attempt::Failed(error) => return Err(error),
+                Attempt::Failed(refusal) => return Err(refusal),
                 Attempt::Retry { error, wait } => (error, wait.unwrap_or(backoff)),
             };
             if attempt >= MAX_ATTEMPTS || Instant::now() + wait >= deadline {
-                return Err(error);
+                return Err(Refusal {
+                    error,
+                    not_accepted: true,
+                    provider_fault: true,
+                });
             }
             tracing::debug!(
                 attempt,
@@ -192,7 +246,12 @@ impl TwilioClient {
                 error: CallError::Unavailable(detail),
                 wait: None,
             },
-            Err(Failure { detail, .. }) => Attempt::Failed(CallError::Unavailable(detail)),
+            // Lost after sending: Twilio may have accepted it.
+            Err(Failure { detail, .. }) => Attempt::Failed(Refusal {
+                error: CallError::Unavailable(detail),
+                not_accepted: false,
+                provider_fault: true,
+            }),
         }
     }
 
@@ -262,8 +321,8 @@ pub fn refuses_credentials(status: StatusCode) -> bool {
 }
 
 /// `{api}/2010-04-01/Accounts/{rest…}`.
-fn api_uri(settings: &Settings, rest: &[&str]) -> anyhow::Result<Uri> {
-    let mut url = settings.twilio_api_url.clone();
+fn api_uri(api_url: &Url, rest: &[&str]) -> anyhow::Result<Uri> {
+    let mut url = api_url.clone();
     url.path_segments_mut()
         .map_err(|()| anyhow::anyhow!("twilio_api_url cannot be a base URL"))?
         .pop_if_empty()
@@ -284,10 +343,10 @@ fn interpret(answer: &Answer) -> Attempt {
             }) if !sid.is_empty() && sid.bytes().all(|b| b.is_ascii_alphanumeric()) => {
                 Attempt::Accepted(Resource { sid, status })
             }
-            _ => Attempt::Failed(CallError::Internal(format!(
+            _ => Attempt::Failed(Refusal::final_answer(CallError::Internal(format!(
                 "Twilio answered HTTP {} without a SID",
                 status.as_u16()
-            ))),
+            )))),
         };
     }
     let parsed = serde_json::from_slice::<TwilioError>(body).ok();
@@ -316,7 +375,15 @@ fn interpret(answer: &Answer) -> Attempt {
             wait: retry_after(answer.headers.get(RETRY_AFTER)),
         }
     } else {
-        Attempt::Failed(error)
+        // 401/403: our credentials are refused there; 503: Twilio did not take it in. Any
+        // other 5xx may have created the message.
+        let refused_whole =
+            refuses_credentials(status) || status == StatusCode::SERVICE_UNAVAILABLE;
+        Attempt::Failed(Refusal {
+            error,
+            not_accepted: refused_whole,
+            provider_fault: refused_whole || status.is_server_error(),
+        })
     }
 }
 
@@ -346,7 +413,7 @@ mod tests {
         match a {
             Attempt::Accepted(r) => panic!("unexpected success {}", r.sid),
             Attempt::Retry { error, .. } => (error, true),
-            Attempt::Failed(error) => (error, false),
+            Attempt::Failed(refusal) => (refusal.error, false),
         }
     }
 

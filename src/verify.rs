@@ -70,7 +70,8 @@ impl VerifyService {
         };
         let started = twilio
             .post(&self.verifications_uri, form(locale.as_deref()), deadline)
-            .await;
+            .await
+            .map_err(CallError::from);
         let resource = match started {
             // Twilio's advice for a locale it does not know: ask again without one, and let
             // it choose by the number's country. A 404 created nothing, so this sends once.

@@ -1,0 +1,261 @@
+//! Failover: an ordered list of Twilio providers behind circuit breakers, each a mock Twilio on
+//! loopback. A message moves on only when the provider asked provably did not take it.
+
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use common::*;
+use wiremock::matchers::{header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+/// The backup account, its token and its own Messaging Service.
+const AC2: &str = "AC00000000000000000000000000000002";
+const TOKEN2: &str = "backup-token-5e6f7a8b9c0d1e2f3a4b";
+const MG2: &str = "MG00000000000000000000000000000002";
+const SID2: &str = "SM00000000000000000000000000000002";
+
+fn backup_messages() -> String {
+    format!("/2010-04-01/Accounts/{AC2}/Messages.json")
+}
+
+/// A backup Twilio: 201 with its own SID, but only with the backup's credentials.
+async fn backup() -> MockServer {
+    let server = MockServer::start().await;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{AC2}:{TOKEN2}"));
+    Mock::given(method("POST"))
+        .and(path(backup_messages()))
+        .and(header("authorization", format!("Basic {basic}").as_str()))
+        .respond_with(created(SID2))
+        .mount(&server)
+        .await;
+    server
+}
+
+/// A daemon whose primary is `primary` and whose one failover provider is `backup`: another
+/// account, region and Messaging Service. `extra` flags are added.
+fn daemon(primary: &str, backup: &MockServer, extra: &[&str]) -> (Daemon, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("backup_token");
+    std::fs::write(&token, format!("{TOKEN2}\n")).unwrap();
+    let config = dir.path().join("otp-sidecar.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"deadline_ms = 800
+keep_warm_secs = 0
+
+[[failover]]
+name = "backup"
+sender = "{MG2}"
+twilio_api_url = "{}"
+credentials = {{ account_sid = "{AC2}", auth_token_file = "{}" }}
+"#,
+            backup.uri(),
+            token.display()
+        ),
+    )
+    .unwrap();
+    let options = Options::default()
+        .arg(format!("--config={}", config.display()))
+        .args(extra.iter().copied());
+    (Daemon::start(primary, options), dir)
+}
+
+async fn count(server: &MockServer) -> usize {
+    sends(server).await.len()
+}
+
+/// A primary answering every send with `response`.
+async fn primary(response: ResponseTemplate) -> MockServer {
+    twilio_answering(response).await
+}
+
+#[tokio::test]
+async fn a_primary_that_cannot_be_reached_hands_the_message_to_the_backup() {
+    let backup = backup().await;
+    let down = format!("http://{}", dead_address());
+    let (daemon, _dir) = daemon(&down, &backup, &[]);
+    assert_eq!(daemon.send("ACME").await, Ok(SID2.to_owned()));
+
+    // The backup's own sender, account and credentials; the caller's text.
+    let sent = sends(&backup).await;
+    let mut fields = form(&sent[0]);
+    fields.sort();
+    assert_eq!(
+        fields,
+        vec![
+            ("Body".to_owned(), format!("Your OTP is: {OTP}")),
+            ("MessagingServiceSid".to_owned(), MG2.to_owned()),
+            ("To".to_owned(), PHONE.to_owned()),
+        ]
+    );
+    let log = daemon.log();
+    assert!(log.contains("trying the next"), "{log}");
+    assert!(!log.contains(TOKEN2) && !log.contains(OTP), "{log}");
+}
+
+#[tokio::test]
+async fn answers_that_prove_nothing_was_accepted_fail_over() {
+    for (answer, what) in [
+        (ResponseTemplate::new(503), "503"),
+        (twilio_error(401, 20003, "Authenticate"), "401"),
+        // Retry-After past the deadline: not waited for, not sent.
+        (
+            twilio_error(429, 20429, "Too Many Requests").insert_header("retry-after", "5"),
+            "429",
+        ),
+    ] {
+        let primary = primary(answer).await;
+        let backup = backup().await;
+        let (daemon, _dir) = daemon(&primary.uri(), &backup, &[]);
+        assert_eq!(daemon.send("ACME").await, Ok(SID2.to_owned()), "{what}");
+        assert_eq!(
+            (count(&primary).await, count(&backup).await),
+            (1, 1),
+            "{what}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn answers_that_may_mean_a_sent_message_never_reach_the_backup() {
+    for (answer, want) in [
+        (
+            ResponseTemplate::new(500),
+            "ERR unavailable: Twilio answered HTTP 500",
+        ),
+        (
+            twilio_error(400, 21211, "Invalid 'To' Phone Number"),
+            "ERR twilio 21211: Invalid 'To' Phone Number",
+        ),
+        // Accepted, but slower than the deadline: a second send would be a second SMS.
+        (
+            created(SID).set_delay(Duration::from_millis(1500)),
+            "ERR timeout: no answer within 800 ms",
+        ),
+    ] {
+        let primary = primary(answer).await;
+        let backup = backup().await;
+        let (daemon, _dir) = daemon(&primary.uri(), &backup, &[]);
+        assert_eq!(daemon.send("ACME").await, Err(want.to_owned()));
+        assert_eq!(count(&backup).await, 0, "{want}");
+    }
+}
+
+#[tokio::test]
+async fn a_slow_primary_within_the_deadline_is_the_only_sender() {
+    let primary = primary(created(SID).set_delay(Duration::from_millis(300))).await;
+    let backup = backup().await;
+    let (daemon, _dir) = daemon(&primary.uri(), &backup, &[]);
+    assert_eq!(daemon.send("ACME").await, Ok(SID.to_owned()));
+    assert_eq!(count(&backup).await, 0);
+}
+
+#[tokio::test]
+async fn the_breaker_skips_a_failing_primary_and_returns_to_it_when_it_recovers() {
+    let primary = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(2)
+        .with_priority(1)
+        .mount(&primary)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(created(SID))
+        .mount(&primary)
+        .await;
+    let backup = backup().await;
+    let metrics = dead_address().to_string();
+    let (daemon, _dir) = daemon(
+        &primary.uri(),
+        &backup,
+        &[
+            "--breaker-failures=2",
+            "--breaker-cooldown-secs=1",
+            &format!("--metrics={metrics}"),
+        ],
+    );
+    let metric =
+        |text: &str, line: &str| assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+    let send = || async { daemon.send("ACME").await };
+    // Two 503s: each message goes to the backup, and the breaker opens.
+    assert_eq!(send().await, Ok(SID2.to_owned()));
+    assert_eq!(send().await, Ok(SID2.to_owned()));
+    daemon.wait_for_log("breaker open");
+    // Open: the primary is not even asked.
+    assert_eq!(send().await, Ok(SID2.to_owned()));
+    assert_eq!((count(&primary).await, count(&backup).await), (2, 3));
+    let (_, text) = scrape(&metrics, "/metrics").await;
+    metric(&text, "otp_sidecar_failovers_total 2");
+    metric(&text, "otp_sidecar_breaker_open{provider=\"primary\"} 1");
+
+    // After the cooldown one call tries the primary, which has recovered.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(send().await, Ok(SID.to_owned()));
+    assert_eq!(send().await, Ok(SID.to_owned()));
+    assert_eq!((count(&primary).await, count(&backup).await), (4, 3));
+    daemon.wait_for_log("breaker closed");
+    let (_, text) = scrape(&metrics, "/metrics").await;
+    metric(&text, "otp_sidecar_breaker_open{provider=\"primary\"} 0");
+}
+
+#[test]
+fn failover_lists_are_checked_at_start_and_shown_by_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        "[[failover]]\nname = \"dublin\"\ntwilio_api_url = \"https://api.dublin.ie1.twilio.com\"\n",
+    )
+    .unwrap();
+    let out = command()
+        .args(["check", "--breaker-failures=5", "--config"])
+        .arg(&good)
+        .env("TWILIO_ACCOUNT_SID", AC)
+        .env("TWILIO_AUTH_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout.contains(
+            "failover:     dublin (the primary's account at https://api.dublin.ie1.twilio.com/); \
+             a provider is skipped after 5 faults in a row, for 30 s"
+        ),
+        "{stdout}"
+    );
+
+    for (text, needle) in [
+        (
+            "[[failover]]\nname = \"b\"\nsender = \"ACME\"\n[[failover]]\nname = \"b\"\nsender = \"ACME\"\n",
+            "used twice",
+        ),
+        ("[[failover]]\nname = \"b\"\n", "is the primary again"),
+        (
+            "[[failover]]\nname = \"b\"\nsender = \"not a sender!\"\n",
+            "sender must be",
+        ),
+        (
+            "[[failover]]\nname = \"b\"\ncredentials = { account_sid = \"AC123\", auth_token_file = \"/nonexistent\" }\n",
+            "failover \"b\"",
+        ),
+        (
+            "verify_service_sid = \"VA0123456789abcdef0123456789abcdef\"\n[[failover]]\nname = \"b\"\nsender = \"ACME\"\n",
+            "not to Verify mode",
+        ),
+        ("[[failover]]\nname = \"b\"\ncolour = \"red\"\n", "unknown field"),
+    ] {
+        let config = dir.path().join("bad.toml");
+        std::fs::write(&config, text).unwrap();
+        let out = command()
+            .args(["check", "--dry-run", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{text}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(needle), "{text}: {stderr}");
+    }
+}
