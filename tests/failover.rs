@@ -210,15 +210,9 @@ fn failover_lists_are_checked_at_start_and_shown_by_check() {
         "[[failover]]\nname = \"dublin\"\ntwilio_api_url = \"https://api.dublin.ie1.twilio.com\"\n",
     )
     .unwrap();
-    let out = command()
-        .args(["check", "--breaker-failures=5", "--config"])
-        .arg(&good)
-        .env("TWILIO_ACCOUNT_SID", AC)
-        .env("TWILIO_AUTH_TOKEN", TOKEN)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{out:?}");
+    let good = good.to_str().unwrap();
+    let (passed, stdout, stderr) = check(&["--breaker-failures=5", "--config", good]);
+    assert!(passed, "{stderr}");
     assert!(
         stdout.contains(
             "failover:     dublin (the primary's account at https://api.dublin.ie1.twilio.com/); \
@@ -249,13 +243,6 @@ fn failover_lists_are_checked_at_start_and_shown_by_check() {
     ] {
         let config = dir.path().join("bad.toml");
         std::fs::write(&config, text).unwrap();
-        let out = command()
-            .args(["check", "--dry-run", "--config"])
-            .arg(&config)
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "{text}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(needle), "{text}: {stderr}");
+        check_refuses(&["--config", config.to_str().unwrap()], needle);
     }
 }

@@ -246,22 +246,9 @@ async fn confirm_otp_needs_verify_mode_and_a_dry_run_answers_in_ve_sids() {
 
 #[test]
 fn check_reports_verify_mode_and_a_bad_service_sid_stops_the_start() {
-    let out = command()
-        .args(["check", "--verify-service-sid", VA])
-        .env("TWILIO_ACCOUNT_SID", AC)
-        .env("TWILIO_AUTH_TOKEN", TOKEN)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{out:?}");
+    let (passed, stdout, stderr) = check(&["--verify-service-sid", VA]);
+    assert!(passed, "{stderr}");
     assert!(stdout.contains(&format!("verify:       {VA}")), "{stdout}");
     assert!(!stdout.contains("template default"), "{stdout}");
-
-    let out = command()
-        .args(["check", "--verify-service-sid", "VA123"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("verify_service_sid"), "{stderr}");
+    check_refuses(&["--verify-service-sid", "VA123"], "verify_service_sid");
 }

@@ -222,13 +222,13 @@ async fn a_dry_run_call_answers_a_made_up_ca_sid() {
 
 #[test]
 fn check_reports_the_channel_and_bad_voice_settings_stop_the_start() {
-    let out = command()
-        .args(["check", "--dry-run", "--channel=voice", "--voice-fallback"])
-        .args(["--voice-from=+3197010000000", "--voice-language=nl-NL"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{out:?}");
+    let (passed, stdout, stderr) = check(&[
+        "--channel=voice",
+        "--voice-fallback",
+        "--voice-from=+3197010000000",
+        "--voice-language=nl-NL",
+    ]);
+    assert!(passed, "{stderr}");
     assert!(
         stdout.contains(
             "channel:      voice (calls from +3197010000000, in nl-NL, fallback to a call on)"
@@ -236,20 +236,12 @@ fn check_reports_the_channel_and_bad_voice_settings_stop_the_start() {
         "{stdout}"
     );
 
-    for (args, needle) in [
-        (vec!["--voice-from=ACME"], "voice_from"),
-        (vec!["--voice-template=no code"], "voice_template"),
-        (vec!["--voice-language=en US"], "voice_language"),
-        (vec!["--channel=fax"], "channel"),
+    for (arg, needle) in [
+        ("--voice-from=ACME", "voice_from"),
+        ("--voice-template=no code", "voice_template"),
+        ("--voice-language=en US", "voice_language"),
+        ("--channel=fax", "channel"),
     ] {
-        let out = command()
-            .arg("check")
-            .arg("--dry-run")
-            .args(&args)
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "{args:?}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        check_refuses(&[arg], needle);
     }
 }

@@ -148,6 +148,27 @@ pub fn command() -> Command {
     cmd
 }
 
+/// `otp-sidecar check ARGS…` with the test account's credentials in the environment:
+/// whether it passed, its stdout and its stderr.
+pub fn check(args: &[&str]) -> (bool, String, String) {
+    let out = command()
+        .arg("check")
+        .args(args)
+        .env("TWILIO_ACCOUNT_SID", AC)
+        .env("TWILIO_AUTH_TOKEN", TOKEN)
+        .output()
+        .expect("run otp-sidecar check");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+/// `check ARGS…` fails, saying `needle`.
+pub fn check_refuses(args: &[&str], needle: &str) {
+    let (passed, _, stderr) = check(args);
+    assert!(!passed, "{args:?} passed");
+    assert!(stderr.contains(needle), "{args:?}: {stderr}");
+}
+
 fn strip_inherited(cmd: &mut Command) {
     for (k, _) in std::env::vars() {
         // The daemon sees only what a test gives it: an inherited proxy, say, would swallow
