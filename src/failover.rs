@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::error::CallError;
 use crate::metrics::METRICS;
 use crate::twilio::{Refusal, Sms, TwilioClient};
 use crate::validate::Sender;
@@ -70,15 +69,13 @@ impl Provider {
 #[derive(Debug)]
 pub struct Providers {
     list: Vec<Provider>,
-    /// The caller's deadline, for the timeout error.
-    deadline: Duration,
 }
 
 impl Providers {
     /// `list` must hold at least the primary.
-    pub fn new(list: Vec<Provider>, deadline: Duration) -> Self {
+    pub fn new(list: Vec<Provider>) -> Self {
         assert!(!list.is_empty(), "the primary provider is always there");
-        Providers { list, deadline }
+        Providers { list }
     }
 
     /// The primary's client: warm-ups, Lookup, calls and Verify go through it.
@@ -109,17 +106,11 @@ impl Providers {
                 sender: provider.sender.as_ref().unwrap_or(sms.sender),
                 ..*sms
             };
-            // Cut off here rather than by the caller, so the breaker hears of it.
-            let too_slow = Refusal {
-                error: CallError::Timeout {
-                    deadline_ms: self.deadline.as_millis() as u64,
-                },
-                not_accepted: false,
-                provider_fault: true,
-            };
-            let outcome = tokio::time::timeout_at(deadline, provider.client.send(&sms, deadline))
-                .await
-                .unwrap_or(Err(too_slow));
+            // The caller bounds the call by the deadline: should it cut this one off, the
+            // guard tells the breaker (no timer of our own, which would cost a driver wake).
+            let pending = Pending(Some(provider));
+            let outcome = provider.client.send(&sms, deadline).await;
+            pending.answered();
             match outcome {
                 Ok(sid) => {
                     provider.breaker.record(&provider.name, true);
@@ -135,6 +126,24 @@ impl Providers {
             }
         }
         Err(refusal.expect("at least one provider is asked"))
+    }
+}
+
+/// A provider's answer being waited for; dropped unanswered (the call cut off at its
+/// deadline), it counts as a fault of the provider's.
+struct Pending<'a>(Option<&'a Provider>);
+
+impl Pending<'_> {
+    fn answered(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if let Some(provider) = self.0 {
+            provider.breaker.record(&provider.name, false);
+        }
     }
 }
 

@@ -161,7 +161,7 @@ fn providers(
         0,
         Provider::new(PRIMARY.to_owned(), primary, None, settings.breaker),
     );
-    Ok(Providers::new(list, settings.deadline))
+    Ok(Providers::new(list))
 }
 
 /// Re-reads the configuration; a bad one is refused and the running one stays.

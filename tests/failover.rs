@@ -145,6 +145,21 @@ async fn answers_that_may_mean_a_sent_message_never_reach_the_backup() {
 }
 
 #[tokio::test]
+async fn a_primary_cut_off_at_the_deadline_counts_against_its_breaker() {
+    let primary = primary(created(SID).set_delay(Duration::from_millis(1500))).await;
+    let backup = backup().await;
+    let (daemon, _dir) = daemon(&primary.uri(), &backup, &["--breaker-failures=1"]);
+    assert_eq!(
+        daemon.send("ACME").await,
+        Err("ERR timeout: no answer within 800 ms".to_owned())
+    );
+    daemon.wait_for_log("breaker open");
+    // Skipped now: the next message goes straight to the backup.
+    assert_eq!(daemon.send("ACME").await, Ok(SID2.to_owned()));
+    assert_eq!((count(&primary).await, count(&backup).await), (1, 1));
+}
+
+#[tokio::test]
 async fn a_slow_primary_within_the_deadline_is_the_only_sender() {
     let primary = primary(created(SID).set_delay(Duration::from_millis(300))).await;
     let backup = backup().await;
