@@ -61,6 +61,7 @@ pub async fn run(args: ServeArgs, settings: Settings) -> Result<()> {
     }
 
     tokio::spawn(sweep_rate_limits(shared.clone()));
+    tokio::spawn(timer_heartbeat(shared.clone()));
 
     let shutdown = CancellationToken::new();
     let drain = settings.deadline + Duration::from_secs(1);
@@ -283,6 +284,17 @@ async fn sweep_rate_limits(shared: Shared) {
         let kept = dispatcher.limiter().sweep();
         let cached = dispatcher.lookup().map_or(0, |l| l.sweep());
         tracing::debug!(kept, cached, "rate-limit keys and Lookup answers swept");
+    }
+}
+
+/// Keeps a timer pending that is due before any call's deadline. Tokio wakes its own driver
+/// (an eventfd write, then an extra pass through epoll) whenever a new timer is due earlier
+/// than the one it last planned to wake for; with this beat due first, registering a call's
+/// deadline never does. It costs one wake every half deadline and saves a syscall a call.
+async fn timer_heartbeat(shared: Shared) {
+    loop {
+        let beat = shared.load().dispatcher.deadline() / 2;
+        tokio::time::sleep(beat).await;
     }
 }
 

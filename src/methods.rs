@@ -63,6 +63,11 @@ impl Dispatcher {
         }
     }
 
+    /// How long a call may take.
+    pub fn deadline(&self) -> std::time::Duration {
+        self.deadline
+    }
+
     pub fn limiter(&self) -> &Arc<RateLimiter> {
         &self.limiter
     }
