@@ -119,13 +119,13 @@ fn build_live(settings: &Settings, running: Option<&Live>) -> Result<Live> {
             }
         }
         _ => {
-            let prefix = if settings.verify.is_some() {
-                "VE"
+            let sids = if settings.verify.is_some() {
+                "VE…"
             } else {
-                "SM"
+                "SM… (CA… for a call)"
             };
             tracing::warn!(
-                "DRY RUN: nothing will be sent; every sendOTP answers with a made-up {prefix}… SID"
+                "DRY RUN: nothing will be sent; every sendOTP answers with a made-up {sids} SID"
             );
             Backend::DryRun {
                 sids: DrySids::default(),

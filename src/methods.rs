@@ -204,7 +204,10 @@ impl Dispatcher {
                 Backend::DryRun { sids, verify } => {
                     Ok(sids.next(match (verify, delivery.channel) {
                         (true, _) => "VE",
-                        (false, Channel::Voice) => "CA",
+                        // A call a real run could not place is refused here too.
+                        (false, Channel::Voice) => {
+                            self.voice.caller_id_for(&sender).map(|_| "CA")?
+                        }
                         (false, Channel::Sms) => "SM",
                     }))
                 }

@@ -77,6 +77,17 @@ impl VoiceSettings {
         self.caller_id(sender).is_some()
     }
 
+    /// The caller ID, or the error a caller gets without one.
+    pub fn caller_id_for<'a>(&'a self, sender: &'a Sender) -> Result<&'a str, CallError> {
+        self.caller_id(sender).ok_or_else(|| {
+            CallError::BadRequest(
+                "a voice call needs a caller ID number: set voice_from, or send from an E.164 \
+                 number"
+                    .into(),
+            )
+        })
+    }
+
     /// The TwiML: the text, a pause, the text again.
     pub fn twiml(&self, code: &str) -> String {
         let text = xml_escape(&self.template.replace("{digits}", &spell(code)));
@@ -96,13 +107,7 @@ impl VoiceSettings {
         code: &str,
         deadline: Instant,
     ) -> Result<String, CallError> {
-        let Some(from) = self.caller_id(sender) else {
-            return Err(CallError::BadRequest(
-                "a voice call needs a caller ID number: set voice_from, or send from an E.164 \
-                 number"
-                    .into(),
-            ));
-        };
+        let from = self.caller_id_for(sender)?;
         let form = form_urlencoded::Serializer::new(String::with_capacity(320))
             .append_pair("To", to)
             .append_pair("From", from)

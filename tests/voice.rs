@@ -215,8 +215,14 @@ async fn a_dry_run_call_answers_a_made_up_ca_sid() {
         &twilio.uri(),
         Options::default().args(["--dry-run", "--channel=voice"]),
     );
-    let sid = daemon.send("ACME").await.unwrap();
+    let sid = daemon.send(FROM).await.unwrap();
     assert!(sid.starts_with("CA") && sid.len() == 34, "{sid}");
+    // What a real run would refuse, a dry run refuses too.
+    let refused = daemon.send("ACME").await.unwrap_err();
+    assert!(
+        refused.starts_with("ERR bad_request: a voice call needs"),
+        "{refused}"
+    );
     assert!(sends(&twilio).await.is_empty());
 }
 
