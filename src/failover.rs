@@ -83,6 +83,11 @@ impl Providers {
         &self.list[0].client
     }
 
+    /// The providers after the primary.
+    pub fn backups(&self) -> &[Provider] {
+        &self.list[1..]
+    }
+
     /// Sends one SMS through the first provider that takes it.
     pub async fn send(&self, sms: &Sms<'_>, deadline: Instant) -> Result<String, Refusal> {
         // Providers whose breaker is open are skipped; when every one is, all are tried in

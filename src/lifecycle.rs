@@ -253,6 +253,22 @@ async fn warm_up(dispatcher: &Dispatcher, timeout: Duration) {
         }
         Err(e) => tracing::warn!("cannot reach Twilio yet ({e}); sends will try again"),
     }
+    // A failover is quicker on an open connection; their answers are only logged.
+    for provider in dispatcher.backups() {
+        match provider.client.touch(timeout).await {
+            Ok(status) if refuses_credentials(status) => tracing::error!(
+                provider = %provider.name,
+                status = status.as_u16(),
+                "failover provider refused its credentials: it cannot take over until fixed"
+            ),
+            Ok(status) => {
+                tracing::info!(provider = %provider.name, status = status.as_u16(), "failover provider warm")
+            }
+            Err(e) => {
+                tracing::warn!(provider = %provider.name, "cannot reach failover provider yet ({e})")
+            }
+        }
+    }
 }
 
 /// Touches the Twilio connection every `interval` so it is never idle long enough to close.
@@ -265,6 +281,10 @@ async fn keep_warm(shared: Shared, interval: Duration, timeout: Duration) {
             continue;
         };
         let warm = matches!(client.warm(timeout).await, Ok(s) if !refuses_credentials(s));
+        for provider in dispatcher.backups() {
+            let touched = provider.client.touch(timeout).await;
+            tracing::debug!(provider = %provider.name, ok = touched.is_ok(), "failover provider kept warm");
+        }
         if warm != was_warm {
             if warm {
                 tracing::info!("Twilio answers again");

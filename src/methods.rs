@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use crate::backend::Backend;
 use crate::config::Settings;
 use crate::error::CallError;
-use crate::failover::Providers;
+use crate::failover::{Provider, Providers};
 use crate::geo::GeoRules;
 use crate::health::HEALTH;
 use crate::lookup::LookupGuard;
@@ -74,6 +74,14 @@ impl Dispatcher {
 
     pub fn lookup(&self) -> Option<&LookupGuard> {
         self.lookup.as_ref()
+    }
+
+    /// The failover providers (Messages mode), in order.
+    pub fn backups(&self) -> &[Provider] {
+        match &self.backend {
+            Backend::Messages(providers) => providers.backups(),
+            _ => &[],
+        }
     }
 
     /// The Twilio client, unless this is a dry run.

@@ -258,6 +258,21 @@ impl TwilioClient {
     /// Opens (or reuses) the connection with an authenticated GET of the account, so the next
     /// send finds it ready. Says how Twilio answered; records it for health reports.
     pub async fn warm(&self, timeout: Duration) -> Result<StatusCode, String> {
+        let outcome = self.touch(timeout).await;
+        match &outcome {
+            Ok(status) => HEALTH.record(
+                "warm",
+                !refuses_credentials(*status),
+                format!("HTTP {}", status.as_u16()),
+            ),
+            Err(_) => HEALTH.record("warm", false, "unavailable"),
+        }
+        outcome
+    }
+
+    /// The authenticated GET of [`warm`](Self::warm), without a health record (failover
+    /// providers: health reports speak of the primary).
+    pub async fn touch(&self, timeout: Duration) -> Result<StatusCode, String> {
         let started = Instant::now();
         let sent = tokio::time::timeout(
             timeout,
@@ -271,14 +286,6 @@ impl TwilioClient {
             Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
         };
         METRICS.observe_twilio(started.elapsed());
-        match &outcome {
-            Ok(status) => HEALTH.record(
-                "warm",
-                !refuses_credentials(*status),
-                format!("HTTP {}", status.as_u16()),
-            ),
-            Err(_) => HEALTH.record("warm", false, "unavailable"),
-        }
         outcome
     }
 }

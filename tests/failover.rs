@@ -97,6 +97,25 @@ async fn a_primary_that_cannot_be_reached_hands_the_message_to_the_backup() {
 }
 
 #[tokio::test]
+async fn failover_providers_are_warmed_at_start_with_their_own_credentials() {
+    let primary = primary(created(SID)).await;
+    let backup = backup().await;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{AC2}:{TOKEN2}"));
+    Mock::given(method("GET"))
+        .and(path(format!("/2010-04-01/Accounts/{AC2}.json")))
+        .and(header("authorization", format!("Basic {basic}").as_str()))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(1)
+        .mount(&backup)
+        .await;
+    let (daemon, _dir) = daemon(&primary.uri(), &backup, &["--keep-warm-secs=300"]);
+    let line = daemon.wait_for_log("failover provider warm");
+    assert!(line.contains("backup") && line.contains("200"), "{line}");
+    // Nothing was sent through it.
+    assert_eq!(count(&backup).await, 0);
+}
+
+#[tokio::test]
 async fn answers_that_prove_nothing_was_accepted_fail_over() {
     for (answer, what) in [
         (ResponseTemplate::new(503), "503"),
