@@ -4,7 +4,13 @@
 //!
 //! Under systemd (stderr connected to the journal) lines carry no timestamp, which journald
 //! adds, and start with a `<N>` syslog priority, so `journalctl -p warning` works.
+//!
+//! On the runtime thread of the default single-threaded runtime, lines wait in a buffer that
+//! is written when the runtime is about to go idle (or holds [`MAX_PENDING`] bytes): a call's
+//! reply then leaves before its log line instead of after it, and lines logged together leave
+//! in one write.
 
+use std::cell::{Cell, RefCell};
 use std::io::{IsTerminal, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
@@ -32,6 +38,12 @@ pub fn init(format: LogFormat) {
         .with_writer(writer)
         .with_ansi(!journal && std::io::stderr().is_terminal())
         .with_target(false);
+    // A panic's own message must not overtake the lines logged before it.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        flush_pending();
+        report(info);
+    }));
     // A second init (tests calling into the library) is harmless: keep the first.
     let _ = match (format, journal) {
         (LogFormat::Json, _) => tracing_subscriber::registry()
@@ -66,13 +78,54 @@ struct Stderr {
     journal: bool,
 }
 
-/// One formatted event, written in one piece.
+/// Buffered lines past this many bytes are written at once, idle or not.
+const MAX_PENDING: usize = 16 * 1024;
+
+thread_local! {
+    /// Whether this thread's lines wait for [`flush_pending`].
+    static DEFER: Cell<bool> = const { Cell::new(false) };
+    static PENDING: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// From now on this thread's lines wait for [`flush_pending`], which the caller must arrange
+/// to run whenever the thread goes idle (the runtime's park hook) and before it ends.
+pub fn defer_on_this_thread() {
+    DEFER.set(true);
+}
+
+/// Writes the lines this thread has buffered.
+pub fn flush_pending() {
+    PENDING.with(|pending| {
+        // Busy only when a panic hit mid-line: the panic hook then leaves it.
+        let Ok(mut pending) = pending.try_borrow_mut() else {
+            return;
+        };
+        if !pending.is_empty() {
+            // Nowhere to report a failed write to stderr.
+            let _ = std::io::stderr().lock().write_all(&pending);
+            pending.clear();
+        }
+    });
+}
+
+/// One formatted event, written in one piece (or buffered whole).
 struct Line {
     prefix: &'static str,
 }
 
 impl Write for Line {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if DEFER.get() {
+            let full = PENDING.with_borrow_mut(|pending| {
+                pending.extend_from_slice(self.prefix.as_bytes());
+                pending.extend_from_slice(buf);
+                pending.len() >= MAX_PENDING
+            });
+            if full {
+                flush_pending();
+            }
+            return Ok(buf.len());
+        }
         if self.prefix.is_empty() {
             std::io::stderr().lock().write_all(buf)?;
             return Ok(buf.len());

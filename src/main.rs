@@ -134,8 +134,18 @@ fn main() -> ExitCode {
                 Err(e) => return exit_on_error(Err(e)),
             };
             otp_sidecar::logging::init(settings.log_format);
+            let single = settings.threads == 1;
             match runtime(settings.threads) {
-                Ok(rt) => exit_on_error(rt.block_on(lifecycle::run(args, settings))),
+                Ok(rt) => {
+                    // The one runtime thread is this one: its log lines wait for the runtime
+                    // to go idle (the park hook writes them), so replies leave first.
+                    if single {
+                        otp_sidecar::logging::defer_on_this_thread();
+                    }
+                    let outcome = rt.block_on(lifecycle::run(args, settings));
+                    otp_sidecar::logging::flush_pending();
+                    exit_on_error(outcome)
+                }
                 Err(e) => exit_on_error(Err(e.into())),
             }
         }
@@ -163,6 +173,7 @@ fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     match threads {
         1 => tokio::runtime::Builder::new_current_thread()
             .enable_all()
+            .on_thread_park(otp_sidecar::logging::flush_pending)
             .build(),
         n => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(n)

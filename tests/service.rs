@@ -489,6 +489,39 @@ async fn json_logs_are_one_object_per_line_without_secrets() {
     }
 }
 
+/// Lines wait while the runtime is busy and leave together (past 16 KiB, or when it idles):
+/// none may be torn, lost, or held back at exit.
+#[tokio::test]
+async fn buffered_log_lines_leave_whole_and_none_is_held_back_at_exit() {
+    let twilio = twilio_answering(created(SID)).await;
+    let mut daemon = Daemon::start(&twilio.uri(), Options::default().arg("--log-format=json"));
+    let mut calls = Vec::new();
+    for _ in 0..12 {
+        let mut client = daemon.unix_client().await;
+        calls.push(async move {
+            for _ in 0..25 {
+                assert_eq!(
+                    client.send_otp(OTP, PHONE, "ACME").await.unwrap(),
+                    Ok(SID.to_owned())
+                );
+            }
+        });
+    }
+    futures_util::future::join_all(calls).await;
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit().success());
+    daemon.wait_for_log("\"stopped\"");
+    let log = daemon.log();
+    let mut sent = 0;
+    for line in log.lines() {
+        let json: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("a torn or merged line ({e}): {line}"));
+        sent += usize::from(json["outcome"] == "sent");
+    }
+    assert_eq!(sent, 300);
+    assert!(log.lines().last().unwrap().contains("\"stopped\""), "{log}");
+}
+
 #[test]
 fn under_journald_lines_carry_a_priority_and_no_timestamp() {
     use std::os::unix::fs::MetadataExt;
