@@ -37,14 +37,6 @@ impl Backend {
             Backend::DryRun { .. } => None,
         }
     }
-
-    /// Whether sendOTP answers `VE…` and confirmOTP is available.
-    pub fn is_verify(&self) -> bool {
-        matches!(
-            self,
-            Backend::Verify(..) | Backend::DryRun { verify: true, .. }
-        )
-    }
 }
 
 /// Unique, Twilio-shaped SIDs: a prefix (`SM`, `VE`, `CA`) + 32 hex digits.

@@ -29,15 +29,6 @@ pub struct BreakerSettings {
     pub cooldown: Duration,
 }
 
-impl Default for BreakerSettings {
-    fn default() -> Self {
-        BreakerSettings {
-            failures: DEFAULT_BREAKER_FAILURES,
-            cooldown: DEFAULT_BREAKER_COOLDOWN,
-        }
-    }
-}
-
 /// One place to send through.
 #[derive(Debug)]
 pub struct Provider {
@@ -90,16 +81,20 @@ impl Providers {
 
     /// Sends one SMS through the first provider that takes it.
     pub async fn send(&self, sms: &Sms<'_>, deadline: Instant) -> Result<String, Refusal> {
+        // Nothing to fail over to: a breaker would skip nothing, so none is kept (and no
+        // lock is taken on the default path).
+        if let [only] = self.list.as_slice() {
+            return only.client.send(sms, deadline).await;
+        }
         // Providers whose breaker is open are skipped; when every one is, all are tried in
         // order anyway: an attempt beats a certain error.
         let all_open = self.list.iter().all(|p| p.breaker.is_open());
-        let mut refusal = None;
+        let mut refusal: Option<Refusal> = None;
         for provider in &self.list {
             if !all_open && !provider.breaker.admits() {
                 continue;
             }
             if let Some(previous) = &refusal {
-                let previous: &Refusal = previous;
                 tracing::warn!(
                     provider = %provider.name,
                     reason = %previous.error,

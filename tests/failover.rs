@@ -179,6 +179,21 @@ async fn a_primary_cut_off_at_the_deadline_counts_against_its_breaker() {
 }
 
 #[tokio::test]
+async fn without_a_failover_list_the_primary_keeps_no_breaker() {
+    let primary = primary(ResponseTemplate::new(503)).await;
+    let daemon = Daemon::start(&primary.uri(), Options::default());
+    for _ in 0..4 {
+        assert_eq!(
+            daemon.send("ACME").await,
+            Err("ERR unavailable: Twilio answered HTTP 503".to_owned())
+        );
+    }
+    // Each send still reached it; nothing claims it is being skipped.
+    assert_eq!(count(&primary).await, 4);
+    assert!(!daemon.log().contains("breaker open"), "{}", daemon.log());
+}
+
+#[tokio::test]
 async fn a_slow_primary_within_the_deadline_is_the_only_sender() {
     let primary = primary(created(SID).set_delay(Duration::from_millis(300))).await;
     let backup = backup().await;
