@@ -26,6 +26,9 @@ use otp_sidecar::client::{Client, Endpoint, Stream};
 use otp_sidecar::rpc::{Incoming, MsgpackCodec, Request};
 use tokio_util::codec::Framed;
 
+#[path = "compare/relay.rs"]
+mod relay;
+
 const AC: &str = "ACfeedfacefeedfacefeedfacefeedface";
 const SID: &str = "SM0123456789abcdef0123456789abcdef";
 const LATENCY_CALLS: usize = 5_000;
@@ -38,6 +41,19 @@ const CONNECTIONS: usize = 8;
 const PIPELINE: usize = 8;
 
 fn main() {
+    if let Some(spec) = std::env::var_os(relay::ENV) {
+        // Re-run by start_relay as the bare relay; runs until killed.
+        let spec = spec.to_string_lossy().into_owned();
+        let result = spec
+            .split_once(' ')
+            .context("OTP_BENCH_RELAY: SOCKET PORT")
+            .and_then(|(socket, port)| relay::serve(Path::new(socket), port.parse()?, AC, SID));
+        if let Err(e) = result {
+            eprintln!("relay: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if !std::env::args().any(|a| a == "--bench") {
         println!("compare: a benchmark; run it with `bash benches/run.sh`");
         return;
@@ -232,6 +248,22 @@ fn start_sidecar(dir: &Path, api: &str) -> Result<Target> {
     Target::start(cmd, unix, tcp)
 }
 
+/// The bare relay (see relay.rs): this binary re-run, in front of the mock.
+fn start_relay(dir: &Path, port: u16) -> Result<(Proc, Endpoint)> {
+    let socket = dir.join("relay.sock");
+    let child = Command::new(std::env::current_exe()?)
+        .env(relay::ENV, format!("{} {port}", socket.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("start the relay")?;
+    let proc = Proc(child);
+    wait_until("relay", Duration::from_secs(10), || {
+        std::os::unix::net::UnixStream::connect(&socket).is_ok()
+    })?;
+    Ok((proc, Endpoint::Unix(socket)))
+}
+
 fn start_node(dir: &Path, api: &str, node_path: &Path) -> Result<Target> {
     let unix = dir.join("node.sock");
     let tcp: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
@@ -378,18 +410,30 @@ async fn measure(target: &Target) -> Result<Measured> {
     Ok(m)
 }
 
-/// One paired round: the floor, otp-sidecar's p50 right after it, and both servers'
-/// throughput back to back (all over the Unix socket).
+/// One paired round: the floor, the bare relay's and otp-sidecar's p50 right after it, and
+/// both servers' throughput back to back (all over the Unix socket).
 struct Round {
     floor: Duration,
+    relay: Duration,
     sidecar: Duration,
     sidecar_tput: f64,
     node_tput: f64,
 }
 
 impl Round {
+    /// What the target judges: otp-sidecar over the direct call.
     fn added(&self) -> Duration {
         self.sidecar.saturating_sub(self.floor)
+    }
+
+    /// What a second process in the path costs by itself on this machine.
+    fn hop(&self) -> Duration {
+        self.relay.saturating_sub(self.floor)
+    }
+
+    /// What otp-sidecar costs beyond the bare relay: its own work.
+    fn own(&self) -> Duration {
+        self.sidecar.saturating_sub(self.relay)
     }
 
     fn ratio(&self) -> f64 {
@@ -401,16 +445,26 @@ fn rounds(
     runtime: &tokio::runtime::Runtime,
     dir: &Path,
     port: u16,
+    relay: &Endpoint,
     sidecar: &Endpoint,
     node: &Endpoint,
 ) -> Result<Vec<Round>> {
     (0..ROUNDS)
-        .map(|_| {
+        .map(|i| {
             let (floor, _) = direct_http(dir, port, 1)?;
             runtime.block_on(async {
+                let p50 = |e| async move { anyhow::Ok(latency(e, ROUND_LATENCY_CALLS).await?.0) };
+                // Alternate which goes first, so neither always gets the calmer seconds.
+                let (relay_p50, sidecar_p50) = if i % 2 == 0 {
+                    (p50(relay).await?, p50(sidecar).await?)
+                } else {
+                    let sidecar_p50 = p50(sidecar).await?;
+                    (p50(relay).await?, sidecar_p50)
+                };
                 Ok(Round {
                     floor,
-                    sidecar: latency(sidecar, ROUND_LATENCY_CALLS).await?.0,
+                    relay: relay_p50,
+                    sidecar: sidecar_p50,
                     sidecar_tput: throughput(sidecar, ROUND_THROUGHPUT_CALLS).await?.0,
                     node_tput: throughput(node, ROUND_THROUGHPUT_CALLS).await?.0,
                 })
@@ -528,16 +582,26 @@ fn report(
     };
     let added = median(rounds.iter().map(Round::added).collect());
     let tput_ratio = median(rounds.iter().map(Round::ratio).collect());
+    let median_of = |f: fn(&Round) -> Duration| us(median(rounds.iter().map(f).collect()));
     out.push_str(&format!(
-        "\nPaired rounds ({} × wrk 1 s, then {ROUND_LATENCY_CALLS} otp-sidecar calls, then \
-         {ROUND_THROUGHPUT_CALLS} calls at 64 in flight to each server; Unix socket):\n\
-         - floor p50: {}\n- otp-sidecar p50: {}\n- added: {} (median {})\n\
+        "\nPaired rounds ({} × wrk 1 s, then {ROUND_LATENCY_CALLS} calls through the bare relay \
+         and {ROUND_LATENCY_CALLS} otp-sidecar calls, then {ROUND_THROUGHPUT_CALLS} calls at 64 in \
+         flight to each server; Unix socket):\n\
+         - floor p50: {}\n- bare relay p50: {}\n- otp-sidecar p50: {}\n\
+         - added, otp-sidecar − floor: {} (median {})\n\
+         - of which the hop, bare relay − floor: {} (median {})\n\
+         - and otp-sidecar's own work, otp-sidecar − bare relay: {} (median {})\n\
          - throughput, otp-sidecar / Node: {} (median {tput_ratio:.1}×)\n\nTargets (median round):\n",
         rounds.len(),
         list(&|r| us(r.floor)),
+        list(&|r| us(r.relay)),
         list(&|r| us(r.sidecar)),
         list(&|r| us(r.added())),
         us(added),
+        list(&|r| us(r.hop())),
+        median_of(Round::hop),
+        list(&|r| us(r.own())),
+        median_of(Round::own),
         list(&|r| format!("{:.1}×", r.ratio())),
     ));
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
@@ -623,9 +687,17 @@ fn run() -> Result<()> {
     let js = runtime.block_on(measure(&node))?;
 
     eprintln!("compare: paired rounds…");
+    let (_relay, relay_unix) = start_relay(dir.path(), port)?;
     let [(_, sidecar_unix), _] = sidecar.endpoints();
     let [(_, node_unix), _] = node.endpoints();
-    let rounds = rounds(&runtime, dir.path(), port, &sidecar_unix, &node_unix)?;
+    let rounds = rounds(
+        &runtime,
+        dir.path(),
+        port,
+        &relay_unix,
+        &sidecar_unix,
+        &node_unix,
+    )?;
     drop((sidecar, node));
 
     let text = report(floor, &rust, &js, &rounds);
