@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod bounded;
+pub mod calllog;
 pub mod client;
 pub mod config;
 pub mod credentials;

@@ -6,6 +6,7 @@ use rmpv::Value;
 use tokio::time::Instant;
 
 use crate::backend::Backend;
+use crate::calllog::{CallLog, Method as CallMethod, Target};
 use crate::config::Settings;
 use crate::error::CallError;
 use crate::failover::{Provider, Providers};
@@ -16,7 +17,7 @@ use crate::metrics::METRICS;
 use crate::ratelimit::{Caller, RateLimiter};
 use crate::template::Templates;
 use crate::twilio::{Sms, TwilioClient};
-use crate::validate::{self, mask_phone, Channel};
+use crate::validate::{self, Channel};
 use crate::verify::Verification;
 use crate::voice::{self, VoiceSettings};
 
@@ -90,75 +91,73 @@ impl Dispatcher {
     }
 
     /// Runs one call and counts it. Every failure is a [`CallError`], whose text starts
-    /// with `ERR `.
-    pub async fn call(&self, method: &str, params: &[Value]) -> Result<Value, CallError> {
-        let (name, result) = match method {
-            "sendOTP" => ("sendOTP", self.send_otp(params).await.map(Value::from)),
-            "confirmOTP" => (
-                "confirmOTP",
-                self.confirm_otp(params).await.map(Value::from),
-            ),
+    /// with `ERR `. The call's log line comes back unwritten: drop it once the reply is out.
+    pub async fn call(
+        &self,
+        method: &str,
+        params: &[Value],
+    ) -> (Result<Value, CallError>, CallLog) {
+        let (name, (result, log)) = match method {
+            "sendOTP" => ("sendOTP", self.send_otp(params).await),
+            "confirmOTP" => ("confirmOTP", self.confirm_otp(params).await),
             "ping" => (
                 "ping",
-                expect_arity(method, params, 0).map(|()| "pong".into()),
+                (
+                    expect_arity(method, params, 0).map(|()| "pong".into()),
+                    CallLog::default(),
+                ),
             ),
             "health" => (
                 "health",
-                expect_arity(method, params, 0).map(|()| HEALTH.report(self.backend.mode())),
+                (
+                    expect_arity(method, params, 0).map(|()| HEALTH.report(self.backend.mode())),
+                    CallLog::default(),
+                ),
             ),
             _ => (
                 "unknown",
-                Err(CallError::BadRequest(format!(
-                    "unknown method '{}' (known: sendOTP, confirmOTP, ping, health)",
-                    method.chars().take(40).collect::<String>()
-                ))),
+                (
+                    Err(CallError::BadRequest(format!(
+                        "unknown method '{}' (known: sendOTP, confirmOTP, ping, health)",
+                        method.chars().take(40).collect::<String>()
+                    ))),
+                    CallLog::default(),
+                ),
             ),
         };
         METRICS.count_call(name, result.as_ref().map(|_| ()).map_err(CallError::reason));
-        result
+        (result, log)
     }
 
-    async fn send_otp(&self, params: &[Value]) -> Result<String, CallError> {
+    async fn send_otp(&self, params: &[Value]) -> (Result<Value, CallError>, CallLog) {
         if !(3..=4).contains(&params.len()) {
-            return Err(CallError::BadRequest(format!(
+            let result = Err(CallError::BadRequest(format!(
                 "sendOTP takes 3 arguments and an optional context map, got {}",
                 params.len()
             )));
+            return (result, CallLog::default());
         }
         let started = Instant::now();
-        // Only a valid number is masked and logged: a caller that swapped its arguments
-        // would otherwise put most of an OTP into the log.
-        let masked = match string_param(params, 1, "phone") {
-            Ok(p) if validate::is_e164(p) => mask_phone(p),
-            _ => "(invalid)".to_owned(),
-        };
         let result = self.checked_send(params, started).await;
         // A dry run never talks to Twilio, so its sends say nothing of Twilio's health.
         if self.twilio().is_some() {
             record_health(&result);
         }
-        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        // Refusals by a fraud rule or a limit are counted here, whichever check made them.
         match &result {
-            Ok(sid) => {
-                tracing::info!(method = "sendOTP", phone = %masked, outcome = "sent", sid = %sid, latency_ms)
-            }
-            Err(e @ CallError::Twilio { code, .. }) => {
-                tracing::warn!(method = "sendOTP", phone = %masked, outcome = "error", reason = e.reason(), twilio_code = code, latency_ms)
-            }
-            // Refusals by a fraud rule or a limit are counted here, whichever check made them.
-            Err(e @ CallError::Blocked(rule)) => {
-                METRICS.count_blocked(rule);
-                tracing::warn!(method = "sendOTP", phone = %masked, outcome = "error", reason = e.reason(), rule, latency_ms)
-            }
-            Err(e @ CallError::RateLimited { limit, .. }) => {
-                METRICS.count_rate_limited(limit);
-                tracing::warn!(method = "sendOTP", phone = %masked, outcome = "error", reason = e.reason(), limit, latency_ms)
-            }
-            Err(e) => {
-                tracing::warn!(method = "sendOTP", phone = %masked, outcome = "error", reason = e.reason(), latency_ms)
-            }
+            Err(CallError::Blocked(rule)) => METRICS.count_blocked(rule),
+            Err(CallError::RateLimited { limit, .. }) => METRICS.count_rate_limited(limit),
+            _ => {}
         }
-        result
+        // Only a valid number is logged (masked): a caller that swapped its arguments would
+        // otherwise put most of an OTP into the log.
+        let target = match string_param(params, 1, "phone") {
+            Ok(p) if validate::is_e164(p) => Target::Phone(p.to_owned()),
+            _ => Target::Shown("(invalid)"),
+        };
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let log = CallLog::new(CallMethod::SendOtp, target, &result, latency_ms);
+        (result.map(Value::from), log)
     }
 
     async fn checked_send(&self, params: &[Value], started: Instant) -> Result<String, CallError> {
@@ -273,24 +272,26 @@ impl Dispatcher {
     }
 
     /// confirmOTP(phone or VE…): APM accepted the code; Verify mode reports the approval.
-    async fn confirm_otp(&self, params: &[Value]) -> Result<String, CallError> {
+    async fn confirm_otp(&self, params: &[Value]) -> (Result<Value, CallError>, CallLog) {
         let started = Instant::now();
         let target = match (params.len(), params.first()) {
             (1, Some(Value::String(s))) => s.as_str().unwrap_or_default(),
             _ => {
-                return Err(CallError::BadRequest(
+                let refused = CallError::BadRequest(
                     "confirmOTP takes 1 argument: the phone number or the VE… SID".into(),
-                ))
+                );
+                return (Err(refused), CallLog::default());
             }
         };
         let shown = if validate::is_e164(target) {
-            mask_phone(target)
+            Target::Phone(target.to_owned())
         } else if validate::is_sid(target, "VE") {
-            target.to_owned()
+            Target::Sid(target.to_owned())
         } else {
-            return Err(CallError::BadRequest(
+            let refused = CallError::BadRequest(
                 "confirmOTP needs an E.164 phone number or a VE… verification SID".into(),
-            ));
+            );
+            return (Err(refused), CallLog::default());
         };
         let result = match &self.backend {
             Backend::Verify(client, service) => {
@@ -308,15 +309,8 @@ impl Dispatcher {
             )),
         };
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        match &result {
-            Ok(sid) => {
-                tracing::info!(method = "confirmOTP", target = %shown, outcome = "approved", sid = %sid, latency_ms)
-            }
-            Err(e) => {
-                tracing::warn!(method = "confirmOTP", target = %shown, outcome = "error", reason = e.reason(), latency_ms)
-            }
-        }
-        result
+        let log = CallLog::new(CallMethod::ConfirmOtp, shown, &result, latency_ms);
+        (result.map(Value::from), log)
     }
 
     /// Bounds a call to Twilio by the caller's deadline.

@@ -22,6 +22,7 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::calllog::CallLog;
 use crate::config::Limits;
 use crate::error::CallError;
 use crate::limits::{Slot, CALLS, CONNECTIONS};
@@ -291,18 +292,25 @@ impl Server {
                         Err(e) => return e.to_string(),
                     }
                 }
-                Some(reply) = in_flight.next(), if !in_flight.is_empty() => {
-                    // Replies that are ready together leave in one write.
+                Some((reply, log)) = in_flight.next(), if !in_flight.is_empty() => {
+                    // Replies that are ready together leave in one write; their log lines
+                    // are formatted after it (dropping a CallLog writes it).
+                    // (Vec::new allocates nothing until a second reply joins the write.)
+                    let mut logs = (log, Vec::new());
                     let mut written = framed.feed(reply).await;
                     while written.is_ok() {
                         match in_flight.next().now_or_never() {
-                            Some(Some(more)) => written = framed.feed(more).await,
+                            Some(Some((more, log))) => {
+                                logs.1.push(log);
+                                written = framed.feed(more).await;
+                            }
                             _ => break,
                         }
                     }
                     if written.is_ok() {
                         written = SinkExt::<Response>::flush(&mut framed).await;
                     }
+                    drop(logs);
                     if let Err(e) = written {
                         return format!("write failed: {e}");
                     }
@@ -382,7 +390,7 @@ fn bind_unix(path: &Path) -> Result<UnixListener> {
 /// goes away, and so that a fault in it cannot touch the connection.
 struct CallTask {
     msgid: rmpv::Integer,
-    handle: JoinHandle<Result<rmpv::Value, CallError>>,
+    handle: JoinHandle<(Result<rmpv::Value, CallError>, CallLog)>,
 }
 
 impl CallTask {
@@ -395,32 +403,35 @@ impl CallTask {
             params,
         } = request;
         let handle = tokio::spawn(async move {
-            let result = dispatcher.call(&method, &params).await;
+            let called = dispatcher.call(&method, &params).await;
             drop(slot);
-            result
+            called
         });
         CallTask { msgid, handle }
     }
 }
 
 impl std::future::Future for CallTask {
-    type Output = Response;
+    /// The reply, and the call's log line to drop once the reply is written.
+    type Output = (Response, CallLog);
 
     fn poll(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Response> {
+    ) -> std::task::Poll<Self::Output> {
         let joined = std::task::ready!(std::pin::Pin::new(&mut self.handle).poll(cx));
-        let outcome = match joined {
-            Ok(result) => result.map_err(|e| e.to_string()),
+        let (outcome, log) = match joined {
+            Ok((result, log)) => (result.map_err(|e| e.to_string()), log),
             Err(e) => {
                 tracing::error!("call task failed: {e}");
-                Err(CallError::Internal("the call failed unexpectedly".into()).to_string())
+                let failed = CallError::Internal("the call failed unexpectedly".into());
+                (Err(failed.to_string()), CallLog::default())
             }
         };
-        std::task::Poll::Ready(Response {
+        let reply = Response {
             msgid: self.msgid,
             outcome,
-        })
+        };
+        std::task::Poll::Ready((reply, log))
     }
 }

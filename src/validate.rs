@@ -170,14 +170,19 @@ pub fn context(value: Option<&rmpv::Value>) -> Result<Context<'_>, CallError> {
 
 /// A phone number fit for a log line: `+31612345678` → `+3161****5678`.
 pub fn mask_phone(phone: &str) -> String {
-    let chars: Vec<char> = phone.chars().collect();
-    let (head, tail) = if chars.len() >= 10 { (5, 4) } else { (3, 2) };
-    if chars.len() <= head + tail {
+    let count = phone.chars().count();
+    let (head, tail) = if count >= 10 { (5, 4) } else { (3, 2) };
+    if count <= head + tail {
         return "****".into();
     }
-    let head: String = chars[..head].iter().collect();
-    let tail: String = chars[chars.len() - tail..].iter().collect();
-    format!("{head}****{tail}")
+    // Byte offsets of the kept head and tail (a char boundary even for non-ASCII input).
+    let at = |n: usize| phone.char_indices().nth(n).map_or(phone.len(), |(i, _)| i);
+    let (head_end, tail_start) = (at(head), at(count - tail));
+    let mut masked = String::with_capacity(head_end + 4 + phone.len() - tail_start);
+    masked.push_str(&phone[..head_end]);
+    masked.push_str("****");
+    masked.push_str(&phone[tail_start..]);
+    masked
 }
 
 #[cfg(test)]
@@ -284,5 +289,7 @@ mod tests {
         assert_eq!(mask_phone("+31612345678"), "+3161****5678");
         assert_eq!(mask_phone("+1234567"), "+12****67");
         assert_eq!(mask_phone("+12"), "****");
+        // Not ASCII (never valid E.164, but the mask must not split a character).
+        assert_eq!(mask_phone("+٣١٦١٢٣٤٥٦٧٨"), "+٣١٦١****٥٦٧٨");
     }
 }

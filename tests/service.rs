@@ -522,6 +522,57 @@ async fn buffered_log_lines_leave_whole_and_none_is_held_back_at_exit() {
     assert!(log.lines().last().unwrap().contains("\"stopped\""), "{log}");
 }
 
+#[tokio::test]
+async fn calls_whose_caller_hung_up_are_still_logged_once() {
+    // A connection writes each call's log line after its reply. Here the caller sends two
+    // calls and hangs up: the first reply's write fails, the connection ends, and the second
+    // call, still at Twilio, has nobody to reply to — its own task must write its line.
+    use wiremock::matchers::body_string_contains;
+    let twilio = wiremock::MockServer::start().await;
+    for (phone, delay) in [("31612345678", 200), ("31687654321", 800)] {
+        Mock::given(method("POST"))
+            .and(body_string_contains(phone))
+            .respond_with(created(SID).set_delay(Duration::from_millis(delay)))
+            .mount(&twilio)
+            .await;
+    }
+    let options = Options::default().env("RUST_LOG", "debug");
+    let daemon = Daemon::start(&twilio.uri(), options);
+    let mut socket = tokio::net::UnixStream::connect(&daemon.unix).await.unwrap();
+    let mut bytes = Vec::new();
+    for (id, phone) in [(1, PHONE), (2, "+31687654321")] {
+        let call = rmpv::Value::Array(vec![
+            0.into(),
+            id.into(),
+            "sendOTP".into(),
+            rmpv::Value::Array(vec![OTP.into(), phone.into(), "ACME".into()]),
+        ]);
+        rmpv::encode::write_value(&mut bytes, &call).unwrap();
+    }
+    socket.write_all(&bytes).await.unwrap();
+    until_sent(&twilio, 2).await;
+    drop(socket);
+    let sent = |daemon: &Daemon| daemon.count_log("outcome=\"sent\"");
+    poll_until(
+        Duration::from_secs(5),
+        || (sent(&daemon) == 2).then_some(()),
+        || format!("not both calls logged:\n{}", daemon.log()),
+    );
+    let log = daemon.log();
+    assert!(
+        log.contains("phone=+3161****5678") && log.contains("phone=+3168****4321"),
+        "{log}"
+    );
+    assert!(!log.contains(PHONE), "{log}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sent(&daemon), 2, "{}", daemon.log());
+    // (debug) The connection had ended before the second call came back.
+    let closed = log
+        .find("connection closed")
+        .expect("connection closed line");
+    assert!(closed < log.find("+3168****4321").unwrap(), "{log}");
+}
+
 #[test]
 fn under_journald_lines_carry_a_priority_and_no_timestamp() {
     use std::os::unix::fs::MetadataExt;

@@ -81,7 +81,7 @@ fn answer(value: rmpv::Value) -> bool {
         Ok(Incoming::Notification { .. } | Incoming::Response(_)) => return true,
         Err(_) => return false,
     };
-    let result = RUNTIME.block_on(DISPATCHER.call(&request.method, &request.params));
+    let (result, _log) = RUNTIME.block_on(DISPATCHER.call(&request.method, &request.params));
     match &result {
         Ok(value) if request.method == "sendOTP" => {
             // A text's SID, or a call's when the context asked for voice.
