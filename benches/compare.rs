@@ -37,6 +37,7 @@ const THROUGHPUT_CALLS: usize = 20_000;
 const ROUNDS: usize = 7;
 const ROUND_LATENCY_CALLS: usize = 1_000;
 const ROUND_THROUGHPUT_CALLS: usize = 4_000;
+const INSTRUCTION_CALLS: usize = 2_000;
 const CONNECTIONS: usize = 8;
 const PIPELINE: usize = 8;
 
@@ -225,14 +226,22 @@ fn credentials(cmd: &mut Command) {
     }
 }
 
-fn start_sidecar(dir: &Path, api: &str) -> Result<Target> {
+/// `launcher`: a program the daemon runs under (callgrind), or none.
+fn start_sidecar(dir: &Path, api: &str, launcher: &[String]) -> Result<Target> {
     let unix = dir.join("otp-sidecar.sock");
     let tcp: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
     // OTP_BENCH_DAEMON: another build of the daemon, to compare two versions in one setup.
     let daemon = std::env::var_os("OTP_BENCH_DAEMON")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_otp-sidecar")));
-    let mut cmd = Command::new(daemon);
+    let mut cmd = match launcher.split_first() {
+        Some((program, args)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(args).arg(daemon);
+            cmd
+        }
+        None => Command::new(daemon),
+    };
     credentials(&mut cmd);
     // The bench sends 51,000 OTPs to one number: the per-phone and global limits would
     // refuse nearly all of them (the Node.js stack has no limits to turn off).
@@ -408,6 +417,58 @@ async fn measure(target: &Target) -> Result<Measured> {
     }
     m.rss_after_kib = rss_kib(target.proc.0.id())?;
     Ok(m)
+}
+
+/// The daemon's instructions per sendOTP call, counted by callgrind over
+/// INSTRUCTION_CALLS sequential calls after a warm-up. Unlike a time on this shared VM, the
+/// count repeats from run to run, so it shows what a change to the daemon's own work saved.
+async fn instructions_per_call(dir: &Path, api: &str) -> Result<u64> {
+    let out = dir.join("callgrind.out");
+    let launcher = [
+        "valgrind".to_owned(),
+        "--tool=callgrind".to_owned(),
+        format!("--callgrind-out-file={}", out.display()),
+    ];
+    let target =
+        start_sidecar(dir, api, &launcher).context("valgrind (apt-get install valgrind)")?;
+    let pid = target.proc.0.id().to_string();
+    let control = |option: &str| -> Result<()> {
+        let status = Command::new("callgrind_control")
+            .args([option, &pid])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        anyhow::ensure!(status.success(), "callgrind_control {option} failed");
+        Ok(())
+    };
+    let mut client = Client::connect(&Endpoint::Unix(target.unix.clone())).await?;
+    for i in 0..WARMUP_CALLS + INSTRUCTION_CALLS {
+        if i == WARMUP_CALLS {
+            control("--zero")?;
+        }
+        let reply = client
+            .send_otp("918273", "+31612345678", "+14155550100")
+            .await?;
+        if reply.as_deref() != Ok(SID) {
+            bail!("unexpected reply {reply:?}");
+        }
+    }
+    control("--dump")?;
+    let dump = dir.join("callgrind.out.1");
+    wait_until("the callgrind dump", Duration::from_secs(30), || {
+        dump.exists()
+    })?;
+    let text = std::fs::read_to_string(&dump)?;
+    let total: u64 = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("totals: ")
+                .or_else(|| l.strip_prefix("summary: "))
+        })
+        .context("no totals in the callgrind dump")?
+        .trim()
+        .parse()?;
+    Ok(total / INSTRUCTION_CALLS as u64)
 }
 
 /// One paired round: the floor, the bare relay's and otp-sidecar's p50 right after it, and
@@ -654,18 +715,23 @@ fn run() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let (_mock, port) = start_mock(dir.path())?;
     let api = format!("http://127.0.0.1:{port}");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    if std::env::var_os("OTP_BENCH_CALLGRIND").is_some() {
+        let per_call = runtime.block_on(instructions_per_call(dir.path(), &api))?;
+        println!("otp-sidecar: {per_call} instructions per sendOTP call (callgrind)");
+        return Ok(());
+    }
     let floor = if std::env::var_os("OTP_BENCH_ONLY_SIDECAR").is_some() {
         (Duration::ZERO, Duration::ZERO)
     } else {
         eprintln!("compare: floor (wrk, 5 s)…");
         direct_http(dir.path(), port, 5)?
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
 
     eprintln!("compare: otp-sidecar…");
-    let sidecar = start_sidecar(dir.path(), &api)?;
+    let sidecar = start_sidecar(dir.path(), &api, &[])?;
     let rust = runtime.block_on(measure(&sidecar))?;
     if std::env::var_os("OTP_BENCH_ONLY_SIDECAR").is_some() {
         // For profiling: `perf record -p` the daemon while this runs.
