@@ -143,6 +143,8 @@ fn main() -> ExitCode {
                         otp_sidecar::logging::defer_on_this_thread();
                     }
                     let outcome = rt.block_on(lifecycle::run(args, settings));
+                    // Tasks dropped with the runtime may still write a call's line.
+                    drop(rt);
                     otp_sidecar::logging::flush_pending();
                     exit_on_error(outcome)
                 }

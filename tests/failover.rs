@@ -91,6 +91,8 @@ async fn a_primary_that_cannot_be_reached_hands_the_message_to_the_backup() {
             ("To".to_owned(), PHONE.to_owned()),
         ]
     );
+    // Log lines follow the reply: wait for them.
+    daemon.wait_for_log("outcome=\"sent\"");
     let log = daemon.log();
     assert!(log.contains("trying the next"), "{log}");
     assert!(!log.contains(TOKEN2) && !log.contains(OTP), "{log}");

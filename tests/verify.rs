@@ -94,6 +94,7 @@ async fn send_otp_starts_a_verification_with_apms_code_and_replies_its_sid() {
     assert!(requests
         .iter()
         .all(|r| r.url.path() == verifications_path()));
+    daemon.wait_for_log(VE); // log lines follow the reply
     let log = daemon.log();
     assert!(!log.contains(OTP), "{log}");
     assert!(log.contains(VE), "{log}");
@@ -170,6 +171,12 @@ async fn confirm_otp_approves_by_phone_or_sid() {
             vec![("Status".to_owned(), "approved".to_owned())]
         );
     }
+    // Both confirmations logged (lines follow the reply), the number masked.
+    poll_until(
+        std::time::Duration::from_secs(5),
+        || (daemon.count_log("outcome=\"approved\"") == 2).then_some(()),
+        || daemon.log(),
+    );
     let log = daemon.log();
     assert!(
         !log.contains(PHONE),
