@@ -366,3 +366,30 @@ fn string_param<'a>(params: &'a [Value], i: usize, name: &str) -> Result<&'a str
         _ => Err(CallError::BadRequest(format!("{name} must be a string"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::DrySids;
+    use crate::config::ServeArgs;
+
+    #[test]
+    fn a_call_future_stays_small() {
+        // Every call's future is moved into its task when spawned; one that grew by holding
+        // a connect path inline doubled the instructions a call costs. 2.6 KB today.
+        let args = ServeArgs {
+            dry_run: true,
+            ..Default::default()
+        };
+        let settings = Settings::resolve(&args, &|_| None).expect("dry-run settings");
+        let limiter = Arc::new(RateLimiter::new(settings.rate_limits));
+        let backend = Backend::DryRun {
+            sids: DrySids::default(),
+            verify: false,
+        };
+        let dispatcher = Dispatcher::new(&settings, backend, limiter);
+        let call = dispatcher.call("ping", &[]);
+        let size = std::mem::size_of_val(&call);
+        assert!(size <= 8 * 1024, "the call future is {size} bytes");
+    }
+}
