@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::config::Settings;
 use crate::failover::Providers;
 use crate::twilio::TwilioClient;
 use crate::verify::VerifyService;
@@ -20,6 +21,14 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The dry run of these settings: made-up `VE…` SIDs in Verify mode, else `SM…`.
+    pub fn dry_run(settings: &Settings) -> Backend {
+        Backend::DryRun {
+            sids: DrySids::default(),
+            verify: settings.verify.is_some(),
+        }
+    }
+
     /// The mode's name, for health reports.
     pub fn mode(&self) -> &'static str {
         match self {

@@ -10,7 +10,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{Backend, DrySids};
+use crate::backend::Backend;
 use crate::config::{ServeArgs, Settings, PRIMARY};
 use crate::credentials::Credentials;
 use crate::failover::{Provider, Providers};
@@ -127,10 +127,7 @@ fn build_live(settings: &Settings, running: Option<&Live>) -> Result<Live> {
             tracing::warn!(
                 "DRY RUN: nothing will be sent; every sendOTP answers with a made-up {sids} SID"
             );
-            Backend::DryRun {
-                sids: DrySids::default(),
-                verify: settings.verify.is_some(),
-            }
+            Backend::dry_run(settings)
         }
     };
     Ok(Live {

@@ -64,6 +64,12 @@ impl Dispatcher {
         }
     }
 
+    /// A dry run of `settings` with limits of its own (the fuzz target, tests).
+    pub fn dry_run(settings: &Settings) -> Self {
+        let limiter = Arc::new(RateLimiter::new(settings.rate_limits));
+        Self::new(settings, Backend::dry_run(settings), limiter)
+    }
+
     /// How long a call may take.
     pub fn deadline(&self) -> std::time::Duration {
         self.deadline
@@ -370,7 +376,6 @@ fn string_param<'a>(params: &'a [Value], i: usize, name: &str) -> Result<&'a str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::DrySids;
     use crate::config::ServeArgs;
 
     #[test]
@@ -382,12 +387,7 @@ mod tests {
             ..Default::default()
         };
         let settings = Settings::resolve(&args, &|_| None).expect("dry-run settings");
-        let limiter = Arc::new(RateLimiter::new(settings.rate_limits));
-        let backend = Backend::DryRun {
-            sids: DrySids::default(),
-            verify: false,
-        };
-        let dispatcher = Dispatcher::new(&settings, backend, limiter);
+        let dispatcher = Dispatcher::dry_run(&settings);
         let call = dispatcher.call("ping", &[]);
         let size = std::mem::size_of_val(&call);
         assert!(size <= 8 * 1024, "the call future is {size} bytes");

@@ -4,15 +4,13 @@
 //! reply or a closed connection; every reply must frame cleanly.
 #![no_main]
 
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use otp_sidecar::backend::{Backend, DrySids};
 use otp_sidecar::config::{ServeArgs, Settings};
 use otp_sidecar::error::CallError;
 use otp_sidecar::methods::Dispatcher;
-use otp_sidecar::ratelimit::RateLimiter;
 use otp_sidecar::rpc::{Incoming, MsgpackCodec, Response};
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -37,12 +35,7 @@ static DISPATCHER: LazyLock<Dispatcher> = LazyLock::new(|| {
         ..Default::default()
     };
     let settings = Settings::resolve(&args, &|_| None).expect("dry-run settings");
-    let limiter = Arc::new(RateLimiter::new(settings.rate_limits));
-    let backend = Backend::DryRun {
-        sids: DrySids::default(),
-        verify: false,
-    };
-    Dispatcher::new(&settings, backend, limiter)
+    Dispatcher::dry_run(&settings)
 });
 
 fuzz_target!(|data: &[u8]| {
