@@ -5,6 +5,8 @@
 //! writes it when dropped: by the connection right after it wrote the reply, or by the call's
 //! own task when nobody waits for the reply any more — so no call goes unlogged.
 
+use tokio::time::Instant;
+
 use crate::error::CallError;
 use crate::validate::mask_phone;
 
@@ -29,9 +31,8 @@ pub enum Method {
 pub enum Target {
     /// An E.164 number; masked when the line is written.
     Phone(String),
-    /// Shown as is (a VE… SID, or a placeholder for a number not fit to show).
-    Shown(&'static str),
-    Sid(String),
+    /// Shown as is: a VE… SID, or a placeholder for a number not fit to show.
+    Shown(String),
 }
 
 enum Outcome {
@@ -53,12 +54,14 @@ enum Detail {
 }
 
 impl CallLog {
+    /// The line of a call that began at `started` and ended now with `result`.
     pub fn new(
         method: Method,
         target: Target,
         result: &Result<String, CallError>,
-        latency_ms: f64,
+        started: Instant,
     ) -> CallLog {
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         let outcome = match result {
             Ok(sid) => Outcome::Done { sid: sid.clone() },
             Err(e) => Outcome::Failed {
@@ -97,7 +100,6 @@ impl Line {
                 &masked
             }
             Target::Shown(text) => text,
-            Target::Sid(sid) => sid,
         };
         let latency_ms = self.latency_ms;
         match (self.method, &self.outcome) {

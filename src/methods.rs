@@ -159,10 +159,9 @@ impl Dispatcher {
         // otherwise put most of an OTP into the log.
         let target = match string_param(params, 1, "phone") {
             Ok(p) if validate::is_e164(p) => Target::Phone(p.to_owned()),
-            _ => Target::Shown("(invalid)"),
+            _ => Target::Shown("(invalid)".to_owned()),
         };
-        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let log = CallLog::new(CallMethod::SendOtp, target, &result, latency_ms);
+        let log = CallLog::new(CallMethod::SendOtp, target, &result, started);
         (result.map(Value::from), log)
     }
 
@@ -292,7 +291,7 @@ impl Dispatcher {
         let shown = if validate::is_e164(target) {
             Target::Phone(target.to_owned())
         } else if validate::is_sid(target, "VE") {
-            Target::Sid(target.to_owned())
+            Target::Shown(target.to_owned())
         } else {
             let refused = CallError::BadRequest(
                 "confirmOTP needs an E.164 phone number or a VE… verification SID".into(),
@@ -314,8 +313,7 @@ impl Dispatcher {
                 "confirmOTP needs Verify mode (verify_service_sid)".into(),
             )),
         };
-        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let log = CallLog::new(CallMethod::ConfirmOtp, shown, &result, latency_ms);
+        let log = CallLog::new(CallMethod::ConfirmOtp, shown, &result, started);
         (result.map(Value::from), log)
     }
 

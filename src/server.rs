@@ -294,14 +294,14 @@ impl Server {
                 }
                 Some((reply, log)) = in_flight.next(), if !in_flight.is_empty() => {
                     // Replies that are ready together leave in one write; their log lines
-                    // are formatted after it (dropping a CallLog writes it).
-                    // (Vec::new allocates nothing until a second reply joins the write.)
-                    let mut logs = (log, Vec::new());
+                    // are formatted after it (dropping a CallLog writes it). The Vec
+                    // allocates only when a second reply joins the write.
+                    let mut more_logs = Vec::new();
                     let mut written = framed.feed(reply).await;
                     while written.is_ok() {
                         match in_flight.next().now_or_never() {
-                            Some(Some((more, log))) => {
-                                logs.1.push(log);
+                            Some(Some((more, more_log))) => {
+                                more_logs.push(more_log);
                                 written = framed.feed(more).await;
                             }
                             _ => break,
@@ -310,7 +310,7 @@ impl Server {
                     if written.is_ok() {
                         written = SinkExt::<Response>::flush(&mut framed).await;
                     }
-                    drop(logs);
+                    drop((log, more_logs));
                     if let Err(e) = written {
                         return format!("write failed: {e}");
                     }
