@@ -31,6 +31,10 @@ mod relay;
 
 const AC: &str = "ACfeedfacefeedfacefeedfacefeedface";
 const SID: &str = "SM0123456789abcdef0123456789abcdef";
+/// What otp-sidecar posts for the bench's call, and an Authorization of its size: the floor
+/// (wrk) and the bare relay send the same request.
+const FORM: &str = "To=%2B31612345678&From=%2B14155550100&Body=Your+OTP+is%3A+918273";
+const AUTHORIZATION: &str = "Basic QUNmZWVkOnRva2Vu";
 const LATENCY_CALLS: usize = 5_000;
 const WARMUP_CALLS: usize = 500;
 const THROUGHPUT_CALLS: usize = 20_000;
@@ -48,7 +52,7 @@ fn main() {
         let result = spec
             .split_once(' ')
             .context("OTP_BENCH_RELAY: SOCKET PORT")
-            .and_then(|(socket, port)| relay::serve(Path::new(socket), port.parse()?, AC, SID));
+            .and_then(|(socket, port)| relay::serve(Path::new(socket), port.parse()?));
         if let Err(e) = result {
             eprintln!("relay: {e:#}");
             std::process::exit(1);
@@ -143,10 +147,12 @@ fn direct_http(dir: &Path, port: u16, seconds: u32) -> Result<(Duration, Duratio
     let script = dir.join("post.lua");
     std::fs::write(
         &script,
-        "wrk.method = \"POST\"\n\
-         wrk.body = \"To=%2B31612345678&From=%2B14155550100&Body=Your+OTP+is%3A+918273\"\n\
-         wrk.headers[\"Content-Type\"] = \"application/x-www-form-urlencoded\"\n\
-         wrk.headers[\"Authorization\"] = \"Basic QUNmZWVkOnRva2Vu\"\n",
+        format!(
+            "wrk.method = \"POST\"\n\
+             wrk.body = \"{FORM}\"\n\
+             wrk.headers[\"Content-Type\"] = \"application/x-www-form-urlencoded\"\n\
+             wrk.headers[\"Authorization\"] = \"{AUTHORIZATION}\"\n"
+        ),
     )?;
     let url = format!("http://127.0.0.1:{port}/2010-04-01/Accounts/{AC}/Messages.json");
     let out = Command::new("wrk")

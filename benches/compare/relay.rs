@@ -14,26 +14,26 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use rmpv::Value;
 
+use super::{AC, AUTHORIZATION, FORM, SID};
+
 /// Set (to "SOCKET PORT") when the bench binary runs as the relay.
 pub const ENV: &str = "OTP_BENCH_RELAY";
 
 /// Serves `socket` until killed, relaying to the mock on 127.0.0.1:`port`.
-pub fn serve(socket: &Path, port: u16, account: &str, sid: &str) -> Result<()> {
+pub fn serve(socket: &Path, port: u16) -> Result<()> {
     let listener = UnixListener::bind(socket).context("bind the relay socket")?;
-    let body = "To=%2B31612345678&From=%2B14155550100&Body=Your+OTP+is%3A+918273";
     let request = format!(
-        "POST /2010-04-01/Accounts/{account}/Messages.json HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
-         Authorization: Basic QUNmZWVkOnRva2Vu\r\n\
-         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
+        "POST /2010-04-01/Accounts/{AC}/Messages.json HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+         Authorization: {AUTHORIZATION}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{FORM}",
+        FORM.len()
     )
     .into_bytes();
     for caller in listener.incoming() {
         let caller = caller?;
         let request = request.clone();
-        let sid = sid.to_owned();
         std::thread::spawn(move || {
-            if let Err(e) = relay(caller, port, &request, &sid) {
+            if let Err(e) = relay(caller, port, &request) {
                 eprintln!("relay: {e:#}");
             }
         });
@@ -41,7 +41,7 @@ pub fn serve(socket: &Path, port: u16, account: &str, sid: &str) -> Result<()> {
     Ok(())
 }
 
-fn relay(mut caller: UnixStream, port: u16, request: &[u8], sid: &str) -> Result<()> {
+fn relay(mut caller: UnixStream, port: u16, request: &[u8]) -> Result<()> {
     let mut upstream = TcpStream::connect(("127.0.0.1", port))?;
     upstream.set_nodelay(true)?;
     let mut inbox = Vec::new();
@@ -65,7 +65,7 @@ fn relay(mut caller: UnixStream, port: u16, request: &[u8], sid: &str) -> Result
         upstream.write_all(request)?;
         read_response(&mut upstream, &mut response, &mut chunk)?;
         reply.clear();
-        let answer = Value::Array(vec![1.into(), msgid, Value::Nil, sid.into()]);
+        let answer = Value::Array(vec![1.into(), msgid, Value::Nil, SID.into()]);
         rmpv::encode::write_value(&mut reply, &answer)?;
         caller.write_all(&reply)?;
     }
