@@ -40,6 +40,59 @@ when RULE_INIT {
     set static::otp_ilx_confirm_agent_id "twilio_confirm"
 }
 
+# ---- UTF-8 ----
+# ILX::call hands the iRule's strings to Node as characters (the forwarder encodes them as
+# UTF-8). TMM may hand over a session value that already holds UTF-8 bytes, one per character
+# (an e-acute as the two characters \xc3\xa9): passed on like that, it would be encoded twice.
+# A value whose characters are all below 0x100 and form valid UTF-8 is therefore decoded into
+# the characters it spells first. (A real Latin-1 name that happens to spell valid UTF-8 would
+# be decoded too; none is known to occur.) iRules disable `encoding`, so this is done by hand.
+
+# Whether every character of s is below 0x100 and the whole forms valid UTF-8 (the same rules
+# as the daemon's: no overlong forms, no surrogates, nothing above U+10FFFF).
+proc utf8_bytes_valid { s } {
+    return [regexp {^(?:[\x00-\x7f]|[\xc2-\xdf][\x80-\xbf]|\xe0[\xa0-\xbf][\x80-\xbf]|[\xe1-\xec\xee\xef][\x80-\xbf][\x80-\xbf]|\xed[\x80-\x9f][\x80-\xbf]|\xf0[\x90-\xbf][\x80-\xbf][\x80-\xbf]|[\xf1-\xf3][\x80-\xbf][\x80-\xbf][\x80-\xbf]|\xf4[\x80-\x8f][\x80-\xbf][\x80-\xbf])*$} $s]
+}
+
+# The characters of the UTF-8 bytes b; b as it is when it is not valid UTF-8. A 4-byte
+# sequence becomes a surrogate pair, as a UCS-2 string holds it.
+proc utf8_decode { b } {
+    if { ![regexp {[^\x00-\x7f]} $b] || ![call utf8_bytes_valid $b] } {
+        return $b
+    }
+    binary scan $b c* bytes
+    set s ""
+    set cp 0
+    set left 0
+    foreach byte $bytes {
+        set byte [expr {$byte & 0xff}]
+        if { $left > 0 } {
+            set cp [expr {($cp << 6) | ($byte & 0x3f)}]
+            incr left -1
+        } elseif { $byte < 0x80 } {
+            set cp $byte
+        } elseif { $byte < 0xe0 } {
+            set cp [expr {$byte & 0x1f}]
+            set left 1
+        } elseif { $byte < 0xf0 } {
+            set cp [expr {$byte & 0x0f}]
+            set left 2
+        } else {
+            set cp [expr {$byte & 0x07}]
+            set left 3
+        }
+        if { $left == 0 } {
+            if { $cp < 0x10000 } {
+                append s [format %c $cp]
+            } else {
+                set cp [expr {$cp - 0x10000}]
+                append s [format %c%c [expr {0xd800 | ($cp >> 10)}] [expr {0xdc00 | ($cp & 0x3ff)}]]
+            }
+        }
+    }
+    return $s
+}
+
 when ACCESS_POLICY_AGENT_EVENT {
     set agent [ACCESS::policy agent_id]
     if { $agent ne "" && $agent eq $static::otp_ilx_confirm_agent_id } {
@@ -103,6 +156,9 @@ when ACCESS_POLICY_AGENT_EVENT {
     if { $static::otp_ilx_channel_var ne "" } {
         set channel [ACCESS::session data get $static::otp_ilx_channel_var]
     }
+    set user [call utf8_decode $user]
+    set locale [call utf8_decode $locale]
+    set channel [call utf8_decode $channel]
     set status ""
     if { [catch {
         set handle [ILX::init $static::otp_ilx_plugin $static::otp_ilx_extension]

@@ -41,18 +41,124 @@ when RULE_INIT {
     set static::otp_sb_confirm_agent_id "twilio_confirm"
 }
 
+# ---- UTF-8, by hand: iRules disable `encoding` ----
+# Tcl 8.4 strings are characters (UCS-2). The daemon wants UTF-8 bytes, and `binary format a*`
+# keeps only each character's low 8 bits, so the rule encodes each string itself. TMM may also
+# hand over a value that already holds UTF-8 bytes, one per character (an e-acute as the
+# characters \xc3\xa9): a string whose characters are all below 0x100 and form valid UTF-8 is
+# taken as such and sent as it is, never encoded twice. (A real Latin-1 name that happens to
+# spell valid UTF-8 would be taken for bytes too; none is known to occur.) A UTF-16 surrogate
+# pair (how a UCS-2 string holds a character above U+FFFF) becomes that character's 4 bytes; a
+# lone surrogate, which no UTF-8 can carry, becomes U+FFFD.
+
+# Whether every character of s is below 0x100 and the whole forms valid UTF-8 (the same rules
+# as the daemon's: no overlong forms, no surrogates, nothing above U+10FFFF).
+proc utf8_bytes_valid { s } {
+    return [regexp {^(?:[\x00-\x7f]|[\xc2-\xdf][\x80-\xbf]|\xe0[\xa0-\xbf][\x80-\xbf]|[\xe1-\xec\xee\xef][\x80-\xbf][\x80-\xbf]|\xed[\x80-\x9f][\x80-\xbf]|\xf0[\x90-\xbf][\x80-\xbf][\x80-\xbf]|[\xf1-\xf3][\x80-\xbf][\x80-\xbf][\x80-\xbf]|\xf4[\x80-\x8f][\x80-\xbf][\x80-\xbf])*$} $s]
+}
+
+# The UTF-8 bytes of s, one character each (below 0x100), ready for `binary format a*`.
+proc utf8_encode { s } {
+    # Pure ASCII, the common case, is its own UTF-8.
+    if { ![regexp {[^\x00-\x7f]} $s] } {
+        return $s
+    }
+    if { [call utf8_bytes_valid $s] } {
+        return $s
+    }
+    set bytes {}
+    set high 0
+    foreach c [split $s ""] {
+        scan $c %c cp
+        if { $high } {
+            if { $cp >= 0xdc00 && $cp <= 0xdfff } {
+                set cp [expr {0x10000 + (($high - 0xd800) << 10) + ($cp - 0xdc00)}]
+                set high 0
+                lappend bytes [expr {0xf0 | ($cp >> 18)}] [expr {0x80 | (($cp >> 12) & 0x3f)}] \
+                    [expr {0x80 | (($cp >> 6) & 0x3f)}] [expr {0x80 | ($cp & 0x3f)}]
+                continue
+            }
+            lappend bytes 0xef 0xbf 0xbd
+            set high 0
+        }
+        if { $cp < 0x80 } {
+            lappend bytes $cp
+        } elseif { $cp < 0x800 } {
+            lappend bytes [expr {0xc0 | ($cp >> 6)}] [expr {0x80 | ($cp & 0x3f)}]
+        } elseif { $cp >= 0xd800 && $cp <= 0xdbff } {
+            set high $cp
+        } elseif { $cp >= 0xdc00 && $cp <= 0xdfff } {
+            lappend bytes 0xef 0xbf 0xbd
+        } elseif { $cp < 0x10000 } {
+            lappend bytes [expr {0xe0 | ($cp >> 12)}] [expr {0x80 | (($cp >> 6) & 0x3f)}] \
+                [expr {0x80 | ($cp & 0x3f)}]
+        } else {
+            # Only where a Tcl build holds characters above U+FFFF whole.
+            lappend bytes [expr {0xf0 | ($cp >> 18)}] [expr {0x80 | (($cp >> 12) & 0x3f)}] \
+                [expr {0x80 | (($cp >> 6) & 0x3f)}] [expr {0x80 | ($cp & 0x3f)}]
+        }
+    }
+    if { $high } {
+        lappend bytes 0xef 0xbf 0xbd
+    }
+    return [binary format c* $bytes]
+}
+
+# The characters of the UTF-8 bytes b (a reply's string); b as it is when it is not valid
+# UTF-8. A 4-byte sequence becomes a surrogate pair, as a UCS-2 string holds it.
+proc utf8_decode { b } {
+    if { ![regexp {[^\x00-\x7f]} $b] || ![call utf8_bytes_valid $b] } {
+        return $b
+    }
+    binary scan $b c* bytes
+    set s ""
+    set cp 0
+    set left 0
+    foreach byte $bytes {
+        set byte [expr {$byte & 0xff}]
+        if { $left > 0 } {
+            set cp [expr {($cp << 6) | ($byte & 0x3f)}]
+            incr left -1
+        } elseif { $byte < 0x80 } {
+            set cp $byte
+        } elseif { $byte < 0xe0 } {
+            set cp [expr {$byte & 0x1f}]
+            set left 1
+        } elseif { $byte < 0xf0 } {
+            set cp [expr {$byte & 0x0f}]
+            set left 2
+        } else {
+            set cp [expr {$byte & 0x07}]
+            set left 3
+        }
+        if { $left == 0 } {
+            if { $cp < 0x10000 } {
+                append s [format %c $cp]
+            } else {
+                set cp [expr {$cp - 0x10000}]
+                append s [format %c%c [expr {0xd800 | ($cp >> 10)}] [expr {0xdc00 | ($cp & 0x3ff)}]]
+            }
+        }
+    }
+    return $s
+}
+
 # ---- MessagePack, the subset MessagePack-RPC needs ----
 
-# A string as fixstr, str8 or str16.
+# A string as fixstr, str8, str16 or str32 of its UTF-8 bytes (the header counts bytes).
 proc mp_str { s } {
-    set n [string length $s]
+    set b [call utf8_encode $s]
+    set n [string length $b]
     if { $n < 32 } {
-        return [binary format ca* [expr {0xa0 | $n}] $s]
+        return [binary format ca* [expr {0xa0 | $n}] $b]
     }
     if { $n < 256 } {
-        return [binary format cca* 0xd9 $n $s]
+        return [binary format cca* 0xd9 $n $b]
     }
-    return [binary format cSa* 0xda $n $s]
+    if { $n < 65536 } {
+        return [binary format cSa* 0xda $n $b]
+    }
+    return [binary format cIa* 0xdb $n $b]
 }
 
 # A non-negative integer as positive fixint, uint8, uint16 or uint32.
@@ -213,9 +319,10 @@ proc otp_sideband_call { method params } {
                 if { [lindex $reply 1] != $msgid } {
                     set status "ERR unavailable: reply to another request"
                 } elseif { [lindex $reply 2] ne "" } {
-                    set status [lindex $reply 2]
+                    # An ERR text may carry Twilio's words, and those may not be ASCII.
+                    set status [call utf8_decode [lindex $reply 2]]
                 } else {
-                    set status [lindex $reply 3]
+                    set status [call utf8_decode [lindex $reply 3]]
                 }
                 break
             }

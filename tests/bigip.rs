@@ -7,8 +7,8 @@ use common::*;
 use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, MockServer};
 
-/// Twilio: 201 for every number but +31600000000, which Twilio calls invalid (21211); a
-/// call's SID for calls.
+/// Twilio: 201 for every number but +31600000000, which Twilio calls invalid (21211), and
+/// +31600000002, not a mobile (21614) in words that are not ASCII; a call's SID for calls.
 async fn twilio() -> MockServer {
     let server = twilio_except(
         Mock::given(method("POST"))
@@ -16,6 +16,16 @@ async fn twilio() -> MockServer {
             .respond_with(twilio_error(400, 21211, "Invalid 'To' Phone Number")),
     )
     .await;
+    Mock::given(method("POST"))
+        .and(body_string_contains("To=%2B31600000002"))
+        .respond_with(twilio_error(
+            400,
+            21614,
+            "Le num\u{e9}ro \u{ab} To \u{bb} n\u{2019}est pas un mobile",
+        ))
+        .with_priority(1)
+        .mount(&server)
+        .await;
     Mock::given(method("POST"))
         .and(path(format!("/2010-04-01/Accounts/{AC}/Calls.json")))
         .respond_with(created("CA0123456789abcdef0123456789abcdef"))
@@ -65,17 +75,27 @@ async fn apm_irules_under_tclsh_against_the_real_daemon() {
             "VA0123456789abcdef0123456789abcdef",
         ]),
     );
+    // One send per user an hour: a user name's bytes are the key (one daemon per iRule).
+    let users_sb = Daemon::start(
+        &twilio.uri(),
+        Options::default().arg("--rate-limit-user=1/1h"),
+    );
+    let users_ilx = Daemon::start(
+        &twilio.uri(),
+        Options::default().arg("--rate-limit-user=1/1h"),
+    );
     // Accepts connections (the kernel completes them) but never reads or answers.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let out = tokio::process::Command::new("tclsh")
         .arg(repo_file("tests/irules/run.tcl"))
-        .env("OTP_SIDECAR_BIN", env!("CARGO_BIN_EXE_otp-sidecar"))
         .env("OTP_SIDECAR_UNIX", &daemon.unix)
         .env("OTP_SIDECAR_TCP", daemon.tcp.to_string())
         .env("DOWN_ADDR", dead_address().to_string())
         .env("SILENT_ADDR", silent.local_addr().unwrap().to_string())
         .env("VERIFY_UNIX", &verify.unix)
         .env("VERIFY_TCP", verify.tcp.to_string())
+        .env("USERS_SB_TCP", users_sb.tcp.to_string())
+        .env("USERS_ILX_UNIX", &users_ilx.unix)
         .output()
         .await
         .expect("run tclsh");
@@ -110,6 +130,8 @@ const TCL_85_PLUS: &[(&str, &str)] = &[
     (r"\blsort\s+[^\n]*-(indices|nocase)\b", "lsort 8.5 options"),
     (r"\s(in|ni)\s", "the in/ni operators"),
     (r"\*\*", "the ** operator"),
+    // Not 8.5+, but disabled in iRules: the rules encode UTF-8 themselves.
+    (r"\bencoding\b", "encoding (disabled in iRules)"),
 ];
 
 /// An iRule with comments and string literals blanked out, so prose cannot trip the check.
@@ -154,7 +176,10 @@ fn irules_use_only_tcl_8_4() {
             let re = regex_lite::Regex::new(pattern).unwrap();
             if let Some(m) = re.find(&code) {
                 let line = code[..m.start()].lines().count();
-                panic!("{} uses {what} (Tcl 8.5+) near line {line}", path.display());
+                panic!(
+                    "{} uses {what}, which iRules (Tcl 8.4) lack, near line {line}",
+                    path.display()
+                );
             }
         }
         checked += 1;
@@ -174,6 +199,7 @@ fn the_tcl_check_catches_what_it_should() {
         "lassign $l a b",
         "if {$x in $l} {}",
         "set t [clock milliseconds]",
+        "set b [encoding convertto utf-8 $s]",
     ] {
         let code = code_of(bad);
         assert!(

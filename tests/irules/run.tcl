@@ -1,14 +1,17 @@
 # Runs the APM iRules under tclsh against the real otp-sidecar daemon.
 # Each case gets a fresh child interpreter holding only the iRule and standins.tcl, with the
-# Tcl 8.5+ commands iRules lack deleted, so using one fails the case.
+# Tcl 8.5+ commands iRules lack and the commands iRules disable (encoding) deleted, so using
+# one fails the case. ILX::call runs the real ILX forwarder under Node (ilx_host.js).
 #
 # Environment (set by tests/bigip.rs):
-#   OTP_SIDECAR_BIN   the otp-sidecar binary (the ILX::call stand-in asks the daemon with it)
 #   OTP_SIDECAR_UNIX  the daemon's Unix socket      OTP_SIDECAR_TCP  its TCP address
+#   USERS_SB_TCP, USERS_ILX_UNIX   two more daemons, each allowing one send per user an hour
+#                     (one for each iRule), where a user name's bytes decide the limit's key
 #   DOWN_ADDR         an address where nothing listens
 #   SILENT_ADDR       an address that accepts connections and never answers
 #   VERIFY_UNIX, VERIFY_TCP   a second daemon, a dry run in Verify mode (VE... SIDs)
-# Mock Twilio: every number succeeds but +31600000000 (21211); calls answer $CA.
+# Mock Twilio: every number succeeds but +31600000000 (21211) and +31600000002 (21614, with a
+# message that is not ASCII); calls answer $CA.
 
 set here [file dirname [file normalize [info script]]]
 set irules [file join $here .. .. irules]
@@ -17,17 +20,21 @@ set CA CA0123456789abcdef0123456789abcdef
 set OTP 918273
 set PHONE +31612345678
 set BAD_PHONE +31600000000
+set FRENCH_PHONE +31600000002
+set FRENCH_ERROR "ERR twilio 21614: Le num\u00e9ro \u00ab To \u00bb n\u2019est pas un mobile"
 set passed 0
 set failed 0
 set addresses 0
 
 # Commands iRules (Tcl 8.4) do not have.
 set tcl85 {dict lassign lrepeat lreverse apply chan try lmap tailcall coroutine yield zlib}
+# Commands iRules disable.
+set disabled {encoding}
 
 # ---- state the stand-ins share with the test ----
 proc reset { args } {
     global session logs ilx_calls agent connect_raises piece ilx_down recv_timeouts client_addr
-    global addresses daemon_unix
+    global addresses daemon_unix sent
     array unset session
     set daemon_unix $::env(OTP_SIDECAR_UNIX)
     # A new end-user address per case: the daemon limits each to two sends a minute.
@@ -37,6 +44,7 @@ proc reset { args } {
     array set session $args
     set logs {}
     set ilx_calls {}
+    set sent {}
     set agent twilio
     set connect_raises 1
     set piece 3
@@ -54,26 +62,34 @@ proc st_session_set { name value } { set ::session($name) $value }
 proc st_ilx_init { plugin extension } { return "ilx:$plugin/$extension" }
 proc st_client_addr {} { return $::client_addr }
 
-# ILX::call: asks the real daemon through the bundled client, as the forwarder would.
+# ILX::call: the real forwarder under Node, one process per daemon socket, relays the call to
+# the real daemon. The arguments cross as UTF-8 and arrive as JS strings, as ILX carries them;
+# the bytes the forwarder wrote to the daemon are kept in ::sent.
 proc st_ilx_call { handle argv } {
     lappend ::ilx_calls [concat [list $handle] $argv]
     if { $::ilx_down } { error "ILX::call: extension otp_sidecar_forwarder is not running" }
     if { [lindex $argv 0] ne "-timeout" } { error "ILX::call without -timeout" }
-    if { [lindex $argv 2] eq "confirmOTP" } {
-        set params [list confirm [lindex $argv 3]]
-    } else {
-        # As the forwarder does: otp, phone, sender, then ip, user, locale and channel for
-        # the context.
-        set params [concat send [lrange $argv 3 5]]
-        foreach flag {--ip --user --locale --channel} value [lrange $argv 6 9] {
-            if { $value ne "" } { lappend params $flag=$value }
-        }
+    set host [ilx_host $::daemon_unix]
+    set line [lindex $argv 2]
+    foreach arg [lrange $argv 3 end] {
+        binary scan [encoding convertto utf-8 $arg] H* hex
+        append line " $hex"
     }
-    set out [exec sh -c {"$0" "$@"; echo "exit=$?"} \
-        $::env(OTP_SIDECAR_BIN) {*}$params --unix $::daemon_unix]
-    set lines [split $out "\n"]
-    if { [lindex $lines end] eq "exit=2" } { error "ILX::call: no answer" }
-    return [join [lrange $lines 0 end-1] "\n"]
+    puts $host $line
+    if { [gets $host answer] < 0 } { error "ILX::call: the extension ended" }
+    lappend ::sent [binary format H* [lindex $answer 1]]
+    return [encoding convertfrom utf-8 [binary format H* [lindex $answer 0]]]
+}
+
+proc ilx_host { unix } {
+    if { ![info exists ::ilx_hosts($unix)] } {
+        set stubs [file join $::here .. ilx stubs]
+        set host [open |[list env OTP_SIDECAR_UNIX=$unix NODE_PATH=$stubs \
+            node [file join $::here ilx_host.js] 2>@ stderr] r+]
+        fconfigure $host -translation lf -encoding ascii -buffering line
+        set ::ilx_hosts($unix) $host
+    }
+    return $::ilx_hosts($unix)
 }
 
 proc st_connect_failure_raises {} { return $::connect_raises }
@@ -89,6 +105,7 @@ proc st_connect { dest } {
 }
 
 proc st_send { chan data } {
+    lappend ::sent $data
     puts -nonewline $chan $data
     flush $chan
     return [list sent [string length $data]]
@@ -124,7 +141,7 @@ proc load_rule { file settings } {
         interp alias $i __$name {} st_$name
     }
     $i eval [list source [file join $::here standins.tcl]]
-    foreach cmd $::tcl85 { $i eval [list catch [list rename $cmd {}]] }
+    foreach cmd [concat $::tcl85 $::disabled] { $i eval [list catch [list rename $cmd {}]] }
     $i eval [list source [file join $::irules $file]]
     fire $i RULE_INIT
     foreach {name value} $settings { $i eval [list set static::$name $value] }
@@ -414,6 +431,165 @@ check "sideband: the decoder refuses what is not a reply" {
     expect partial [$i eval [list call mp_reply [binary format H* 9401cd01]]] "more 1"
     expect str [$i eval [list call mp_reply [binary format H* 940101c0d903]]] "more 3"
 }
+
+# ---- non-ASCII: both iRules send UTF-8 (Tcl 8.4, no `encoding`) ----
+
+# What a correct encoder sends for s: its str header (counting bytes) and UTF-8 bytes, in hex.
+proc str_hex { s } {
+    set b [encoding convertto utf-8 $s]
+    set n [string length $b]
+    if { $n < 32 } {
+        set head [binary format c [expr {0xa0 | $n}]]
+    } elseif { $n < 256 } {
+        set head [binary format cc 0xd9 $n]
+    } elseif { $n < 65536 } {
+        set head [binary format cS 0xda $n]
+    } else {
+        set head [binary format cI 0xdb $n]
+    }
+    binary scan $head$b H* hex
+    return $hex
+}
+
+# The last request's bytes (as written to the daemon's socket) carry key: value as UTF-8.
+proc expect_sent { key value } {
+    binary scan [lindex $::sent end] H* hex
+    set want "[str_hex $key][str_hex $value]"
+    if { [string first $want $hex] < 0 } {
+        error "the request does not carry $key as {$want}: $hex"
+    }
+}
+
+# The same characters as TMM may hand them over: their UTF-8 bytes, one character each.
+proc as_bytes { s } { return [encoding convertto utf-8 $s] }
+
+# User names, with ASCII labels for the output. 16 e-acutes are 32 bytes (str8 although 16
+# characters), 128 are 256 bytes (str16); 20 N-tildes are 40 bytes (str8, header d9 28).
+set NAMES [list \
+    "Jose Mueller" "Jos\u00e9 M\u00fcller" \
+    "Lukasz" "\u0141ukasz" \
+    "Tanaka" "\u7530\u4e2d" \
+    "20 N-tilde" [string repeat \u00d1 20] \
+    "16 e-acute" [string repeat \u00e9 16] \
+    "128 e-acute" [string repeat \u00e9 128] \
+]
+
+# Each name is sent once as characters and once as UTF-8 bytes: the daemon allows one send
+# per user an hour, so the second is refused exactly when both reached it as the same bytes.
+# What the old encoder sent (each character's low 8 bits: Aukasz, 0-) is another user.
+proc names_case { rule settings unix } {
+    foreach {label name} $::NAMES {
+        reset {*}[session_for $::PHONE] session.logon.last.username $name
+        if { $unix ne "" } { set ::daemon_unix $unix }
+        set i [load_rule $rule $settings]
+        fire $i ACCESS_POLICY_AGENT_EVENT
+        expect "$label: status" [status] $::SID
+        expect_sent user $name
+        st_session_set session.logon.last.username [as_bytes $name]
+        fire $i ACCESS_POLICY_AGENT_EVENT
+        expect "$label as UTF-8 bytes: status" [status] "ERR rate_limited: *"
+        expect_sent user $name
+        set low [binary format a* $name]
+        if { $low ne $name } {
+            st_session_set session.logon.last.username $low
+            fire $i ACCESS_POLICY_AGENT_EVENT
+            expect "$label's low bytes, another user: status" [status] $::SID
+        }
+        logs_clean
+    }
+}
+
+check "sideband: non-ASCII user names reach the daemon as UTF-8, characters or bytes" {
+    names_case $sb_rule [list otp_sb_dest $env(USERS_SB_TCP)] ""
+}
+
+check "ilx: non-ASCII user names reach the daemon as UTF-8, characters or bytes" {
+    names_case $ilx_rule {} $env(USERS_ILX_UNIX)
+}
+
+# The daemon's view of such a locale is its own business; what it is sent is the rule's.
+foreach {rule settings} [list $sb_rule [list otp_sb_dest $env(OTP_SIDECAR_TCP)] $ilx_rule {}] {
+    check "$rule: the locale es-\\u00f1 reaches the daemon as UTF-8, characters or bytes" {
+        foreach locale [list "es-\u00f1" [as_bytes "es-\u00f1"]] {
+            reset {*}[session_for $PHONE] session.ui.lang $locale
+            set i [load_rule $rule $settings]
+            fire $i ACCESS_POLICY_AGENT_EVENT
+            expect_sent locale "es-\u00f1"
+            if { [status] eq "" } { error "no status stored" }
+        }
+    }
+}
+
+foreach {rule settings} [list $sb_rule [list otp_sb_dest $env(OTP_SIDECAR_TCP)] $ilx_rule {}] {
+    check "$rule: a Twilio message that is not ASCII is stored as its characters" {
+        reset {*}[session_for $FRENCH_PHONE]
+        set i [load_rule $rule $settings]
+        fire $i ACCESS_POLICY_AGENT_EVENT
+        expect status [status] $FRENCH_ERROR
+        expect log [lindex $logs 0] "local0.warn *$FRENCH_ERROR"
+    }
+}
+
+check "sideband: mp_str counts UTF-8 bytes: fixstr, str8, str16 and str32 at their edges" {
+    reset
+    set i [load_rule $sb_rule {}]
+    foreach {bytes s} [list \
+        31 "[string repeat \u00e9 15]a" \
+        32 [string repeat \u00e9 16] \
+        33 [string repeat \u7530 11] \
+        40 [string repeat \u00d1 20] \
+        255 "[string repeat \u00e9 127]a" \
+        256 [string repeat \u00e9 128] \
+        65535 "[string repeat \u00e9 32767]a" \
+        65536 [string repeat \u00e9 32768] \
+    ] {
+        if { [string length [as_bytes $s]] != $bytes } { error "the $bytes-byte sample is wrong" }
+        binary scan [$i eval [list call mp_str $s]] H* hex
+        expect "$bytes bytes" $hex [str_hex $s]
+        # The same string as UTF-8 bytes is sent as it is.
+        binary scan [$i eval [list call mp_str [as_bytes $s]]] H* hex
+        expect "$bytes bytes given as bytes" $hex [str_hex $s]
+    }
+}
+
+check "sideband: mp_str: surrogate pairs, lone surrogates, NUL, Latin-1 and invalid bytes" {
+    reset
+    set i [load_rule $sb_rule {}]
+    foreach {s want} [list \
+        [format %c%c 0xd83d 0xde00] a4f09f9880 \
+        "\xf0\x9f\x98\x80" a4f09f9880 \
+        "[format %c 0xd83d]x" a4efbfbd78 \
+        "x[format %c 0xde00]" a478efbfbd \
+        "\x00a" a20061 \
+        "J\xfcrgen" a74ac3bc7267656e \
+        "\xc3\xa9\xc3" a6c383c2a9c383 \
+        "\xe0\x80\x80" a6c3a0c280c280 \
+        "\xed\xa0\x80" a6c3adc2a0c280 \
+    ] {
+        binary scan [$i eval [list call mp_str $s]] H* hex
+        expect "mp_str of [string length $s] characters" $hex $want
+    }
+}
+
+check "sideband: the reply's strings are decoded from UTF-8, invalid bytes left as they are" {
+    reset
+    set i [load_rule $sb_rule {}]
+    set text "ERR twilio 1: Num\u00e9ro \u7530 [format %c%c 0xd83d 0xde00]"
+    set reply [binary format H*a* 940101c0 [binary format H* [str_hex $text]]]
+    expect decoded [$i eval [list call utf8_decode [lindex [$i eval [list call mp_reply $reply]] 3]]] $text
+    expect invalid [$i eval [list call utf8_decode "a\xff\xc3"]] "a\xff\xc3"
+    expect ascii [$i eval [list call utf8_decode "SM0"]] "SM0"
+}
+
+foreach {name rule} [list ilx $ilx_rule sideband $sb_rule] {
+    check "$name: the rule runs without encoding, which iRules disable" {
+        reset
+        set i [load_rule $rule {}]
+        if { ![catch { $i eval {encoding convertto utf-8 x} }] } { error "encoding is still there" }
+    }
+}
+
+foreach {hosts} [array names ilx_hosts] { catch { close $ilx_hosts($hosts) } }
 
 puts "tclsh: $passed passed, $failed failed"
 exit [expr {$failed > 0}]
