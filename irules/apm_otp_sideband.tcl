@@ -47,9 +47,11 @@ when RULE_INIT {
 # hand over a value that already holds UTF-8 bytes, one per character (an e-acute as the
 # characters \xc3\xa9): a string whose characters are all below 0x100 and form valid UTF-8 is
 # taken as such and sent as it is, never encoded twice. (A real Latin-1 name that happens to
-# spell valid UTF-8 would be taken for bytes too; none is known to occur.) A UTF-16 surrogate
-# pair (how a UCS-2 string holds a character above U+FFFF) becomes that character's 4 bytes; a
-# lone surrogate, which no UTF-8 can carry, becomes U+FFFD.
+# spell valid UTF-8 would be taken for bytes too; none is known to occur.) Characters above
+# U+FFFF do not fit Tcl 8.4's UCS-2 strings: one arrives either as a surrogate pair, which
+# becomes that character's 4 bytes, or as its 4 UTF-8 bytes, one per character (how Tcl 8.4
+# reads UTF-8 it cannot hold), which are sent as they are, also beside other non-ASCII
+# characters. A lone surrogate, which no UTF-8 can carry, becomes U+FFFD.
 
 # Whether every character of s is below 0x100 and the whole forms valid UTF-8 (the same rules
 # as the daemon's: no overlong forms, no surrogates, nothing above U+10FFFF).
@@ -68,8 +70,9 @@ proc utf8_encode { s } {
     }
     set bytes {}
     set high 0
-    foreach c [split $s ""] {
-        scan $c %c cp
+    set n [string length $s]
+    for { set k 0 } { $k < $n } { incr k } {
+        scan [string index $s $k] %c cp
         if { $high } {
             if { $cp >= 0xdc00 && $cp <= 0xdfff } {
                 set cp [expr {0x10000 + (($high - 0xd800) << 10) + ($cp - 0xdc00)}]
@@ -83,6 +86,15 @@ proc utf8_encode { s } {
         }
         if { $cp < 0x80 } {
             lappend bytes $cp
+        } elseif { $cp >= 0xf0 && $cp <= 0xf4
+                   && [call utf8_bytes_valid [string range $s $k [expr {$k + 3}]]] } {
+            # Tcl 8.4 cannot hold a character above U+FFFF: it keeps such a character's 4
+            # UTF-8 bytes as 4 characters below 0x100, which are sent as they are.
+            binary scan [string range $s $k [expr {$k + 3}]] c* more
+            foreach byte $more {
+                lappend bytes [expr {$byte & 0xff}]
+            }
+            incr k 3
         } elseif { $cp < 0x800 } {
             lappend bytes [expr {0xc0 | ($cp >> 6)}] [expr {0x80 | ($cp & 0x3f)}]
         } elseif { $cp >= 0xd800 && $cp <= 0xdbff } {

@@ -558,6 +558,9 @@ check "sideband: mp_str: surrogate pairs, lone surrogates, NUL, Latin-1 and inva
     foreach {s want} [list \
         [format %c%c 0xd83d 0xde00] a4f09f9880 \
         "\xf0\x9f\x98\x80" a4f09f9880 \
+        "Jos\u00e9 \xf0\x9f\x98\x80" aa4a6f73c3a920f09f9880 \
+        "\u00e9\xf0\x9f\x98" a8c3a9c3b0c29fc298 \
+        "\u00e9\xf4\x90\x80\x80" aac3a9c3b4c290c280c280 \
         "[format %c 0xd83d]x" a4efbfbd78 \
         "x[format %c 0xde00]" a478efbfbd \
         "\x00a" a20061 \
