@@ -10,6 +10,7 @@
 #   DOWN_ADDR         an address where nothing listens
 #   SILENT_ADDR       an address that accepts connections and never answers
 #   VERIFY_UNIX, VERIFY_TCP   a second daemon, a dry run in Verify mode (VE... SIDs)
+#   ILX_NODE          optional: the node binary that runs the forwarder (default: node on PATH)
 # Mock Twilio: every number succeeds but +31600000000 (21211) and +31600000002 (21614, with a
 # message that is not ASCII); calls answer $CA.
 
@@ -84,8 +85,10 @@ proc st_ilx_call { handle argv } {
 proc ilx_host { unix } {
     if { ![info exists ::ilx_hosts($unix)] } {
         set stubs [file join $::here .. ilx stubs]
+        set node node
+        if { [info exists ::env(ILX_NODE)] && $::env(ILX_NODE) ne "" } { set node $::env(ILX_NODE) }
         set host [open |[list env OTP_SIDECAR_UNIX=$unix NODE_PATH=$stubs \
-            node [file join $::here ilx_host.js] 2>@ stderr] r+]
+            $node [file join $::here ilx_host.js] 2>@ stderr] r+]
         fconfigure $host -translation lf -encoding ascii -buffering line
         set ::ilx_hosts($unix) $host
     }
