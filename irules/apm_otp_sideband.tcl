@@ -86,8 +86,8 @@ proc utf8_encode { s } {
         }
         if { $cp < 0x80 } {
             lappend bytes $cp
-        } elseif { $cp >= 0xf0 && $cp <= 0xf4
-                   && [call utf8_bytes_valid [string range $s $k [expr {$k + 3}]]] } {
+        } elseif { $cp >= 0xf0 && $cp <= 0xf4 && \
+                   [call utf8_bytes_valid [string range $s $k [expr {$k + 3}]]] } {
             # Tcl 8.4 cannot hold a character above U+FFFF: it keeps such a character's 4
             # UTF-8 bytes as 4 characters below 0x100, which are sent as they are.
             binary scan [string range $s $k [expr {$k + 3}]] c* more
