@@ -33,19 +33,60 @@ fn assert_ran(out: std::process::Output, what: &str) {
     println!("{stdout}");
 }
 
-#[tokio::test]
-async fn ilx_forwarder_against_the_real_daemon() {
+/// Runs the ILX forwarder's tests (`tests/ilx/forwarder.test.js`, under the harness beside it)
+/// on the Node.js binary `node`, which must say it is `version` when one is given.
+async fn forwarder_tests_on(node: &std::path::Path, version: Option<&str>) {
     let twilio = twilio().await;
-    let out = tokio::process::Command::new("node")
-        .arg("--test")
+    let runtime = version.map_or_else(
+        || format!("{} (from PATH)", node.display()),
+        |v| format!("Node.js {v}"),
+    );
+    let out = tokio::process::Command::new(node)
         .arg(repo_file("tests/ilx/forwarder.test.js"))
         .env("OTP_SIDECAR_BIN", env!("CARGO_BIN_EXE_otp-sidecar"))
         .env("TWILIO_MOCK_URL", twilio.uri())
         .env("NODE_PATH", repo_file("tests/ilx/stubs"))
         .output()
         .await
-        .expect("run node");
-    assert_ran(out, "node --test tests/ilx/forwarder.test.js");
+        .unwrap_or_else(|e| panic!("cannot run {runtime}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if let Some(version) = version {
+        assert!(
+            stdout.contains(&format!("# node v{version}\n")),
+            "{} is not Node.js {version}:\n{stdout}",
+            node.display()
+        );
+    }
+    assert_ran(out, &format!("the ILX forwarder's tests on {runtime}"));
+}
+
+/// A Node.js that iRulesLX runs, where `tests/witness/install.sh` puts it.
+fn appliance_node(version: &str) -> std::path::PathBuf {
+    let node = witness_dir().join(format!("node-{version}/bin/node"));
+    assert!(
+        node.is_file(),
+        "Node.js {version}, which iRulesLX runs, is not installed at {}: run tests/witness/install.sh (bash .ci/run does)",
+        node.display()
+    );
+    node
+}
+
+/// iRulesLX's Node.js on most BIG-IPs: no Buffer#subarray that returns a Buffer, no BigInt.
+#[tokio::test]
+async fn ilx_forwarder_on_node_6_9_1() {
+    forwarder_tests_on(&appliance_node("6.9.1"), Some("6.9.1")).await;
+}
+
+/// iRulesLX's Node.js on later BIG-IP versions.
+#[tokio::test]
+async fn ilx_forwarder_on_node_8_11_1() {
+    forwarder_tests_on(&appliance_node("8.11.1"), Some("8.11.1")).await;
+}
+
+/// The host's own Node.js (the current LTS).
+#[tokio::test]
+async fn ilx_forwarder_on_the_current_node() {
+    forwarder_tests_on(std::path::Path::new("node"), None).await;
 }
 
 #[tokio::test]
