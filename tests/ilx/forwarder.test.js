@@ -193,7 +193,7 @@ function uintBytes(n) {
   return b;
 }
 
-/** Writes buf in pieces of the given sizes (cycling), a millisecond apart. */
+/** Writes buf in pieces of the given sizes (cycling), each after the reader had its turn. */
 function trickle(socket, buf, sizes) {
   let at = 0;
   let i = 0;
@@ -203,7 +203,7 @@ function trickle(socket, buf, sizes) {
     i += 1;
     socket.write(buf.slice(at, at + n));
     at += n;
-    setTimeout(more, 1);
+    setImmediate(more);
   }
   more();
 }
@@ -227,7 +227,7 @@ function chunkingRelay(name, target) {
       i += 1;
       client.write(queue.slice(0, n));
       queue = queue.slice(Math.min(n, queue.length));
-      setTimeout(pump, 1);
+      setImmediate(pump);
     }
     upstream.on('data', (d) => {
       queue = Buffer.concat([queue, d]);
@@ -299,7 +299,7 @@ test('pipelined calls on one connection, answered out of order', () => withDaemo
 }));
 
 test('the daemon\'s replies split in pieces and run together (a relay re-chunks them)', () => withDaemon([], () => chunkingRelay('relay.sock', socketPath).then((relay) => {
-  const forwarder = new forwarderModule.Forwarder({ path: relay.path, timeoutMs: 2800 });
+  const forwarder = new forwarderModule.Forwarder({ path: relay.path, timeoutMs: 20000 });
   const one = (phone) => forwarder.call('sendOTP', ['918273', phone, 'ACME']);
   const check = (phone, reply) => {
     if (phone === '+31600000000') like(reply, /^ERR twilio 21211: /);
@@ -402,7 +402,7 @@ test('Verify mode: sendOTP answers VE..., confirmOTP approves by SID or phone', 
 });
 
 test('closes its own idle connection, before the daemon would, and reconnects', () => withDaemon([], () => {
-  const forwarder = new forwarderModule.Forwarder({ path: socketPath, idleMs: 150 });
+  const forwarder = new forwarderModule.Forwarder({ path: socketPath, idleMs: 500 });
   const send = () => forwarder.call('sendOTP', ['918273', '+31612345678', 'ACME']);
   let first = null;
   let closed = null;
@@ -413,7 +413,7 @@ test('closes its own idle connection, before the daemon would, and reconnects', 
       first = forwarder.socket;
       closed = new Promise((resolve, reject) => {
         first.once('close', resolve);
-        setTimeout(() => reject(new Error('the idle connection was not closed')), 2000).unref();
+        setTimeout(() => reject(new Error('the idle connection was not closed')), 5000).unref();
       });
       // A call inside the idle window keeps the connection.
       return sleep(50);
@@ -576,7 +576,13 @@ test('non-ASCII phone and context round-trip as UTF-8, replies split mid-charact
     const values = [params[1]].concat(params[3] ? Array.from(params[3].values()) : []);
     trickle(s, responseWith(uintBytes(req[1]), values.join(' | ')), [1]);
   })).then((fake) => {
-    const forwarder = new forwarderModule.Forwarder({ path: fake.path, timeoutMs: 2800 });
+    const forwarder = new forwarderModule.Forwarder({ path: fake.path, timeoutMs: 20000 });
+    let pieces = 0;
+    const receive = forwarder.receive;
+    forwarder.receive = function counted(socket, chunk) {
+      pieces += 1;
+      return receive.call(this, socket, chunk);
+    };
     const cases = [
       [['918273', '田中', 'ACME', '', 'José Müller', 'es-ñ'], '田中 | José Müller | es-ñ'],
       [['918273', 'Łukasz', 'ACME', '', '田中'], 'Łukasz | 田中'],
@@ -589,6 +595,7 @@ test('non-ASCII phone and context round-trip as UTF-8, replies split mid-charact
       .call('sendOTP', forwarderModule.sendOtpParams(c[0]))
       .then((reply) => assert.strictEqual(reply, c[1]))))
       .then(() => {
+        assert.ok(pieces > 2 * cases.length, `the replies came in ${pieces} pieces`);
         // The strings went out as UTF-8 with byte counts in their headers.
         const has = (bytes, head, s) => bytes.indexOf(Buffer.concat([Buffer.from(head), Buffer.from(s, 'utf8')])) >= 0;
         assert.ok(has(requests[0], [0xa6], '田中'), 'phone 田中 as 6 bytes');
