@@ -43,23 +43,199 @@ fn assert_ran(out: std::process::Output, what: &str) {
     println!("{stdout}");
 }
 
-#[tokio::test]
-async fn ilx_forwarder_against_the_real_daemon() {
+/// Runs the ILX forwarder's tests (`tests/ilx/forwarder.test.js`, under the harness beside it)
+/// on the Node.js binary `node`, which must say it is `version` when one is given.
+async fn forwarder_tests_on(node: &std::path::Path, version: Option<&str>) {
     let twilio = twilio().await;
-    let out = tokio::process::Command::new("node")
-        .arg("--test")
+    let runtime = version.map_or_else(
+        || format!("{} (from PATH)", node.display()),
+        |v| format!("Node.js {v}"),
+    );
+    let out = tokio::process::Command::new(node)
         .arg(repo_file("tests/ilx/forwarder.test.js"))
         .env("OTP_SIDECAR_BIN", env!("CARGO_BIN_EXE_otp-sidecar"))
         .env("TWILIO_MOCK_URL", twilio.uri())
         .env("NODE_PATH", repo_file("tests/ilx/stubs"))
         .output()
         .await
-        .expect("run node");
-    assert_ran(out, "node --test tests/ilx/forwarder.test.js");
+        .unwrap_or_else(|e| panic!("cannot run {runtime}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if let Some(version) = version {
+        assert!(
+            stdout.contains(&format!("# node v{version}\n")),
+            "{} is not Node.js {version}:\n{stdout}",
+            node.display()
+        );
+    }
+    assert_ran(out, &format!("the ILX forwarder's tests on {runtime}"));
 }
 
+/// A Node.js that iRulesLX runs, where `tests/witness/install.sh` puts it.
+fn appliance_node(version: &str) -> std::path::PathBuf {
+    let node = witness_dir().join(format!("node-{version}/bin/node"));
+    assert!(
+        node.is_file(),
+        "Node.js {version}, which iRulesLX runs, is not installed at {}: run tests/witness/install.sh (bash .ci/run does)",
+        node.display()
+    );
+    node
+}
+
+/// What the ILX forwarder must not use: Node.js 6.9.1 lacks it, or (subarray) has it in a
+/// form that breaks Buffer code. The tests on 6.9.1 catch what they run; this catches the rest.
+const NODE_7_PLUS: &[(&str, &str)] = &[
+    (
+        r"\.subarray\(",
+        "Buffer#subarray (a plain Uint8Array on Node 6)",
+    ),
+    (r"\b(readBig|writeBig|BigInt)\w*", "BigInt (Node 10.4/12)"),
+    (r"\b\d+n\b", "BigInt literals"),
+    (r"\b(async|await)\b", "async/await (Node 7.6)"),
+    (r"\?\.|\?\?", "?. and ?? (Node 14)"),
+    (r"\*\*", "the ** operator (Node 7)"),
+    (r"\{\s*\.\.\.", "object spread (Node 8.3)"),
+    (
+        r",\s*\)",
+        "a trailing comma in a call or parameter list (Node 8)",
+    ),
+    (
+        r"\bObject\.(entries|values|fromEntries|getOwnPropertyDescriptors)\b",
+        "Object.entries/values (Node 7)",
+    ),
+    (
+        r"\.(padStart|padEnd|flat|flatMap|finally|trimStart|trimEnd|replaceAll)\(",
+        "String/Array/Promise methods after Node 6",
+    ),
+];
+
+/// JavaScript with comments and string literals blanked out (template literals kept).
+fn js_code_of(js: &str) -> String {
+    let mut code = String::new();
+    let mut chars = js.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '/' if chars.peek() == Some(&'/') => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        code.push('\n');
+                        break;
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                let mut last = ' ';
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        code.push('\n');
+                    }
+                    if last == '*' && c == '/' {
+                        break;
+                    }
+                    last = c;
+                }
+            }
+            '\'' | '"' => {
+                code.push(c);
+                let mut escaped = false;
+                for s in chars.by_ref() {
+                    match (escaped, s) {
+                        (true, _) => escaped = false,
+                        (false, '\\') => escaped = true,
+                        (false, q) if q == c => break,
+                        _ => {}
+                    }
+                }
+                code.push(c);
+            }
+            _ => code.push(c),
+        }
+    }
+    code
+}
+
+fn node_7_plus_in(js: &str) -> Option<(&'static str, usize)> {
+    // Module names are strings, which the code below no longer has.
+    let node_prefix = regex_lite::Regex::new(r#"require\(\s*['"]node:"#).expect("pattern");
+    if let Some(m) = node_prefix.find(js) {
+        let line = js[..m.start()].lines().count();
+        return Some(("node: module names (Node 14.18)", line));
+    }
+    let code = js_code_of(js);
+    NODE_7_PLUS.iter().find_map(|(pattern, what)| {
+        let re = regex_lite::Regex::new(pattern).expect("pattern");
+        re.find(&code)
+            .map(|m| (*what, code[..m.start()].lines().count()))
+    })
+}
+
+#[test]
+fn ilx_forwarder_uses_only_what_node_6_9_1_has() {
+    let path = repo_file("irules/ilx/otp_sidecar_forwarder/index.js");
+    let js = std::fs::read_to_string(&path).expect("the forwarder");
+    if let Some((what, line)) = node_7_plus_in(&js) {
+        panic!("{} uses {what} near line {line}", path.display());
+    }
+}
+
+#[test]
+fn the_node_check_catches_what_it_should() {
+    for bad in [
+        "this.buffer = this.buffer.subarray(r[1]);",
+        "Number(buf.readBigUInt64BE(pos + 1))",
+        "const n = 10n;",
+        "async function f() { await g(); }",
+        "const x = a?.b ?? c;",
+        "f(a,\n  b,\n);",
+        "const o = { ...p };",
+        "Object.entries(o)",
+        "p.finally(done)",
+        "require('node:net')",
+    ] {
+        assert!(node_7_plus_in(bad).is_some(), "{bad}");
+    }
+    let fine = "// subarray, async, 10n, ?? in a comment\n/* await */ const s = 'a?.b, f(x,)';\n\
+                const b = Buffer.concat([a, c]).slice(1); f(a, b); const t = `${x}`;";
+    assert_eq!(node_7_plus_in(fine), None);
+}
+
+/// iRulesLX's Node.js on most BIG-IPs: no Buffer#subarray that returns a Buffer, no BigInt.
 #[tokio::test]
-async fn apm_irules_under_tclsh_against_the_real_daemon() {
+async fn ilx_forwarder_on_node_6_9_1() {
+    forwarder_tests_on(&appliance_node("6.9.1"), Some("6.9.1")).await;
+}
+
+/// iRulesLX's Node.js on later BIG-IP versions.
+#[tokio::test]
+async fn ilx_forwarder_on_node_8_11_1() {
+    forwarder_tests_on(&appliance_node("8.11.1"), Some("8.11.1")).await;
+}
+
+/// The host's own Node.js (the current LTS).
+#[tokio::test]
+async fn ilx_forwarder_on_the_current_node() {
+    forwarder_tests_on(std::path::Path::new("node"), None).await;
+}
+
+/// Both APM iRules, with the ILX forwarder behind `ILX::call` run by iRulesLX's Node 6.9.1.
+#[tokio::test]
+async fn apm_irules_under_tclsh_with_node_6_9_1() {
+    apm_irules_under_tclsh(&appliance_node("6.9.1")).await;
+}
+
+/// The same on the Node.js of later BIG-IP versions.
+#[tokio::test]
+async fn apm_irules_under_tclsh_with_node_8_11_1() {
+    apm_irules_under_tclsh(&appliance_node("8.11.1")).await;
+}
+
+/// The same on the host's own Node.js.
+#[tokio::test]
+async fn apm_irules_under_tclsh_with_the_current_node() {
+    apm_irules_under_tclsh(std::path::Path::new("node")).await;
+}
+
+/// Runs `tests/irules/run.tcl` against real daemons; `node` runs the forwarder behind `ILX::call`.
+async fn apm_irules_under_tclsh(node: &std::path::Path) {
     let twilio = twilio().await;
     // Each case uses its own end-user address; two cases check that the third send from
     // one address is refused, which proves the iRules pass it on.
@@ -96,10 +272,14 @@ async fn apm_irules_under_tclsh_against_the_real_daemon() {
         .env("VERIFY_TCP", verify.tcp.to_string())
         .env("USERS_SB_TCP", users_sb.tcp.to_string())
         .env("USERS_ILX_UNIX", &users_ilx.unix)
+        .env("ILX_NODE", node)
         .output()
         .await
         .expect("run tclsh");
-    assert_ran(out, "tclsh tests/irules/run.tcl");
+    assert_ran(
+        out,
+        &format!("tclsh tests/irules/run.tcl (ILX_NODE={})", node.display()),
+    );
 }
 
 /// Commands, syntax and subcommands that arrived after Tcl 8.4, which iRules run.

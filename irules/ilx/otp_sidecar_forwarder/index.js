@@ -5,6 +5,10 @@
 // Replies the daemon's answer as is (an SM... SID or an "ERR ..." string), "ERR unavailable: ..."
 // when the daemon cannot be reached, and "ERR timeout: ..." when it does not answer in time.
 // Never a string starting with SM on failure, never an exception into ILX.
+//
+// Runs on every Node.js iRulesLX runs: 6.9.1 (most BIG-IPs), 8.x, and later ones. So: no
+// async/await, no BigInt, no Buffer#subarray (a plain Uint8Array on Node 6: Buffer.concat
+// then throws), nothing past what Node 6.9.1 has; tests/bigip.rs runs the tests on each.
 'use strict';
 
 const net = require('net');
@@ -74,6 +78,12 @@ function sendOtpParams(args) {
 
 const INCOMPLETE = Symbol('incomplete');
 
+/** A 64-bit integer as two 32-bit reads (readBig*64BE arrived in Node 12); exact to 2^53. */
+function read64(buf, pos, signed) {
+  const high = signed ? buf.readInt32BE(pos) : buf.readUInt32BE(pos);
+  return high * 0x100000000 + buf.readUInt32BE(pos + 4);
+}
+
 class Malformed extends Error {}
 
 /** Decodes one value at buf[pos]; returns [value, next] or INCOMPLETE. */
@@ -95,10 +105,19 @@ function decodeAt(buf, pos, depth) {
     }
     return [items, at];
   };
+  // A map as a Map (keys of any type, no prototype to trip over).
+  const map = (n, start) => {
+    const r = array(2 * n, start);
+    if (r === INCOMPLETE) return INCOMPLETE;
+    const entries = new Map();
+    for (let i = 0; i < r[0].length; i += 2) entries.set(r[0][i], r[0][i + 1]);
+    return [entries, r[1]];
+  };
   if (b <= 0x7f) return [b, pos + 1];
   if (b >= 0xe0) return [b - 0x100, pos + 1];
   if (b >= 0xa0 && b <= 0xbf) return bytes(pos + 1, b & 0x1f);
   if (b >= 0x90 && b <= 0x9f) return array(b & 0x0f, pos + 1);
+  if (b >= 0x80 && b <= 0x8f) return map(b & 0x0f, pos + 1);
   switch (b) {
     case 0xc0: return [null, pos + 1];
     case 0xc2: return [false, pos + 1];
@@ -106,15 +125,20 @@ function decodeAt(buf, pos, depth) {
     case 0xcc: return need(2) ? [buf[pos + 1], pos + 2] : INCOMPLETE;
     case 0xcd: return need(3) ? [buf.readUInt16BE(pos + 1), pos + 3] : INCOMPLETE;
     case 0xce: return need(5) ? [buf.readUInt32BE(pos + 1), pos + 5] : INCOMPLETE;
-    case 0xcf: return need(9) ? [Number(buf.readBigUInt64BE(pos + 1)), pos + 9] : INCOMPLETE;
+    case 0xcf: return need(9) ? [read64(buf, pos + 1, false), pos + 9] : INCOMPLETE;
     case 0xd0: return need(2) ? [buf.readInt8(pos + 1), pos + 2] : INCOMPLETE;
     case 0xd1: return need(3) ? [buf.readInt16BE(pos + 1), pos + 3] : INCOMPLETE;
     case 0xd2: return need(5) ? [buf.readInt32BE(pos + 1), pos + 5] : INCOMPLETE;
-    case 0xd3: return need(9) ? [Number(buf.readBigInt64BE(pos + 1)), pos + 9] : INCOMPLETE;
+    case 0xd3: return need(9) ? [read64(buf, pos + 1, true), pos + 9] : INCOMPLETE;
+    case 0xca: return need(5) ? [buf.readFloatBE(pos + 1), pos + 5] : INCOMPLETE;
+    case 0xcb: return need(9) ? [buf.readDoubleBE(pos + 1), pos + 9] : INCOMPLETE;
     case 0xc4: case 0xd9: return need(2) ? bytes(pos + 2, buf[pos + 1]) : INCOMPLETE;
     case 0xc5: case 0xda: return need(3) ? bytes(pos + 3, buf.readUInt16BE(pos + 1)) : INCOMPLETE;
     case 0xc6: case 0xdb: return need(5) ? bytes(pos + 5, buf.readUInt32BE(pos + 1)) : INCOMPLETE;
     case 0xdc: return need(3) ? array(buf.readUInt16BE(pos + 1), pos + 3) : INCOMPLETE;
+    case 0xdd: return need(5) ? array(buf.readUInt32BE(pos + 1), pos + 5) : INCOMPLETE;
+    case 0xde: return need(3) ? map(buf.readUInt16BE(pos + 1), pos + 3) : INCOMPLETE;
+    case 0xdf: return need(5) ? map(buf.readUInt32BE(pos + 1), pos + 5) : INCOMPLETE;
     default: throw new Malformed(`unexpected MessagePack byte 0x${b.toString(16)}`);
   }
 }
@@ -151,7 +175,13 @@ class Forwarder {
         resolve(`ERR timeout: otp-sidecar did not answer within ${this.timeoutMs} ms`);
       }, this.timeoutMs);
       this.pending.set(msgid, (reply) => { clearTimeout(timer); resolve(reply); });
-      this.connection().write(encodeRequest(msgid, method, params));
+      try {
+        this.connection().write(encodeRequest(msgid, method, params));
+      } catch (err) {
+        this.pending.delete(msgid);
+        clearTimeout(timer);
+        resolve(`ERR internal: the forwarder could not send the call (${err.message})`);
+      }
     });
   }
 
@@ -166,17 +196,24 @@ class Forwarder {
     return socket;
   }
 
+  /**
+   * Everything in a data handler stays inside this try: an exception out of it would be
+   * uncaught and kill the extension's process, for every user. A bad frame fails every call
+   * in flight with an ERR and drops the connection; the next call opens a new one.
+   */
   receive(socket, chunk) {
-    this.buffer = Buffer.concat([this.buffer, chunk]);
-    if (this.buffer.length > MAX_BUFFERED) {
-      this.drop(socket, 'ERR unavailable: oversized reply from otp-sidecar');
-      return;
-    }
     try {
+      if (this.socket !== socket) return; // already dropped
+      this.buffer = Buffer.concat([this.buffer, chunk]);
+      if (this.buffer.length > MAX_BUFFERED) {
+        this.drop(socket, 'ERR unavailable: oversized reply from otp-sidecar');
+        return;
+      }
       for (;;) {
         const r = decodeAt(this.buffer, 0, 0);
         if (r === INCOMPLETE) return;
-        this.buffer = this.buffer.subarray(r[1]);
+        // slice, not subarray: a Buffer on every Node.js.
+        this.buffer = this.buffer.slice(r[1]);
         this.settle(r[0]);
       }
     } catch (err) {
@@ -186,6 +223,8 @@ class Forwarder {
 
   /** Hands a [1, msgid, error, result] response to the call waiting for it. */
   settle(message) {
+    // A notification, [2, method, params], answers no call.
+    if (Array.isArray(message) && message.length === 3 && message[0] === 2) return;
     if (!Array.isArray(message) || message.length !== 4 || message[0] !== 1) {
       throw new Malformed('not a response');
     }
@@ -194,8 +233,11 @@ class Forwarder {
     if (!done) return; // already timed out
     this.pending.delete(msgid);
     this.closeWhenIdle();
-    if (error !== null && error !== undefined) done(String(error));
-    else if (typeof result === 'string') done(result);
+    if (error !== null && error !== undefined) {
+      // Every failure the iRule sees starts with ERR: never SM, never a bare value.
+      done(typeof error === 'string' && error.startsWith('ERR ') ? error
+        : 'ERR internal: unexpected error from otp-sidecar');
+    } else if (typeof result === 'string') done(result);
     else done('ERR internal: unexpected result from otp-sidecar');
   }
 
@@ -230,16 +272,31 @@ class Forwarder {
 
 // ---- ILX registration ----
 
+/** Answers ILX; nothing thrown here can reach the extension's process. */
+function reply(res, text) {
+  try {
+    res.reply(text);
+  } catch (err) {
+    // ILX refused the reply (the call is gone): nobody is left to tell.
+  }
+}
+
+/** An ILX method that relays to `method`; `params(args)` makes its params from ILX's. */
+function relay(forwarder, method, params) {
+  return (req, res) => {
+    try {
+      forwarder.call(method, params(req.params().map((p) => String(p))))
+        .then((text) => reply(res, text));
+    } catch (err) {
+      reply(res, `ERR internal: ${method} could not be relayed (${err.message})`);
+    }
+  };
+}
+
 function register(ilx, forwarder) {
-  ilx.addMethod('sendOTP', (req, res) => {
-    const params = sendOtpParams(req.params().map((p) => String(p)));
-    forwarder.call('sendOTP', params).then((reply) => res.reply(reply));
-  });
+  ilx.addMethod('sendOTP', relay(forwarder, 'sendOTP', sendOtpParams));
   // Verify mode: the phone number or VE... SID whose code APM accepted.
-  ilx.addMethod('confirmOTP', (req, res) => {
-    const target = req.params().map((p) => String(p))[0] || '';
-    forwarder.call('confirmOTP', [target]).then((reply) => res.reply(reply));
-  });
+  ilx.addMethod('confirmOTP', relay(forwarder, 'confirmOTP', (args) => [args[0] || '']));
 }
 
 // Loaded by ILX (or by a test with a stand-in f5-nodejs): register and listen.
