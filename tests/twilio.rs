@@ -373,3 +373,106 @@ async fn https_goes_through_a_connect_tunnel_with_the_proxy_credentials_and_no_p
     assert!(reply.starts_with("ERR unavailable: "), "{reply}");
     assert!(proxy.tunnels().is_empty());
 }
+
+/// What a caller gets for any 2xx that does not name the message it created.
+const NO_VALID_SID: &str = "ERR internal: Twilio answered without a valid SID";
+
+/// 201 bodies whose `sid` is not what Messages creates (`SM` + exactly 32 hex digits).
+fn bad_sid_answers() -> Vec<(String, ResponseTemplate)> {
+    let hex = |n: usize| {
+        "0123456789abcdef"
+            .chars()
+            .cycle()
+            .take(n)
+            .collect::<String>()
+    };
+    let with_sid = |sid: serde_json::Value| {
+        ResponseTemplate::new(201).set_body_json(serde_json::json!({
+            "sid": sid, "status": "queued", "account_sid": AC, "to": PHONE,
+        }))
+    };
+    let mut answers: Vec<(String, ResponseTemplate)> = [
+        "SMabc".to_owned(),
+        "SMSisfine".to_owned(),
+        format!("SM{}", hex(31)),
+        format!("SM{}", hex(33)),
+        format!("SM{}", hex(224)),
+        format!("SM{}g", hex(31)),
+        format!("sm{}", hex(32)),
+        // Another API's SID: a call or a verification is not a message.
+        format!("CA{}", hex(32)),
+        format!("VE{}", hex(32)),
+        "ERR".to_owned(),
+        String::new(),
+    ]
+    .into_iter()
+    .map(|sid| (format!("sid {sid:?}"), with_sid(sid.into())))
+    .collect();
+    answers.extend([
+        ("sid 42".to_owned(), with_sid(42.into())),
+        ("sid null".to_owned(), with_sid(serde_json::Value::Null)),
+        ("sid [SM…]".to_owned(), with_sid(serde_json::json!([SID]))),
+        (
+            "no sid".to_owned(),
+            ResponseTemplate::new(201)
+                .set_body_json(serde_json::json!({"status": "queued", "to": PHONE})),
+        ),
+        (
+            "a bare SID, not JSON".to_owned(),
+            ResponseTemplate::new(201).set_body_string(SID),
+        ),
+        ("200, empty".to_owned(), ResponseTemplate::new(200)),
+    ]);
+    answers
+}
+
+#[tokio::test]
+async fn a_2xx_without_a_valid_message_sid_is_never_a_success_and_never_sent_again() {
+    let twilio = MockServer::start().await;
+    let daemon = Daemon::start(&twilio.uri(), Options::default());
+    for (what, answer) in bad_sid_answers() {
+        twilio.reset().await;
+        Mock::given(method("POST"))
+            .and(path(messages_path()))
+            .respond_with(answer)
+            .mount(&twilio)
+            .await;
+        // The bundled client, as a script would use it: the reply line and exit 1.
+        let out = command()
+            .args(["send", OTP, PHONE, "ACME", "--unix"])
+            .arg(&daemon.unix)
+            .output()
+            .expect("run send");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(stdout.trim_end(), NO_VALID_SID, "{what}");
+        assert_eq!(out.status.code(), Some(1), "{what}");
+        // The message may have gone out: it is never sent again.
+        assert_eq!(sends(&twilio).await.len(), 1, "{what}");
+    }
+    // The same rule on the RPC socket, and a good SID still passes.
+    twilio.reset().await;
+    Mock::given(method("POST"))
+        .respond_with(created(SID))
+        .mount(&twilio)
+        .await;
+    assert_eq!(daemon.send("ACME").await, Ok(SID.to_owned()));
+}
+
+#[tokio::test]
+async fn a_server_error_saying_20429_is_not_a_429_and_is_sent_once() {
+    for status in [500, 502, 503] {
+        let twilio = twilio_answering(twilio_error(status, 20429, "Too Many Requests")).await;
+        let daemon = Daemon::start(&twilio.uri(), Options::default());
+        assert_eq!(
+            daemon.send("ACME").await,
+            Err("ERR twilio 20429: Too Many Requests".to_owned()),
+            "{status}"
+        );
+        assert_eq!(sends(&twilio).await.len(), 1, "{status}");
+    }
+    // Only HTTP 429 is waited for: a 400 carrying 20429 is Twilio's final answer too.
+    let twilio = twilio_answering(twilio_error(400, 20429, "Too Many Requests")).await;
+    let daemon = Daemon::start(&twilio.uri(), Options::default());
+    assert!(daemon.send("ACME").await.is_err());
+    assert_eq!(sends(&twilio).await.len(), 1);
+}

@@ -259,3 +259,43 @@ fn check_reports_verify_mode_and_a_bad_service_sid_stops_the_start() {
     assert!(!stdout.contains("template default"), "{stdout}");
     check_refuses(&["--verify-service-sid", "VA123"], "verify_service_sid");
 }
+
+#[tokio::test]
+async fn verify_answers_without_a_valid_ve_sid_are_errors_sent_once() {
+    let no_valid_sid = Err("ERR internal: Twilio answered without a valid SID".to_owned());
+    let body = |sid: serde_json::Value, status: &str| serde_json::json!({"sid": sid, "service_sid": VA, "to": PHONE, "status": status});
+    let bad: [serde_json::Value; 4] = [
+        "VEabc".into(),
+        // A message's SID is not a verification's.
+        SID.into(),
+        format!("{VE}0").into(),
+        serde_json::Value::Null,
+    ];
+    let twilio = MockServer::start().await;
+    let daemon = verify_daemon(&twilio);
+    for sid in &bad {
+        // Starting a verification.
+        twilio.reset().await;
+        Mock::given(method("POST"))
+            .and(path(verifications_path()))
+            .respond_with(ResponseTemplate::new(201).set_body_json(body(sid.clone(), "pending")))
+            .mount(&twilio)
+            .await;
+        assert_eq!(daemon.send("ACME").await, no_valid_sid, "start: {sid}");
+        assert_eq!(sends(&twilio).await.len(), 1, "start: {sid}");
+
+        // Approving one: an "approved" status without the verification's SID proves nothing.
+        twilio.reset().await;
+        Mock::given(method("POST"))
+            .and(path(format!("{}/{VE}", verifications_path())))
+            .respond_with(ResponseTemplate::new(200).set_body_json(body(sid.clone(), "approved")))
+            .mount(&twilio)
+            .await;
+        assert_eq!(
+            confirm(&daemon, VE).await,
+            no_valid_sid.clone().map(Into::into),
+            "approve: {sid}"
+        );
+        assert_eq!(sends(&twilio).await.len(), 1, "approve: {sid}");
+    }
+}
