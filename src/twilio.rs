@@ -230,20 +230,21 @@ impl TwilioClient {
         loop {
             let (error, wait) = match self.attempt(uri, &form, kind).await {
                 Attempt::Accepted(resource) => return Ok(resource),
-                Attempt::Failed(refusal) => return Err(refusal),
+                Attempt::Failed(refusal) => return Err(not_reached(refusal)),
                 Attempt::Retry { error, wait } => (error, wait.unwrap_or(backoff)),
             };
             if attempt >= MAX_ATTEMPTS || Instant::now() + wait >= deadline {
-                return Err(Refusal {
+                return Err(not_reached(Refusal {
                     error,
                     not_accepted: true,
                     provider_fault: true,
-                });
+                }));
             }
             tracing::debug!(
                 attempt,
                 wait_ms = wait.as_millis() as u64,
                 reason = error.reason(),
+                error = %error,
                 "retrying Twilio"
             );
             tokio::time::sleep(wait).await;
@@ -349,6 +350,15 @@ impl TwilioClient {
             serde_json::from_slice(&answer.body).map_err(|e| format!("unreadable answer: {e}"))?;
         Ok(found.line_type_intelligence.unwrap_or_default())
     }
+}
+
+/// Logs why Twilio could not be reached (the call's own line carries only the reason): the
+/// detail names a proxy that failed, by `host:port`, never with its credentials.
+fn not_reached(refusal: Refusal) -> Refusal {
+    if let CallError::Unavailable(_) = &refusal.error {
+        tracing::warn!(error = %refusal.error, "Twilio unavailable");
+    }
+    refusal
 }
 
 /// An answer that says the credentials are wrong (or the account may not do this): every

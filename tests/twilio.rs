@@ -476,3 +476,55 @@ async fn a_server_error_saying_20429_is_not_a_429_and_is_sent_once() {
     assert!(daemon.send("ACME").await.is_err());
     assert_eq!(sends(&twilio).await.len(), 1);
 }
+
+#[tokio::test]
+async fn a_dead_proxy_is_named_in_the_reply_and_the_log_without_its_password() {
+    let dead = dead_address();
+    let password = "pr0xyS3cretPW";
+    // The API host does not resolve: everything must go through the (dead) proxy.
+    for api in ["http://twilio.invalid", "https://twilio.invalid"] {
+        let daemon = Daemon::start(
+            api,
+            Options::default()
+                .arg(format!("--proxy=http://squid:{password}@{dead}"))
+                .env("RUST_LOG", "trace"),
+        );
+        let reply = daemon.send("ACME").await.unwrap_err();
+        let want = format!("ERR unavailable: proxy {dead} unreachable");
+        assert!(reply.starts_with(&want), "{api}: {reply}");
+        daemon.wait_for_log("outcome=");
+        let log = daemon.log();
+        assert!(
+            log.contains(&format!("proxy {dead} unreachable")),
+            "{api}:\n{log}"
+        );
+        for secret in [password, "squid:"] {
+            assert!(!reply.contains(secret), "{api}: {reply}");
+            assert!(!log.contains(secret), "{api}: {secret} in\n{log}");
+        }
+    }
+
+    // A live proxy that will not open the tunnel (407) is named too, as refusing it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let refusing = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = conn.read(&mut buf).await;
+            let _ = conn
+                .write_all(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n")
+                .await;
+        }
+    });
+    let daemon = Daemon::start(
+        "https://twilio.invalid",
+        Options::default().arg(format!("--proxy=http://squid:{password}@{refusing}")),
+    );
+    let reply = daemon.send("ACME").await.unwrap_err();
+    let want = format!("ERR unavailable: proxy {refusing} refused the tunnel");
+    assert!(reply.starts_with(&want), "{reply}");
+    assert!(!reply.contains(password), "{reply}");
+    daemon.wait_for_log("Twilio unavailable");
+    assert!(!daemon.log().contains(password), "{}", daemon.log());
+}
