@@ -50,6 +50,15 @@ impl VerifyService {
         &self.service_sid
     }
 
+    /// The service itself, `{api}/v2/Services/{VA}` (what `check --online` asks for).
+    pub fn service_url(&self) -> Url {
+        let mut url = self.verifications.clone();
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.pop();
+        }
+        url
+    }
+
     /// Starts a verification that carries `code`; returns its `VE…` SID.
     pub async fn start(
         &self,

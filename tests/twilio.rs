@@ -528,3 +528,112 @@ async fn a_dead_proxy_is_named_in_the_reply_and_the_log_without_its_password() {
     daemon.wait_for_log("Twilio unavailable");
     assert!(!daemon.log().contains(password), "{}", daemon.log());
 }
+
+/// Twilio's answer to GET /2010-04-01/Accounts/{AC}.json.
+fn account(status: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(serde_json::json!({
+        "sid": AC, "status": status, "friendly_name": "ACME OTP", "type": "Full",
+    }))
+}
+
+fn account_path() -> String {
+    format!("/2010-04-01/Accounts/{AC}.json")
+}
+
+/// Nothing `check` prints may carry the token, as such or inside a Basic header.
+fn assert_no_token(stdout: &str, stderr: &str) {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{AC}:{TOKEN}"));
+    for secret in [TOKEN, encoded.as_str()] {
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "{secret} in\n{stdout}\n{stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn check_online_asks_twilio_for_the_account_and_says_whether_the_credentials_work() {
+    let twilio = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(account_path()))
+        .and(header("authorization", basic(AC, TOKEN).as_str()))
+        .respond_with(account("active"))
+        .mount(&twilio)
+        .await;
+    let api = twilio.uri();
+
+    // Offline (the default), nothing is asked.
+    let (passed, stdout, stderr) = check(&["--twilio-api-url", &api]);
+    assert!(passed, "{stderr}");
+    assert!(!stdout.contains("twilio:"), "{stdout}");
+    assert!(twilio.received_requests().await.unwrap().is_empty());
+
+    let (passed, stdout, stderr) = check(&["--online", "--twilio-api-url", &api]);
+    assert!(passed, "{stdout}\n{stderr}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l == "twilio: credentials accepted (account ACfe…ce status active)"),
+        "{stdout}"
+    );
+    assert_no_token(&stdout, &stderr);
+    // One GET of the account; nothing sent.
+    let seen = twilio.received_requests().await.unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].method, wiremock::http::Method::GET);
+
+    // A suspended account takes the credentials but sends nothing: not a pass.
+    twilio.reset().await;
+    Mock::given(method("GET"))
+        .and(path(account_path()))
+        .respond_with(account("suspended"))
+        .mount(&twilio)
+        .await;
+    let (passed, stdout, _) = check(&["--online", "--twilio-api-url", &api]);
+    assert!(!passed, "{stdout}");
+    assert!(stdout.contains("status suspended"), "{stdout}");
+}
+
+#[tokio::test]
+async fn check_online_fails_on_refused_credentials_bad_answers_and_no_twilio() {
+    let twilio = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(account_path()))
+        .respond_with(twilio_error(401, 20003, "Authenticate"))
+        .mount(&twilio)
+        .await;
+    let api = twilio.uri();
+    let (passed, stdout, stderr) = check(&["--online", "--twilio-api-url", &api]);
+    assert!(!passed, "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l == "twilio: credentials refused (HTTP 401, code 20003)"),
+        "{stdout}"
+    );
+    assert_no_token(&stdout, &stderr);
+
+    // A 200 that does not name the account proves nothing.
+    twilio.reset().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("<html>portal</html>"))
+        .mount(&twilio)
+        .await;
+    let (passed, stdout, _) = check(&["--online", "--twilio-api-url", &api]);
+    assert!(!passed, "{stdout}");
+    assert!(
+        stdout.contains("twilio: unexpected answer (HTTP 200 without a valid account SID)"),
+        "{stdout}"
+    );
+
+    // Nothing listening: the line names where Twilio was looked for.
+    let dead = dead_address();
+    let (passed, stdout, stderr) =
+        check(&["--online", "--twilio-api-url", &format!("http://{dead}")]);
+    assert!(!passed, "{stdout}");
+    assert!(
+        stdout.contains(&format!("twilio: unreachable at {dead}")),
+        "{stdout}\n{stderr}"
+    );
+    assert_no_token(&stdout, &stderr);
+}

@@ -299,3 +299,61 @@ async fn verify_answers_without_a_valid_ve_sid_are_errors_sent_once() {
         assert_eq!(sends(&twilio).await.len(), 1, "approve: {sid}");
     }
 }
+
+#[tokio::test]
+async fn check_online_in_verify_mode_also_asks_for_the_service() {
+    let twilio = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(format!("/2010-04-01/Accounts/{AC}.json")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "sid": AC, "status": "active",
+        })))
+        .mount(&twilio)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("/v2/Services/{VA}")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "sid": VA, "account_sid": AC, "friendly_name": "ACME login",
+        })))
+        .up_to_n_times(1)
+        .mount(&twilio)
+        .await;
+    let api = twilio.uri();
+    let args = [
+        "--online",
+        "--twilio-api-url",
+        &api,
+        "--verify-api-url",
+        &api,
+        "--verify-service-sid",
+        VA,
+    ];
+    let (passed, stdout, stderr) = check(&args);
+    assert!(passed, "{stdout}\n{stderr}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l == "verify: service VA01…ef found (ACME login)"),
+        "{stdout}"
+    );
+
+    // Gone (the mock now answers 404): the check fails and says so.
+    Mock::given(method("GET"))
+        .and(path(format!("/v2/Services/{VA}")))
+        .respond_with(twilio_error(
+            404,
+            20404,
+            "The requested resource was not found",
+        ))
+        .mount(&twilio)
+        .await;
+    let (passed, stdout, _) = check(&args);
+    assert!(!passed, "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l == "verify: service VA01…ef refused (HTTP 404, code 20404)"),
+        "{stdout}"
+    );
+    assert!(sends(&twilio).await.is_empty(), "nothing sent");
+}
