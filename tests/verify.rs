@@ -298,6 +298,21 @@ async fn verify_answers_without_a_valid_ve_sid_are_errors_sent_once() {
         );
         assert_eq!(sends(&twilio).await.len(), 1, "approve: {sid}");
     }
+
+    // Approved by SID, the answer must be about that verification, not another one.
+    twilio.reset().await;
+    let other = "VE00000000000000000000000000000001";
+    Mock::given(method("POST"))
+        .and(path(format!("{}/{VE}", verifications_path())))
+        .respond_with(ResponseTemplate::new(200).set_body_json(body(other.into(), "approved")))
+        .mount(&twilio)
+        .await;
+    assert_eq!(
+        confirm(&daemon, VE).await,
+        Err(format!(
+            "ERR internal: Twilio answered about verification {other}, not {VE}"
+        ))
+    );
 }
 
 #[tokio::test]
