@@ -142,7 +142,8 @@ impl HttpClient {
             })?;
         let response = self.pool.request(request).await.map_err(|e| Failure {
             before_sending: e.is_connect(),
-            detail: describe(&e),
+            // A proxy that failed us is named first: it is not Twilio that is down.
+            detail: proxy_failure(&e).map_or_else(|| describe(&e), describe),
         })?;
         let (parts, body) = response.into_parts();
         let body = read_capped(body).await.map_err(|e| Failure {
@@ -207,6 +208,65 @@ fn describe(e: &(dyn StdError + 'static)) -> String {
     text
 }
 
+/// The proxy failed us (cannot be reached, or refused the tunnel), if that is where `e`
+/// comes from.
+fn proxy_failure<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a (dyn StdError + 'static)> {
+    let mut cause = Some(e);
+    while let Some(error) = cause {
+        if error.is::<ProxyFailed>() {
+            return Some(error);
+        }
+        cause = error.source();
+    }
+    None
+}
+
+/// Connecting through a proxy failed at the proxy: it names the proxy by `host:port` (never
+/// its credentials) and what went wrong there.
+#[derive(Debug)]
+struct ProxyFailed {
+    proxy: String,
+    /// Reached, but it would not open the tunnel (CONNECT answered with an error).
+    refused: bool,
+    cause: BoxError,
+}
+
+impl ProxyFailed {
+    fn new(proxy: &Uri, refused: bool, cause: BoxError) -> Self {
+        ProxyFailed {
+            proxy: proxy_address(proxy),
+            refused,
+            cause,
+        }
+    }
+}
+
+impl std::fmt::Display for ProxyFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.refused {
+            write!(f, "proxy {} refused the tunnel", self.proxy)
+        } else {
+            write!(f, "proxy {} unreachable", self.proxy)
+        }
+    }
+}
+
+impl StdError for ProxyFailed {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&*self.cause)
+    }
+}
+
+/// `host:port` of a proxy URI: no scheme, no credentials.
+fn proxy_address(proxy: &Uri) -> String {
+    let host = proxy.host().unwrap_or("?");
+    let port = proxy.port_u16().unwrap_or(match proxy.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    });
+    format!("{host}:{port}")
+}
+
 /// Opens the TCP leg towards a target: straight to it, or to the proxy that serves it.
 #[derive(Clone)]
 struct Route {
@@ -234,19 +294,50 @@ impl Service<Uri> for Route {
             if proxy.uri().scheme() != Some(&hyper::http::uri::Scheme::HTTP) {
                 return Err("only http:// proxies are supported".into());
             }
+            let failed = |refused: bool, e: BoxError| -> BoxError {
+                Box::new(ProxyFailed::new(proxy.uri(), refused, e))
+            };
+            // The proxy first, so that a dead one is told from a refused tunnel.
+            let io = tcp
+                .call(proxy.uri().clone())
+                .await
+                .map_err(|e| failed(false, e.into()))?;
             if target.scheme() == Some(&hyper::http::uri::Scheme::HTTPS) {
-                let mut tunnel = Tunnel::new(proxy.uri().clone(), tcp);
+                let mut tunnel = Tunnel::new(proxy.uri().clone(), OneConnection(Some(io)));
                 if let Some(auth) = proxy.basic_auth() {
                     tunnel = tunnel.with_auth(auth.clone());
                 }
-                let io = tunnel.call(target).await?;
+                let io = tunnel
+                    .call(target)
+                    .await
+                    .map_err(|e| failed(true, e.into()))?;
                 // TLS runs end to end through the tunnel: requests are origin-form.
                 Ok(Tcp { io, proxied: false })
             } else {
-                let io = tcp.call(proxy.uri().clone()).await?;
                 Ok(Tcp { io, proxied: true })
             }
         })
+    }
+}
+
+/// Hands [`Tunnel`] the connection to the proxy, already made.
+struct OneConnection(Option<TokioIo<TcpStream>>);
+
+impl Service<Uri> for OneConnection {
+    type Response = TokioIo<TcpStream>;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<TokioIo<TcpStream>, BoxError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Uri) -> Self::Future {
+        std::future::ready(
+            self.0
+                .take()
+                .ok_or_else(|| "the connection to the proxy is used already".into()),
+        )
     }
 }
 

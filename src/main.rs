@@ -66,7 +66,18 @@ enum Command {
         daemon: DaemonArgs,
     },
     /// Validate the configuration and credentials without sending anything.
-    Check(ServeArgs),
+    Check(CheckArgs),
+}
+
+/// `check`: the options of `serve`, and whether to ask Twilio.
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// Also ask Twilio whether the credentials work (a GET of the account, and of the Verify
+    /// service in Verify mode; nothing is sent). Exit 1 when refused or unreachable.
+    #[arg(long)]
+    online: bool,
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 /// The optional caller context (sendOTP's fourth argument), as an iRule would pass it.
@@ -151,7 +162,9 @@ fn main() -> ExitCode {
                 Err(e) => exit_on_error(Err(e.into())),
             }
         }
-        Command::Check(args) => exit_on_error(check(&args)),
+        Command::Check(args) => {
+            exit_on_error(check(&args.serve).and_then(|()| check_online(&args)))
+        }
         Command::Send {
             otp,
             phone,
@@ -299,6 +312,23 @@ fn check(args: &ServeArgs) -> Result<()> {
         (Some(c), false) => println!("  credentials:  {}", c.describe()),
         (None, false) => {}
     }
+    Ok(())
+}
+
+/// `check --online`: one line per question put to Twilio; an error when any fails.
+fn check_online(args: &CheckArgs) -> Result<()> {
+    if !args.online {
+        return Ok(());
+    }
+    let settings = Settings::resolve(&args.serve, &env_var)?;
+    let verdicts = runtime(1)?.block_on(otp_sidecar::twilio::check_online(&settings));
+    for verdict in &verdicts {
+        println!("{}", verdict.line);
+    }
+    anyhow::ensure!(
+        verdicts.iter().all(|v| v.ok),
+        "Twilio did not accept the configuration"
+    );
     Ok(())
 }
 

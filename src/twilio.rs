@@ -1,9 +1,13 @@
 //! The Twilio REST client: one pooled HTTP client, built once, the retry rules, and Messages.
 //!
 //! Creating a message is not idempotent, so a request is retried only when Twilio provably
-//! did not accept it: the connection failed before the request went out, or Twilio said
-//! 429 / 20429 ("always safe to retry"). A 5xx, a reset after sending, or a slow answer is
-//! never retried — a second SMS is worse than an error.
+//! did not accept it: the connection failed before the request went out, or Twilio answered
+//! HTTP 429 (with code 20429 or none: "always safe to retry"). A 5xx (whatever its body
+//! says), a reset after sending, or a slow answer is never retried — a second SMS is worse
+//! than an error.
+//!
+//! Twilio's answers are checked, never trusted: a 2xx is a result only when it names the
+//! resource the API called creates (`SM`, `CA` or `VE` + exactly 32 hex digits).
 
 use std::time::Duration;
 
@@ -21,7 +25,7 @@ use crate::health::HEALTH;
 use crate::http::{Answer, Failure, HttpClient, HttpOptions};
 use crate::lookup::LineInfo;
 use crate::metrics::METRICS;
-use crate::validate::Sender;
+use crate::validate::{self, Sender};
 
 /// Attempts per call, the first included.
 const MAX_ATTEMPTS: u32 = 4;
@@ -66,23 +70,13 @@ enum Attempt {
 #[derive(Debug)]
 pub struct Refusal {
     pub error: CallError,
-    /// Twilio provably did not accept it (never sent, 429, 401/403, 503): another provider
-    /// may be asked without risking a second delivery.
+    /// Twilio provably did not accept it (never sent, 429, 401/403): another provider may
+    /// be asked without risking a second delivery. No 5xx is proof: a proxy or edge in the
+    /// path may answer one after the request reached Twilio.
     pub not_accepted: bool,
     /// The fault is the provider's (unreachable, overloaded, failing, refusing our
     /// credentials), not the request's: counts against its circuit breaker.
     pub provider_fault: bool,
-}
-
-impl Refusal {
-    /// The request's own fault: another provider would refuse it too.
-    fn final_answer(error: CallError) -> Self {
-        Refusal {
-            error,
-            not_accepted: false,
-            provider_fault: false,
-        }
-    }
 }
 
 impl From<Refusal> for CallError {
@@ -99,10 +93,42 @@ pub struct Resource {
     pub status: Option<String>,
 }
 
+/// What a request creates (or updates), named by the prefix of its SID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Messages: `SM…`.
+    Message,
+    /// Calls: `CA…`.
+    Call,
+    /// Verify's verifications: `VE…`.
+    Verification,
+}
+
+impl Kind {
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Kind::Message => "SM",
+            Kind::Call => "CA",
+            Kind::Verification => "VE",
+        }
+    }
+}
+
+/// The one check every SID Twilio answers with passes before it is a result: the prefix of
+/// the API that was called, then exactly 32 hex digits.
+pub fn valid_sid(sid: &str, kind: Kind) -> bool {
+    validate::is_sid(sid, kind.prefix())
+}
+
+/// What a caller gets for a 2xx that does not name a valid resource. The request may have
+/// done its work (a message sent), so it is never retried and never failed over.
+pub const NO_VALID_SID: &str = "Twilio answered without a valid SID";
+
 #[derive(Deserialize)]
 struct Created {
-    sid: Option<String>,
-    status: Option<String>,
+    /// Kept loose (any JSON) so that a SID of the wrong type is reported as such.
+    sid: Option<serde_json::Value>,
+    status: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -179,7 +205,10 @@ impl TwilioClient {
             }
             form.finish()
         };
-        Ok(self.post(&self.messages_uri, form, deadline).await?.sid)
+        Ok(self
+            .post(&self.messages_uri, form, Kind::Message, deadline)
+            .await?
+            .sid)
     }
 
     /// The Calls resource, `…/Accounts/{AC}/Calls.json`.
@@ -187,33 +216,35 @@ impl TwilioClient {
         &self.calls_uri
     }
 
-    /// POSTs `form` to `uri` and reads the resource Twilio answers with, retrying only what
-    /// Twilio provably did not accept, within `deadline`.
+    /// POSTs `form` to `uri` and reads the resource of `kind` Twilio answers with, retrying
+    /// only what Twilio provably did not accept, within `deadline`.
     pub async fn post(
         &self,
         uri: &Uri,
         form: String,
+        kind: Kind,
         deadline: Instant,
     ) -> Result<Resource, Refusal> {
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 1;
         loop {
-            let (error, wait) = match self.attempt(uri, &form).await {
+            let (error, wait) = match self.attempt(uri, &form, kind).await {
                 Attempt::Accepted(resource) => return Ok(resource),
-                Attempt::Failed(refusal) => return Err(refusal),
+                Attempt::Failed(refusal) => return Err(not_reached(refusal)),
                 Attempt::Retry { error, wait } => (error, wait.unwrap_or(backoff)),
             };
             if attempt >= MAX_ATTEMPTS || Instant::now() + wait >= deadline {
-                return Err(Refusal {
+                return Err(not_reached(Refusal {
                     error,
                     not_accepted: true,
                     provider_fault: true,
-                });
+                }));
             }
             tracing::debug!(
                 attempt,
                 wait_ms = wait.as_millis() as u64,
                 reason = error.reason(),
+                error = %error,
                 "retrying Twilio"
             );
             tokio::time::sleep(wait).await;
@@ -223,7 +254,7 @@ impl TwilioClient {
         }
     }
 
-    async fn attempt(&self, uri: &Uri, form: &str) -> Attempt {
+    async fn attempt(&self, uri: &Uri, form: &str, kind: Kind) -> Attempt {
         let started = Instant::now();
         let sent = self
             .http
@@ -237,7 +268,7 @@ impl TwilioClient {
         match sent {
             Ok(answer) => {
                 METRICS.observe_twilio(started.elapsed());
-                interpret(&answer)
+                interpret(&answer, kind)
             }
             Err(Failure {
                 before_sending: true,
@@ -321,6 +352,160 @@ impl TwilioClient {
     }
 }
 
+/// One line of `check --online`, and whether it passes.
+#[derive(Debug)]
+pub struct Verdict {
+    pub line: String,
+    pub ok: bool,
+}
+
+/// How long `check --online` waits for each answer.
+const ONLINE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `check --online`: asks Twilio for the account with the configured credentials (and, in
+/// Verify mode, for the service), like keep-warm does; sends nothing.
+pub async fn check_online(settings: &Settings) -> Vec<Verdict> {
+    let Some(credentials) = &settings.credentials else {
+        return vec![Verdict {
+            line: "twilio: not asked (no credentials: dry run)".into(),
+            ok: true,
+        }];
+    };
+    let client = match TwilioClient::new(settings, credentials) {
+        Ok(client) => client,
+        Err(e) => {
+            return vec![Verdict {
+                line: format!(
+                    "twilio: cannot ask: {}",
+                    crate::error::sanitize(&e.to_string())
+                ),
+                ok: false,
+            }]
+        }
+    };
+    let mut verdicts = vec![
+        client
+            .probe(
+                "twilio",
+                &client.account_uri,
+                &settings.twilio_api_url,
+                "AC",
+            )
+            .await,
+    ];
+    if let Some(service) = &settings.verify {
+        let url = service.service_url();
+        let verdict = match Uri::try_from(url.as_str()) {
+            Ok(uri) => client.probe("verify", &uri, &url, "VA").await,
+            Err(e) => Verdict {
+                line: format!("verify: cannot ask: {e}"),
+                ok: false,
+            },
+        };
+        verdicts.push(verdict);
+    }
+    verdicts
+}
+
+/// `ACfe…ce`: enough of a SID to tell which, in a report.
+fn short_sid(sid: &str) -> String {
+    match (sid.get(..4), sid.get(sid.len().saturating_sub(2)..)) {
+        (Some(head), Some(tail)) if sid.len() > 6 => format!("{head}…{tail}"),
+        _ => sid.to_owned(),
+    }
+}
+
+impl TwilioClient {
+    /// GETs a resource that must name itself with a `prefix` SID, and says what that shows.
+    async fn probe(&self, name: &str, uri: &Uri, url: &Url, prefix: &str) -> Verdict {
+        let sent = tokio::time::timeout(
+            ONLINE_TIMEOUT,
+            self.http.send(Method::GET, uri, &self.authorization, None),
+        )
+        .await;
+        let answer = match sent {
+            Ok(Ok(answer)) => answer,
+            failed => {
+                let why = match failed {
+                    Ok(Err(failure)) => failure.detail,
+                    _ => format!("no answer within {} s", ONLINE_TIMEOUT.as_secs()),
+                };
+                let host = url.host_str().unwrap_or("?");
+                let port = url.port_or_known_default().unwrap_or(443);
+                return Verdict {
+                    line: format!(
+                        "{name}: unreachable at {host}:{port}: {}",
+                        crate::error::sanitize(&why)
+                    ),
+                    ok: false,
+                };
+            }
+        };
+        let status = answer.status.as_u16();
+        let json = serde_json::from_slice::<serde_json::Value>(&answer.body).ok();
+        let field = |key: &str| {
+            json.as_ref()
+                .and_then(|j| j.get(key))
+                .and_then(serde_json::Value::as_str)
+                .map(crate::error::sanitize)
+        };
+        if answer.status.is_success() {
+            let sid = field("sid").filter(|sid| validate::is_sid(sid, prefix));
+            let Some(sid) = sid else {
+                return Verdict {
+                    line: format!(
+                        "{name}: unexpected answer (HTTP {status} without a valid {} SID)",
+                        if prefix == "AC" { "account" } else { "service" }
+                    ),
+                    ok: false,
+                };
+            };
+            return if prefix == "AC" {
+                let state = field("status").unwrap_or_else(|| "unknown".into());
+                Verdict {
+                    line: format!(
+                        "{name}: credentials accepted (account {} status {state})",
+                        short_sid(&sid)
+                    ),
+                    ok: state == "active",
+                }
+            } else {
+                let friendly = field("friendly_name").unwrap_or_default();
+                Verdict {
+                    line: format!("{name}: service {} found ({friendly})", short_sid(&sid)),
+                    ok: true,
+                }
+            };
+        }
+        let code = json
+            .as_ref()
+            .and_then(|j| j.get("code"))
+            .and_then(serde_json::Value::as_u64)
+            .map_or_else(String::new, |c| format!(", code {c}"));
+        let line = match (prefix, status) {
+            ("AC", 401 | 403 | 404) => format!("{name}: credentials refused (HTTP {status}{code})"),
+            ("AC", _) => format!("{name}: unexpected answer (HTTP {status}{code})"),
+            _ => {
+                let sid = uri.path().rsplit('/').next().unwrap_or_default();
+                format!(
+                    "{name}: service {} refused (HTTP {status}{code})",
+                    short_sid(sid)
+                )
+            }
+        };
+        Verdict { line, ok: false }
+    }
+}
+
+/// Logs why Twilio could not be reached (the call's own line carries only the reason): the
+/// detail names a proxy that failed, by `host:port`, never with its credentials.
+fn not_reached(refusal: Refusal) -> Refusal {
+    if let CallError::Unavailable(_) = &refusal.error {
+        tracing::warn!(error = %refusal.error, "Twilio unavailable");
+    }
+    refusal
+}
+
 /// An answer that says the credentials are wrong (or the account may not do this): every
 /// send will fail too.
 pub fn refuses_credentials(status: StatusCode) -> bool {
@@ -338,22 +523,50 @@ fn api_uri(api_url: &Url, rest: &[&str]) -> anyhow::Result<Uri> {
     Ok(Uri::try_from(url.as_str())?)
 }
 
-/// Turns Twilio's answer into a SID or an error.
-fn interpret(answer: &Answer) -> Attempt {
+/// The resource of `kind` a 2xx answer names, or what is wrong with it (for the log: never
+/// the answer itself, which may echo the message's text).
+fn created(body: &[u8], kind: Kind) -> Result<Resource, String> {
+    let created = serde_json::from_slice::<Created>(body)
+        .map_err(|_| "the answer is not a JSON object".to_owned())?;
+    let sid = match created.sid {
+        None | Some(serde_json::Value::Null) => return Err("the answer has no sid".into()),
+        Some(serde_json::Value::String(sid)) => sid,
+        Some(_) => return Err("its sid is not a string".into()),
+    };
+    if !valid_sid(&sid, kind) {
+        return Err(format!(
+            "its sid ({} characters) is not {} followed by 32 hex digits",
+            sid.chars().count(),
+            kind.prefix()
+        ));
+    }
+    let status = match created.status {
+        Some(serde_json::Value::String(status)) => Some(status),
+        _ => None,
+    };
+    Ok(Resource { sid, status })
+}
+
+/// Turns Twilio's answer into a resource of `kind` or an error.
+fn interpret(answer: &Answer, kind: Kind) -> Attempt {
     let (status, body) = (answer.status, answer.body.as_slice());
     if status.is_success() {
-        let created = serde_json::from_slice::<Created>(body).ok();
-        return match created {
-            Some(Created {
-                sid: Some(sid),
-                status,
-            }) if !sid.is_empty() && sid.bytes().all(|b| b.is_ascii_alphanumeric()) => {
-                Attempt::Accepted(Resource { sid, status })
+        return match created(body, kind) {
+            Ok(resource) => Attempt::Accepted(resource),
+            Err(why) => {
+                tracing::warn!(
+                    status = status.as_u16(),
+                    expected = kind.prefix(),
+                    "{NO_VALID_SID}: {why}; not retried (it may have been carried out)"
+                );
+                // It may have been carried out: never asked again, here or elsewhere. A
+                // provider answering like this is failing.
+                Attempt::Failed(Refusal {
+                    error: CallError::Internal(NO_VALID_SID.into()),
+                    not_accepted: false,
+                    provider_fault: true,
+                })
             }
-            _ => Attempt::Failed(Refusal::final_answer(CallError::Internal(format!(
-                "Twilio answered HTTP {} without a SID",
-                status.as_u16()
-            )))),
         };
     }
     let parsed = serde_json::from_slice::<TwilioError>(body).ok();
@@ -373,19 +586,21 @@ fn interpret(answer: &Answer) -> Attempt {
         },
         None => CallError::Unavailable(format!("Twilio answered HTTP {}", status.as_u16())),
     };
-    // A 429 with a code of its own (Verify's 60203, "max send attempts") would say the
-    // same thing again: only the plain "too many requests" is worth waiting for.
-    let plain_429 = status == StatusCode::TOO_MANY_REQUESTS && code.is_none();
-    if plain_429 || code == Some(TOO_MANY_REQUESTS) {
+    // Only an HTTP 429 says "not taken in, ask again": a 5xx whose body says 20429 is still
+    // a 5xx, which may have created the message. A 429 with a code of its own (Verify's
+    // 60203, "max send attempts") would say the same thing again.
+    let too_many =
+        status == StatusCode::TOO_MANY_REQUESTS && matches!(code, None | Some(TOO_MANY_REQUESTS));
+    if too_many {
         Attempt::Retry {
             error,
             wait: retry_after(answer.headers.get(RETRY_AFTER)),
         }
     } else {
-        // 401/403: our credentials are refused there; 503: Twilio did not take it in. Any
-        // other 5xx may have created the message.
-        let refused_whole =
-            refuses_credentials(status) || status == StatusCode::SERVICE_UNAVAILABLE;
+        // 401/403: our credentials are refused there, nothing was taken in. Any 5xx (a 503
+        // too: a proxy or edge may answer it after the request reached Twilio) may have
+        // created the message: it counts against the provider but is never handed on.
+        let refused_whole = refuses_credentials(status);
         Attempt::Failed(Refusal {
             error,
             not_accepted: refused_whole,
@@ -424,24 +639,70 @@ mod tests {
         }
     }
 
+    const SM: &str = "SM0123456789abcdef0123456789ABCDEF";
+
     #[test]
-    fn success_needs_a_sid() {
-        let ok = interpret(&answer(
-            StatusCode::CREATED,
-            br#"{"sid":"SMabc","status":"queued"}"#,
-            None,
-        ));
-        assert!(
-            matches!(ok, Attempt::Accepted(r) if r.sid == "SMabc" && r.status.as_deref() == Some("queued"))
+    fn success_needs_a_valid_sid_of_the_api_called() {
+        let body = format!(r#"{{"sid":"{SM}","status":"queued"}}"#);
+        let ok = interpret(
+            &answer(StatusCode::CREATED, body.as_bytes(), None),
+            Kind::Message,
         );
-        let (e, retry) = error_of(interpret(&answer(StatusCode::CREATED, b"{}", None)));
-        assert_eq!((e.reason(), retry), ("internal", false));
+        assert!(
+            matches!(ok, Attempt::Accepted(r) if r.sid == SM && r.status.as_deref() == Some("queued"))
+        );
+        let wrong_api = interpret(
+            &answer(StatusCode::CREATED, body.as_bytes(), None),
+            Kind::Call,
+        );
+        for bad in [
+            br#"{"sid":"SMabc","status":"queued"}"#.as_slice(),
+            br#"{"sid":"SMSisfine"}"#,
+            br#"{"sid":"ERR"}"#,
+            br#"{"sid":42}"#,
+            br#"{"sid":null}"#,
+            b"{}",
+            b"SM0123456789abcdef0123456789abcdef",
+        ]
+        .map(|body| interpret(&answer(StatusCode::CREATED, body, None), Kind::Message))
+        .into_iter()
+        .chain([wrong_api])
+        {
+            let Attempt::Failed(refusal) = bad else {
+                panic!("accepted or retried");
+            };
+            assert_eq!(
+                refusal.error.to_string(),
+                "ERR internal: Twilio answered without a valid SID"
+            );
+            assert!(!refusal.not_accepted, "it may have been sent");
+        }
+    }
+
+    #[test]
+    fn one_sid_check_for_every_api() {
+        let hex = "0123456789abcdef0123456789abcdef";
+        for (kind, prefix) in [
+            (Kind::Message, "SM"),
+            (Kind::Call, "CA"),
+            (Kind::Verification, "VE"),
+        ] {
+            assert!(valid_sid(&format!("{prefix}{hex}"), kind));
+            assert!(!valid_sid(&format!("{prefix}{}", &hex[1..]), kind));
+            assert!(!valid_sid(&format!("{prefix}{hex}0"), kind));
+            assert!(!valid_sid(&format!("{prefix}{}g", &hex[1..]), kind));
+            assert!(!valid_sid(&format!("{}{hex}", prefix.to_lowercase()), kind));
+        }
+        assert!(!valid_sid(&format!("CA{hex}"), Kind::Message));
     }
 
     #[test]
     fn twilio_errors_keep_code_and_message_and_never_start_with_sm() {
         let body = br#"{"code":21408,"message":"SMS is not enabled for this region","status":400}"#;
-        let (e, retry) = error_of(interpret(&answer(StatusCode::BAD_REQUEST, body, None)));
+        let (e, retry) = error_of(interpret(
+            &answer(StatusCode::BAD_REQUEST, body, None),
+            Kind::Message,
+        ));
         assert!(!retry);
         assert_eq!(
             e.to_string(),
@@ -450,38 +711,52 @@ mod tests {
     }
 
     #[test]
-    fn only_plain_429_and_20429_are_retried() {
-        let (_, retry) = error_of(interpret(&answer(
+    fn only_http_429_with_20429_or_no_code_is_retried() {
+        let retried = |status, body: &[u8]| {
+            error_of(interpret(&answer(status, body, Some("1")), Kind::Message)).1
+        };
+        assert!(retried(StatusCode::TOO_MANY_REQUESTS, b""));
+        assert!(retried(StatusCode::TOO_MANY_REQUESTS, br#"{"code":20429}"#));
+        // Verify's "max send attempts" would say the same again.
+        assert!(!retried(
             StatusCode::TOO_MANY_REQUESTS,
-            b"",
-            Some("1"),
-        )));
-        assert!(retry);
-        let (_, retry) = error_of(interpret(&answer(
-            StatusCode::BAD_REQUEST,
-            br#"{"code":20429}"#,
-            None,
-        )));
-        assert!(retry);
-        let (e, retry) = error_of(interpret(&answer(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            b"oops",
-            None,
-        )));
-        assert!(!retry);
+            br#"{"code":60203,"message":"Max send attempts reached"}"#
+        ));
+        // 20429 in the body of anything but a 429 is not a 429.
+        assert!(!retried(StatusCode::BAD_REQUEST, br#"{"code":20429}"#));
+        for status in [500, 502, 503, 504] {
+            let status = StatusCode::from_u16(status).unwrap();
+            assert!(!retried(status, br#"{"code":20429}"#), "{status}");
+            assert!(!retried(status, b"oops"), "{status}");
+        }
+        let (e, _) = error_of(interpret(
+            &answer(StatusCode::INTERNAL_SERVER_ERROR, b"oops", None),
+            Kind::Message,
+        ));
         assert_eq!(e.reason(), "unavailable");
-        let (_, retry) = error_of(interpret(&answer(
-            StatusCode::TOO_MANY_REQUESTS,
-            br#"{"code":60203,"message":"Max send attempts reached"}"#,
-            None,
-        )));
-        assert!(!retry);
-        let (_, retry) = error_of(interpret(&answer(
-            StatusCode::SERVICE_UNAVAILABLE,
-            br#"{"code":20500}"#,
-            None,
-        )));
-        assert!(!retry);
+    }
+
+    #[test]
+    fn no_5xx_is_handed_to_another_provider_but_each_counts_against_it() {
+        for status in [500, 502, 503, 504] {
+            for body in [br#"{"code":20429}"#.as_slice(), b"", br#"{"code":20500}"#] {
+                let status = StatusCode::from_u16(status).unwrap();
+                let Attempt::Failed(refusal) =
+                    interpret(&answer(status, body, None), Kind::Message)
+                else {
+                    panic!("{status} retried");
+                };
+                assert!(!refusal.not_accepted, "{status}");
+                assert!(refusal.provider_fault, "{status}");
+            }
+        }
+        let Attempt::Failed(refusal) = interpret(
+            &answer(StatusCode::UNAUTHORIZED, br#"{"code":20003}"#, None),
+            Kind::Message,
+        ) else {
+            panic!("401 retried");
+        };
+        assert!(refusal.not_accepted && refusal.provider_fault);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use crate::error::CallError;
-use crate::twilio::TwilioClient;
+use crate::twilio::{Kind, TwilioClient};
 use crate::validate::{self, Channel};
 
 pub const DEFAULT_VERIFY_URL: &str = "https://verify.twilio.com";
@@ -50,6 +50,15 @@ impl VerifyService {
         &self.service_sid
     }
 
+    /// The service itself, `{api}/v2/Services/{VA}` (what `check --online` asks for).
+    pub fn service_url(&self) -> Url {
+        let mut url = self.verifications.clone();
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.pop();
+        }
+        url
+    }
+
     /// Starts a verification that carries `code`; returns its `VE…` SID.
     pub async fn start(
         &self,
@@ -69,7 +78,12 @@ impl VerifyService {
             form.finish()
         };
         let started = twilio
-            .post(&self.verifications_uri, form(locale.as_deref()), deadline)
+            .post(
+                &self.verifications_uri,
+                form(locale.as_deref()),
+                Kind::Verification,
+                deadline,
+            )
             .await
             .map_err(CallError::from);
         let resource = match started {
@@ -80,7 +94,12 @@ impl VerifyService {
             }) if locale.is_some() => {
                 tracing::debug!("Verify does not know the locale; asking again without it");
                 twilio
-                    .post(&self.verifications_uri, form(None), deadline)
+                    .post(
+                        &self.verifications_uri,
+                        form(None),
+                        Kind::Verification,
+                        deadline,
+                    )
                     .await?
             }
             other => other?,
@@ -102,7 +121,16 @@ impl VerifyService {
             .push(target);
         let uri = Uri::try_from(url.as_str()).map_err(|e| CallError::Internal(e.to_string()))?;
         let form = "Status=approved".to_owned();
-        let resource = twilio.post(&uri, form, deadline).await?;
+        let resource = twilio
+            .post(&uri, form, Kind::Verification, deadline)
+            .await?;
+        // Asked by SID, the answer must be about that verification.
+        if validate::is_sid(target, "VE") && resource.sid != target {
+            return Err(CallError::Internal(format!(
+                "Twilio answered about verification {}, not {target}",
+                resource.sid
+            )));
+        }
         match resource.status.as_deref() {
             Some("approved") => Ok(resource.sid),
             other => Err(CallError::Internal(format!(

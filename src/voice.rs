@@ -4,7 +4,7 @@
 use tokio::time::Instant;
 
 use crate::error::CallError;
-use crate::twilio::TwilioClient;
+use crate::twilio::{Kind, TwilioClient};
 use crate::validate::{self, Sender};
 
 pub const DEFAULT_VOICE_TEMPLATE: &str = "Your code is {digits}.";
@@ -114,7 +114,10 @@ impl VoiceSettings {
             .append_pair("Twiml", &self.twiml(code))
             .append_pair("TimeLimit", TIME_LIMIT_SECS)
             .finish();
-        Ok(twilio.post(twilio.calls_uri(), form, deadline).await?.sid)
+        Ok(twilio
+            .post(twilio.calls_uri(), form, Kind::Call, deadline)
+            .await?
+            .sid)
     }
 }
 

@@ -120,7 +120,6 @@ async fn failover_providers_are_warmed_at_start_with_their_own_credentials() {
 #[tokio::test]
 async fn answers_that_prove_nothing_was_accepted_fail_over() {
     for (answer, what) in [
-        (ResponseTemplate::new(503), "503"),
         (twilio_error(401, 20003, "Authenticate"), "401"),
         // Retry-After past the deadline: not waited for, not sent.
         (
@@ -147,6 +146,25 @@ async fn answers_that_may_mean_a_sent_message_never_reach_the_backup() {
             ResponseTemplate::new(500),
             "ERR unavailable: Twilio answered HTTP 500",
         ),
+        // No 5xx proves the message was not taken in (a proxy in the path may answer one
+        // after forwarding it), whatever its body says: never failed over.
+        (
+            ResponseTemplate::new(503),
+            "ERR unavailable: Twilio answered HTTP 503",
+        ),
+        (
+            twilio_error(500, 20429, "Too Many Requests"),
+            "ERR twilio 20429: Too Many Requests",
+        ),
+        (
+            twilio_error(503, 20429, "Too Many Requests"),
+            "ERR twilio 20429: Too Many Requests",
+        ),
+        // Created, but without a message SID: it may have been sent.
+        (
+            created("SMabc"),
+            "ERR internal: Twilio answered without a valid SID",
+        ),
         (
             twilio_error(400, 21211, "Invalid 'To' Phone Number"),
             "ERR twilio 21211: Invalid 'To' Phone Number",
@@ -161,7 +179,12 @@ async fn answers_that_may_mean_a_sent_message_never_reach_the_backup() {
         let backup = backup().await;
         let (daemon, _dir) = daemon(&primary.uri(), &backup, &[]);
         assert_eq!(daemon.send("ACME").await, Err(want.to_owned()));
-        assert_eq!(count(&backup).await, 0, "{want}");
+        // One request in all: not retried, not handed on.
+        assert_eq!(
+            (count(&primary).await, count(&backup).await),
+            (1, 0),
+            "{want}"
+        );
     }
 }
 
@@ -231,22 +254,24 @@ async fn the_breaker_skips_a_failing_primary_and_returns_to_it_when_it_recovers(
     let metric =
         |text: &str, line: &str| assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
     let send = || async { daemon.send("ACME").await };
-    // Two 503s: each message goes to the backup, and the breaker opens.
-    assert_eq!(send().await, Ok(SID2.to_owned()));
-    assert_eq!(send().await, Ok(SID2.to_owned()));
+    // Two 503s: each call ends with its ERR (a 5xx may have sent the message, so it is not
+    // handed on), and the breaker opens.
+    let failed = Err("ERR unavailable: Twilio answered HTTP 503".to_owned());
+    assert_eq!(send().await, failed);
+    assert_eq!(send().await, failed);
     daemon.wait_for_log("breaker open");
     // Open: the primary is not even asked.
     assert_eq!(send().await, Ok(SID2.to_owned()));
-    assert_eq!((count(&primary).await, count(&backup).await), (2, 3));
+    assert_eq!((count(&primary).await, count(&backup).await), (2, 1));
     let (_, text) = scrape(&metrics, "/metrics").await;
-    metric(&text, "otp_sidecar_failovers_total 2");
+    metric(&text, "otp_sidecar_failovers_total 0");
     metric(&text, "otp_sidecar_breaker_open{provider=\"primary\"} 1");
 
     // After the cooldown one call tries the primary, which has recovered.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(send().await, Ok(SID.to_owned()));
     assert_eq!(send().await, Ok(SID.to_owned()));
-    assert_eq!((count(&primary).await, count(&backup).await), (4, 3));
+    assert_eq!((count(&primary).await, count(&backup).await), (4, 1));
     daemon.wait_for_log("breaker closed");
     let (_, text) = scrape(&metrics, "/metrics").await;
     metric(&text, "otp_sidecar_breaker_open{provider=\"primary\"} 0");

@@ -373,3 +373,267 @@ async fn https_goes_through_a_connect_tunnel_with_the_proxy_credentials_and_no_p
     assert!(reply.starts_with("ERR unavailable: "), "{reply}");
     assert!(proxy.tunnels().is_empty());
 }
+
+/// What a caller gets for any 2xx that does not name the message it created.
+const NO_VALID_SID: &str = "ERR internal: Twilio answered without a valid SID";
+
+/// 201 bodies whose `sid` is not what Messages creates (`SM` + exactly 32 hex digits).
+fn bad_sid_answers() -> Vec<(String, ResponseTemplate)> {
+    let hex = |n: usize| {
+        "0123456789abcdef"
+            .chars()
+            .cycle()
+            .take(n)
+            .collect::<String>()
+    };
+    let with_sid = |sid: serde_json::Value| {
+        ResponseTemplate::new(201).set_body_json(serde_json::json!({
+            "sid": sid, "status": "queued", "account_sid": AC, "to": PHONE,
+        }))
+    };
+    let mut answers: Vec<(String, ResponseTemplate)> = [
+        "SMabc".to_owned(),
+        "SMSisfine".to_owned(),
+        format!("SM{}", hex(31)),
+        format!("SM{}", hex(33)),
+        format!("SM{}", hex(224)),
+        format!("SM{}g", hex(31)),
+        format!("sm{}", hex(32)),
+        // Another API's SID: a call or a verification is not a message.
+        format!("CA{}", hex(32)),
+        format!("VE{}", hex(32)),
+        "ERR".to_owned(),
+        String::new(),
+    ]
+    .into_iter()
+    .map(|sid| (format!("sid {sid:?}"), with_sid(sid.into())))
+    .collect();
+    answers.extend([
+        ("sid 42".to_owned(), with_sid(42.into())),
+        ("sid null".to_owned(), with_sid(serde_json::Value::Null)),
+        ("sid [SM…]".to_owned(), with_sid(serde_json::json!([SID]))),
+        (
+            "no sid".to_owned(),
+            ResponseTemplate::new(201)
+                .set_body_json(serde_json::json!({"status": "queued", "to": PHONE})),
+        ),
+        (
+            "a bare SID, not JSON".to_owned(),
+            ResponseTemplate::new(201).set_body_string(SID),
+        ),
+        ("200, empty".to_owned(), ResponseTemplate::new(200)),
+    ]);
+    answers
+}
+
+#[tokio::test]
+async fn a_2xx_without_a_valid_message_sid_is_never_a_success_and_never_sent_again() {
+    let twilio = MockServer::start().await;
+    let daemon = Daemon::start(&twilio.uri(), Options::default());
+    for (what, answer) in bad_sid_answers() {
+        twilio.reset().await;
+        Mock::given(method("POST"))
+            .and(path(messages_path()))
+            .respond_with(answer)
+            .mount(&twilio)
+            .await;
+        // The bundled client, as a script would use it: the reply line and exit 1.
+        let out = command()
+            .args(["send", OTP, PHONE, "ACME", "--unix"])
+            .arg(&daemon.unix)
+            .output()
+            .expect("run send");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(stdout.trim_end(), NO_VALID_SID, "{what}");
+        assert_eq!(out.status.code(), Some(1), "{what}");
+        // The message may have gone out: it is never sent again.
+        assert_eq!(sends(&twilio).await.len(), 1, "{what}");
+    }
+    // The same rule on the RPC socket, and a good SID still passes.
+    twilio.reset().await;
+    Mock::given(method("POST"))
+        .respond_with(created(SID))
+        .mount(&twilio)
+        .await;
+    assert_eq!(daemon.send("ACME").await, Ok(SID.to_owned()));
+}
+
+#[tokio::test]
+async fn a_server_error_saying_20429_is_not_a_429_and_is_sent_once() {
+    for status in [500, 502, 503] {
+        let twilio = twilio_answering(twilio_error(status, 20429, "Too Many Requests")).await;
+        let daemon = Daemon::start(&twilio.uri(), Options::default());
+        assert_eq!(
+            daemon.send("ACME").await,
+            Err("ERR twilio 20429: Too Many Requests".to_owned()),
+            "{status}"
+        );
+        assert_eq!(sends(&twilio).await.len(), 1, "{status}");
+    }
+    // Only HTTP 429 is waited for: a 400 carrying 20429 is Twilio's final answer too.
+    let twilio = twilio_answering(twilio_error(400, 20429, "Too Many Requests")).await;
+    let daemon = Daemon::start(&twilio.uri(), Options::default());
+    assert!(daemon.send("ACME").await.is_err());
+    assert_eq!(sends(&twilio).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_dead_proxy_is_named_in_the_reply_and_the_log_without_its_password() {
+    let dead = dead_address();
+    let password = "pr0xyS3cretPW";
+    // The API host does not resolve: everything must go through the (dead) proxy.
+    for api in ["http://twilio.invalid", "https://twilio.invalid"] {
+        let daemon = Daemon::start(
+            api,
+            Options::default()
+                .arg(format!("--proxy=http://squid:{password}@{dead}"))
+                .env("RUST_LOG", "trace"),
+        );
+        let reply = daemon.send("ACME").await.unwrap_err();
+        let want = format!("ERR unavailable: proxy {dead} unreachable");
+        assert!(reply.starts_with(&want), "{api}: {reply}");
+        daemon.wait_for_log("outcome=");
+        let log = daemon.log();
+        assert!(
+            log.contains(&format!("proxy {dead} unreachable")),
+            "{api}:\n{log}"
+        );
+        for secret in [password, "squid:"] {
+            assert!(!reply.contains(secret), "{api}: {reply}");
+            assert!(!log.contains(secret), "{api}: {secret} in\n{log}");
+        }
+    }
+
+    // A live proxy that will not open the tunnel (407) is named too, as refusing it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let refusing = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = conn.read(&mut buf).await;
+            let _ = conn
+                .write_all(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n")
+                .await;
+        }
+    });
+    let daemon = Daemon::start(
+        "https://twilio.invalid",
+        Options::default().arg(format!("--proxy=http://squid:{password}@{refusing}")),
+    );
+    let reply = daemon.send("ACME").await.unwrap_err();
+    let want = format!("ERR unavailable: proxy {refusing} refused the tunnel");
+    assert!(reply.starts_with(&want), "{reply}");
+    assert!(!reply.contains(password), "{reply}");
+    daemon.wait_for_log("Twilio unavailable");
+    assert!(!daemon.log().contains(password), "{}", daemon.log());
+}
+
+/// Twilio's answer to GET /2010-04-01/Accounts/{AC}.json.
+fn account(status: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(serde_json::json!({
+        "sid": AC, "status": status, "friendly_name": "ACME OTP", "type": "Full",
+    }))
+}
+
+fn account_path() -> String {
+    format!("/2010-04-01/Accounts/{AC}.json")
+}
+
+/// Nothing `check` prints may carry the token, as such or inside a Basic header.
+fn assert_no_token(stdout: &str, stderr: &str) {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{AC}:{TOKEN}"));
+    for secret in [TOKEN, encoded.as_str()] {
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "{secret} in\n{stdout}\n{stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn check_online_asks_twilio_for_the_account_and_says_whether_the_credentials_work() {
+    let twilio = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(account_path()))
+        .and(header("authorization", basic(AC, TOKEN).as_str()))
+        .respond_with(account("active"))
+        .mount(&twilio)
+        .await;
+    let api = twilio.uri();
+
+    // Offline (the default), nothing is asked.
+    let (passed, stdout, stderr) = check(&["--twilio-api-url", &api]);
+    assert!(passed, "{stderr}");
+    assert!(!stdout.contains("twilio:"), "{stdout}");
+    assert!(twilio.received_requests().await.unwrap().is_empty());
+
+    let (passed, stdout, stderr) = check(&["--online", "--twilio-api-url", &api]);
+    assert!(passed, "{stdout}\n{stderr}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l == "twilio: credentials accepted (account ACfe…ce status active)"),
+        "{stdout}"
+    );
+    assert_no_token(&stdout, &stderr);
+    // One GET of the account; nothing sent.
+    let seen = twilio.received_requests().await.unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].method, wiremock::http::Method::GET);
+
+    // A suspended account takes the credentials but sends nothing: not a pass.
+    twilio.reset().await;
+    Mock::given(method("GET"))
+        .and(path(account_path()))
+        .respond_with(account("suspended"))
+        .mount(&twilio)
+        .await;
+    let (passed, stdout, _) = check(&["--online", "--twilio-api-url", &api]);
+    assert!(!passed, "{stdout}");
+    assert!(stdout.contains("status suspended"), "{stdout}");
+}
+
+#[tokio::test]
+async fn check_online_fails_on_refused_credentials_bad_answers_and_no_twilio() {
+    let twilio = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(account_path()))
+        .respond_with(twilio_error(401, 20003, "Authenticate"))
+        .mount(&twilio)
+        .await;
+    let api = twilio.uri();
+    let (passed, stdout, stderr) = check(&["--online", "--twilio-api-url", &api]);
+    assert!(!passed, "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l == "twilio: credentials refused (HTTP 401, code 20003)"),
+        "{stdout}"
+    );
+    assert_no_token(&stdout, &stderr);
+
+    // A 200 that does not name the account proves nothing.
+    twilio.reset().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("<html>portal</html>"))
+        .mount(&twilio)
+        .await;
+    let (passed, stdout, _) = check(&["--online", "--twilio-api-url", &api]);
+    assert!(!passed, "{stdout}");
+    assert!(
+        stdout.contains("twilio: unexpected answer (HTTP 200 without a valid account SID)"),
+        "{stdout}"
+    );
+
+    // Nothing listening: the line names where Twilio was looked for.
+    let dead = dead_address();
+    let (passed, stdout, stderr) =
+        check(&["--online", "--twilio-api-url", &format!("http://{dead}")]);
+    assert!(!passed, "{stdout}");
+    assert!(
+        stdout.contains(&format!("twilio: unreachable at {dead}")),
+        "{stdout}\n{stderr}"
+    );
+    assert_no_token(&stdout, &stderr);
+}

@@ -259,3 +259,116 @@ fn check_reports_verify_mode_and_a_bad_service_sid_stops_the_start() {
     assert!(!stdout.contains("template default"), "{stdout}");
     check_refuses(&["--verify-service-sid", "VA123"], "verify_service_sid");
 }
+
+#[tokio::test]
+async fn verify_answers_without_a_valid_ve_sid_are_errors_sent_once() {
+    let no_valid_sid = Err("ERR internal: Twilio answered without a valid SID".to_owned());
+    let body = |sid: serde_json::Value, status: &str| serde_json::json!({"sid": sid, "service_sid": VA, "to": PHONE, "status": status});
+    let bad: [serde_json::Value; 4] = [
+        "VEabc".into(),
+        // A message's SID is not a verification's.
+        SID.into(),
+        format!("{VE}0").into(),
+        serde_json::Value::Null,
+    ];
+    let twilio = MockServer::start().await;
+    let daemon = verify_daemon(&twilio);
+    for sid in &bad {
+        // Starting a verification.
+        twilio.reset().await;
+        Mock::given(method("POST"))
+            .and(path(verifications_path()))
+            .respond_with(ResponseTemplate::new(201).set_body_json(body(sid.clone(), "pending")))
+            .mount(&twilio)
+            .await;
+        assert_eq!(daemon.send("ACME").await, no_valid_sid, "start: {sid}");
+        assert_eq!(sends(&twilio).await.len(), 1, "start: {sid}");
+
+        // Approving one: an "approved" status without the verification's SID proves nothing.
+        twilio.reset().await;
+        Mock::given(method("POST"))
+            .and(path(format!("{}/{VE}", verifications_path())))
+            .respond_with(ResponseTemplate::new(200).set_body_json(body(sid.clone(), "approved")))
+            .mount(&twilio)
+            .await;
+        assert_eq!(
+            confirm(&daemon, VE).await,
+            no_valid_sid.clone().map(Into::into),
+            "approve: {sid}"
+        );
+        assert_eq!(sends(&twilio).await.len(), 1, "approve: {sid}");
+    }
+
+    // Approved by SID, the answer must be about that verification, not another one.
+    twilio.reset().await;
+    let other = "VE00000000000000000000000000000001";
+    Mock::given(method("POST"))
+        .and(path(format!("{}/{VE}", verifications_path())))
+        .respond_with(ResponseTemplate::new(200).set_body_json(body(other.into(), "approved")))
+        .mount(&twilio)
+        .await;
+    assert_eq!(
+        confirm(&daemon, VE).await,
+        Err(format!(
+            "ERR internal: Twilio answered about verification {other}, not {VE}"
+        ))
+    );
+}
+
+#[tokio::test]
+async fn check_online_in_verify_mode_also_asks_for_the_service() {
+    let twilio = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(format!("/2010-04-01/Accounts/{AC}.json")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "sid": AC, "status": "active",
+        })))
+        .mount(&twilio)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("/v2/Services/{VA}")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "sid": VA, "account_sid": AC, "friendly_name": "ACME login",
+        })))
+        .up_to_n_times(1)
+        .mount(&twilio)
+        .await;
+    let api = twilio.uri();
+    let args = [
+        "--online",
+        "--twilio-api-url",
+        &api,
+        "--verify-api-url",
+        &api,
+        "--verify-service-sid",
+        VA,
+    ];
+    let (passed, stdout, stderr) = check(&args);
+    assert!(passed, "{stdout}\n{stderr}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l == "verify: service VA01…ef found (ACME login)"),
+        "{stdout}"
+    );
+
+    // Gone (the mock now answers 404): the check fails and says so.
+    Mock::given(method("GET"))
+        .and(path(format!("/v2/Services/{VA}")))
+        .respond_with(twilio_error(
+            404,
+            20404,
+            "The requested resource was not found",
+        ))
+        .mount(&twilio)
+        .await;
+    let (passed, stdout, _) = check(&args);
+    assert!(!passed, "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l == "verify: service VA01…ef refused (HTTP 404, code 20404)"),
+        "{stdout}"
+    );
+    assert!(sends(&twilio).await.is_empty(), "nothing sent");
+}

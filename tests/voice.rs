@@ -251,3 +251,29 @@ fn check_reports_the_channel_and_bad_voice_settings_stop_the_start() {
         check_refuses(&[arg], needle);
     }
 }
+
+#[tokio::test]
+async fn a_call_answered_without_a_valid_ca_sid_is_an_error_placed_once() {
+    for sid in ["CAabc", SID, "CA0123456789abcdef0123456789abcdeff"] {
+        let twilio = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path(calls_path()))
+            .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({
+                "sid": sid, "status": "queued", "to": PHONE,
+            })))
+            .mount(&twilio)
+            .await;
+        let daemon = Daemon::start(
+            &twilio.uri(),
+            Options::default().arg(format!("--voice-from={FROM}")),
+        );
+        let mut client = daemon.unix_client().await;
+        let reply = send_with(&mut client, PHONE, context(&[("channel", "voice")])).await;
+        assert_eq!(
+            reply,
+            Err("ERR internal: Twilio answered without a valid SID".to_owned()),
+            "{sid}"
+        );
+        assert_eq!(posted(&twilio).await, vec![calls_path()], "{sid}");
+    }
+}
