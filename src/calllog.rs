@@ -61,7 +61,8 @@ impl CallLog {
         result: &Result<String, CallError>,
         started: Instant,
     ) -> CallLog {
-        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        // Whole microseconds (3 decimals of ms): a raw float reads 5.002549999999999.
+        let latency_ms = started.elapsed().as_micros() as f64 / 1000.0;
         let outcome = match result {
             Ok(sid) => Outcome::Done { sid: sid.clone() },
             Err(e) => Outcome::Failed {

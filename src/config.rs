@@ -26,6 +26,8 @@ pub const DEFAULT_UNIX: &str = "/run/otp-sidecar/otp.sock";
 pub const DEFAULT_API_URL: &str = "https://api.twilio.com";
 pub const DEFAULT_LOOKUP_URL: &str = "https://lookups.twilio.com";
 pub const DEFAULT_DEADLINE_MS: u64 = 2500;
+/// `ILX::call`'s default timeout: a deadline past it answers nobody.
+pub const ILX_CALL_TIMEOUT_MS: u64 = 3000;
 
 /// The daemon's options (`serve` and `check`).
 #[derive(Debug, Clone, Default, Args)]
@@ -44,21 +46,27 @@ pub struct ServeArgs {
     pub tcp: Option<SocketAddr>,
 
     /// Allow --tcp on a non-loopback address (callers are not authenticated).
-    #[arg(long, env = "OTP_SIDECAR_ALLOW_REMOTE_TCP")]
-    pub allow_remote_tcp: bool,
+    #[arg(long, env = "OTP_SIDECAR_ALLOW_REMOTE_TCP", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub allow_remote_tcp: Option<bool>,
 
     /// Twilio API base URL: regional edges (https://api.dublin.ie1.twilio.com) or a local mock.
     /// [default: https://api.twilio.com]
     #[arg(long, env = "OTP_SIDECAR_TWILIO_API_URL", value_name = "URL")]
     pub twilio_api_url: Option<String>,
 
-    /// Per-call deadline in ms; keep it under ILX::call's 3000 ms timeout. [default: 2500]
+    /// Allow a plain http:// Twilio, Lookup or Verify URL to a host that is not loopback (the
+    /// credentials would cross the network in clear); loopback http:// is always allowed.
+    #[arg(long, env = "OTP_SIDECAR_ALLOW_INSECURE_TWILIO_URL", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub allow_insecure_twilio_url: Option<bool>,
+
+    /// Per-call deadline in ms (100-60000); keep it under ILX::call's 3000 ms timeout.
+    /// [default: 2500]
     #[arg(long, env = "OTP_SIDECAR_DEADLINE_MS", value_name = "MS")]
     pub deadline_ms: Option<u64>,
 
     /// Send nothing: reply with a made-up SM… SID (for testing access policies).
-    #[arg(long, env = "OTP_SIDECAR_DRY_RUN")]
-    pub dry_run: bool,
+    #[arg(long, env = "OTP_SIDECAR_DRY_RUN", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub dry_run: Option<bool>,
 
     /// Largest MessagePack-RPC frame accepted, in bytes. [default: 65536]
     #[arg(long, env = "OTP_SIDECAR_MAX_FRAME_BYTES", value_name = "BYTES")]
@@ -175,13 +183,13 @@ pub struct ServeArgs {
     pub deny_countries: Option<Vec<String>>,
 
     /// Refuse numbers that are not valid for their country (libphonenumber's rules).
-    #[arg(long, env = "OTP_SIDECAR_CHECK_NUMBER_VALIDITY")]
-    pub check_number_validity: bool,
+    #[arg(long, env = "OTP_SIDECAR_CHECK_NUMBER_VALIDITY", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub check_number_validity: Option<bool>,
 
     /// Check each number with Twilio Lookup (line type intelligence, a paid lookup) before
     /// sending; answers are cached.
-    #[arg(long, env = "OTP_SIDECAR_LOOKUP")]
-    pub lookup: bool,
+    #[arg(long, env = "OTP_SIDECAR_LOOKUP", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub lookup: Option<bool>,
 
     /// Twilio Lookup's base URL. [default: https://lookups.twilio.com]
     #[arg(long, env = "OTP_SIDECAR_LOOKUP_API_URL", value_name = "URL")]
@@ -229,8 +237,8 @@ pub struct ServeArgs {
 
     /// Call instead when Lookup says the number is a landline, or when Twilio refuses the
     /// SMS with 21614, 21408 or 21612 (nothing was sent).
-    #[arg(long, env = "OTP_SIDECAR_VOICE_FALLBACK")]
-    pub voice_fallback: bool,
+    #[arg(long, env = "OTP_SIDECAR_VOICE_FALLBACK", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub voice_fallback: Option<bool>,
 
     /// Provider faults in a row (unreachable, 429, 5xx, refused credentials) after which
     /// a provider is skipped in favour of the next [[failover]] one. [default: 3]
@@ -287,6 +295,7 @@ pub struct FileConfig {
     pub tcp: Option<SocketAddr>,
     pub allow_remote_tcp: Option<bool>,
     pub twilio_api_url: Option<String>,
+    pub allow_insecure_twilio_url: Option<bool>,
     pub deadline_ms: Option<u64>,
     pub dry_run: Option<bool>,
     pub max_frame_bytes: Option<usize>,
@@ -333,26 +342,138 @@ pub struct FileConfig {
     pub failover: Vec<ProviderConfig>,
     #[serde(default)]
     pub credentials: CredentialFiles,
+    /// The file this came from (not a key).
+    #[serde(skip)]
+    pub source: Option<ConfigSource>,
+}
+
+/// A config file's path and text, to name the line of a key in errors.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    pub path: PathBuf,
+    pub text: String,
+}
+
+impl ConfigSource {
+    /// The 1-based line of a byte offset.
+    pub fn line_of(&self, offset: usize) -> usize {
+        let offset = offset.min(self.text.len());
+        self.text.as_bytes()[..offset]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    }
 }
 
 impl FileConfig {
     pub fn load(path: &Path) -> Result<FileConfig> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        // The parser's own message quotes the offending line, which may hold a secret put
-        // under the wrong key: report the line number and the reason only.
-        toml::from_str(&text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|span| format!("line {}: ", text[..span.start].matches('\n').count() + 1))
-                .unwrap_or_default();
+        let mut file: FileConfig = toml::from_str(&text).map_err(|e| {
             anyhow::anyhow!(
-                "invalid config file {}: {line}{}",
+                "invalid config file {}: {}",
                 path.display(),
-                e.message().trim()
+                toml_error(&text, &e)
             )
-        })
+        })?;
+        file.source = Some(ConfigSource {
+            path: path.to_owned(),
+            text,
+        });
+        Ok(file)
     }
+}
+
+/// A TOML error as `line L, column C, key K: reason`. The parser's own message quotes the
+/// offending line and value, which may be a secret put under the wrong key: the reason keeps
+/// only the kinds (`invalid type: string, expected u64`), never a value.
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let reason = redact_toml_message(e.message().trim());
+    let Some(start) = e
+        .span()
+        .map(|s| s.start)
+        .filter(|&s| text.is_char_boundary(s))
+    else {
+        return reason;
+    };
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[..start].matches('\n').count() + 1;
+    let column = text[line_start..start].chars().count() + 1;
+    let key = toml_key_at(text, line_start)
+        .map(|k| format!(", key {k}"))
+        .unwrap_or_default();
+    format!("line {line}, column {column}{key}: {reason}")
+}
+
+/// The dotted key (table included) that the line at `line_start` sets, if it plainly sets one.
+fn toml_key_at(text: &str, line_start: usize) -> Option<String> {
+    let line = text[line_start..].lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    let plain = |k: &str| {
+        !k.is_empty()
+            && k.len() <= 64
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+    };
+    if !plain(key) {
+        return None;
+    }
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned())
+        .filter(|t| plain(t));
+    Some(match table {
+        Some(t) => format!("{t}.{key}"),
+        None => key.to_owned(),
+    })
+}
+
+/// serde's `invalid type: string "9f8e…", expected u64` as `invalid type: string, expected
+/// u64`; the value of `unknown variant` and `invalid value` left out likewise; and any other
+/// quoted text removed.
+fn redact_toml_message(message: &str) -> String {
+    let message = message.lines().next().unwrap_or_default();
+    for prefix in ["invalid type: ", "invalid value: ", "unknown variant "] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            let (found, expected) = rest.split_once(", expected ").unwrap_or((rest, ""));
+            let kind: String = found
+                .split(['"', '`', '\''])
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_owned();
+            let mut out = prefix.trim_end().to_owned();
+            if !kind.is_empty() {
+                out.push(' ');
+                out.push_str(&kind);
+            }
+            out.push_str(" (the value is not shown)");
+            if !expected.is_empty() {
+                out.push_str(", expected ");
+                out.push_str(expected);
+            }
+            return out;
+        }
+    }
+    // Anything else in double quotes is the file's text.
+    let mut out = String::with_capacity(message.len());
+    let mut quoted = false;
+    for c in message.chars() {
+        if c == '"' {
+            if !quoted {
+                out.push_str("\"…\"");
+            }
+            quoted = !quoted;
+        } else if !quoted {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// `--template nl=TEXT` as a pair.
@@ -398,6 +519,8 @@ pub struct Settings {
     pub breaker: BreakerSettings,
     /// `None` only in dry-run mode.
     pub credentials: Option<Credentials>,
+    /// What is allowed but probably wrong: `serve` logs these at WARN, `check` prints them.
+    pub warnings: Vec<String>,
 }
 
 impl Settings {
@@ -407,10 +530,14 @@ impl Settings {
             Some(path) => FileConfig::load(path)?,
             None => FileConfig::default(),
         };
-        let dry_run = args.dry_run || file.dry_run.unwrap_or(false);
+        let dry_run = args.dry_run.or(file.dry_run).unwrap_or(false);
+        let mut warnings = Vec::new();
 
         let tcp = args.tcp.or(file.tcp);
-        let allow_remote = args.allow_remote_tcp || file.allow_remote_tcp.unwrap_or(false);
+        let allow_remote = args
+            .allow_remote_tcp
+            .or(file.allow_remote_tcp)
+            .unwrap_or(false);
         if let Some(addr) = tcp {
             if !addr.ip().is_loopback() && !allow_remote {
                 bail!(
@@ -425,7 +552,11 @@ impl Settings {
             .clone()
             .or(file.twilio_api_url)
             .unwrap_or_else(|| DEFAULT_API_URL.into());
-        let twilio_api_url = parse_http_url("twilio_api_url", &api_url)?;
+        let allow_insecure = args
+            .allow_insecure_twilio_url
+            .or(file.allow_insecure_twilio_url)
+            .unwrap_or(false);
+        let twilio_api_url = parse_api_url("twilio_api_url", &api_url, allow_insecure)?;
 
         let deadline_ms = args
             .deadline_ms
@@ -433,6 +564,12 @@ impl Settings {
             .unwrap_or(DEFAULT_DEADLINE_MS);
         if !(100..=60_000).contains(&deadline_ms) {
             bail!("deadline_ms must be between 100 and 60000, not {deadline_ms}");
+        }
+        if deadline_ms > ILX_CALL_TIMEOUT_MS {
+            warnings.push(format!(
+                "deadline_ms {deadline_ms} is over ILX::call's default {ILX_CALL_TIMEOUT_MS} ms \
+                 timeout: an ILX caller gives up before a slow call is answered"
+            ));
         }
 
         let max_frame_bytes = in_range(
@@ -480,7 +617,11 @@ impl Settings {
                 // HTTPS to Twilio goes through the proxy with CONNECT; TLS to the proxy itself
                 // is not supported.
                 if url.scheme() != "http" {
-                    bail!("proxy must be an http:// URL (HTTPS to Twilio is tunnelled through it)");
+                    bail!(
+                        "proxy must be an http:// URL (HTTPS to Twilio is tunnelled through it), \
+                         not {}",
+                        redact_url(&p)
+                    );
                 }
                 Some(url)
             }
@@ -583,19 +724,22 @@ impl Settings {
                     .unwrap_or_default(),
             )
             .context("deny_countries")?,
-            check_validity: args.check_number_validity
-                || file.check_number_validity.unwrap_or(false),
+            check_validity: args
+                .check_number_validity
+                .or(file.check_number_validity)
+                .unwrap_or(false),
         };
 
-        let lookup_api_url = parse_http_url(
+        let lookup_api_url = parse_api_url(
             "lookup_api_url",
             &args
                 .lookup_api_url
                 .clone()
                 .or(file.lookup_api_url)
                 .unwrap_or_else(|| DEFAULT_LOOKUP_URL.into()),
+            allow_insecure,
         )?;
-        let lookup = if args.lookup || file.lookup.unwrap_or(false) {
+        let lookup = if args.lookup.or(file.lookup).unwrap_or(false) {
             let block_line_types = match args.block_line_types.clone().or(file.block_line_types) {
                 Some(list) => list
                     .into_iter()
@@ -643,13 +787,14 @@ impl Settings {
             None
         };
 
-        let verify_api_url = parse_http_url(
+        let verify_api_url = parse_api_url(
             "verify_api_url",
             &args
                 .verify_api_url
                 .clone()
                 .or(file.verify_api_url)
                 .unwrap_or_else(|| DEFAULT_VERIFY_URL.into()),
+            allow_insecure,
         )?;
         let verify = match args.verify_service_sid.clone().or(file.verify_service_sid) {
             Some(sid) => Some(VerifyService::new(&verify_api_url, sid.trim())?),
@@ -673,7 +818,7 @@ impl Settings {
                 .clone()
                 .or(file.voice_template)
                 .unwrap_or_else(|| DEFAULT_VOICE_TEMPLATE.into()),
-            fallback: args.voice_fallback || file.voice_fallback.unwrap_or(false),
+            fallback: args.voice_fallback.or(file.voice_fallback).unwrap_or(false),
         };
         voice.validate()?;
 
@@ -692,7 +837,7 @@ impl Settings {
         let failover = file
             .failover
             .iter()
-            .map(|p| p.resolve(&twilio_api_url))
+            .map(|p| p.resolve(&twilio_api_url, allow_insecure, file.source.as_ref()))
             .collect::<Result<Vec<_>>>()?;
         let mut names: Vec<&str> = vec![PRIMARY];
         for provider in &failover {
@@ -708,7 +853,10 @@ impl Settings {
         let credentials = Sources {
             env,
             files: &file.credentials,
-            credentials_directory: env("CREDENTIALS_DIRECTORY").map(PathBuf::from),
+            config: file.source.as_ref(),
+            credentials_directory: env("CREDENTIALS_DIRECTORY")
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from),
         }
         .load()?;
         if credentials.is_none() && !dry_run {
@@ -749,6 +897,7 @@ impl Settings {
             failover,
             breaker,
             credentials,
+            warnings,
         })
     }
 }
@@ -782,7 +931,12 @@ pub struct ProviderSettings {
 }
 
 impl ProviderConfig {
-    fn resolve(&self, primary_api: &Url) -> Result<ProviderSettings> {
+    fn resolve(
+        &self,
+        primary_api: &Url,
+        allow_insecure: bool,
+        config: Option<&ConfigSource>,
+    ) -> Result<ProviderSettings> {
         let name = self.name.trim();
         if name.is_empty() || name.len() > 40 || name.chars().any(char::is_control) {
             bail!("failover: a name must be 1 to 40 printable characters");
@@ -797,7 +951,7 @@ impl ProviderConfig {
             None => None,
         };
         let api_url = match &self.twilio_api_url {
-            Some(u) => parse_http_url("twilio_api_url", u).with_context(context)?,
+            Some(u) => parse_api_url("twilio_api_url", u, allow_insecure).with_context(context)?,
             None => primary_api.clone(),
         };
         let credentials = match &self.credentials {
@@ -807,6 +961,7 @@ impl ProviderConfig {
                 Sources {
                     env: &|_| None,
                     files,
+                    config,
                     credentials_directory: None,
                 }
                 .load()
@@ -844,22 +999,109 @@ fn in_range(
     Ok(value)
 }
 
-/// Reads a CA file and checks it holds at least one PEM certificate.
+/// Reads a CA file and checks it holds at least one PEM certificate and that every one is a
+/// certificate rustls can trust (as the Twilio client will, at start and at reload — and in
+/// dry-run mode and `check`, which build no client).
 fn read_ca(path: &Path) -> Result<Vec<u8>> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
     let pem =
         std::fs::read(path).with_context(|| format!("cannot read CA file {}", path.display()))?;
     if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
         bail!("CA file {} holds no PEM certificate", path.display());
     }
+    let mut roots = rustls::RootCertStore::empty();
+    for (i, cert) in CertificateDer::pem_slice_iter(&pem).enumerate() {
+        let added = cert
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .and_then(|der| roots.add(der).map_err(|e| anyhow::anyhow!("{e}")));
+        if let Err(e) = added {
+            bail!(
+                "CA file {}: certificate {} is not a valid certificate ({e})",
+                path.display(),
+                i + 1
+            );
+        }
+    }
+    if roots.is_empty() {
+        bail!("CA file {} holds no valid certificate", path.display());
+    }
     Ok(pem)
 }
 
+/// An http:// or https:// URL. Errors never quote a value that does not parse (it may be a
+/// secret pasted under the wrong key) and show any other with its user name and password
+/// redacted.
 fn parse_http_url(what: &str, text: &str) -> Result<Url> {
-    let url = Url::parse(text).with_context(|| format!("{what} is not a URL: {text}"))?;
+    let url = match Url::parse(text) {
+        Ok(url) => url,
+        // The parser's reason names no part of the value.
+        Err(e) => bail!("{what} is not a URL ({e}; the value is not shown)"),
+    };
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        bail!("{what} must be an http:// or https:// URL, not {text}");
+        bail!(
+            "{what} must be an http:// or https:// URL, not {}",
+            redact_url(text)
+        );
     }
     Ok(url)
+}
+
+/// A Twilio API base URL: no user name or password in it (the credentials go in their own
+/// header), and https:// unless it is loopback (a mock) or `allow_insecure` says otherwise.
+fn parse_api_url(what: &str, text: &str, allow_insecure: bool) -> Result<Url> {
+    let url = parse_http_url(what, text)?;
+    if !url.username().is_empty() || url.password().is_some() {
+        bail!(
+            "{what} must not carry a user name or password (the Twilio credentials come from \
+             TWILIO_* variables, [credentials] or $CREDENTIALS_DIRECTORY), not {}",
+            redact_url(text)
+        );
+    }
+    if url.scheme() == "http" && !allow_insecure && !is_loopback_host(&url) {
+        bail!(
+            "{what} {} is plain http:// to a host that is not loopback: the Twilio credentials \
+             would cross the network in clear; use https://, or pass \
+             --allow-insecure-twilio-url if that network is trusted",
+            redact_url(text)
+        );
+    }
+    Ok(url)
+}
+
+fn is_loopback_host(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => {
+            name.eq_ignore_ascii_case("localhost")
+                || name.to_ascii_lowercase().ends_with(".localhost")
+        }
+        None => false,
+    }
+}
+
+/// `text` with anything between `://` and the last `@` replaced by `***`: the user name and
+/// password of a URL, whether it parses or not.
+pub fn redact_url(text: &str) -> String {
+    let (scheme, rest) = match text.find("://") {
+        Some(i) => text.split_at(i + 3),
+        None => ("", text),
+    };
+    match rest.rfind('@') {
+        Some(at) => format!("{scheme}***{}", &rest[at..]),
+        None => text.to_owned(),
+    }
+}
+
+/// The one parser of every boolean option, flag or env var: `1/0`, `yes/no`, `on/off`,
+/// `true/false`, in any case. (Empty env vars are dropped before parsing: they count as unset.)
+pub fn parse_bool(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "1" | "yes" | "on" | "true" => Ok(true),
+        "0" | "no" | "off" | "false" => Ok(false),
+        _ => Err("expected one of 1/0, yes/no, on/off, true/false".to_owned()),
+    }
 }
 
 #[cfg(test)]
@@ -897,7 +1139,7 @@ mod tests {
     fn credentials_required_unless_dry_run() {
         assert!(Settings::resolve(&ServeArgs::default(), &no_env).is_err());
         let args = ServeArgs {
-            dry_run: true,
+            dry_run: Some(true),
             ..Default::default()
         };
         assert!(Settings::resolve(&args, &no_env)
@@ -910,14 +1152,14 @@ mod tests {
     fn refuses_remote_tcp_unless_allowed() {
         let mut args = ServeArgs {
             tcp: Some("0.0.0.0:7777".parse().unwrap()),
-            dry_run: true,
+            dry_run: Some(true),
             ..Default::default()
         };
         assert!(Settings::resolve(&args, &no_env).is_err());
-        args.allow_remote_tcp = true;
+        args.allow_remote_tcp = Some(true);
         assert!(Settings::resolve(&args, &no_env).is_ok());
         args.tcp = Some("[::1]:7777".parse().unwrap());
-        args.allow_remote_tcp = false;
+        args.allow_remote_tcp = None;
         assert!(Settings::resolve(&args, &no_env).is_ok());
     }
 
@@ -932,7 +1174,7 @@ mod tests {
         .unwrap();
         let args = ServeArgs {
             config: Some(path),
-            dry_run: true,
+            dry_run: Some(true),
             templates: vec![("pt-br".into(), "Flag {otp}".into())],
             ..Default::default()
         };
@@ -977,7 +1219,10 @@ mod tests {
         )
         .unwrap();
         let e = format!("{:#}", FileConfig::load(&path).unwrap_err());
-        assert!(e.contains("line 3: unknown field `api_secret`"), "{e}");
+        assert!(
+            e.contains("line 3, column 1, key credentials.api_secret: unknown field `api_secret`"),
+            "{e}"
+        );
         assert!(!e.contains("hunter2"), "{e}");
     }
 

@@ -71,3 +71,8 @@ impl Health {
         ])
     }
 }
+
+/// Starts the uptime clock (at daemon start; otherwise the first `health` call would).
+pub fn started() {
+    LazyLock::force(&HEALTH);
+}

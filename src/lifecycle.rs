@@ -87,6 +87,14 @@ pub async fn run(args: ServeArgs, settings: Settings) -> Result<()> {
     Ok(())
 }
 
+/// What `serve` would refuse at start beyond the settings themselves, checked without binding
+/// or sending (for `check`): the Unix socket's path, and the backend (TLS roots, proxy,
+/// credentials in headers) built as serving builds it.
+pub fn preflight(settings: &Settings) -> Result<()> {
+    crate::server::check_unix_path(&settings.unix)?;
+    build_live(settings, None).map(drop)
+}
+
 /// What serving needs, made from settings: the backend (and its Twilio client) and limits.
 /// The running rate limiter is kept (with its counts) when the rate limits did not change.
 fn build_live(settings: &Settings, running: Option<&Live>) -> Result<Live> {

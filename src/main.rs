@@ -1,14 +1,30 @@
 //! The `otp-sidecar` command: serve | send | confirm | ping | check.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Result;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use otp_sidecar::client::{Client, Endpoint};
-use otp_sidecar::config::{ServeArgs, Settings, DEFAULT_UNIX};
+use otp_sidecar::config::{redact_url, ServeArgs, Settings, DEFAULT_UNIX};
 use otp_sidecar::lifecycle;
+
+/// `println!` that never panics: a closed stdout (`otp-sidecar ping | grep -q ok`) is not an
+/// error of ours, and the exit status stays the one the reply decided.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that never panics either.
+macro_rules! err {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
 
 /// Sends one-time passwords by SMS through Twilio, for BIG-IP APM access policies.
 ///
@@ -122,7 +138,7 @@ struct DaemonArgs {
     /// The daemon's TCP address (used instead of --unix).
     #[arg(long, value_name = "ADDR")]
     tcp: Option<std::net::SocketAddr>,
-    /// Give up after this many ms.
+    /// Give up after this many ms (then exit 2).
     #[arg(long, value_name = "MS", default_value_t = 10_000)]
     timeout_ms: u64,
 }
@@ -136,15 +152,42 @@ impl DaemonArgs {
     }
 }
 
+/// Parses the command line. Env values are never shown in `--help` (a proxy's or an API
+/// URL's password would be), and an empty env var counts as unset.
+fn parse() -> Cli {
+    for (name, value) in std::env::vars_os() {
+        let ours = name.to_str().is_some_and(|n| {
+            n.starts_with("OTP_SIDECAR_")
+                || n.starts_with("TWILIO_")
+                || n == "CREDENTIALS_DIRECTORY"
+        });
+        if ours && value.is_empty() {
+            // Single-threaded still: nothing else reads the environment yet.
+            std::env::remove_var(&name);
+        }
+    }
+    fn hide(cmd: clap::Command) -> clap::Command {
+        cmd.mut_args(|a| a.hide_env_values(true))
+            .mut_subcommands(hide)
+    }
+    let matches = hide(Cli::command()).get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
 fn main() -> ExitCode {
-    match Cli::parse().command {
+    match parse().command {
         Command::Serve(args) => {
+            // Uptime counts from here, not from the first health call.
+            otp_sidecar::health::started();
             // Settings first: they say how to log and how many threads the runtime gets.
             let settings = match Settings::resolve(&args, &env_var) {
                 Ok(s) => s,
                 Err(e) => return exit_on_error(Err(e)),
             };
             otp_sidecar::logging::init(settings.log_format);
+            for warning in &settings.warnings {
+                tracing::warn!("{warning}");
+            }
             let single = settings.threads == 1;
             match runtime(settings.threads) {
                 Ok(rt) => {
@@ -201,29 +244,38 @@ fn exit_on_error(result: Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("otp-sidecar: {e:#}");
+            err!("otp-sidecar: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
 fn env_var(name: &str) -> Option<String> {
-    std::env::var(name).ok()
+    std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 fn check(args: &ServeArgs) -> Result<()> {
     let settings = Settings::resolve(args, &env_var)?;
-    println!("configuration OK");
-    println!("  unix socket:  {}", settings.unix.display());
-    println!(
+    // What serve would refuse at start: the socket's directory, the TLS roots…
+    lifecycle::preflight(&settings)?;
+    for warning in &settings.warnings {
+        err!("otp-sidecar: warning: {warning}");
+    }
+    out!("configuration OK");
+    out!("  unix socket:  {}", settings.unix.display());
+    out!(
         "  tcp:          {}",
         or_off(settings.tcp, |a| a.to_string())
     );
-    println!("  twilio api:   {}", settings.twilio_api_url);
-    println!("  deadline:     {} ms", settings.deadline.as_millis());
-    println!("  threads:      {}", settings.threads);
+    out!("  twilio api:   {}", settings.twilio_api_url);
+    out!(
+        "  proxy:        {}",
+        or_off(settings.proxy.as_ref(), |p| redact_url(p.as_str()))
+    );
+    out!("  deadline:     {} ms", settings.deadline.as_millis());
+    out!("  threads:      {}", settings.threads);
     let limits = &settings.limits;
-    println!(
+    out!(
         "  limits:       {} connections, {} calls in flight ({} per connection), idle {}",
         limits.max_connections,
         limits.max_in_flight,
@@ -234,14 +286,14 @@ fn check(args: &ServeArgs) -> Result<()> {
     );
     let rates = &settings.rate_limits;
     let rate = |r: Option<otp_sidecar::ratelimit::Rate>| or_off(r, |r| r.to_string());
-    println!(
+    out!(
         "  rate limits:  phone {}, ip {}, user {}, global {}",
         rate(rates.phone),
         rate(rates.ip),
         rate(rates.user),
         rate(rates.global)
     );
-    println!(
+    out!(
         "  lookup:       {}",
         or_off(settings.lookup.as_ref(), |l| format!(
             "{} line types, {} carriers blocked, cached {} s, fails {}",
@@ -262,7 +314,7 @@ fn check(args: &ServeArgs) -> Result<()> {
             format!("{} ({} at {})", p.name, account, p.api_url)
         })
         .collect();
-    println!(
+    out!(
         "  failover:     {}",
         if failover.is_empty() {
             "off".to_owned()
@@ -276,7 +328,7 @@ fn check(args: &ServeArgs) -> Result<()> {
         }
     );
     let voice = &settings.voice;
-    println!(
+    out!(
         "  channel:      {} (calls from {}, in {}, fallback to a call {})",
         settings.channel.name(),
         voice.from.as_deref().unwrap_or("the sender"),
@@ -285,31 +337,31 @@ fn check(args: &ServeArgs) -> Result<()> {
     );
     match &settings.verify {
         // Verify writes the text itself, from the service's template.
-        Some(service) => println!(
+        Some(service) => out!(
             "  verify:       {} (its own message text and lifetime)",
             service.service_sid()
         ),
         None => {
             for (name, cost) in settings.templates.costs() {
-                println!("  template {name}: {cost} with a 6-digit code");
+                out!("  template {name}: {cost} with a 6-digit code");
             }
-            println!(
+            out!(
                 "  validity:     {}",
                 or_off(settings.validity_period, |v| format!("{v} s"))
             );
         }
     }
-    println!(
+    out!(
         "  keep warm:    {}",
         or_off(settings.keep_warm, |t| format!("every {} s", t.as_secs()))
     );
-    println!(
+    out!(
         "  metrics:      {}",
         or_off(settings.metrics, |a| format!("http://{a}/metrics"))
     );
     match (&settings.credentials, settings.dry_run) {
-        (_, true) => println!("  mode:         DRY RUN (nothing is sent)"),
-        (Some(c), false) => println!("  credentials:  {}", c.describe()),
+        (_, true) => out!("  mode:         DRY RUN (nothing is sent)"),
+        (Some(c), false) => out!("  credentials:  {} (from {})", c.describe(), c.origin),
         (None, false) => {}
     }
     Ok(())
@@ -347,7 +399,7 @@ fn ask_blocking(
     match runtime(1) {
         Ok(rt) => rt.block_on(ask(daemon, method, params, show)),
         Err(e) => {
-            eprintln!("otp-sidecar: cannot start the runtime: {e}");
+            err!("otp-sidecar: cannot start the runtime: {e}");
             ExitCode::from(2)
         }
     }
@@ -369,15 +421,15 @@ async fn ask(
     match tokio::time::timeout(Duration::from_millis(daemon.timeout_ms), call).await {
         Ok(Ok(Ok(value))) => show(&value),
         Ok(Ok(Err(error))) => {
-            println!("{error}");
+            out!("{error}");
             ExitCode::from(1)
         }
         Ok(Err(e)) => {
-            eprintln!("otp-sidecar: {e}");
+            err!("otp-sidecar: {e}");
             ExitCode::from(2)
         }
         Err(_) => {
-            eprintln!(
+            err!(
                 "otp-sidecar: no answer from {endpoint} within {} ms",
                 daemon.timeout_ms
             );
@@ -388,7 +440,7 @@ async fn ask(
 
 /// A plain result: the SID (or whatever the method answered) on one line.
 fn show_reply(value: &rmpv::Value) -> ExitCode {
-    println!("{}", plain(value));
+    out!("{}", plain(value));
     ExitCode::SUCCESS
 }
 
@@ -397,7 +449,7 @@ fn show_reply(value: &rmpv::Value) -> ExitCode {
 fn show_health(value: &rmpv::Value) -> ExitCode {
     fn lines(prefix: &str, value: &rmpv::Value, status: &mut bool) {
         let Some(entries) = value.as_map() else {
-            println!("{prefix}: {}", plain(value));
+            out!("{prefix}: {}", plain(value));
             return;
         };
         for (key, value) in entries {

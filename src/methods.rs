@@ -381,7 +381,7 @@ mod tests {
         // Every call's future is moved into its task when spawned; one that grew by holding
         // a connect path inline doubled the instructions a call costs. 2.6 KB today.
         let args = ServeArgs {
-            dry_run: true,
+            dry_run: Some(true),
             ..Default::default()
         };
         let settings = Settings::resolve(&args, &|_| None).expect("dry-run settings");

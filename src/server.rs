@@ -57,9 +57,15 @@ impl Listeners {
     pub async fn bind(unix_path: &Path, tcp: Option<SocketAddr>) -> Result<Listeners> {
         let unix = bind_unix(unix_path)?;
         let tcp = match tcp {
-            Some(addr) => vec![TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on TCP {addr}"))?],
+            Some(addr) => match TcpListener::bind(addr).await {
+                Ok(listener) => vec![listener],
+                Err(e) => {
+                    // Nobody will serve the socket file just made: leave no trace of it.
+                    drop(unix);
+                    let _ = std::fs::remove_file(unix_path);
+                    return Err(e).with_context(|| format!("cannot listen on TCP {addr}"));
+                }
+            },
             None => vec![],
         };
         Ok(Listeners {
@@ -349,7 +355,10 @@ async fn accept_failed(e: io::Error) {
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
 }
 
-fn bind_unix(path: &Path) -> Result<UnixListener> {
+/// What `bind` would refuse about the Unix socket path, checked without binding (for `check`,
+/// which may run beside the daemon that holds the socket): its directory must exist and the
+/// path must not be a file other than a socket.
+pub fn check_unix_path(path: &Path) -> Result<()> {
     let parent = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -362,22 +371,28 @@ fn bind_unix(path: &Path) -> Result<UnixListener> {
             parent.display()
         );
     }
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                bail!(
-                    "{} is in use by a running process (another otp-sidecar?)",
-                    path.display()
-                );
-            }
-            std::fs::remove_file(path)
-                .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            bail!(
+                "refusing to replace {}: it exists and is not a socket",
+                path.display()
+            );
         }
-        Ok(_) => bail!(
-            "refusing to replace {}: it exists and is not a socket",
-            path.display()
-        ),
-        Err(_) => {}
+    }
+    Ok(())
+}
+
+fn bind_unix(path: &Path) -> Result<UnixListener> {
+    check_unix_path(path)?;
+    if matches!(std::fs::symlink_metadata(path), Ok(meta) if meta.file_type().is_socket()) {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            bail!(
+                "{} is in use by a running process (another otp-sidecar?)",
+                path.display()
+            );
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
     }
     let listener =
         UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;

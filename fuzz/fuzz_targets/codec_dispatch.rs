@@ -29,7 +29,7 @@ static DISPATCHER: LazyLock<Dispatcher> = LazyLock::new(|| {
     // Per-phone and global limits off: with them on, sends would soon all be refused and
     // the rest of the path would go unexplored. The IP and user limits stay on.
     let args = ServeArgs {
-        dry_run: true,
+        dry_run: Some(true),
         rate_limit_phone: Some("off".into()),
         rate_limit_global: Some("off".into()),
         ..Default::default()
