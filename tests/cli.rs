@@ -296,3 +296,149 @@ fn the_example_config_is_valid() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("deadline:     2500 ms"));
 }
+
+/// Booleans: 1/0, yes/no, on/off, true/false in any case; an env var beats the file, a flag
+/// beats both; an empty env var counts as unset. Seen through `dry_run`: without credentials
+/// `check` passes only in a dry run.
+#[test]
+fn booleans_take_every_spelling_and_follow_the_precedence() {
+    let dir = tempfile::tempdir().unwrap();
+    let file_true = dir.path().join("dry.toml");
+    std::fs::write(&file_true, "dry_run = true\n").unwrap();
+    let dry = |env: Option<&str>, file: bool, flag: Option<&str>| {
+        let mut cmd = command();
+        cmd.arg("check");
+        if file {
+            cmd.arg("--config").arg(&file_true);
+        }
+        if let Some(flag) = flag {
+            cmd.arg(flag);
+        }
+        if let Some(value) = env {
+            cmd.env("OTP_SIDECAR_DRY_RUN", value);
+        }
+        cmd.output().unwrap().status.success()
+    };
+    for yes in ["1", "yes", "YES", "on", "On", "true", "TRUE"] {
+        assert!(dry(Some(yes), false, None), "OTP_SIDECAR_DRY_RUN={yes}");
+    }
+    for no in ["0", "no", "No", "off", "OFF", "false", "False"] {
+        assert!(!dry(Some(no), false, None), "OTP_SIDECAR_DRY_RUN={no}");
+        assert!(
+            !dry(Some(no), true, None),
+            "env {no} must beat the file's true"
+        );
+    }
+    assert!(
+        dry(Some(""), true, None),
+        "an empty env var is unset: the file's true holds"
+    );
+    assert!(dry(None, true, None));
+    assert!(
+        dry(Some("false"), true, Some("--dry-run")),
+        "a flag beats the env"
+    );
+    assert!(
+        !dry(Some("true"), false, Some("--dry-run=off")),
+        "a flag beats the env"
+    );
+    let out = command()
+        .args(["check"])
+        .env("OTP_SIDECAR_DRY_RUN", "maybe")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("yes/no"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// `check` refuses what `serve` would, with the same reason.
+#[test]
+fn check_refuses_what_serve_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("auth_token");
+    std::fs::write(&empty, "").unwrap();
+    let config = dir.path().join("otp-sidecar.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[credentials]\naccount_sid = \"{AC}\"\nauth_token_file = \"{}\"\n",
+            empty.display()
+        ),
+    )
+    .unwrap();
+    let bad_pem = dir.path().join("ca.pem");
+    std::fs::write(&bad_pem, "not a certificate\n").unwrap();
+    let sock = dir.path().join("otp.sock");
+    let sock = sock.to_str().unwrap();
+    let cases: [(Vec<&str>, &str); 4] = [
+        (
+            vec!["--unix", "/nonexistent-dir/otp.sock"],
+            "directory /nonexistent-dir does not exist",
+        ),
+        (
+            vec!["--unix", sock, "--config", config.to_str().unwrap()],
+            // The source named: the key, the file and its line.
+            "auth_token_file in",
+        ),
+        (
+            vec![
+                "--unix",
+                sock,
+                "--twilio-ca-file",
+                bad_pem.to_str().unwrap(),
+            ],
+            "holds no PEM certificate",
+        ),
+        (
+            vec!["--unix", sock, "--twilio-api-url", "http://api.example.com"],
+            "--allow-insecure-twilio-url",
+        ),
+    ];
+    for (args, reason) in cases {
+        for subcommand in ["check", "serve"] {
+            let mut cmd = command();
+            cmd.arg(subcommand).args(&args);
+            if !args.contains(&"--config") {
+                cmd.env("TWILIO_ACCOUNT_SID", AC)
+                    .env("TWILIO_AUTH_TOKEN", TOKEN);
+            }
+            let out = cmd.output().unwrap();
+            assert_eq!(out.status.code(), Some(1), "{subcommand} {args:?}");
+            let stderr = text(&out.stderr);
+            assert!(stderr.contains(reason), "{subcommand} {args:?}: {stderr}");
+            if reason == "auth_token_file in" {
+                assert!(
+                    stderr.contains("line 3") && stderr.contains("is empty"),
+                    "{stderr}"
+                );
+            }
+        }
+    }
+    // Loopback http stays allowed (mocks), and the explicit allow lets a trusted network through.
+    let (passed, _, stderr) = check(&[
+        "--unix",
+        sock,
+        "--twilio-api-url",
+        "http://api.example.com",
+        "--allow-insecure-twilio-url",
+    ]);
+    assert!(passed, "{stderr}");
+}
+
+/// A deadline past ILX::call's 3000 ms is allowed but warned about.
+#[test]
+fn a_deadline_over_ilx_timeout_is_warned_about() {
+    let (passed, _, stderr) = check(&["--deadline-ms", "4000"]);
+    assert!(passed, "{stderr}");
+    assert!(
+        stderr.contains("over ILX::call's default 3000 ms"),
+        "{stderr}"
+    );
+    let (passed, _, stderr) = check(&["--deadline-ms", "2500"]);
+    assert!(passed);
+    assert!(!stderr.contains("3000 ms"), "{stderr}");
+}

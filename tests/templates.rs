@@ -76,7 +76,7 @@ async fn a_long_template_is_warned_about_and_bad_templates_stop_the_start() {
     assert!(warning.contains("GSM-7, 2 segments"), "{warning}");
 
     // check reports what each template costs and the validity period the lifetime gives.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_otp-sidecar"))
+    let out = common::command()
         .args([
             "check",
             "--dry-run",
@@ -106,7 +106,7 @@ async fn a_long_template_is_warned_about_and_bad_templates_stop_the_start() {
         "--webotp-domain=https://login.example.com",
         "--otp-lifetime-secs=0",
     ] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_otp-sidecar"))
+        let out = common::command()
             .args(["check", "--dry-run", bad])
             .output()
             .unwrap();

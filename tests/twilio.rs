@@ -299,11 +299,13 @@ async fn twilio_is_reached_through_a_proxy_from_the_flag_or_the_environment() {
         let proxy = twilio_answering(created(SID)).await;
         // Credentials in the proxy URL go on each request, as Proxy-Authorization.
         let proxy_url = proxy.uri().replace("http://", "http://squid:s3cret@");
+        // Plain http:// to a host off loopback needs the explicit allow.
         let options = if via_env {
             Options::default().env("HTTP_PROXY", &proxy_url)
         } else {
             Options::default().arg(format!("--proxy={proxy_url}"))
-        };
+        }
+        .arg("--allow-insecure-twilio-url");
         let daemon = Daemon::start(api, options);
         let reply = daemon.send("ACME").await;
         assert_eq!(reply, Ok(SID.to_owned()), "via_env={via_env}");
@@ -487,6 +489,7 @@ async fn a_dead_proxy_is_named_in_the_reply_and_the_log_without_its_password() {
             api,
             Options::default()
                 .arg(format!("--proxy=http://squid:{password}@{dead}"))
+                .arg("--allow-insecure-twilio-url")
                 .env("RUST_LOG", "trace"),
         );
         let reply = daemon.send("ACME").await.unwrap_err();

@@ -145,7 +145,15 @@ impl Options {
 pub fn command() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_otp-sidecar"));
     strip_inherited(&mut cmd);
+    // `check` refuses what `serve` would, a missing socket directory among it; the default
+    // /run/otp-sidecar does not exist on a test host, so point the default at one that does.
+    cmd.env("OTP_SIDECAR_UNIX", default_unix_for_tests());
     cmd
+}
+
+/// A socket path in a directory that exists, for commands given no `--unix`.
+pub fn default_unix_for_tests() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("otp-sidecar-test-{}.sock", std::process::id()))
 }
 
 /// `otp-sidecar check ARGS…` with the test account's credentials in the environment:
