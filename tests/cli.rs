@@ -442,3 +442,95 @@ fn a_deadline_over_ilx_timeout_is_warned_about() {
     assert!(passed);
     assert!(!stderr.contains("3000 ms"), "{stderr}");
 }
+
+/// `uptime_s` counts from the daemon's start, not from the first `health` call.
+#[test]
+fn uptime_counts_from_the_start() {
+    let daemon = dry_daemon();
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let out = run(&["ping", "--unix", daemon.unix.to_str().unwrap()]);
+    let report = text(&out.stdout);
+    let uptime: u64 = report
+        .lines()
+        .find_map(|l| l.strip_prefix("uptime_s: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no uptime_s in:\n{report}"));
+    assert!(uptime >= 2, "{report}");
+}
+
+/// A reader that goes away (`otp-sidecar ping | grep -q ok`) costs no panic: the status stays.
+#[test]
+fn a_closed_stdout_is_no_panic() {
+    let daemon = dry_daemon();
+    for args in [
+        vec!["ping", "--unix", daemon.unix.to_str().unwrap()],
+        vec![
+            "send",
+            OTP,
+            PHONE,
+            "ACME",
+            "--unix",
+            daemon.unix.to_str().unwrap(),
+        ],
+        vec!["--help"],
+    ] {
+        // The reader end is closed before the child gets to write (it starts up first).
+        let mut child = command()
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = text(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_ne!(out.status.code(), Some(101), "{args:?}: {stderr}");
+    }
+}
+
+/// A TCP port in use stops the start and leaves no Unix socket file behind.
+#[test]
+fn a_failed_tcp_bind_leaves_no_socket_file() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("otp.sock");
+    let out = command()
+        .args(["serve", "--dry-run", "--unix"])
+        .arg(&sock)
+        .arg("--tcp")
+        .arg(taken.local_addr().unwrap().to_string())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(!sock.exists(), "the socket file was left behind");
+}
+
+/// Latencies in the log are whole microseconds (3 decimals of ms), not raw floats.
+#[test]
+fn log_latencies_are_rounded_to_microseconds() {
+    let daemon = Daemon::start(
+        "http://127.0.0.1:9",
+        Options::default().args(["--dry-run", "--log-format=json"]),
+    );
+    for _ in 0..5 {
+        run(&[
+            "send",
+            OTP,
+            PHONE,
+            "ACME",
+            "--unix",
+            daemon.unix.to_str().unwrap(),
+        ]);
+    }
+    daemon.wait_for_log("latency_ms");
+    let latency = regex_lite::Regex::new(r#""latency_ms":([0-9.eE+-]+)"#).unwrap();
+    let log = daemon.log();
+    let mut seen = 0;
+    for value in latency.captures_iter(&log).map(|c| c[1].to_owned()) {
+        let decimals = value.split_once('.').map_or(0, |(_, d)| d.len());
+        assert!(decimals <= 3 && !value.contains('e'), "latency_ms {value}");
+        seen += 1;
+    }
+    assert!(seen > 0, "{log}");
+}
