@@ -19,11 +19,9 @@ impl Drop for Prism {
     }
 }
 
+/// One of Twilio's specs, vendored in `tests/twilio-oai/` (MIT, with Twilio's LICENSE).
 fn spec(name: &str) -> std::path::PathBuf {
-    let shared = std::env::var_os("OTP_SIDECAR_SHARED_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| repo_file("../shared"));
-    let spec = shared.join("twilio-oai").join(name);
+    let spec = repo_file("tests/twilio-oai").join(name);
     assert!(
         spec.is_file(),
         "Twilio's spec is missing at {}",
