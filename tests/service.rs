@@ -364,13 +364,13 @@ async fn idle_connections_never_take_the_descriptors_the_rpc_socket_needs() {
             held.push(stream);
         }
     }
-    daemon.wait_for_log("metrics connection limit reached");
     let mut client = daemon.unix_client().await;
     let pong = tokio::time::timeout(Duration::from_secs(5), client.call("ping", vec![])).await;
     assert_eq!(
         pong.expect("answered within 5 s").unwrap(),
         Ok("pong".into())
     );
+    daemon.wait_for_log("metrics connection limit reached");
 
     // 300 idle RPC connections under the default max_connections (512), more than the
     // descriptors leave room for: the cap in force is 128, the longest-idle make room.
