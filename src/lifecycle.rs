@@ -27,6 +27,15 @@ pub async fn run(args: ServeArgs, settings: Settings) -> Result<()> {
     // systemd may send) is handled instead of killing the process.
     let mut signals = Signals::install()?;
     let shared: Shared = Arc::new(ArcSwap::from_pointee(build_live(&settings, None)?));
+    let (open_files, room) = crate::limits::reserve_descriptors();
+    if room < settings.limits.max_connections {
+        tracing::warn!(
+            open_files,
+            max_connections = settings.limits.max_connections,
+            "the open-file limit leaves room for {room} connections: past that, connections \
+             are treated as over max_connections (raise LimitNOFILE= to allow more)"
+        );
+    }
     let inherited = systemd::inherited_listeners()?;
     let listeners = if inherited.is_empty() {
         Listeners::bind(&settings.unix, settings.tcp).await?

@@ -5,6 +5,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -231,7 +232,20 @@ pub async fn serve(addr: SocketAddr) -> Result<SocketAddr> {
                     continue;
                 }
             };
+            // Past the cap a connection is closed at once: idle scrapers cannot take the
+            // descriptors the RPC sockets need.
+            let Some(open) = MetricsConnection::open() else {
+                if !METRICS_AT_CAPACITY.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        max = MAX_METRICS_CONNECTIONS,
+                        "metrics connection limit reached: closing new ones until one ends"
+                    );
+                }
+                continue;
+            };
+            METRICS_AT_CAPACITY.store(false, Ordering::Relaxed);
             tokio::spawn(async move {
+                let _open = open;
                 let service = hyper::service::service_fn(answer);
                 // A scraper that hangs up early is not worth a log line.
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -243,6 +257,32 @@ pub async fn serve(addr: SocketAddr) -> Result<SocketAddr> {
         }
     });
     Ok(local)
+}
+
+/// Metrics connections open at once; more are accepted and closed.
+pub const MAX_METRICS_CONNECTIONS: usize = 32;
+
+static METRICS_OPEN: AtomicUsize = AtomicUsize::new(0);
+static METRICS_AT_CAPACITY: AtomicBool = AtomicBool::new(false);
+
+/// One open metrics connection, counted against [`MAX_METRICS_CONNECTIONS`] until dropped.
+struct MetricsConnection;
+
+impl MetricsConnection {
+    fn open() -> Option<MetricsConnection> {
+        if METRICS_OPEN.fetch_add(1, Ordering::Relaxed) < MAX_METRICS_CONNECTIONS {
+            Some(MetricsConnection)
+        } else {
+            METRICS_OPEN.fetch_sub(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+impl Drop for MetricsConnection {
+    fn drop(&mut self) {
+        METRICS_OPEN.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 async fn answer(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {

@@ -25,7 +25,7 @@ use tokio_util::task::TaskTracker;
 use crate::calllog::CallLog;
 use crate::config::Limits;
 use crate::error::CallError;
-use crate::limits::{Slot, CALLS, CONNECTIONS};
+use crate::limits::{connection_cap, Conn, Slot, CALLS, CONNECTIONS, OPEN};
 use crate::methods::Dispatcher;
 use crate::metrics::METRICS;
 use crate::rpc::{Incoming, MsgpackCodec, Request, Response};
@@ -205,37 +205,64 @@ struct Server {
 
 /// Set while connections are being refused, so the log says so once, not per connection.
 static AT_CAPACITY: AtomicBool = AtomicBool::new(false);
+/// Set while idle connections are being closed for newcomers, likewise.
+static EVICTING: AtomicBool = AtomicBool::new(false);
 
 impl Server {
     async fn accept_loop<A: Acceptor>(self, listener: A) {
         loop {
             let stream = match listener.accept_stream().await {
-                Ok(stream) => stream,
+                Ok(stream) => {
+                    ACCEPT_FAILING.store(false, Ordering::Relaxed);
+                    stream
+                }
                 Err(e) => {
                     accept_failed(e).await;
                     continue;
                 }
             };
             let live = self.shared.load_full();
-            let Some(slot) = CONNECTIONS.try_take(live.limits.max_connections) else {
-                METRICS.connections_refused.inc();
-                if !AT_CAPACITY.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        max_connections = live.limits.max_connections,
-                        "connection limit reached: closing new connections until one ends"
-                    );
+            let cap = connection_cap(live.limits.max_connections);
+            let slot = match CONNECTIONS.try_take(cap) {
+                Some(slot) => {
+                    AT_CAPACITY.store(false, Ordering::Relaxed);
+                    EVICTING.store(false, Ordering::Relaxed);
+                    slot
                 }
-                continue; // dropping the stream closes it
+                // At the cap: the longest-idle connection with nothing in flight makes room.
+                None => match OPEN.evict_idlest() {
+                    Some(slot) => {
+                        if !EVICTING.swap(true, Ordering::Relaxed) {
+                            tracing::warn!(
+                                max_connections = cap,
+                                "connection limit reached: closing the longest-idle connection \
+                                 for each new one"
+                            );
+                        }
+                        slot
+                    }
+                    None => {
+                        METRICS.connections_refused.inc();
+                        if !AT_CAPACITY.swap(true, Ordering::Relaxed) {
+                            tracing::warn!(
+                                max_connections = cap,
+                                "connection limit reached and every connection has a call in \
+                                 flight: closing new connections until one ends"
+                            );
+                        }
+                        continue; // dropping the stream closes it
+                    }
+                },
             };
-            AT_CAPACITY.store(false, Ordering::Relaxed);
             let id = self.ids.fetch_add(1, Ordering::Relaxed);
+            let registered = OPEN.register(id, slot);
             let server = self.clone();
             self.connections.spawn(async move {
                 tracing::debug!(conn = id, kind = A::KIND, "connection opened");
                 let end = server
-                    .serve_connection(stream, &live.limits, live.max_frame)
+                    .serve_connection(stream, &live.limits, live.max_frame, &registered.conn)
                     .await;
-                drop(slot);
+                drop(registered);
                 tracing::debug!(conn = id, kind = A::KIND, "connection closed: {end}");
             });
         }
@@ -247,36 +274,52 @@ impl Server {
         stream: S,
         limits: &Limits,
         max_frame: usize,
+        conn: &Conn,
     ) -> String {
         // An idle client costs only this small future: no buffers, no request state.
         tokio::select! {
             ready = stream.readable() => if let Err(e) = ready { return format!("read failed: {e}") },
             () = sleep_until(limits.idle_timeout.map(|t| Instant::now() + t)) => return "idle".into(),
+            () = conn.evicted() => return EVICTED.into(),
             () = self.shutdown.cancelled() => return "shutting down".into(),
         }
-        Box::pin(self.serve_requests(stream, limits, max_frame)).await
+        Box::pin(self.serve_requests(stream, limits, max_frame, conn)).await
     }
 
     /// Reads requests, runs each as its own task, writes replies as they finish (in any
     /// order). Returns why the connection ended.
+    ///
+    /// Whatever ends the reading — the client closing its side, a bad frame, shutdown, the
+    /// connection cap choosing this connection — every call already read is answered first.
     async fn serve_requests<S: Stream>(
         &self,
         stream: S,
         limits: &Limits,
         max_frame: usize,
+        conn: &Conn,
     ) -> String {
         let idle_after = |from: Instant| limits.idle_timeout.map(|t| from + t);
         let mut framed =
             Framed::with_capacity(stream, MsgpackCodec::new(max_frame), CONNECTION_BUFFER);
         let mut in_flight: FuturesUnordered<CallTask> = FuturesUnordered::new();
+        // A call read while every call slot was taken waits here, in the one line all
+        // connections share; this connection reads nothing more until it runs.
+        let mut waiting: Option<Waiting> = None;
         let mut reading = true;
+        // Why reading stopped, when it was not the client closing its side.
+        let mut end: Option<String> = None;
         let mut idle_at = idle_after(Instant::now());
         loop {
             tokio::select! {
-                frame = framed.next(), if reading && in_flight.len() < limits.max_in_flight_per_connection => {
+                frame = framed.next(), if reading && waiting.is_none() && in_flight.len() < limits.max_in_flight_per_connection => {
                     let value = match frame {
                         Some(Ok(value)) => value,
-                        Some(Err(e)) => return format!("bad frame: {e}"),
+                        // Read nothing more, answer what is in flight, then close.
+                        Some(Err(e)) => {
+                            reading = false;
+                            end = Some(format!("bad frame: {e}"));
+                            continue;
+                        }
                         // The client closed its side: answer what is in flight, then close.
                         None => { reading = false; continue; }
                     };
@@ -285,8 +328,14 @@ impl Server {
                         Ok(Incoming::Request(request)) => {
                             // Takes the newest settings (a reload applies to the next call).
                             let live = self.shared.load_full();
-                            let slot = CALLS.take(live.limits.max_in_flight).await;
-                            in_flight.push(CallTask::spawn(&live.dispatcher, request, slot));
+                            match CallTask::inline(&live.dispatcher, request) {
+                                Ok(answered) => in_flight.push(answered),
+                                Err(request) => match CALLS.try_take(live.limits.max_in_flight) {
+                                    Some(slot) => in_flight.push(CallTask::spawn(&live.dispatcher, request, slot)),
+                                    None => waiting = Some(Waiting::new(request, live.limits.max_in_flight)),
+                                },
+                            }
+                            conn.active(in_flight.len() + usize::from(waiting.is_some()));
                         }
                         Ok(Incoming::Malformed { msgid, detail }) => {
                             let reply = Response { msgid, outcome: Err(CallError::BadRequest(detail).to_string()) };
@@ -295,8 +344,16 @@ impl Server {
                             }
                         }
                         Ok(Incoming::Notification { .. } | Incoming::Response(_)) => {}
-                        Err(e) => return e.to_string(),
+                        Err(e) => {
+                            reading = false;
+                            end = Some(e.to_string());
+                        }
                     }
+                }
+                (request, slot) = admitted(&mut waiting), if waiting.is_some() => {
+                    // The newest settings, as for a call that found a slot at once.
+                    let live = self.shared.load_full();
+                    in_flight.push(CallTask::spawn(&live.dispatcher, request, slot));
                 }
                 Some((reply, log)) = in_flight.next(), if !in_flight.is_empty() => {
                     // Replies that are ready together leave in one write; their log lines
@@ -321,14 +378,52 @@ impl Server {
                         return format!("write failed: {e}");
                     }
                     idle_at = idle_after(Instant::now());
+                    conn.active(in_flight.len() + usize::from(waiting.is_some()));
                 }
                 // Shutting down: read nothing more, answer what is in flight.
                 () = self.shutdown.cancelled(), if reading => reading = false,
-                () = sleep_until(idle_at), if reading && in_flight.is_empty() => return "idle".into(),
-                else => return "done".into(),
+                // Chosen to make room for a newcomer (it had nothing in flight then).
+                () = conn.evicted(), if reading => {
+                    reading = false;
+                    end = Some(EVICTED.into());
+                }
+                () = sleep_until(idle_at), if reading && in_flight.is_empty() && waiting.is_none() => return "idle".into(),
+                else => return end.unwrap_or_else(|| "done".into()),
             }
         }
     }
+}
+
+/// Why a connection chosen to make room ended.
+const EVICTED: &str = "closed for a new connection at the connection limit (it was idle longest)";
+
+/// A call waiting in line for a call slot.
+struct Waiting {
+    request: Request,
+    slot: std::pin::Pin<Box<dyn Future<Output = Slot<'static>> + Send>>,
+}
+
+impl Waiting {
+    fn new(request: Request, max_in_flight: usize) -> Waiting {
+        Waiting {
+            request,
+            slot: Box::pin(CALLS.take(max_in_flight)),
+        }
+    }
+}
+
+/// The waiting call and its slot, once it has one; pending while nothing waits.
+fn admitted(waiting: &mut Option<Waiting>) -> impl Future<Output = (Request, Slot<'static>)> + '_ {
+    std::future::poll_fn(move |cx| {
+        let Some(w) = waiting.as_mut() else {
+            return std::task::Poll::Pending;
+        };
+        let slot = std::task::ready!(w.slot.as_mut().poll(cx));
+        match waiting.take() {
+            Some(w) => std::task::Poll::Ready((w.request, slot)),
+            None => std::task::Poll::Pending,
+        }
+    })
 }
 
 /// Sleeps until `at`, or forever when there is no such time.
@@ -349,9 +444,17 @@ fn listed(items: impl Iterator<Item = String>) -> String {
     }
 }
 
-/// Out of file descriptors and the like: wait a little instead of spinning.
+/// Set while accepts fail, so the log says so once, not 20 times a second.
+static ACCEPT_FAILING: AtomicBool = AtomicBool::new(false);
+
+/// Out of file descriptors and the like: wait a little instead of spinning, and keep
+/// listening (the connection stays in the backlog until a descriptor is free).
 async fn accept_failed(e: io::Error) {
-    tracing::warn!("accept failed: {e}");
+    if ACCEPT_FAILING.swap(true, Ordering::Relaxed) {
+        tracing::debug!("accept failed: {e}");
+    } else {
+        tracing::warn!("accept failed: {e} (retrying every 50 ms; logged once until one succeeds)");
+    }
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
 }
 
@@ -402,13 +505,38 @@ fn bind_unix(path: &Path) -> Result<UnixListener> {
 }
 
 /// One call running on its own task, so that it finishes (and logs) even if its connection
-/// goes away, and so that a fault in it cannot touch the connection.
-struct CallTask {
-    msgid: rmpv::Integer,
-    handle: JoinHandle<(Result<rmpv::Value, CallError>, CallLog)>,
+/// goes away, and so that a fault in it cannot touch the connection; or a call answered at
+/// once, without a task or a call slot (`ping`, `health`).
+enum CallTask {
+    Running {
+        msgid: rmpv::Integer,
+        handle: JoinHandle<(Result<rmpv::Value, CallError>, CallLog)>,
+    },
+    Answered(Option<(Response, CallLog)>),
 }
 
 impl CallTask {
+    /// Answers `ping` and `health` here and now: they never wait for a call slot, so a
+    /// health check gets through however busy the daemon is. Any other call comes back.
+    fn inline(dispatcher: &Dispatcher, request: Request) -> Result<CallTask, Request> {
+        if !matches!(request.method.as_str(), "ping" | "health") {
+            return Err(request);
+        }
+        // Neither awaits anything: the first poll finishes them.
+        let (result, log) = dispatcher
+            .call(&request.method, &request.params)
+            .now_or_never()
+            .unwrap_or_else(|| {
+                let failed = CallError::Internal("the call did not finish at once".into());
+                (Err(failed), CallLog::default())
+            });
+        let reply = Response {
+            msgid: request.msgid,
+            outcome: result.map_err(|e| e.to_string()),
+        };
+        Ok(CallTask::Answered(Some((reply, log))))
+    }
+
     /// Runs the call holding `slot`, which the call gives back when it ends.
     fn spawn(dispatcher: &Arc<Dispatcher>, request: Request, slot: Slot<'static>) -> CallTask {
         let dispatcher = dispatcher.clone();
@@ -422,7 +550,7 @@ impl CallTask {
             drop(slot);
             called
         });
-        CallTask { msgid, handle }
+        CallTask::Running { msgid, handle }
     }
 }
 
@@ -431,10 +559,19 @@ impl std::future::Future for CallTask {
     type Output = (Response, CallLog);
 
     fn poll(
-        mut self: std::pin::Pin<&mut Self>,
+        self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
-        let joined = std::task::ready!(std::pin::Pin::new(&mut self.handle).poll(cx));
+        let (msgid, handle) = match self.get_mut() {
+            CallTask::Running { msgid, handle } => (*msgid, handle),
+            // FuturesUnordered polls a finished future no more.
+            CallTask::Answered(answered) => {
+                return answered
+                    .take()
+                    .map_or(std::task::Poll::Pending, std::task::Poll::Ready)
+            }
+        };
+        let joined = std::task::ready!(std::pin::Pin::new(handle).poll(cx));
         let (outcome, log) = match joined {
             Ok((result, log)) => (result.map_err(|e| e.to_string()), log),
             Err(e) => {
@@ -443,10 +580,6 @@ impl std::future::Future for CallTask {
                 (Err(failed.to_string()), CallLog::default())
             }
         };
-        let reply = Response {
-            msgid: self.msgid,
-            outcome,
-        };
-        std::task::Poll::Ready((reply, log))
+        std::task::Poll::Ready((Response { msgid, outcome }, log))
     }
 }

@@ -398,3 +398,250 @@ async fn golden_frames_get_their_golden_replies() {
         }
     }
 }
+
+/// Reads until the daemon closes; panics if it sends anything more or keeps it open past 5 s.
+async fn assert_closed_without_more<S: AsyncRead + AsyncWrite + Unpin>(
+    framed: &mut Framed<S, MsgpackCodec>,
+) {
+    match tokio::time::timeout(Duration::from_secs(5), framed.next()).await {
+        Ok(None | Some(Err(_))) => {}
+        Ok(Some(Ok(more))) => panic!("more after the last reply: {more}"),
+        Err(_) => panic!("the daemon kept the connection open"),
+    }
+}
+
+#[tokio::test]
+async fn a_bad_frame_behind_calls_in_flight_closes_only_after_they_are_answered() {
+    // Slow enough that every call is still at Twilio when the bad bytes arrive.
+    let twilio = twilio_answering(created(SID).set_delay(Duration::from_millis(600))).await;
+    let daemon = Daemon::start(&twilio.uri(), Options::default());
+    let mut expected_sends = 0;
+    // The bad bytes in the same write as the calls, or a little later (the call in flight):
+    // an unused marker, a frame over the cap, a value that is no MessagePack-RPC message.
+    for (bad, later) in [
+        (&b"\xc1"[..], false),
+        (b"\xc1", true),
+        (b"\xdb\xff\xff\xff\xff", true),
+        (b"\x93\x07\x01\x02", true),
+    ] {
+        for unix in [true, false] {
+            let stream: Box<dyn AsyncReadWrite> = if unix {
+                Box::new(UnixStream::connect(&daemon.unix).await.unwrap())
+            } else {
+                Box::new(TcpStream::connect(daemon.tcp).await.unwrap())
+            };
+            let mut framed = Framed::new(stream, MsgpackCodec::default());
+            // Three callers sharing one connection, as through the ILX forwarder.
+            let mut bytes = Vec::new();
+            for id in 1..=3u32 {
+                bytes.extend(encoded(&request(id, "sendOTP", send_otp_params())));
+            }
+            if !later {
+                bytes.extend_from_slice(bad);
+            }
+            framed.get_mut().write_all(&bytes).await.unwrap();
+            expected_sends += 3;
+            if later {
+                until_sent(&twilio, expected_sends).await;
+                framed.get_mut().write_all(bad).await.unwrap();
+            }
+            let mut ids = Vec::new();
+            for _ in 0..3 {
+                let reply = next_response(&mut framed).await;
+                assert_eq!(
+                    reply.outcome,
+                    Ok(Value::from(SID)),
+                    "{bad:x?} later={later}"
+                );
+                ids.push(reply.msgid.as_u64().unwrap());
+            }
+            ids.sort();
+            assert_eq!(ids, [1, 2, 3], "{bad:x?} later={later}");
+            assert_closed_without_more(&mut framed).await;
+        }
+    }
+    assert_eq!(sends(&twilio).await.len(), expected_sends);
+}
+
+trait AsyncReadWrite: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> AsyncReadWrite for T {}
+
+/// Waits until `n` sends reached the mock.
+async fn until_sent(twilio: &wiremock::MockServer, n: usize) {
+    for _ in 0..250 {
+        if sends(twilio).await.len() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("fewer than {n} sends reached Twilio");
+}
+
+#[tokio::test]
+async fn ping_never_waits_for_a_call_slot_and_calls_are_admitted_in_turn_across_connections() {
+    const PER_CONNECTION: u32 = 8;
+    let twilio = twilio_answering(created(SID).set_delay(Duration::from_millis(300))).await;
+    let daemon = Daemon::start(&twilio.uri(), Options::default().arg("--max-in-flight=3"));
+    // Every reply, in the order the test reads them: (connection, msgid).
+    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(char, u64)>::new()));
+    let mut busy = tokio::task::JoinSet::new();
+    for name in ['a', 'b', 'c'] {
+        let mut framed = Framed::new(
+            UnixStream::connect(&daemon.unix).await.unwrap(),
+            MsgpackCodec::default(),
+        );
+        let mut bytes = Vec::new();
+        for id in 0..PER_CONNECTION {
+            bytes.extend(encoded(&request(id, "sendOTP", send_otp_params())));
+        }
+        framed.get_mut().write_all(&bytes).await.unwrap();
+        let order = order.clone();
+        busy.spawn(async move {
+            for _ in 0..PER_CONNECTION {
+                let reply = tokio::time::timeout(Duration::from_secs(20), framed.next())
+                    .await
+                    .expect("a reply")
+                    .expect("open")
+                    .expect("a frame");
+                let Ok(Incoming::Response(reply)) = Incoming::parse(reply) else {
+                    panic!("not a response");
+                };
+                assert_eq!(reply.outcome, Ok(Value::from(SID)));
+                order
+                    .lock()
+                    .unwrap()
+                    .push((name, reply.msgid.as_u64().unwrap()));
+            }
+        });
+        // Each connection's calls are queued before the next connection's.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    until_sent(&twilio, 3).await;
+    let mut fresh = Framed::new(
+        UnixStream::connect(&daemon.unix).await.unwrap(),
+        MsgpackCodec::default(),
+    );
+    fresh.send(request(100u32, "ping", vec![])).await.unwrap();
+    let pong = next_response(&mut fresh).await;
+    assert_eq!(pong.outcome, Ok(Value::from("pong")));
+    let busy_before_pong = order.lock().unwrap().len();
+    fresh.send(request(101u32, "health", vec![])).await.unwrap();
+    assert!(next_response(&mut fresh).await.outcome.is_ok());
+    let busy_before_health = order.lock().unwrap().len();
+
+    fresh
+        .send(request(102u32, "sendOTP", send_otp_params()))
+        .await
+        .unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(20), fresh.next())
+        .await
+        .expect("a reply")
+        .expect("open")
+        .expect("a frame");
+    let busy_before_send = order.lock().unwrap().len();
+    let Ok(Incoming::Response(reply)) = Incoming::parse(reply) else {
+        panic!("not a response");
+    };
+    assert_eq!(reply.outcome, Ok(Value::from(SID)));
+    while let Some(done) = busy.join_next().await {
+        done.unwrap();
+    }
+    let order = order.lock().unwrap().clone();
+    eprintln!(
+        "busy replies before the ping: {busy_before_pong}, before health: \
+         {busy_before_health}, before the fresh send: {busy_before_send}; order: {order:?}"
+    );
+    // The ping and health came back before any slow call.
+    assert_eq!((busy_before_pong, busy_before_health), (0, 0), "{order:?}");
+    // In line with one call from each busy connection at most twice over, not behind all
+    // their queued calls (24 in all, three at a time).
+    assert!(
+        busy_before_send <= 9,
+        "{busy_before_send} before it: {order:?}"
+    );
+    // And the busy connections took turns: none had more than three slots ahead of the
+    // others' first replies.
+    let firsts: Vec<usize> = ['a', 'b', 'c']
+        .iter()
+        .map(|n| order.iter().position(|(c, _)| c == n).unwrap())
+        .collect();
+    assert!(firsts.iter().all(|&p| p < 6), "{order:?}");
+}
+
+#[tokio::test]
+async fn a_frame_of_sixteen_million_nils_is_refused_without_decoding_it() {
+    let daemon = Daemon::start(
+        "http://127.0.0.1:9",
+        Options::default().args(["--dry-run", "--max-frame-bytes=16777216"]),
+    );
+    let mut healthy = Framed::new(
+        UnixStream::connect(&daemon.unix).await.unwrap(),
+        MsgpackCodec::default(),
+    );
+    healthy.send(request(1u32, "ping", vec![])).await.unwrap();
+    next_response(&mut healthy).await;
+    let before = daemon.peak_rss_kib();
+
+    // [0, 1, "ping", [nil × 16,000,000]]: 16 MB, under the 16 MiB cap.
+    const NILS: usize = 16_000_000;
+    let mut frame = b"\x94\x00\x01\xa4ping\xdd".to_vec();
+    frame.extend_from_slice(&(NILS as u32).to_be_bytes());
+    frame.resize(frame.len() + NILS, 0xc0);
+    let frame_kib = frame.len() as u64 / 1024;
+    let mut bad = Framed::new(
+        TcpStream::connect(daemon.tcp).await.unwrap(),
+        MsgpackCodec::new(16 << 20),
+    );
+    let (mut reader, mut writer) = tokio::io::split(bad.get_mut());
+    let writing = async move {
+        // The daemon may close while we are still writing: that is the point.
+        let _ = writer.write_all(&frame).await;
+    };
+    let reading = async move {
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(20), reader.read_to_end(&mut got))
+            .await
+            .expect("the daemon closes the connection")
+            .ok();
+        got
+    };
+    // Another caller is answered meanwhile.
+    let pinging = async {
+        healthy.send(request(2u32, "ping", vec![])).await.unwrap();
+        next_response(&mut healthy).await
+    };
+    let ((), got, pong) = tokio::join!(writing, reading, pinging);
+    assert!(got.is_empty(), "a reply to the frame of nils: {got:x?}");
+    assert_eq!(pong.outcome, Ok(Value::from("pong")));
+
+    // A frame as large but of few values (one long string) is allowed and answered.
+    let long = request(3u32, "ping", vec!["x".repeat(15_000_000).into()]);
+    let mut fine = Framed::new(
+        TcpStream::connect(daemon.tcp).await.unwrap(),
+        MsgpackCodec::new(16 << 20),
+    );
+    fine.send(long).await.unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(20), fine.next())
+        .await
+        .expect("an answer")
+        .expect("open")
+        .expect("a frame");
+    assert_eq!(
+        Incoming::parse(reply).unwrap(),
+        Incoming::Response(Response {
+            msgid: 3u32.into(),
+            outcome: Err("ERR bad_request: ping takes 0 arguments, got 1".into()),
+        })
+    );
+    healthy.send(request(4u32, "ping", vec![])).await.unwrap();
+    assert_eq!(
+        next_response(&mut healthy).await.outcome,
+        Ok(Value::from("pong"))
+    );
+    let peak = daemon.peak_rss_kib();
+    eprintln!("peak RSS {before} KiB before, {peak} KiB after two {frame_kib} KiB frames");
+    assert!(
+        peak < before + 3 * frame_kib,
+        "peak RSS {peak} KiB, {before} KiB before two {frame_kib} KiB frames"
+    );
+}

@@ -218,19 +218,108 @@ async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> 
     )
 }
 
+const PING: &[u8] = b"\x94\x00\x01\xa4ping\x90";
+const PONG: &[u8] = b"\x94\x01\x01\xc0\xa4pong";
+
+/// A TCP connection that has been answered one ping (its last activity is now).
+async fn pinged(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    ping_on(&mut stream).await;
+    stream
+}
+
+/// Sends a ping on `stream` and reads the pong.
+async fn ping_on<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(stream: &mut S) {
+    stream.write_all(PING).await.unwrap();
+    let mut reply = [0u8; PONG.len()];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut reply))
+        .await
+        .expect("a pong within 5 s")
+        .expect("a pong");
+    assert_eq!(&reply, PONG);
+}
+
+/// Sends a sendOTP (msgid 7) on `stream` without waiting for its reply.
+async fn start_send<S: tokio::io::AsyncWrite + Unpin>(stream: &mut S) {
+    let call = rmpv::Value::Array(vec![
+        0.into(),
+        7.into(),
+        "sendOTP".into(),
+        rmpv::Value::Array(vec![OTP.into(), PHONE.into(), "ACME".into()]),
+    ]);
+    let mut bytes = Vec::new();
+    rmpv::encode::write_value(&mut bytes, &call).unwrap();
+    stream.write_all(&bytes).await.unwrap();
+}
+
+/// Reads the reply to [`start_send`]'s call: its result.
+async fn sent_reply<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> rmpv::Value {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("a reply within 5 s")
+            .expect("read");
+        assert!(n > 0, "closed before the reply");
+        got.extend_from_slice(&buf[..n]);
+        if let Ok(reply) = rmpv::decode::read_value(&mut &got[..]) {
+            assert_eq!(
+                (&reply[0], &reply[1], &reply[2]),
+                (&1.into(), &7.into(), &rmpv::Value::Nil)
+            );
+            return reply[3].clone();
+        }
+    }
+}
+
 #[tokio::test]
-async fn connections_past_the_cap_are_closed_and_idle_ones_time_out() {
-    let daemon = Daemon::start(
-        "http://127.0.0.1:9",
-        Options::default().args(["--dry-run", "--max-connections=2", "--idle-timeout-secs=1"]),
+async fn at_the_connection_cap_the_longest_idle_connection_makes_room() {
+    let twilio = slow_twilio(Duration::from_millis(1500)).await;
+    let daemon = Daemon::start(&twilio.uri(), Options::default().arg("--max-connections=4"));
+    // The oldest connection has a call in flight: it is never the one closed.
+    let mut busy = tokio::net::UnixStream::connect(&daemon.unix).await.unwrap();
+    start_send(&mut busy).await;
+    until_sent(&twilio, 1).await;
+    let mut b = pinged(daemon.tcp).await;
+    let mut c = pinged(daemon.tcp).await;
+    let mut d = pinged(daemon.tcp).await;
+    // A fifth: answered, and b (idle longest) is closed for it.
+    let mut e = pinged(daemon.tcp).await;
+    assert!(closed_within(&mut b, Duration::from_secs(3)).await);
+    daemon.wait_for_log("closing the longest-idle connection");
+    // d is used again, so c is now the one idle longest.
+    ping_on(&mut d).await;
+    let mut f = pinged(daemon.tcp).await;
+    assert!(closed_within(&mut c, Duration::from_secs(3)).await);
+    for stream in [&mut d, &mut e, &mut f] {
+        ping_on(stream).await;
+    }
+    assert_eq!(sent_reply(&mut busy).await, rmpv::Value::from(SID));
+    assert_eq!(
+        daemon.count_log("connection limit reached and every connection"),
+        0
     );
-    let mut a = daemon.tcp_client().await;
-    let mut b = daemon.tcp_client().await;
-    assert_eq!(a.call("ping", vec![]).await.unwrap(), Ok("pong".into()));
-    assert_eq!(b.call("ping", vec![]).await.unwrap(), Ok("pong".into()));
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_are_closed_when_all_are_busy_and_idle_ones_time_out() {
+    let twilio = slow_twilio(Duration::from_millis(1000)).await;
+    let daemon = Daemon::start(
+        &twilio.uri(),
+        Options::default().args(["--max-connections=2", "--idle-timeout-secs=1"]),
+    );
+    let mut a = tokio::net::TcpStream::connect(daemon.tcp).await.unwrap();
+    let mut b = tokio::net::UnixStream::connect(&daemon.unix).await.unwrap();
+    start_send(&mut a).await;
+    start_send(&mut b).await;
+    until_sent(&twilio, 2).await;
+    // Both have a call in flight: nothing to close for the newcomer, which is refused.
     let mut third = tokio::net::TcpStream::connect(daemon.tcp).await.unwrap();
     assert!(closed_within(&mut third, Duration::from_millis(500)).await);
-    daemon.wait_for_log("connection limit reached");
+    daemon.wait_for_log("connection limit reached and every connection has a call in flight");
+    assert_eq!(sent_reply(&mut a).await, rmpv::Value::from(SID));
+    assert_eq!(sent_reply(&mut b).await, rmpv::Value::from(SID));
 
     // Idle for a second: closed, and the slots are free again.
     let mut silent = {
@@ -245,6 +334,61 @@ async fn connections_past_the_cap_are_closed_and_idle_ones_time_out() {
     assert!(closed_within(&mut slow, Duration::from_secs(3)).await);
     let mut again = daemon.tcp_client().await;
     assert_eq!(again.call("ping", vec![]).await.unwrap(), Ok("pong".into()));
+}
+
+#[tokio::test]
+async fn idle_connections_never_take_the_descriptors_the_rpc_socket_needs() {
+    // A low open-file limit makes running out cheap: 256, of which 128 stay in reserve.
+    let daemon = Daemon::start(
+        "http://127.0.0.1:9",
+        Options {
+            max_open_files: Some(256),
+            ..Default::default()
+        }
+        .args(["--dry-run", "--metrics=127.0.0.1:0"]),
+    );
+    daemon.wait_for_log("the open-file limit leaves room for 128 connections");
+    let metrics: std::net::SocketAddr = log_field(&daemon.ready, "metrics")
+        .unwrap()
+        .parse()
+        .unwrap();
+    // 1,100 idle connections to the metrics port: past 32 they are closed at once.
+    let mut held = Vec::new();
+    for _ in 0..1100 {
+        if let Ok(Ok(stream)) = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::net::TcpStream::connect(metrics),
+        )
+        .await
+        {
+            held.push(stream);
+        }
+    }
+    let mut client = daemon.unix_client().await;
+    let pong = tokio::time::timeout(Duration::from_secs(5), client.call("ping", vec![])).await;
+    assert_eq!(
+        pong.expect("answered within 5 s").unwrap(),
+        Ok("pong".into())
+    );
+    daemon.wait_for_log("metrics connection limit reached");
+
+    // 300 idle RPC connections under the default max_connections (512), more than the
+    // descriptors leave room for: the cap in force is 128, the longest-idle make room.
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        if let Ok(Ok(stream)) = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::net::TcpStream::connect(daemon.tcp),
+        )
+        .await
+        {
+            idle.push(stream);
+        }
+    }
+    let mut fresh = tokio::net::UnixStream::connect(&daemon.unix).await.unwrap();
+    ping_on(&mut fresh).await;
+    assert_eq!(daemon.count_log("accept failed"), 0, "{}", daemon.log());
+    drop((held, idle));
 }
 
 #[tokio::test]

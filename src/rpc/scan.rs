@@ -3,7 +3,10 @@
 //! MessagePack has no length prefix, so a stream decoder must know whether a whole value has
 //! arrived before it decodes. The scanner walks type headers only, keeps its place between calls
 //! (a frame that trickles in byte by byte is scanned once, not once per byte), and refuses a
-//! frame as soon as its declared sizes pass the cap — before those bytes are ever buffered.
+//! frame as soon as its declared sizes pass the cap — before those bytes are ever buffered —
+//! or it declares more values than a message can use: a decoded value takes tens of bytes
+//! where a nil takes one, so a cap on bytes alone would let a frame of nils decode to 30
+//! times its size.
 
 use std::fmt;
 
@@ -16,6 +19,8 @@ pub enum FrameError {
     TooDeep { max: usize },
     /// A byte that is not a MessagePack type marker (0xc1).
     BadMarker(u8),
+    /// More values (array elements, map keys and values, at any depth) than [`MAX_VALUES`].
+    TooMany { max: usize },
 }
 
 impl fmt::Display for FrameError {
@@ -24,6 +29,7 @@ impl fmt::Display for FrameError {
             FrameError::TooLarge { cap } => write!(f, "frame larger than {cap} bytes"),
             FrameError::TooDeep { max } => write!(f, "frame nested deeper than {max} levels"),
             FrameError::BadMarker(b) => write!(f, "invalid MessagePack marker 0x{b:02x}"),
+            FrameError::TooMany { max } => write!(f, "frame holds more than {max} values"),
         }
     }
 }
@@ -34,6 +40,11 @@ impl std::error::Error for FrameError {}
 /// for any sane client and keeps the decoder's recursion shallow.
 pub const MAX_DEPTH: usize = 32;
 
+/// Values allowed in one frame, counting every array element and map key and value at any
+/// depth. A `sendOTP` request is 8 plus two per context key, so 1024 leaves room for a context
+/// of 500 keys, and bounds the decoded tree of any frame to some 50 KiB beyond its bytes.
+pub const MAX_VALUES: usize = 1024;
+
 /// Scan progress through the frame at the front of a buffer.
 #[derive(Debug)]
 pub struct FrameScanner {
@@ -42,6 +53,8 @@ pub struct FrameScanner {
     pos: usize,
     /// Values still to read at each open nesting level (innermost last).
     pending: Vec<u64>,
+    /// Values the frame has declared so far (its containers' elements).
+    values: u64,
 }
 
 /// The size of one value's header, its payload, and how many child values follow it.
@@ -57,6 +70,7 @@ impl FrameScanner {
             cap,
             pos: 0,
             pending: vec![1],
+            values: 0,
         }
     }
 
@@ -93,6 +107,11 @@ impl FrameScanner {
             if header.children > (self.cap as u64).saturating_sub(end) {
                 return Err(FrameError::TooLarge { cap: self.cap });
             }
+            // Refused from the container's header, before its elements are buffered.
+            self.values = self.values.saturating_add(header.children);
+            if self.values > MAX_VALUES as u64 {
+                return Err(FrameError::TooMany { max: MAX_VALUES });
+            }
             if let Some(top) = self.pending.last_mut() {
                 *top -= 1;
             }
@@ -117,6 +136,7 @@ impl FrameScanner {
 
     fn reset(&mut self) {
         self.pos = 0;
+        self.values = 0;
         self.pending.clear();
         self.pending.push(1);
     }
@@ -292,6 +312,30 @@ mod tests {
         let v = rmpv::Value::from("a".repeat(13)); // 1 + 13 bytes
         let bytes = encode(&v);
         let mut s = FrameScanner::new(bytes.len());
+        assert_eq!(s.scan(&bytes), Ok(Some(bytes.len())));
+    }
+
+    #[test]
+    fn refuses_frames_declaring_more_values_than_a_message_uses() {
+        let cap = 16 << 20;
+        // [0, 1, "ping", [nil x 16M]]: refused from the array's header.
+        let mut s = FrameScanner::new(cap);
+        assert_eq!(
+            s.scan(b"\x94\x00\x01\xa4ping\xdd\x00\xf4\x24\x00"),
+            Err(FrameError::TooMany { max: MAX_VALUES })
+        );
+        // Many small arrays add up: 40 arrays of 30 nils.
+        let v = rmpv::Value::Array(vec![rmpv::Value::Array(vec![rmpv::Value::Nil; 30]); 40]);
+        let mut s = FrameScanner::new(cap);
+        assert_eq!(
+            s.scan(&encode(&v)),
+            Err(FrameError::TooMany { max: MAX_VALUES })
+        );
+        // Exactly at the limit is fine, and the count starts again for the next frame.
+        let v = rmpv::Value::Array(vec![rmpv::Value::Nil; MAX_VALUES]);
+        let bytes = encode(&v);
+        let mut s = FrameScanner::new(cap);
+        assert_eq!(s.scan(&bytes), Ok(Some(bytes.len())));
         assert_eq!(s.scan(&bytes), Ok(Some(bytes.len())));
     }
 

@@ -114,6 +114,8 @@ pub struct Options {
     pub socket_activated: bool,
     /// Keep the default rate limits (the harness turns them off otherwise).
     pub rate_limits_on: bool,
+    /// Start under `prlimit --nofile=N:N`: the daemon's open-file limit, soft and hard.
+    pub max_open_files: Option<u64>,
 }
 
 impl Options {
@@ -256,6 +258,12 @@ impl Daemon {
             }
             strip_inherited(&mut cmd);
             cmd.arg(env!("CARGO_BIN_EXE_otp-sidecar"));
+            cmd
+        } else if let Some(n) = options.max_open_files {
+            let mut cmd = Command::new("prlimit");
+            cmd.arg(format!("--nofile={n}:{n}"))
+                .arg(env!("CARGO_BIN_EXE_otp-sidecar"));
+            strip_inherited(&mut cmd);
             cmd
         } else {
             command()
@@ -410,13 +418,22 @@ impl Daemon {
 
     /// Resident memory, KiB.
     pub fn rss_kib(&self) -> u64 {
+        self.proc_status_kib("VmRSS")
+    }
+
+    /// The most resident memory the daemon ever had, KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        self.proc_status_kib("VmHWM")
+    }
+
+    fn proc_status_kib(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .expect("proc status");
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS")
+            .unwrap_or_else(|| panic!("{field} in /proc/PID/status"))
     }
 
     /// Sends SIGTERM and waits for the exit status.
