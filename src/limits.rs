@@ -182,6 +182,11 @@ impl Open {
         Registered { id, conn }
     }
 
+    /// How many connections are registered (an evicted one stays until its task has ended).
+    pub fn count(&self) -> usize {
+        self.table().len()
+    }
+
     /// Chooses the connection that has been idle longest with nothing in flight, tells it
     /// to close, and returns its slot for a newcomer; `None` when every connection is busy.
     pub fn evict_idlest(&self) -> Option<Slot<'static>> {

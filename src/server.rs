@@ -239,6 +239,13 @@ impl Server {
                                  for each new one"
                             );
                         }
+                        // The victim frees its descriptor when its task next runs; let it run
+                        // before accepting more, or a burst of newcomers outruns the closes
+                        // and the process runs out of descriptors.
+                        let until = tokio::time::Instant::now() + Duration::from_millis(50);
+                        while OPEN.count() >= cap && tokio::time::Instant::now() < until {
+                            tokio::task::yield_now().await;
+                        }
                         slot
                     }
                     None => {
