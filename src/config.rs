@@ -14,7 +14,7 @@ use url::Url;
 
 use crate::credentials::{CredentialFiles, Credentials, Sources};
 use crate::failover::{BreakerSettings, DEFAULT_BREAKER_COOLDOWN, DEFAULT_BREAKER_FAILURES};
-use crate::geo::{regions, GeoRules};
+use crate::geo::{default_region, regions, GeoRules};
 use crate::lookup::{read_carriers, LookupRules, DEFAULT_BLOCKED_LINE_TYPES};
 use crate::ratelimit::{Rate, RateLimits};
 use crate::template::{normalize_locale, Templates, DEFAULT_TEMPLATE};
@@ -186,6 +186,11 @@ pub struct ServeArgs {
     #[arg(long, env = "OTP_SIDECAR_CHECK_NUMBER_VALIDITY", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
     pub check_number_validity: Option<bool>,
 
+    /// Accept national numbers (06 12345678) and international-prefix ones (0031…) as
+    /// dialled in this country (ISO 3166 code like NL). [default: unset, + numbers only]
+    #[arg(long, env = "OTP_SIDECAR_DEFAULT_REGION", value_name = "CC")]
+    pub default_region: Option<String>,
+
     /// Check each number with Twilio Lookup (line type intelligence, a paid lookup) before
     /// sending; answers are cached.
     #[arg(long, env = "OTP_SIDECAR_LOOKUP", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
@@ -322,6 +327,7 @@ pub struct FileConfig {
     pub allow_countries: Option<Vec<String>>,
     pub deny_countries: Option<Vec<String>>,
     pub check_number_validity: Option<bool>,
+    pub default_region: Option<String>,
     pub lookup: Option<bool>,
     pub lookup_api_url: Option<String>,
     pub block_line_types: Option<Vec<String>>,
@@ -506,6 +512,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub rate_limits: RateLimits,
     pub geo: GeoRules,
+    /// Where national numbers are read as dialled; `None`: only `+` numbers.
+    pub default_region: Option<phonenumber::country::Id>,
     /// `None`: no Lookup before sending.
     pub lookup: Option<LookupRules>,
     pub lookup_api_url: Url,
@@ -729,6 +737,10 @@ impl Settings {
                 .or(file.check_number_validity)
                 .unwrap_or(false),
         };
+        let default_region = match args.default_region.clone().or(file.default_region) {
+            Some(text) => default_region(&text).context("default_region")?,
+            None => None,
+        };
 
         let lookup_api_url = parse_api_url(
             "lookup_api_url",
@@ -889,6 +901,7 @@ impl Settings {
             log_format,
             rate_limits,
             geo,
+            default_region,
             lookup,
             lookup_api_url,
             verify,

@@ -95,6 +95,23 @@ pub fn load_numbering_plan() {
     let _ = phonenumber::parse(None, "+14155550100");
 }
 
+/// `default_region`: a country whose national numbers libphonenumber can read (`NL`); blank
+/// is none.
+pub fn default_region(text: &str) -> anyhow::Result<Option<Id>> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let id = match Id::from_str(&text.to_ascii_uppercase()) {
+        Ok(id) if text.len() == 2 => id,
+        _ => bail!("{text:?} is not an ISO 3166 country code like NL"),
+    };
+    if phonenumber::metadata::DATABASE.by_id(id.as_ref()).is_none() {
+        bail!("{text:?} has no numbering plan in libphonenumber");
+    }
+    Ok(Some(id))
+}
+
 /// Parses a list of regions, `NL, BE, +44`.
 pub fn regions(items: &[String]) -> anyhow::Result<HashSet<Region>> {
     items.iter().map(|item| item.parse()).collect()

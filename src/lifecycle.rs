@@ -237,7 +237,7 @@ fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
 /// on reload, before the swap): the numbering plan (~100 ms) when geo rules are on, and the
 /// Twilio connection when warming is on.
 async fn prepare(dispatcher: &Dispatcher, settings: &Settings) {
-    if settings.geo.active() {
+    if settings.geo.active() || settings.default_region.is_some() {
         let _ = tokio::task::spawn_blocking(crate::geo::load_numbering_plan).await;
     }
     if settings.keep_warm.is_some() {

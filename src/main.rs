@@ -294,6 +294,13 @@ fn check(args: &ServeArgs) -> Result<()> {
         rate(rates.global)
     );
     out!(
+        "  default_region: {}",
+        settings
+            .default_region
+            .as_ref()
+            .map_or("none (only +E.164 accepted)", AsRef::as_ref)
+    );
+    out!(
         "  lookup:       {}",
         or_off(settings.lookup.as_ref(), |l| format!(
             "{} line types, {} carriers blocked, cached {} s, fails {}",

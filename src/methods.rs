@@ -32,6 +32,8 @@ pub struct Dispatcher {
     channel: Channel,
     voice: VoiceSettings,
     deadline: std::time::Duration,
+    /// Where national numbers (`06 12345678`) are read as dialled; `None` takes only `+`.
+    region: Option<phonenumber::country::Id>,
 }
 
 /// One code on its way, checked.
@@ -61,6 +63,7 @@ impl Dispatcher {
             channel: settings.channel,
             voice: settings.voice.clone(),
             deadline: settings.deadline,
+            region: settings.default_region,
         }
     }
 
@@ -144,7 +147,11 @@ impl Dispatcher {
             return (result, CallLog::default());
         }
         let started = Instant::now();
-        let result = self.checked_send(params, started).await;
+        let raw_phone = string_param(params, 1, "phone");
+        let phone = raw_phone
+            .clone()
+            .and_then(|p| validate::phone(p, self.region));
+        let result = self.checked_send(params, &phone, started).await;
         // A dry run never talks to Twilio, so its sends say nothing of Twilio's health.
         if self.twilio().is_some() {
             record_health(&result);
@@ -155,21 +162,41 @@ impl Dispatcher {
             Err(CallError::RateLimited { limit, .. }) => METRICS.count_rate_limited(limit),
             _ => {}
         }
-        // Only a valid number is logged (masked): a caller that swapped its arguments would
-        // otherwise put most of an OTP into the log.
-        let target = match string_param(params, 1, "phone") {
-            Ok(p) if validate::is_e164(p) => Target::Phone(p.to_owned()),
-            _ => Target::Shown("(invalid)".to_owned()),
+        // Only a valid number is logged (masked, as E.164): a caller that swapped its
+        // arguments would otherwise put most of an OTP into the log. An OTP is never a `+`
+        // number, but may read as a national one: those are shown once the OTP checked out.
+        let shown = match (&phone, raw_phone) {
+            (Ok(p), Ok(raw)) if raw.trim_start().starts_with('+') => Some(p),
+            (Ok(p), _) => string_param(params, 0, "otp")
+                .and_then(validate::otp)
+                .is_ok()
+                .then_some(p),
+            _ => None,
+        };
+        let target = match shown {
+            Some(p) => Target::Phone(p.clone().into_owned()),
+            None => Target::Shown("(invalid)".to_owned()),
         };
         let log = CallLog::new(CallMethod::SendOtp, target, &result, started);
         (result.map(Value::from), log)
     }
 
-    async fn checked_send(&self, params: &[Value], started: Instant) -> Result<String, CallError> {
+    /// `phone` is the second argument, already read as E.164 (or refused), so the call's log
+    /// line can show it; it is checked in its turn, after the OTP.
+    async fn checked_send(
+        &self,
+        params: &[Value],
+        phone: &Result<std::borrow::Cow<'_, str>, CallError>,
+        started: Instant,
+    ) -> Result<String, CallError> {
         let otp = validate::otp(string_param(params, 0, "otp")?)?;
-        let phone = validate::phone(string_param(params, 1, "phone")?)?;
+        let phone: &str = phone.as_ref().map_err(CallError::clone)?;
         let sender = validate::sender(string_param(params, 2, "sender")?)?;
-        let context = validate::context(params.get(3))?;
+        // Advice, never a refusal: what it could not use is counted and left out.
+        let context = validate::context(params.get(3));
+        for field in context.ignored.fields() {
+            METRICS.count_context_ignored(field);
+        }
         self.geo.check(phone).map_err(|(error, country)| {
             tracing::debug!(country = %country, "refused by the geo rules");
             error
@@ -177,7 +204,7 @@ impl Dispatcher {
         let caller = Caller {
             phone,
             ip: context.ip,
-            user: context.user,
+            user: context.user.as_deref(),
         };
         if let Err((scope, wait)) = self.limiter.check(&caller) {
             return Err(CallError::RateLimited {
@@ -288,10 +315,12 @@ impl Dispatcher {
                 return (Err(refused), CallLog::default());
             }
         };
-        let shown = if validate::is_e164(target) {
-            Target::Phone(target.to_owned())
+        // The number as sendOTP was given it (the iRule passes the same attribute), as E.164.
+        let phone = validate::phone(target, self.region);
+        let (shown, target) = if let Ok(phone) = &phone {
+            (Target::Phone(phone.to_string()), phone.as_ref())
         } else if validate::is_sid(target, "VE") {
-            Target::Shown(target.to_owned())
+            (Target::Shown(target.to_owned()), target)
         } else {
             let refused = CallError::BadRequest(
                 "confirmOTP needs an E.164 phone number or a VE… verification SID".into(),

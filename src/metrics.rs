@@ -47,6 +47,11 @@ pub struct RuleLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FieldLabel {
+    pub field: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProviderLabel {
     pub provider: String,
 }
@@ -68,6 +73,7 @@ pub struct Metrics {
     pub reloads: Family<ResultLabel, Counter>,
     pub rate_limited: Family<LimitLabel, Counter>,
     pub blocked: Family<RuleLabel, Counter>,
+    pub context_ignored: Family<FieldLabel, Counter>,
     pub lookups: Family<ResultLabel, Counter>,
     pub failovers: Counter,
     pub breaker_open: Family<ProviderLabel, Gauge>,
@@ -119,6 +125,12 @@ impl Metrics {
             "blocked",
             "Sends refused by a fraud rule, by rule (country, line_type, carrier)",
         );
+        let context_ignored = registered(
+            r,
+            "context_ignored",
+            "sendOTP context values left out (or, for user, used with bad bytes replaced), by \
+             field (user, ip, locale, channel, other, context)",
+        );
         let lookups = registered(
             r,
             "lookups",
@@ -152,6 +164,7 @@ impl Metrics {
             reloads,
             rate_limited,
             blocked,
+            context_ignored,
             lookups,
             failovers,
             breaker_open,
@@ -172,6 +185,13 @@ impl Metrics {
 
     pub fn count_blocked(&self, rule: &'static str) {
         self.blocked.get_or_create(&RuleLabel { rule }).inc();
+    }
+
+    /// `field` is one of [`crate::validate::CONTEXT_FIELDS`].
+    pub fn count_context_ignored(&self, field: &'static str) {
+        self.context_ignored
+            .get_or_create(&FieldLabel { field })
+            .inc();
     }
 
     pub fn count_rate_limited(&self, limit: &'static str) {

@@ -1,5 +1,9 @@
 //! Checks every argument before anything leaves the box.
 
+use std::borrow::Cow;
+
+use phonenumber::country::Id;
+
 use crate::error::CallError;
 
 /// Where Twilio should send from.
@@ -34,14 +38,106 @@ pub fn is_e164(s: &str) -> bool {
         && !digits.starts_with('0')
 }
 
-pub fn phone(phone: &str) -> Result<&str, CallError> {
+/// What a refused phone is told, unless a national form needs `default_region`.
+const NOT_E164: &str = "phone must be E.164, like +14155550100";
+
+/// The most characters and digits a number as written may have (room for separators, an
+/// international prefix like `011` and a `(0)`); the E.164 it becomes has at most 15 digits.
+const MAX_PHONE_TEXT: usize = 64;
+const MAX_PHONE_DIGITS: usize = 20;
+
+/// The recipient as E.164, from the number as a directory holds it.
+///
+/// Strict E.164 is taken as is (no parsing: the hot path). Otherwise only ASCII digits, one
+/// leading `+` and separators (spaces, dashes, dots, brackets, `/`) are accepted, and Google's
+/// libphonenumber (the `phonenumber` crate) reads the digits: a `+` number loses its
+/// separators and a trunk prefix such as the `(0)` of `+31 (0)6…`; a national number
+/// (`06 12345678`) or one with an international prefix (`0031…` from NL, `011 31…` from the
+/// US) is read as dialled in `region` and must be a valid number for its country.
+pub fn phone(phone: &str, region: Option<Id>) -> Result<Cow<'_, str>, CallError> {
     if is_e164(phone) {
-        Ok(phone)
-    } else {
-        Err(CallError::InvalidPhone(
-            "phone must be E.164, like +14155550100".into(),
-        ))
+        return Ok(Cow::Borrowed(phone));
     }
+    normalize_phone(phone, region).map(Cow::Owned)
+}
+
+fn normalize_phone(raw: &str, region: Option<Id>) -> Result<String, CallError> {
+    let refused = || CallError::InvalidPhone(NOT_E164.into());
+    let text = raw.trim_matches(is_phone_space);
+    let (plus, rest) = match text.strip_prefix('+') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    if text.len() > MAX_PHONE_TEXT {
+        return Err(refused());
+    }
+    let mut digits = String::with_capacity(MAX_PHONE_DIGITS + 1);
+    if plus {
+        digits.push('+');
+    }
+    for c in rest.chars() {
+        match c {
+            '0'..='9' => digits.push(c),
+            c if is_phone_separator(c) => {}
+            _ => return Err(refused()),
+        }
+    }
+    let count = digits.len() - usize::from(plus);
+    if count == 0 || count > MAX_PHONE_DIGITS {
+        return Err(refused());
+    }
+    if plus {
+        // A country code libphonenumber does not know (or a number it finds too short) keeps
+        // its digits as written, as strict E.164 would.
+        let e164 = match phonenumber::parse(None, &digits) {
+            Ok(number) => e164_of(&number),
+            Err(_) => digits,
+        };
+        return if is_e164(&e164) {
+            Ok(e164)
+        } else {
+            Err(refused())
+        };
+    }
+    let Some(region) = region else {
+        return Err(CallError::InvalidPhone(format!(
+            "{NOT_E164} (set default_region to accept national numbers)"
+        )));
+    };
+    match phonenumber::parse(Some(region), &digits) {
+        Ok(number) if phonenumber::is_valid(&number) => {
+            let e164 = e164_of(&number);
+            if is_e164(&e164) {
+                return Ok(e164);
+            }
+        }
+        _ => {}
+    }
+    Err(CallError::InvalidPhone(format!(
+        "phone is neither E.164 (like +14155550100) nor a valid number as dialled in {}",
+        region.as_ref()
+    )))
+}
+
+/// `+` calling code national number (the national number keeps a leading zero that belongs
+/// to it, as in Italy's +39 06…). Formatted by hand: the crate's formatter fails on a code it
+/// has no metadata for.
+fn e164_of(number: &phonenumber::PhoneNumber) -> String {
+    format!("+{}{}", number.code().value(), number.national())
+}
+
+/// Space around a number: ASCII, and the no-break and thin spaces office tools put in.
+fn is_phone_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\u{a0}' | '\u{2009}' | '\u{202f}')
+}
+
+/// What people and directories put between digits.
+fn is_phone_separator(c: char) -> bool {
+    is_phone_space(c)
+        || matches!(
+            c,
+            '-' | '\u{2010}'..='\u{2015}' | '\u{2212}' | '.' | '(' | ')' | '[' | ']' | '/'
+        )
 }
 
 /// A Twilio SID: a two-letter `prefix` (`AC`, `SK`, `MG`, `SM`…) and 32 hex digits.
@@ -105,67 +201,169 @@ impl Channel {
 pub struct Context<'a> {
     /// The end user's address (`IP::client_addr`; a `%route-domain` suffix is dropped).
     pub ip: Option<std::net::IpAddr>,
-    pub user: Option<&'a str>,
+    /// Only ever a rate-limit key (hashed), never logged: not UTF-8, its bytes are replaced.
+    pub user: Option<Cow<'a, str>>,
     pub locale: Option<&'a str>,
     /// The channel the caller asked for; absent means the configured one.
     pub channel: Option<Channel>,
+    /// What was left out or used in part, by field.
+    pub ignored: Ignored,
 }
 
-/// A map of `ip`, `user`, `locale`, `channel` (strings; nil or empty means absent; other
-/// keys are left for later versions), or nil.
-pub fn context(value: Option<&rmpv::Value>) -> Result<Context<'_>, CallError> {
-    let bad = |what: &str| Err(CallError::BadRequest(format!("context {what}")));
-    let entries = match value {
-        None | Some(rmpv::Value::Nil) => return Ok(Context::default()),
-        Some(rmpv::Value::Map(entries)) => entries,
-        Some(_) => return bad("must be a map of ip, user, locale and channel"),
+/// The parts of a context that were ignored (or, for `user`, used with replaced bytes).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Ignored([bool; CONTEXT_FIELDS.len()]);
+
+/// The `field` label of `otp_sidecar_context_ignored_total`: the four known keys, any other
+/// key, and a context that is not a map at all.
+pub const CONTEXT_FIELDS: [&str; 6] = ["user", "ip", "locale", "channel", "other", "context"];
+
+impl Ignored {
+    fn note(&mut self, field: &'static str, why: &'static str) {
+        self.mark(field);
+        tracing::debug!(field, "context {field}: {why}");
+    }
+
+    /// Notes a value that is safe to show (a locale, a channel), its bad bytes replaced.
+    fn note_showing(&mut self, field: &'static str, why: &'static str, value: &[u8]) {
+        self.mark(field);
+        let value: String = String::from_utf8_lossy(value).chars().take(40).collect();
+        tracing::debug!(field, value = ?value, "context {field}: {why}");
+    }
+
+    fn mark(&mut self, field: &'static str) {
+        if let Some(i) = CONTEXT_FIELDS.iter().position(|f| *f == field) {
+            self.0[i] = true;
+        }
+    }
+
+    /// The fields noted, in [`CONTEXT_FIELDS`] order.
+    pub fn fields(&self) -> impl Iterator<Item = &'static str> + '_ {
+        CONTEXT_FIELDS
+            .iter()
+            .zip(self.0)
+            .filter_map(|(field, noted)| noted.then_some(*field))
+    }
+}
+
+/// A context value as sent: text, bytes that are not UTF-8 (a str that is not, or a bin), or
+/// another type.
+enum Field<'a> {
+    Absent,
+    Text(&'a str),
+    Bytes(&'a [u8]),
+    Other,
+}
+
+fn field(value: &rmpv::Value) -> Field<'_> {
+    let bytes = match value {
+        rmpv::Value::Nil => return Field::Absent,
+        rmpv::Value::String(s) => s.as_bytes(),
+        rmpv::Value::Binary(b) => b,
+        _ => return Field::Other,
     };
+    match std::str::from_utf8(bytes) {
+        _ if bytes.is_empty() => Field::Absent,
+        Ok(text) => Field::Text(text),
+        Err(_) => Field::Bytes(bytes),
+    }
+}
+
+/// A map of `ip`, `user`, `locale`, `channel` (strings; nil or empty means absent), or nil.
+///
+/// Advice only, so it never refuses a call: a value that is not UTF-8 is read with its bad
+/// bytes replaced, a locale that is not a language tag, an `ip` that is not an address, an
+/// unknown channel, a known key holding another type, other keys (of any type) and a context
+/// that is not a map are left out. Each is noted in [`Context::ignored`] and logged at debug
+/// (the user never: it is only a rate-limit key).
+pub fn context(value: Option<&rmpv::Value>) -> Context<'_> {
     let mut context = Context::default();
+    let entries = match value {
+        None | Some(rmpv::Value::Nil) => return context,
+        Some(rmpv::Value::Map(entries)) => entries,
+        Some(_) => {
+            context.ignored.note("context", "not a map; ignored");
+            return context;
+        }
+    };
+    let ignored = &mut context.ignored;
     for (key, value) in entries {
-        let Some(key) = key.as_str() else {
-            return bad("keys must be strings");
+        let key = match key {
+            rmpv::Value::String(s) => s.as_bytes(),
+            rmpv::Value::Binary(b) => b,
+            _ => {
+                ignored.note("other", "a key that is not a string; ignored");
+                continue;
+            }
         };
-        let text = match value {
-            rmpv::Value::Nil => continue,
-            rmpv::Value::String(s) => match s.as_str() {
-                Some(t) if !t.is_empty() => t,
-                Some(_) => continue,
-                None => return bad("values must be UTF-8"),
-            },
-            _ => return bad("values must be strings"),
-        };
-        match key {
-            "ip" => {
+        let value = field(value);
+        match (key, value) {
+            (_, Field::Absent) => {}
+            (b"ip", Field::Text(text)) => {
                 let address = text.split('%').next().unwrap_or_default();
                 match address.parse() {
                     Ok(ip) => context.ip = Some(ip),
-                    Err(_) => return bad("ip is not an IP address"),
+                    Err(_) => ignored.note(
+                        "ip",
+                        "not an IP address; ignored (no IP limit for this call)",
+                    ),
                 }
             }
-            "user" if text.chars().count() <= 256 && !text.chars().any(char::is_control) => {
-                context.user = Some(text)
+            (b"ip", _) => ignored.note(
+                "ip",
+                "not an IP address; ignored (no IP limit for this call)",
+            ),
+            (b"user", Field::Text(text)) => context.user = Some(Cow::Borrowed(text)),
+            (b"user", Field::Bytes(bytes)) => {
+                context.user = Some(String::from_utf8_lossy(bytes));
+                ignored.note(
+                    "user",
+                    "not UTF-8; its bad bytes replaced for the user limit",
+                );
             }
-            "user" => return bad("user must be at most 256 printable characters"),
-            "locale"
-                if text.len() <= 35
-                    && text
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
-            {
-                context.locale = Some(text)
+            (b"user", _) => ignored.note(
+                "user",
+                "not a string; ignored (no user limit for this call)",
+            ),
+            (b"locale", Field::Text(text)) if is_locale(text) => context.locale = Some(text),
+            (b"locale", Field::Text(text)) => ignored.note_showing(
+                "locale",
+                "not a language tag; ignored (the default template)",
+                text.as_bytes(),
+            ),
+            (b"locale", Field::Bytes(bytes)) => {
+                ignored.note_showing("locale", "not UTF-8; ignored (the default template)", bytes)
             }
-            "locale" => return bad("locale must be a language tag like en-US"),
-            "channel" => {
-                context.channel = Some(match text {
-                    "sms" => Channel::Sms,
-                    "voice" | "call" => Channel::Voice,
-                    _ => return bad("channel must be sms or voice"),
-                })
+            (b"locale", _) => {
+                ignored.note("locale", "not a string; ignored (the default template)")
             }
-            _ => {}
+            (b"channel", Field::Text("sms")) => context.channel = Some(Channel::Sms),
+            (b"channel", Field::Text("voice" | "call")) => context.channel = Some(Channel::Voice),
+            (b"channel", Field::Text(text)) => ignored.note_showing(
+                "channel",
+                "not sms or voice; ignored (the configured channel)",
+                text.as_bytes(),
+            ),
+            (b"channel", Field::Bytes(bytes)) => ignored.note_showing(
+                "channel",
+                "not sms or voice; ignored (the configured channel)",
+                bytes,
+            ),
+            (b"channel", _) => {
+                ignored.note("channel", "not a string; ignored (the configured channel)")
+            }
+            _ => ignored.note("other", "a key this version does not know; ignored"),
         }
     }
-    Ok(context)
+    context
+}
+
+/// A language tag as templates take it: `nl`, `pt-BR`, `pt_BR`.
+fn is_locale(text: &str) -> bool {
+    text.len() <= 35
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// A phone number fit for a log line: `+31612345678` → `+3161****5678`.
@@ -195,41 +393,217 @@ mod tests {
         let map = |pairs: Vec<(&str, Value)>| {
             Value::Map(pairs.into_iter().map(|(k, v)| (k.into(), v)).collect())
         };
-        assert_eq!(context(None).unwrap(), Context::default());
-        assert_eq!(context(Some(&Value::Nil)).unwrap(), Context::default());
+        assert_eq!(context(None), Context::default());
+        assert_eq!(context(Some(&Value::Nil)), Context::default());
         let full = map(vec![
             ("ip", "10.1.2.3%2".into()),
             ("user", "alice@example.com".into()),
             ("locale", "nl-NL".into()),
             ("channel", "sms".into()),
         ]);
-        let c = context(Some(&full)).unwrap();
+        let c = context(Some(&full));
         assert_eq!(c.ip, Some("10.1.2.3".parse().unwrap()));
         assert_eq!(
-            (c.user, c.locale, c.channel),
+            (c.user.as_deref(), c.locale, c.channel),
             (Some("alice@example.com"), Some("nl-NL"), Some(Channel::Sms))
         );
-        let voice = map(vec![("channel", "call".into()), ("later", "x".into())]);
-        assert_eq!(context(Some(&voice)).unwrap().channel, Some(Channel::Voice));
+        assert_eq!(c.ignored, Ignored::default());
+        let voice = map(vec![("channel", "call".into())]);
+        assert_eq!(context(Some(&voice)).channel, Some(Channel::Voice));
         let empty = map(vec![("ip", "".into()), ("user", Value::Nil)]);
-        assert_eq!(context(Some(&empty)).unwrap(), Context::default());
+        assert_eq!(context(Some(&empty)), Context::default());
         assert_eq!(
-            context(Some(&map(vec![("ip", "2001:db8::1".into())])))
-                .unwrap()
-                .ip,
+            context(Some(&map(vec![("ip", "2001:db8::1".into())]))).ip,
             Some("2001:db8::1".parse().unwrap())
         );
-        for bad in [
-            Value::from("ip=1.2.3.4"),
-            map(vec![("ip", "not-an-ip".into())]),
-            map(vec![("ip", 7.into())]),
-            map(vec![("user", "a\nb".into())]),
-            map(vec![("locale", "en US; drop".into())]),
-            map(vec![("channel", "fax".into())]),
-            Value::Map(vec![(1.into(), "x".into())]),
-        ] {
-            assert!(context(Some(&bad)).is_err(), "{bad}");
+        // Keys and values as bin (encoders without a str type) read as their text.
+        let bin = Value::Map(vec![(
+            Value::Binary(b"user".to_vec()),
+            Value::Binary("José".as_bytes().to_vec()),
+        )]);
+        let c = context(Some(&bin));
+        assert_eq!(
+            (c.user.as_deref(), c.ignored),
+            (Some("José"), Ignored::default())
+        );
+    }
+
+    #[test]
+    fn nothing_in_a_context_refuses_a_call() {
+        use rmpv::Value;
+        // A str of Latin-1 bytes, as an iRule that keeps each character's low 8 bits sends it.
+        let latin1 = || rmpv::decode::read_value(&mut &b"\xa6J\xfcrgen"[..]).unwrap();
+        let one = |key: &str, value: Value| Value::Map(vec![(key.into(), value)]);
+        // The context, and the fields noted as ignored.
+        let cases: Vec<(Value, &[&str])> = vec![
+            (Value::from("ip=1.2.3.4"), &["context"]),
+            (Value::Array(vec![]), &["context"]),
+            (one("ip", "not-an-ip".into()), &["ip"]),
+            (one("ip", 5.into()), &["ip"]),
+            (one("ip", latin1()), &["ip"]),
+            (one("user", 42.into()), &["user"]),
+            (one("user", latin1()), &["user"]),
+            (one("user", Value::Binary(vec![0xff, 0xfe])), &["user"]),
+            (one("locale", "en-US,en;q=0.9".into()), &["locale"]),
+            (one("locale", "es-ñ".into()), &["locale"]),
+            (one("locale", "en US; drop".into()), &["locale"]),
+            (one("locale", latin1()), &["locale"]),
+            (one("locale", true.into()), &["locale"]),
+            (one("channel", "fax".into()), &["channel"]),
+            (one("channel", 1.into()), &["channel"]),
+            (one("attempt", 3.into()), &["other"]),
+            (Value::Map(vec![(5.into(), "x".into())]), &["other"]),
+            (
+                Value::Map(vec![
+                    ("ip".into(), "192.0.2.1".into()),
+                    (Value::Nil, Value::Nil),
+                    ("later".into(), Value::Map(vec![])),
+                    ("channel".into(), "pigeon".into()),
+                ]),
+                &["channel", "other"],
+            ),
+        ];
+        for (value, fields) in cases {
+            let c = context(Some(&value));
+            assert_eq!(c.ignored.fields().collect::<Vec<_>>(), fields, "{value}");
+            assert_eq!((c.locale, c.channel), (None, None), "{value}");
         }
+        // A user that is not UTF-8 is still a user limit's key, its bad bytes replaced.
+        let juergen = one("user", latin1());
+        let c = context(Some(&juergen));
+        assert_eq!(c.user.as_deref(), Some("J\u{fffd}rgen"));
+        let mixed = Value::Map(vec![
+            ("ip".into(), "bogus".into()),
+            ("user".into(), "bob".into()),
+            ("locale".into(), "de".into()),
+        ]);
+        let c = context(Some(&mixed));
+        assert_eq!(
+            (c.ip, c.user.as_deref(), c.locale),
+            (None, Some("bob"), Some("de"))
+        );
+    }
+
+    /// Numbers as directories and people write them, the country they are dialled in (if it
+    /// matters), and the E.164 they are.
+    const PHONES: &[(&str, Option<Id>, &str)] = &[
+        // NL
+        ("+31612345678", None, "+31612345678"),
+        ("+31 6 1234 5678", None, "+31612345678"),
+        ("+31 (0)6-1234 5678", None, "+31612345678"),
+        ("+31 (0)6-12345678", None, "+31612345678"),
+        ("+31 06 12345678", None, "+31612345678"),
+        ("  +31.6.12.34.56.78 ", None, "+31612345678"),
+        ("06 12345678", Some(Id::NL), "+31612345678"),
+        ("06-12345678", Some(Id::NL), "+31612345678"),
+        ("0031612345678", Some(Id::NL), "+31612345678"),
+        ("00 31 6 12 34 56 78", Some(Id::NL), "+31612345678"),
+        ("020 123 4567", Some(Id::NL), "+31201234567"),
+        // DE
+        ("+49 (0)151 2345 6789", None, "+4915123456789"),
+        ("+49 30 1234567", None, "+49301234567"),
+        ("0151 23456789", Some(Id::DE), "+4915123456789"),
+        ("030/1234567", Some(Id::DE), "+49301234567"),
+        ("0049 30 1234567", Some(Id::DE), "+49301234567"),
+        // GB
+        ("+44 (0)7400 123456", None, "+447400123456"),
+        ("+44 20 7946 0958", None, "+442079460958"),
+        ("07400 123456", Some(Id::GB), "+447400123456"),
+        ("(020) 7946 0958", Some(Id::GB), "+442079460958"),
+        // FR
+        ("+33 (0)6 12 34 56 78", None, "+33612345678"),
+        ("06 12 34 56 78", Some(Id::FR), "+33612345678"),
+        ("06.12.34.56.78", Some(Id::FR), "+33612345678"),
+        ("00 33 1 42 68 53 00", Some(Id::FR), "+33142685300"),
+        // US
+        ("+1 (415) 555-0100", None, "+14155550100"),
+        ("+1 415.555.0100", None, "+14155550100"),
+        ("(201) 555-0123", Some(Id::US), "+12015550123"),
+        ("1 (201) 555-0123", Some(Id::US), "+12015550123"),
+        ("201-555-0123", Some(Id::US), "+12015550123"),
+        ("011 31 6 12345678", Some(Id::US), "+31612345678"),
+        // The US prefix is 011: 00 is not an international prefix there.
+        // JP
+        ("+81 90-1234-5678", None, "+819012345678"),
+        ("090-1234-5678", Some(Id::JP), "+819012345678"),
+        ("03-1234-5678", Some(Id::JP), "+81312345678"),
+        ("010 81 90 1234 5678", Some(Id::JP), "+819012345678"),
+        // IN
+        ("+91 98765 43210", None, "+919876543210"),
+        ("098765 43210", Some(Id::IN), "+919876543210"),
+        ("98765-43210", Some(Id::IN), "+919876543210"),
+        // IT keeps the zero that is part of its numbers.
+        ("+39 06 6982 1234", None, "+390669821234"),
+        ("06 6982 1234", Some(Id::IT), "+390669821234"),
+        // A national number dialled from elsewhere: the region's international prefix.
+        ("0031 6 12345678", Some(Id::DE), "+31612345678"),
+        ("00 44 7400 123456", Some(Id::FR), "+447400123456"),
+        // The region does not change a + number.
+        ("+44 7400 123456", Some(Id::NL), "+447400123456"),
+        // A calling code libphonenumber does not know keeps its digits.
+        ("+999 123 456", None, "+999123456"),
+    ];
+
+    #[test]
+    fn phones_are_read_as_directories_hold_them() {
+        assert!(PHONES.len() >= 20);
+        for (written, region, want) in PHONES {
+            let got = phone(written, *region).map(Cow::into_owned);
+            assert_eq!(got.as_deref(), Ok(*want), "{written:?} in {region:?}");
+        }
+        // Already E.164: the same string, not a copy.
+        assert!(matches!(phone("+31612345678", None), Ok(Cow::Borrowed(_))));
+    }
+
+    #[test]
+    fn garbage_is_still_not_a_phone() {
+        let hint = "ERR invalid_phone: phone must be E.164, like +14155550100 \
+                    (set default_region to accept national numbers)";
+        for national in ["06 12345678", "0031612345678", "0612", "612345678"] {
+            assert_eq!(phone(national, None).unwrap_err().to_string(), hint);
+        }
+        let plain = "ERR invalid_phone: phone must be E.164, like +14155550100";
+        for bad in [
+            "",
+            "   ",
+            "+",
+            "+ ",
+            "+31 6 12ab",
+            "+1 800 FLOWERS",
+            "+31 6 1234 5678 ext 12",
+            "++31612345678",
+            "+31+612345678",
+            "+31612345678+",
+            "+1234567890123456",
+            "+1 234 567 890 123 456",
+            "+0612345678",
+            "+٣١٦١٢٣٤٥٦٧٨",
+            "tel:+31612345678",
+            "+31\n612345678",
+            "+31 6 12345678; DROP",
+            &format!("+31{}612345678", " ".repeat(80)),
+            &"1".repeat(25),
+        ] {
+            for region in [None, Some(Id::NL)] {
+                let e = phone(bad, region).unwrap_err();
+                assert_eq!(e.reason(), "invalid_phone", "{bad:?}");
+                if region.is_none() && !bad.chars().all(|c| c.is_ascii_digit()) {
+                    assert_eq!(e.to_string(), plain, "{bad:?}");
+                }
+            }
+        }
+        // With a region, a national form must be a valid number there.
+        let invalid = "ERR invalid_phone: phone is neither E.164 (like +14155550100) nor a \
+                       valid number as dialled in NL";
+        for bad in ["0612", "06 1234", "918273", "0031 6 12", "06 12345678 9"] {
+            assert_eq!(
+                phone(bad, Some(Id::NL)).unwrap_err().to_string(),
+                invalid,
+                "{bad}"
+            );
+        }
+        // From the US, 00 is no international prefix.
+        assert!(phone("0031612345678", Some(Id::US)).is_err());
     }
 
     #[test]
@@ -258,7 +632,7 @@ mod tests {
         ] {
             assert!(!is_e164(bad), "{bad}");
         }
-        assert_eq!(phone("0612").unwrap_err().reason(), "invalid_phone");
+        assert_eq!(phone("0612", None).unwrap_err().reason(), "invalid_phone");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Fraud guards: the optional context map and the rate limits per phone, IP, user and in all.
+//! Fraud guards: the optional context map (advice that never blocks an OTP) and the rate
+//! limits per phone, IP, user and in all.
 
 mod common;
 
@@ -124,35 +125,141 @@ async fn the_global_ceiling_applies_to_every_phone() {
     }
 }
 
-#[tokio::test]
-async fn a_bad_context_is_refused_before_anything_is_sent() {
-    let twilio = twilio_answering(created(SID)).await;
-    let daemon = Daemon::start(&twilio.uri(), Options::default());
-    let mut client = daemon.unix_client().await;
-    let cases = [
-        (
-            Value::from("192.0.2.7"),
-            "ERR bad_request: context must be a map of ip, user, locale and channel",
-        ),
-        (
-            context(&[("ip", "not an address")]),
-            "ERR bad_request: context ip is not an IP address",
-        ),
-        (
-            Value::Map(vec![("user".into(), 42.into())]),
-            "ERR bad_request: context values must be strings",
-        ),
-        (
-            context(&[("channel", "fax")]),
-            "ERR bad_request: context channel must be sms or voice",
-        ),
-    ];
-    for (ctx, want) in cases {
-        assert_eq!(
-            send_with(&mut client, PHONE, ctx).await,
-            Err(want.to_owned())
-        );
+/// sendOTP of the standard OTP with a context written as raw MessagePack: a str that is not
+/// UTF-8 cannot be built with rmpv, which writes one as bin.
+async fn send_raw_context(daemon: &Daemon, phone: &str, context: &[u8]) -> Result<Value, String> {
+    use futures_util::StreamExt;
+    use otp_sidecar::rpc::{Incoming, MsgpackCodec};
+    use rmp::encode::{write_array_len, write_str, write_uint};
+    use tokio::io::AsyncWriteExt;
+    let mut frame = Vec::new();
+    write_array_len(&mut frame, 4).unwrap();
+    write_uint(&mut frame, 0).unwrap();
+    write_uint(&mut frame, 7).unwrap();
+    write_str(&mut frame, "sendOTP").unwrap();
+    write_array_len(&mut frame, 4).unwrap();
+    for text in [OTP, phone, "ACME"] {
+        write_str(&mut frame, text).unwrap();
     }
+    frame.extend_from_slice(context);
+    let mut stream = tokio::net::UnixStream::connect(&daemon.unix).await.unwrap();
+    stream.write_all(&frame).await.unwrap();
+    let mut framed = tokio_util::codec::Framed::new(stream, MsgpackCodec::default());
+    let reply = tokio::time::timeout(Duration::from_secs(5), framed.next())
+        .await
+        .expect("a reply within 5 s")
+        .expect("connection open")
+        .expect("a valid frame");
+    match Incoming::parse(reply) {
+        Ok(Incoming::Response(r)) => r.outcome,
+        other => panic!("not a response: {other:?}"),
+    }
+}
+
+/// `{key: str of these bytes}`, raw.
+fn raw_map(key: &str, bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    rmp::encode::write_map_len(&mut out, 1).unwrap();
+    rmp::encode::write_str(&mut out, key).unwrap();
+    rmp::encode::write_str_len(&mut out, bytes.len() as u32).unwrap();
+    out.extend_from_slice(bytes);
+    out
+}
+
+#[tokio::test]
+async fn an_odd_context_never_blocks_an_otp() {
+    let twilio = twilio_answering(created(SID)).await;
+    let daemon = Daemon::start(
+        &twilio.uri(),
+        Options::default()
+            .args([
+                "--rate-limit-user=1/1h",
+                "--rate-limit-ip=1/1h",
+                "--metrics=127.0.0.1:0",
+                "--template=es=Su código: {otp}",
+            ])
+            .env("RUST_LOG", "otp_sidecar=debug"),
+    );
+    let mut client = daemon.unix_client().await;
+    let one = |key: Value, value: Value| Value::Map(vec![(key, value)]);
+    // Each on a number of its own; each is sent, once, as an SMS with the default text.
+    let cases: Vec<(Value, &str)> = vec![
+        (Value::from("192.0.2.7"), "context"),
+        (Value::Array(vec!["192.0.2.7".into()]), "context"),
+        (context(&[("ip", "not an address")]), "ip"),
+        (one("ip".into(), 5.into()), "ip"),
+        (one("user".into(), 42.into()), "user"),
+        (context(&[("locale", "en-US,en;q=0.9")]), "locale"),
+        (context(&[("locale", "es-ñ")]), "locale"),
+        (
+            one("locale".into(), Value::Binary(b"es-\xf1".to_vec())),
+            "locale",
+        ),
+        (context(&[("channel", "fax")]), "channel"),
+        (one("channel".into(), Value::Boolean(true)), "channel"),
+        (one("attempt".into(), 3.into()), "other"),
+        (one(5.into(), "x".into()), "other"),
+    ];
+    for (i, (ctx, field)) in cases.iter().enumerate() {
+        let phone = format!("+316000002{i:02}");
+        let reply = send_with(&mut client, &phone, ctx.clone()).await;
+        assert_eq!(reply, Ok(SID.into()), "{field}: {ctx}");
+        let sent = sends(&twilio).await;
+        assert_eq!(sent.len(), i + 1, "{ctx}: exactly one POST");
+        let fields = form(sent.last().unwrap());
+        let got = |name: &str| {
+            fields
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(got("To"), Some(phone.clone()));
+        assert_eq!(got("Body").as_deref(), Some("Your OTP is: 918273"), "{ctx}");
+    }
+    // A bad ip is no IP key: two such calls are not limited by the IP limit (1/1h).
+    for phone in ["+31600000301", "+31600000302"] {
+        let ctx = context(&[("ip", "10.0.0.1, 10.0.0.2")]);
+        assert_eq!(send_with(&mut client, phone, ctx).await, Ok(SID.into()));
+    }
+
+    // A Latin-1 user (a str that is not UTF-8) is sent to and is still its user limit's key
+    // (1/1h): the second is refused, and so is the same name as bin.
+    let juergen = raw_map("user", b"J\xfcrgen");
+    assert_eq!(
+        send_raw_context(&daemon, "+31600000401", &juergen).await,
+        Ok(SID.into())
+    );
+    let again = send_raw_context(&daemon, "+31600000402", &juergen).await;
+    assert!(
+        again
+            .as_ref()
+            .is_err_and(|e| e.starts_with("ERR rate_limited: retry in ")),
+        "{again:?}"
+    );
+    let as_bin = one("user".into(), Value::Binary(b"J\xfcrgen".to_vec()));
+    let third = send_with(&mut client, "+31600000403", as_bin).await;
+    assert!(third.is_err_and(|e| e.starts_with("ERR rate_limited")));
+    // Another Latin-1 name is another key.
+    let other = raw_map("user", b"Ren\xe9e");
+    assert_eq!(
+        send_raw_context(&daemon, "+31600000404", &other).await,
+        Ok(SID.into())
+    );
+    // A Latin-1 locale is dropped: the default template.
+    let locale = raw_map("locale", b"es-\xf1");
+    assert_eq!(
+        send_raw_context(&daemon, "+31600000405", &locale).await,
+        Ok(SID.into())
+    );
+    let posts = sends(&twilio).await;
+    assert_eq!(posts.len(), cases.len() + 2 + 3);
+    let body = form(posts.last().unwrap());
+    assert!(
+        body.contains(&("Body".into(), "Your OTP is: 918273".into())),
+        "{body:?}"
+    );
+
+    // Only the required arguments refuse a call.
     let params: Vec<Value> = vec![
         OTP.into(),
         PHONE.into(),
@@ -164,7 +271,31 @@ async fn a_bad_context_is_refused_before_anything_is_sent() {
         client.call("sendOTP", params).await.unwrap(),
         Err("ERR bad_request: sendOTP takes 3 arguments and an optional context map, got 5".into())
     );
-    assert_eq!(sends(&twilio).await.len(), 0);
+
+    let (_, text) = scrape(&log_field(&daemon.ready, "metrics").unwrap(), "/metrics").await;
+    for want in [
+        r#"otp_sidecar_context_ignored_total{field="context"} 2"#,
+        r#"otp_sidecar_context_ignored_total{field="ip"} 4"#,
+        r#"otp_sidecar_context_ignored_total{field="user"} 5"#,
+        r#"otp_sidecar_context_ignored_total{field="locale"} 4"#,
+        r#"otp_sidecar_context_ignored_total{field="channel"} 2"#,
+        r#"otp_sidecar_context_ignored_total{field="other"} 2"#,
+        r#"otp_sidecar_calls_total{method="sendOTP",outcome="ok",reason=""} 17"#,
+    ] {
+        assert!(text.lines().any(|l| l == want), "{want} in:\n{text}");
+    }
+    // Logged at debug, the locale replaced; never the user's name nor the OTP.
+    let line = daemon.wait_for_log("context locale: not UTF-8; ignored (the default template)");
+    assert!(line.contains("value=\"es-\u{fffd}\""), "{line}");
+    let line = daemon.wait_for_log("context user: not UTF-8");
+    assert!(
+        line.contains("field=\"user\"") && !line.contains("value"),
+        "{line}"
+    );
+    let log = daemon.log();
+    for secret in [OTP, "rgen", "Ren"] {
+        assert!(!log.contains(secret), "{secret} in:\n{log}");
+    }
 }
 
 #[tokio::test]

@@ -23,7 +23,7 @@ fn expected() -> Value {
     json!({
         "ping": {"ok": "pong"},
         "send": {"ok": SID},
-        "bad_phone": {"err": "ERR invalid_phone: phone must be E.164, like +14155550100"},
+        "bad_phone": {"err": "ERR invalid_phone: phone must be E.164, like +14155550100 (set default_region to accept national numbers)"},
         "unknown": {"err": "ERR bad_request: unknown method 'nope' (known: sendOTP, confirmOTP, ping, health)"},
     })
 }
