@@ -80,7 +80,7 @@ fn ping_answers_or_says_why_not() {
             "mode: dry_run",
             "last_twilio: nil",
             "connections: 1", // its own
-            "in_flight: 1",   // the health call itself
+            "in_flight: 0",   // health is answered inline, without a call slot
         ],
     );
     assert!(report.contains(&format!("version: {}", env!("CARGO_PKG_VERSION"))));

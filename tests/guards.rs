@@ -565,3 +565,91 @@ async fn lookup_down_fails_open_or_closed_as_configured() {
         "{reply}"
     );
 }
+
+/// Numbers as directories hold them: `+` numbers lose their spaces, dashes, brackets and
+/// `(0)`; national and `00` forms need `default_region`. Twilio's `To` and every limit's key
+/// are the normalised E.164.
+#[tokio::test]
+async fn directory_numbers_are_normalised_before_anything_else() {
+    let twilio = twilio_answering(created(SID)).await;
+    let daemon = Daemon::start(
+        &twilio.uri(),
+        Options::default().args(["--default-region=NL", "--rate-limit-phone=1/1h"]),
+    );
+    let mut client = daemon.unix_client().await;
+    let to_of = |request: &wiremock::Request| {
+        form(request)
+            .into_iter()
+            .find(|(k, _)| k == "To")
+            .map(|(_, v)| v)
+    };
+    for (written, e164) in [
+        ("06 12345678", "+31612345678"),
+        ("+1 (415) 555-0100", "+14155550100"),
+        ("0049 30 1234567", "+49301234567"),
+        ("+44 (0)7400 123456", "+447400123456"),
+    ] {
+        let reply = client.send_otp(OTP, written, "ACME").await.unwrap();
+        assert_eq!(reply, Ok(SID.to_owned()), "{written}");
+        let sent = sends(&twilio).await;
+        assert_eq!(
+            to_of(sent.last().unwrap()).as_deref(),
+            Some(e164),
+            "{written}"
+        );
+    }
+    // The same number in other shapes is the same key for the per-phone limit.
+    for again in ["+31 (0)6-1234 5678", "0031612345678", "+31612345678"] {
+        let reply = client.send_otp(OTP, again, "ACME").await.unwrap();
+        assert!(
+            reply
+                .as_ref()
+                .is_err_and(|e| e.starts_with("ERR rate_limited")),
+            "{again}: {reply:?}"
+        );
+    }
+    assert_eq!(sends(&twilio).await.len(), 4);
+    // The log masks the normalised number.
+    daemon.wait_for_log("+3161****5678");
+
+    // Without a region, a + number is still cleaned up, a national one refused with the hint.
+    let plain = Daemon::start(&twilio.uri(), Options::default());
+    let mut client = plain.unix_client().await;
+    let reply = client
+        .send_otp(OTP, "+33 (0)6 12 34 56 78", "ACME")
+        .await
+        .unwrap();
+    assert_eq!(reply, Ok(SID.to_owned()));
+    assert_eq!(
+        to_of(sends(&twilio).await.last().unwrap()).as_deref(),
+        Some("+33612345678")
+    );
+    let reply = client.send_otp(OTP, "06 12345678", "ACME").await.unwrap();
+    let err = reply.unwrap_err();
+    assert!(
+        err.starts_with("ERR invalid_phone:")
+            && err.contains("(set default_region to accept national numbers)"),
+        "{err}"
+    );
+    assert_eq!(sends(&twilio).await.len(), 5);
+}
+
+/// `check` names the region, and a region that is not an ISO code stops the start.
+#[test]
+fn check_shows_the_default_region_and_refuses_a_bad_one() {
+    let (passed, stdout, stderr) = check(&["--default-region=NL"]);
+    assert!(passed, "{stderr}");
+    assert!(
+        stdout.lines().any(|l| l == "  default_region: NL"),
+        "{stdout}"
+    );
+    let (passed, stdout, _) = check(&[]);
+    assert!(passed);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l == "  default_region: none (only +E.164 accepted)"),
+        "{stdout}"
+    );
+    check_refuses(&["--default-region=Netherlands"], "default_region");
+}
