@@ -68,7 +68,7 @@ pub struct ServeArgs {
     #[arg(long, env = "OTP_SIDECAR_DRY_RUN", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
     pub dry_run: Option<bool>,
 
-    /// Largest MessagePack-RPC frame accepted, in bytes. [default: 65536]
+    /// Largest MessagePack-RPC frame accepted, in bytes (64-16777216). [default: 65536]
     #[arg(long, env = "OTP_SIDECAR_MAX_FRAME_BYTES", value_name = "BYTES")]
     pub max_frame_bytes: Option<usize>,
 
@@ -87,7 +87,7 @@ pub struct ServeArgs {
     #[arg(long, env = "OTP_SIDECAR_WEBOTP_DOMAIN", value_name = "DOMAIN")]
     pub webotp_domain: Option<String>,
 
-    /// How long the code is valid (APM's OTP timeout): the ValidityPeriod unless
+    /// How long the code is valid (APM's OTP timeout, 1-36000 s): the ValidityPeriod unless
     /// --validity-period says otherwise, and {minutes} in templates. [default: unset]
     #[arg(long, env = "OTP_SIDECAR_OTP_LIFETIME_SECS", value_name = "SECONDS")]
     pub otp_lifetime_secs: Option<u32>,
@@ -97,7 +97,7 @@ pub struct ServeArgs {
     #[arg(long, env = "OTP_SIDECAR_VALIDITY_PERIOD", value_name = "SECONDS")]
     pub validity_period: Option<u32>,
 
-    /// Worker threads. One answers fastest (no cross-thread wakeups) and leaves the other
+    /// Worker threads (1-64). One answers fastest (no cross-thread wakeups) and leaves the other
     /// cores to TMM; add more only for thousands of calls a second. [default: 1]
     #[arg(long, env = "OTP_SIDECAR_THREADS", value_name = "N")]
     pub threads: Option<usize>,
@@ -112,20 +112,20 @@ pub struct ServeArgs {
     pub twilio_ca_file: Option<PathBuf>,
 
     /// Open the Twilio connection at start and touch it this often (an authenticated GET of
-    /// the account), so no OTP pays a TLS handshake; 0 turns warming off. [default: 30]
+    /// the account), so no OTP pays a TLS handshake; 0-3600 s, 0 turns warming off. [default: 30]
     #[arg(long, env = "OTP_SIDECAR_KEEP_WARM_SECS", value_name = "SECONDS")]
     pub keep_warm_secs: Option<u64>,
 
-    /// Open connections allowed; more are closed at once. [default: 512]
+    /// Open connections allowed (1-100000); at the cap the longest-idle one makes room. [default: 512]
     #[arg(long, env = "OTP_SIDECAR_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
 
-    /// Calls in flight across all connections; past it, connections are not read until a
+    /// Calls in flight across all connections (1-100000); past it, connections are not read until a
     /// call finishes. [default: 1024]
     #[arg(long, env = "OTP_SIDECAR_MAX_IN_FLIGHT", value_name = "N")]
     pub max_in_flight: Option<usize>,
 
-    /// Calls in flight on one connection. [default: 128]
+    /// Calls in flight on one connection (1-10000). [default: 128]
     #[arg(
         long,
         env = "OTP_SIDECAR_MAX_IN_FLIGHT_PER_CONNECTION",
@@ -134,7 +134,7 @@ pub struct ServeArgs {
     pub max_in_flight_per_connection: Option<usize>,
 
     /// Close a connection that has no call in flight and sends no complete request for this
-    /// long; 0 never closes. [default: 300]
+    /// long; 0-86400 s, 0 never closes. [default: 300]
     #[arg(long, env = "OTP_SIDECAR_IDLE_TIMEOUT_SECS", value_name = "SECONDS")]
     pub idle_timeout_secs: Option<u64>,
 
@@ -159,7 +159,7 @@ pub struct ServeArgs {
     #[arg(long, env = "OTP_SIDECAR_RATE_LIMIT_GLOBAL", value_name = "RATE")]
     pub rate_limit_global: Option<String>,
 
-    /// Keys each rate limit remembers at most (phones, IPs, users). [default: 100000]
+    /// Keys each rate limit remembers at most (phones, IPs, users; 2-10000000). [default: 100000]
     #[arg(long, env = "OTP_SIDECAR_RATE_LIMIT_MAX_KEYS", value_name = "N")]
     pub rate_limit_max_keys: Option<usize>,
 
@@ -245,12 +245,12 @@ pub struct ServeArgs {
     #[arg(long, env = "OTP_SIDECAR_VOICE_FALLBACK", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
     pub voice_fallback: Option<bool>,
 
-    /// Provider faults in a row (unreachable, 429, 5xx, refused credentials) after which
+    /// Provider faults in a row (1-1000; unreachable, 429, 5xx, refused credentials) after which
     /// a provider is skipped in favour of the next [[failover]] one. [default: 3]
     #[arg(long, env = "OTP_SIDECAR_BREAKER_FAILURES", value_name = "N")]
     pub breaker_failures: Option<u32>,
 
-    /// How long a skipped provider is left alone before one call tries it again.
+    /// How long a skipped provider is left alone (1-86400 s) before one call tries it again.
     /// [default: 30]
     #[arg(
         long,

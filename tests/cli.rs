@@ -534,3 +534,27 @@ fn log_latencies_are_rounded_to_microseconds() {
     }
     assert!(seen > 0, "{log}");
 }
+
+/// `serve --help` gives every option's range, the same the configuration enforces.
+#[test]
+fn help_shows_every_range() {
+    let help = text(&run(&["serve", "--help"]).stdout);
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    for range in [
+        "(100-60000)",
+        "(64-16777216)",
+        "1-36000 s",
+        "(1-36000)",
+        "(1-64)",
+        "0-3600 s",
+        "(1-100000)",
+        "(1-10000)",
+        "0-86400 s",
+        "2-10000000",
+        "(0-2592000)",
+        "1-1000;",
+        "(1-86400 s)",
+    ] {
+        assert!(help.contains(range), "{range} not in serve --help:\n{help}");
+    }
+}
