@@ -466,17 +466,6 @@ async fn a_bad_frame_behind_calls_in_flight_closes_only_after_they_are_answered(
 trait AsyncReadWrite: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> AsyncReadWrite for T {}
 
-/// Waits until `n` sends reached the mock.
-async fn until_sent(twilio: &wiremock::MockServer, n: usize) {
-    for _ in 0..250 {
-        if sends(twilio).await.len() >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("fewer than {n} sends reached Twilio");
-}
-
 #[tokio::test]
 async fn ping_never_waits_for_a_call_slot_and_calls_are_admitted_in_turn_across_connections() {
     const PER_CONNECTION: u32 = 8;

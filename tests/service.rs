@@ -19,17 +19,6 @@ async fn slow_twilio(delay: Duration) -> wiremock::MockServer {
     twilio_answering(created(SID).set_delay(delay)).await
 }
 
-/// Waits until `n` sends reached the mock (the calls are in flight at the daemon).
-async fn until_sent(twilio: &wiremock::MockServer, n: usize) {
-    for _ in 0..250 {
-        if sends(twilio).await.len() >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("fewer than {n} sends reached Twilio");
-}
-
 #[tokio::test]
 async fn sigterm_answers_every_call_in_flight_then_exits_0() {
     let twilio = slow_twilio(Duration::from_millis(700)).await;

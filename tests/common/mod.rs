@@ -481,6 +481,17 @@ pub fn repo_file(relative: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
 
+/// Waits until `n` sends reached the mock (the calls are in flight at the daemon).
+pub async fn until_sent(twilio: &MockServer, n: usize) {
+    for _ in 0..250 {
+        if sends(twilio).await.len() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("fewer than {n} sends reached Twilio");
+}
+
 /// The messages a Twilio stand-in was asked to send (the POSTs; keep-warm GETs left out).
 pub async fn sends(server: &MockServer) -> Vec<wiremock::Request> {
     let all = server.received_requests().await.expect("recording is on");
