@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use rmpv::Value;
 
-use crate::limits::{CALLS, CONNECTIONS};
+use crate::server::slots::{CALLS, CONNECTIONS};
 
 /// The last exchange with Twilio: a send, or a keep-warm request.
 #[derive(Debug, Clone)]

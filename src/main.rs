@@ -9,7 +9,7 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use otp_sidecar::client::{Client, Endpoint};
 use otp_sidecar::config::{redact_url, ServeArgs, Settings, DEFAULT_UNIX};
-use otp_sidecar::lifecycle;
+use otp_sidecar::app;
 
 /// `println!` that never panics: a closed stdout (`otp-sidecar ping | grep -q ok`) is not an
 /// error of ours, and the exit status stays the one the reply decided.
@@ -285,7 +285,7 @@ fn check(args: &ServeArgs) -> Result<()> {
             .map_or_else(|| "never".to_owned(), |t| format!("{} s", t.as_secs()))
     );
     let rates = &settings.rate_limits;
-    let rate = |r: Option<otp_sidecar::ratelimit::Rate>| or_off(r, |r| r.to_string());
+    let rate = |r: Option<otp_sidecar::guard::ratelimit::Rate>| or_off(r, |r| r.to_string());
     out!(
         "  rate limits:  phone {}, ip {}, user {}, global {}",
         rate(rates.phone),

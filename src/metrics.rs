@@ -187,7 +187,7 @@ impl Metrics {
         self.blocked.get_or_create(&RuleLabel { rule }).inc();
     }
 
-    /// `field` is one of [`crate::validate::CONTEXT_FIELDS`].
+    /// `field` is one of [`crate::guard::validate::CONTEXT_FIELDS`].
     pub fn count_context_ignored(&self, field: &'static str) {
         self.context_ignored
             .get_or_create(&FieldLabel { field })

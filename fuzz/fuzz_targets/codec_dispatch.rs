@@ -10,7 +10,7 @@ use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use otp_sidecar::config::{ServeArgs, Settings};
 use otp_sidecar::error::CallError;
-use otp_sidecar::methods::Dispatcher;
+use otp_sidecar::call::Dispatcher;
 use otp_sidecar::rpc::{Incoming, MsgpackCodec, Response};
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -80,8 +80,8 @@ fn answer(value: rmpv::Value) -> bool {
             // A text's SID, or a call's when the context asked for voice.
             let sid = value.as_str().unwrap_or_default();
             assert!(
-                otp_sidecar::validate::is_sid(sid, "SM")
-                    || otp_sidecar::validate::is_sid(sid, "CA"),
+                otp_sidecar::guard::validate::is_sid(sid, "SM")
+                    || otp_sidecar::guard::validate::is_sid(sid, "CA"),
                 "{sid}"
             );
         }

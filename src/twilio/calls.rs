@@ -5,7 +5,7 @@ use tokio::time::Instant;
 
 use crate::error::CallError;
 use crate::twilio::{Kind, TwilioClient};
-use crate::validate::{self, Sender};
+use crate::guard::validate::{self, Sender};
 
 pub const DEFAULT_VOICE_TEMPLATE: &str = "Your code is {digits}.";
 pub const DEFAULT_VOICE_LANGUAGE: &str = "en-US";

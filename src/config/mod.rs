@@ -12,15 +12,15 @@ use clap::Args;
 use serde::Deserialize;
 use url::Url;
 
-use crate::credentials::{CredentialFiles, Credentials, Sources};
-use crate::failover::{BreakerSettings, DEFAULT_BREAKER_COOLDOWN, DEFAULT_BREAKER_FAILURES};
-use crate::geo::{default_region, regions, GeoRules};
-use crate::lookup::{read_carriers, LookupRules, DEFAULT_BLOCKED_LINE_TYPES};
-use crate::ratelimit::{Rate, RateLimits};
-use crate::template::{normalize_locale, Templates, DEFAULT_TEMPLATE};
-use crate::validate::{self, Channel, Sender};
-use crate::verify::{VerifyService, DEFAULT_VERIFY_URL};
-use crate::voice::{VoiceSettings, DEFAULT_VOICE_LANGUAGE, DEFAULT_VOICE_TEMPLATE};
+use crate::twilio::credentials::{CredentialFiles, Credentials, Sources};
+use crate::twilio::failover::{BreakerSettings, DEFAULT_BREAKER_COOLDOWN, DEFAULT_BREAKER_FAILURES};
+use crate::guard::geo::{default_region, regions, GeoRules};
+use crate::guard::lookup::{read_carriers, LookupRules, DEFAULT_BLOCKED_LINE_TYPES};
+use crate::guard::ratelimit::{Rate, RateLimits};
+use crate::call::template::{normalize_locale, Templates, DEFAULT_TEMPLATE};
+use crate::guard::validate::{self, Channel, Sender};
+use crate::twilio::verify::{VerifyService, DEFAULT_VERIFY_URL};
+use crate::twilio::calls::{VoiceSettings, DEFAULT_VOICE_LANGUAGE, DEFAULT_VOICE_TEMPLATE};
 
 pub const DEFAULT_UNIX: &str = "/run/otp-sidecar/otp.sock";
 pub const DEFAULT_API_URL: &str = "https://api.twilio.com";

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::metrics::METRICS;
 use crate::twilio::{Refusal, Sms, TwilioClient};
-use crate::validate::Sender;
+use crate::guard::validate::Sender;
 
 pub const DEFAULT_BREAKER_FAILURES: u32 = 3;
 pub const DEFAULT_BREAKER_COOLDOWN: Duration = Duration::from_secs(30);

@@ -9,6 +9,12 @@
 //! Twilio's answers are checked, never trusted: a 2xx is a result only when it names the
 //! resource the API called creates (`SM`, `CA` or `VE` + exactly 32 hex digits).
 
+pub mod calls;
+pub mod credentials;
+pub mod failover;
+pub mod http;
+pub mod verify;
+
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -19,13 +25,13 @@ use tokio::time::Instant;
 use url::Url;
 
 use crate::config::Settings;
-use crate::credentials::Credentials;
+use crate::twilio::credentials::Credentials;
 use crate::error::CallError;
 use crate::health::HEALTH;
-use crate::http::{Answer, Failure, HttpClient, HttpOptions};
-use crate::lookup::LineInfo;
+use crate::twilio::http::{Answer, Failure, HttpClient, HttpOptions};
+use crate::guard::lookup::LineInfo;
 use crate::metrics::METRICS;
-use crate::validate::{self, Sender};
+use crate::guard::validate::{self, Sender};
 
 /// Attempts per call, the first included.
 const MAX_ATTEMPTS: u32 = 4;

@@ -1,6 +1,8 @@
 //! Listeners and connections: Unix and TCP sockets in, one task per connection, many calls
 //! in flight on each, limits on all of it, and a drain that answers every call on shutdown.
 
+pub mod slots;
+
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -22,14 +24,14 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::calllog::CallLog;
+use crate::call::log::CallLog;
 use crate::config::Limits;
 use crate::error::CallError;
-use crate::limits::{connection_cap, Conn, Slot, CALLS, CONNECTIONS, OPEN};
-use crate::methods::Dispatcher;
+use crate::server::slots::{connection_cap, Conn, Slot, CALLS, CONNECTIONS, OPEN};
+use crate::call::Dispatcher;
 use crate::metrics::METRICS;
 use crate::rpc::{Incoming, MsgpackCodec, Request, Response};
-use crate::systemd::Inherited;
+use crate::app::systemd::Inherited;
 
 /// Read and write buffer each connection starts with; requests are about 60 bytes.
 const CONNECTION_BUFFER: usize = 1024;

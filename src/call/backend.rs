@@ -4,9 +4,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::Settings;
-use crate::failover::Providers;
+use crate::twilio::failover::Providers;
 use crate::twilio::TwilioClient;
-use crate::verify::VerifyService;
+use crate::twilio::verify::VerifyService;
 
 #[derive(Debug)]
 pub enum Backend {
@@ -94,7 +94,7 @@ mod tests {
         let sids = DrySids::default();
         let a = sids.next("SM");
         let b = sids.next("SM");
-        assert!(crate::validate::is_sid(&a, "SM"), "{a}");
+        assert!(crate::guard::validate::is_sid(&a, "SM"), "{a}");
         assert_ne!(a, b);
     }
 }

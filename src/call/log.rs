@@ -8,7 +8,7 @@
 use tokio::time::Instant;
 
 use crate::error::CallError;
-use crate::validate::mask_phone;
+use crate::guard::validate::mask_phone;
 
 /// The line of one sendOTP or confirmOTP call; empty for the other methods.
 #[derive(Default)]

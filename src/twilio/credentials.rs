@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use toml::Spanned;
 
 use crate::config::ConfigSource;
-use crate::validate::is_sid;
+use crate::guard::validate::is_sid;
 
 /// A secret string. `Debug` and `Display` print a placeholder, so no log line, error chain
 /// or panic message can carry it.

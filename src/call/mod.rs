@@ -1,25 +1,29 @@
 //! The RPC methods: argument checks, the call to the backend, one log line per call.
 
+pub mod backend;
+pub mod log;
+pub mod template;
+
 use std::sync::Arc;
 
 use rmpv::Value;
 use tokio::time::Instant;
 
-use crate::backend::Backend;
-use crate::calllog::{CallLog, Method as CallMethod, Target};
+use crate::call::backend::Backend;
+use crate::call::log::{CallLog, Method as CallMethod, Target};
 use crate::config::Settings;
 use crate::error::CallError;
-use crate::failover::{Provider, Providers};
-use crate::geo::GeoRules;
+use crate::twilio::failover::{Provider, Providers};
+use crate::guard::geo::GeoRules;
 use crate::health::HEALTH;
-use crate::lookup::LookupGuard;
+use crate::guard::lookup::LookupGuard;
 use crate::metrics::METRICS;
-use crate::ratelimit::{Caller, RateLimiter};
-use crate::template::Templates;
+use crate::guard::ratelimit::{Caller, RateLimiter};
+use crate::call::template::Templates;
 use crate::twilio::{Sms, TwilioClient};
-use crate::validate::{self, Channel};
-use crate::verify::Verification;
-use crate::voice::{self, VoiceSettings};
+use crate::guard::validate::{self, Channel};
+use crate::twilio::verify::Verification;
+use crate::twilio::calls::{self as voice, VoiceSettings};
 
 pub struct Dispatcher {
     backend: Backend,

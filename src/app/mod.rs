@@ -1,6 +1,8 @@
 //! The daemon's life: start (bind, warm Twilio, READY), serve, reload on SIGHUP, and drain
 //! on SIGTERM / SIGINT.
 
+pub mod systemd;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,15 +12,15 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::Backend;
+use crate::call::backend::Backend;
 use crate::config::{ServeArgs, Settings, PRIMARY};
-use crate::credentials::Credentials;
-use crate::failover::{Provider, Providers};
-use crate::methods::Dispatcher;
+use crate::twilio::credentials::Credentials;
+use crate::twilio::failover::{Provider, Providers};
+use crate::call::Dispatcher;
 use crate::metrics::{ResultLabel, METRICS};
-use crate::ratelimit::RateLimiter;
+use crate::guard::ratelimit::RateLimiter;
 use crate::server::{Listeners, Live, Shared};
-use crate::systemd;
+
 use crate::twilio::{refuses_credentials, TwilioClient};
 
 /// Runs the daemon until SIGTERM or SIGINT, then drains. `args` are kept for reloads.
@@ -27,7 +29,7 @@ pub async fn run(args: ServeArgs, settings: Settings) -> Result<()> {
     // systemd may send) is handled instead of killing the process.
     let mut signals = Signals::install()?;
     let shared: Shared = Arc::new(ArcSwap::from_pointee(build_live(&settings, None)?));
-    let (open_files, room) = crate::limits::reserve_descriptors();
+    let (open_files, room) = crate::server::slots::reserve_descriptors();
     if room < settings.limits.max_connections {
         tracing::warn!(
             open_files,
@@ -238,7 +240,7 @@ fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
 /// Twilio connection when warming is on.
 async fn prepare(dispatcher: &Dispatcher, settings: &Settings) {
     if settings.geo.active() || settings.default_region.is_some() {
-        let _ = tokio::task::spawn_blocking(crate::geo::load_numbering_plan).await;
+        let _ = tokio::task::spawn_blocking(crate::guard::geo::load_numbering_plan).await;
     }
     if settings.keep_warm.is_some() {
         warm_up(dispatcher, settings.deadline).await;

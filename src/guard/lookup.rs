@@ -13,7 +13,7 @@ use anyhow::{bail, Context};
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use crate::bounded::BoundedMap;
+use crate::guard::bounded::BoundedMap;
 use crate::error::CallError;
 use crate::metrics::METRICS;
 use crate::twilio::TwilioClient;

@@ -8,7 +8,7 @@ use url::Url;
 
 use crate::error::CallError;
 use crate::twilio::{Kind, TwilioClient};
-use crate::validate::{self, Channel};
+use crate::guard::validate::{self, Channel};
 
 pub const DEFAULT_VERIFY_URL: &str = "https://verify.twilio.com";
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use tokio::time::Instant;
 
-use crate::bounded::BoundedMap;
+use crate::guard::bounded::BoundedMap;
 
 /// "N per window", or off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
