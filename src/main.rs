@@ -196,7 +196,7 @@ fn main() -> ExitCode {
                     if single {
                         otp_sidecar::logging::defer_on_this_thread();
                     }
-                    let outcome = rt.block_on(lifecycle::run(args, settings));
+                    let outcome = rt.block_on(app::run(args, settings));
                     // Tasks dropped with the runtime may still write a call's line.
                     drop(rt);
                     otp_sidecar::logging::flush_pending();
@@ -257,7 +257,7 @@ fn env_var(name: &str) -> Option<String> {
 fn check(args: &ServeArgs) -> Result<()> {
     let settings = Settings::resolve(args, &env_var)?;
     // What serve would refuse at start: the socket's directory, the TLS roots…
-    lifecycle::preflight(&settings)?;
+    app::preflight(&settings)?;
     for warning in &settings.warnings {
         err!("otp-sidecar: warning: {warning}");
     }
