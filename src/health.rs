@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use rmpv::Value;
 
-use crate::server::slots::{CALLS, CONNECTIONS};
+use crate::metrics::METRICS;
 
 /// The last exchange with Twilio: a send, or a keep-warm request.
 #[derive(Debug, Clone)]
@@ -65,8 +65,8 @@ impl Health {
             ("version".into(), env!("CARGO_PKG_VERSION").into()),
             ("mode".into(), mode.into()),
             ("uptime_s".into(), self.started.elapsed().as_secs().into()),
-            ("connections".into(), CONNECTIONS.taken().into()),
-            ("in_flight".into(), CALLS.taken().into()),
+            ("connections".into(), METRICS.connections.get().into()),
+            ("in_flight".into(), METRICS.in_flight.get().into()),
             ("last_twilio".into(), last),
         ])
     }

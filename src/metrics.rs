@@ -187,7 +187,7 @@ impl Metrics {
         self.blocked.get_or_create(&RuleLabel { rule }).inc();
     }
 
-    /// `field` is one of [`crate::guard::validate::CONTEXT_FIELDS`].
+    /// `field` is one of the context fields the guard knows (`user`, `ip`, `locale`, `channel`, `other`, `context`).
     pub fn count_context_ignored(&self, field: &'static str) {
         self.context_ignored
             .get_or_create(&FieldLabel { field })

@@ -6,11 +6,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use anyhow::{bail, Context, Result};
 use sd_notify::NotifyState;
 
-/// A listening socket systemd passed in.
-pub enum Inherited {
-    Unix(std::os::unix::net::UnixListener),
-    Tcp(std::net::TcpListener),
-}
+use crate::server::Inherited;
 
 /// Takes the sockets of `LISTEN_FDS` (if they are meant for this process).
 pub fn inherited_listeners() -> Result<Vec<Inherited>> {

@@ -19,6 +19,8 @@ use crate::guard::lookup::{read_carriers, LookupRules, DEFAULT_BLOCKED_LINE_TYPE
 use crate::guard::ratelimit::{Rate, RateLimits};
 use crate::call::template::{normalize_locale, Templates, DEFAULT_TEMPLATE};
 use crate::guard::validate::{self, Channel, Sender};
+use crate::logging::LogFormat;
+use crate::server::Limits;
 use crate::twilio::verify::{VerifyService, DEFAULT_VERIFY_URL};
 use crate::twilio::calls::{VoiceSettings, DEFAULT_VOICE_LANGUAGE, DEFAULT_VOICE_TEMPLATE};
 
@@ -271,25 +273,6 @@ pub struct ServeArgs {
     /// Log format: human (default) or json (one object per line).
     #[arg(long, env = "OTP_SIDECAR_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
-}
-
-/// How log lines look.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    #[default]
-    Human,
-    Json,
-}
-
-/// Bounds on what callers can make the daemon hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    pub max_connections: usize,
-    pub max_in_flight: usize,
-    pub max_in_flight_per_connection: usize,
-    /// `None`: idle connections stay open.
-    pub idle_timeout: Option<Duration>,
 }
 
 /// The config file: the same options as the flags, plus where credentials live.

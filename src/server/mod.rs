@@ -25,13 +25,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::call::log::CallLog;
-use crate::config::Limits;
 use crate::error::CallError;
 use crate::server::slots::{connection_cap, Conn, Slot, CALLS, CONNECTIONS, OPEN};
 use crate::call::Dispatcher;
 use crate::metrics::METRICS;
 use crate::rpc::{Incoming, MsgpackCodec, Request, Response};
-use crate::app::systemd::Inherited;
 
 /// Read and write buffer each connection starts with; requests are about 60 bytes.
 const CONNECTION_BUFFER: usize = 1024;
@@ -45,6 +43,22 @@ pub struct Live {
 }
 
 pub type Shared = Arc<ArcSwap<Live>>;
+
+/// Bounds on what callers can make the daemon hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub max_in_flight: usize,
+    pub max_in_flight_per_connection: usize,
+    /// `None`: idle connections stay open.
+    pub idle_timeout: Option<Duration>,
+}
+
+/// A listening socket passed in by systemd's socket activation.
+pub enum Inherited {
+    Unix(std::os::unix::net::UnixListener),
+    Tcp(std::net::TcpListener),
+}
 
 /// Bound listeners, ready to serve.
 pub struct Listeners {
