@@ -7,9 +7,9 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use otp_sidecar::app;
 use otp_sidecar::client::{Client, Endpoint};
 use otp_sidecar::config::{redact_url, ServeArgs, Settings, DEFAULT_UNIX};
-use otp_sidecar::app;
 
 /// `println!` that never panics: a closed stdout (`otp-sidecar ping | grep -q ok`) is not an
 /// error of ours, and the exit status stays the one the reply decided.
@@ -380,7 +380,11 @@ fn check_online(args: &CheckArgs) -> Result<()> {
         return Ok(());
     }
     let settings = Settings::resolve(&args.serve, &env_var)?;
-    let verdicts = runtime(1)?.block_on(otp_sidecar::twilio::check_online(&settings));
+    let verdicts = runtime(1)?.block_on(otp_sidecar::twilio::online::check_online(
+        &settings.twilio,
+        settings.credentials.as_ref(),
+        settings.verify.as_ref(),
+    ));
     for verdict in &verdicts {
         println!("{}", verdict.line);
     }

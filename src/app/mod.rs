@@ -13,13 +13,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::call::backend::Backend;
+use crate::call::Dispatcher;
 use crate::config::{ServeArgs, Settings, PRIMARY};
+use crate::guard::ratelimit::RateLimiter;
+use crate::metrics::{ResultLabel, METRICS};
+use crate::server::{Listeners, Live, Shared};
 use crate::twilio::credentials::Credentials;
 use crate::twilio::failover::{Provider, Providers};
-use crate::call::Dispatcher;
-use crate::metrics::{ResultLabel, METRICS};
-use crate::guard::ratelimit::RateLimiter;
-use crate::server::{Listeners, Live, Shared};
 
 use crate::twilio::{refuses_credentials, TwilioClient};
 
@@ -121,7 +121,7 @@ fn build_live(settings: &Settings, running: Option<&Live>) -> Result<Live> {
     };
     let backend = match &settings.credentials {
         Some(credentials) if !settings.dry_run => {
-            let client = Box::new(TwilioClient::new(settings, credentials)?);
+            let client = Box::new(TwilioClient::new(&settings.twilio, credentials)?);
             match &settings.verify {
                 Some(service) => {
                     tracing::info!(
@@ -165,7 +165,7 @@ fn providers(
     let mut list = Vec::with_capacity(1 + settings.failover.len());
     for p in &settings.failover {
         let account = p.credentials.as_ref().unwrap_or(credentials);
-        let client = primary.sibling(settings, &p.api_url, account)?;
+        let client = primary.sibling(&p.api_url, account)?;
         tracing::info!(provider = %p.name, twilio = %p.api_url, "failover: then through {}", account.describe());
         list.push(Provider::new(
             p.name.clone(),

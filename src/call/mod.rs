@@ -11,19 +11,20 @@ use tokio::time::Instant;
 
 use crate::call::backend::Backend;
 use crate::call::log::{CallLog, Method as CallMethod, Target};
+use crate::call::template::Templates;
 use crate::config::Settings;
 use crate::error::CallError;
-use crate::twilio::failover::{Provider, Providers};
 use crate::guard::geo::GeoRules;
-use crate::health::HEALTH;
 use crate::guard::lookup::LookupGuard;
-use crate::metrics::METRICS;
 use crate::guard::ratelimit::{Caller, RateLimiter};
-use crate::call::template::Templates;
-use crate::twilio::{Sms, TwilioClient};
-use crate::guard::validate::{self, Channel};
-use crate::twilio::verify::Verification;
+use crate::guard::validate;
+use crate::health::HEALTH;
+use crate::metrics::METRICS;
 use crate::twilio::calls::{self as voice, VoiceSettings};
+use crate::twilio::failover::{Provider, Providers};
+use crate::twilio::verify::Verification;
+use crate::twilio::{is_sid, messages, Channel, Sender};
+use crate::twilio::{Sms, TwilioClient};
 
 pub struct Dispatcher {
     backend: Backend,
@@ -44,7 +45,7 @@ pub struct Dispatcher {
 struct Delivery<'a> {
     to: &'a str,
     code: &'a str,
-    sender: &'a validate::Sender,
+    sender: &'a Sender,
     locale: Option<&'a str>,
     channel: Channel,
     /// What Lookup said the number is, when it was asked.
@@ -195,7 +196,7 @@ impl Dispatcher {
     ) -> Result<String, CallError> {
         let otp = validate::otp(string_param(params, 0, "otp")?)?;
         let phone: &str = phone.as_ref().map_err(CallError::clone)?;
-        let sender = validate::sender(string_param(params, 2, "sender")?)?;
+        let sender = messages::sender(string_param(params, 2, "sender")?)?;
         // Advice, never a refusal: what it could not use is counted and left out.
         let context = validate::context(params.get(3));
         for field in context.ignored.fields() {
@@ -323,7 +324,7 @@ impl Dispatcher {
         let phone = validate::phone(target, self.region);
         let (shown, target) = if let Ok(phone) = &phone {
             (Target::Phone(phone.to_string()), phone.as_ref())
-        } else if validate::is_sid(target, "VE") {
+        } else if is_sid(target, "VE") {
             (Target::Shown(target.to_owned()), target)
         } else {
             let refused = CallError::BadRequest(

@@ -12,17 +12,19 @@ use clap::Args;
 use serde::Deserialize;
 use url::Url;
 
-use crate::twilio::credentials::{CredentialFiles, Credentials, Sources};
-use crate::twilio::failover::{BreakerSettings, DEFAULT_BREAKER_COOLDOWN, DEFAULT_BREAKER_FAILURES};
+use crate::call::template::{normalize_locale, Templates, DEFAULT_TEMPLATE};
 use crate::guard::geo::{default_region, regions, GeoRules};
 use crate::guard::lookup::{read_carriers, LookupRules, DEFAULT_BLOCKED_LINE_TYPES};
 use crate::guard::ratelimit::{Rate, RateLimits};
-use crate::call::template::{normalize_locale, Templates, DEFAULT_TEMPLATE};
-use crate::guard::validate::{self, Channel, Sender};
 use crate::logging::LogFormat;
 use crate::server::Limits;
-use crate::twilio::verify::{VerifyService, DEFAULT_VERIFY_URL};
 use crate::twilio::calls::{VoiceSettings, DEFAULT_VOICE_LANGUAGE, DEFAULT_VOICE_TEMPLATE};
+use crate::twilio::credentials::{CredentialFiles, Credentials, Sources};
+use crate::twilio::failover::{
+    BreakerSettings, DEFAULT_BREAKER_COOLDOWN, DEFAULT_BREAKER_FAILURES,
+};
+use crate::twilio::verify::{VerifyService, DEFAULT_VERIFY_URL};
+use crate::twilio::{messages, Channel, Sender};
 
 pub const DEFAULT_UNIX: &str = "/run/otp-sidecar/otp.sock";
 pub const DEFAULT_API_URL: &str = "https://api.twilio.com";
@@ -512,6 +514,7 @@ pub struct Settings {
     pub credentials: Option<Credentials>,
     /// What is allowed but probably wrong: `serve` logs these at WARN, `check` prints them.
     pub warnings: Vec<String>,
+    pub twilio: crate::twilio::Settings,
 }
 
 impl Settings {
@@ -862,7 +865,17 @@ impl Settings {
             );
         }
 
+        let twilio = crate::twilio::Settings {
+            api_url: twilio_api_url.clone(),
+            lookup_url: lookup_api_url.clone(),
+            proxy: proxy.clone(),
+            ca_pem: twilio_ca_pem.clone(),
+            // With failover, a provider that cannot be reached must leave time for the next.
+            connect_timeout: Duration::from_millis(deadline_ms) / (1 + failover.len() as u32),
+            validity_period,
+        };
         Ok(Settings {
+            twilio,
             unix: args
                 .unix
                 .clone()
@@ -940,7 +953,7 @@ impl ProviderConfig {
         let context = || format!("failover {name:?}");
         let sender = match &self.sender {
             Some(s) => Some(
-                validate::sender(s)
+                messages::sender(s)
                     .map_err(|e| anyhow::anyhow!("{e}"))
                     .with_context(context)?,
             ),

@@ -10,12 +10,12 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use serde::Deserialize;
 use tokio::time::Instant;
 
-use crate::guard::bounded::BoundedMap;
 use crate::error::CallError;
+use crate::guard::bounded::BoundedMap;
 use crate::metrics::METRICS;
+use crate::twilio::lookup::LineInfo;
 use crate::twilio::TwilioClient;
 
 /// Line types blocked unless configured otherwise: the ones SMS pumping uses.
@@ -38,15 +38,6 @@ pub struct LookupRules {
     pub cache_ttl: Duration,
     /// Send when Lookup cannot answer (true), or refuse (false).
     pub fail_open: bool,
-}
-
-/// What Lookup says of a number (only what the rules read).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-pub struct LineInfo {
-    #[serde(rename = "type")]
-    pub line_type: Option<String>,
-    pub mobile_country_code: Option<String>,
-    pub mobile_network_code: Option<String>,
 }
 
 pub struct LookupGuard {

@@ -5,15 +5,7 @@ use std::borrow::Cow;
 use phonenumber::country::Id;
 
 use crate::error::CallError;
-
-/// Where Twilio should send from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Sender {
-    /// An E.164 number or an alphanumeric sender ID: Twilio's `From`.
-    From(String),
-    /// A Messaging Service (`MG…`): Twilio's `MessagingServiceSid`.
-    MessagingService(String),
-}
+use crate::twilio::{is_e164, Channel};
 
 /// 4–12 ASCII letters or digits: what APM's OTP generator and most policies produce.
 pub fn otp(otp: &str) -> Result<&str, CallError> {
@@ -26,16 +18,6 @@ pub fn otp(otp: &str) -> Result<&str, CallError> {
             "otp must be 4 to 12 letters or digits".into(),
         ))
     }
-}
-
-/// E.164: `+`, then 1 to 15 digits, the first not 0.
-pub fn is_e164(s: &str) -> bool {
-    let Some(digits) = s.strip_prefix('+') else {
-        return false;
-    };
-    (1..=15).contains(&digits.len())
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && !digits.starts_with('0')
 }
 
 /// What a refused phone is told, unless a national form needs `default_region`.
@@ -138,62 +120,6 @@ fn is_phone_separator(c: char) -> bool {
             c,
             '-' | '\u{2010}'..='\u{2015}' | '\u{2212}' | '.' | '(' | ')' | '[' | ']' | '/'
         )
-}
-
-/// A Twilio SID: a two-letter `prefix` (`AC`, `SK`, `MG`, `SM`…) and 32 hex digits.
-pub fn is_sid(s: &str, prefix: &str) -> bool {
-    s.len() == 34
-        && prefix.len() == 2
-        && s.starts_with(prefix)
-        && s.bytes().skip(2).all(|b| b.is_ascii_hexdigit())
-}
-
-/// Twilio's alphanumeric sender ID: up to 11 of A–Z, a–z, 0–9 and space, with a letter.
-fn is_alphanumeric_sender_id(s: &str) -> bool {
-    (1..=11).contains(&s.len())
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b' ')
-        && s.bytes().any(|b| b.is_ascii_alphabetic())
-        && s.trim() == s
-}
-
-pub fn sender(sender: &str) -> Result<Sender, CallError> {
-    if is_sid(sender, "MG") {
-        Ok(Sender::MessagingService(sender.to_owned()))
-    } else if is_e164(sender) || is_alphanumeric_sender_id(sender) {
-        Ok(Sender::From(sender.to_owned()))
-    } else {
-        Err(CallError::BadRequest(
-            "sender must be an E.164 number, an alphanumeric sender ID of up to 11 characters, \
-             or a Messaging Service SID (MG…)"
-                .into(),
-        ))
-    }
-}
-
-/// How the code reaches the user.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub enum Channel {
-    #[default]
-    Sms,
-    /// A phone call that reads the code out.
-    Voice,
-}
-
-impl Channel {
-    pub fn name(self) -> &'static str {
-        match self {
-            Channel::Sms => "sms",
-            Channel::Voice => "voice",
-        }
-    }
-
-    /// Verify's name for it.
-    pub fn verify_name(self) -> &'static str {
-        match self {
-            Channel::Sms => "sms",
-            Channel::Voice => "call",
-        }
-    }
 }
 
 /// sendOTP's optional fourth argument: who is asking, as the iRule saw it.
@@ -633,29 +559,6 @@ mod tests {
             assert!(!is_e164(bad), "{bad}");
         }
         assert_eq!(phone("0612", None).unwrap_err().reason(), "invalid_phone");
-    }
-
-    #[test]
-    fn sender_kinds() {
-        assert_eq!(
-            sender("+14155550100"),
-            Ok(Sender::From("+14155550100".into()))
-        );
-        assert_eq!(sender("ACME Bank"), Ok(Sender::From("ACME Bank".into())));
-        let mg = format!("MG{}", "a".repeat(32));
-        assert_eq!(sender(&mg), Ok(Sender::MessagingService(mg.clone())));
-        let not_hex_mg = format!("MG{}", "z".repeat(32));
-        for bad in [
-            "",
-            "12345",
-            "ACME Bank Ltd",
-            "ACME-Bank",
-            " ACME",
-            &not_hex_mg,
-            "+0123",
-        ] {
-            assert!(sender(bad).is_err(), "{bad:?}");
-        }
     }
 
     #[test]

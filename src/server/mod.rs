@@ -25,11 +25,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::call::log::CallLog;
-use crate::error::CallError;
-use crate::server::slots::{connection_cap, Conn, Slot, CALLS, CONNECTIONS, OPEN};
 use crate::call::Dispatcher;
+use crate::error::CallError;
 use crate::metrics::METRICS;
 use crate::rpc::{Incoming, MsgpackCodec, Request, Response};
+use crate::server::slots::{connection_cap, Conn, Slot, CALLS, CONNECTIONS, OPEN};
 
 /// Read and write buffer each connection starts with; requests are about 60 bytes.
 const CONNECTION_BUFFER: usize = 1024;

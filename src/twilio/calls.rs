@@ -3,9 +3,9 @@
 
 use tokio::time::Instant;
 
+use super::{is_e164, Sender};
 use crate::error::CallError;
 use crate::twilio::{Kind, TwilioClient};
-use crate::guard::validate::{self, Sender};
 
 pub const DEFAULT_VOICE_TEMPLATE: &str = "Your code is {digits}.";
 pub const DEFAULT_VOICE_LANGUAGE: &str = "en-US";
@@ -45,7 +45,7 @@ impl VoiceSettings {
     /// Checks what the configuration gave.
     pub fn validate(&self) -> anyhow::Result<()> {
         if let Some(from) = &self.from {
-            if !validate::is_e164(from) {
+            if !is_e164(from) {
                 anyhow::bail!("voice_from must be an E.164 number, like +14155550100");
             }
         }
@@ -67,7 +67,7 @@ impl VoiceSettings {
     fn caller_id<'a>(&'a self, sender: &'a Sender) -> Option<&'a str> {
         match (&self.from, sender) {
             (Some(from), _) => Some(from),
-            (None, Sender::From(number)) if validate::is_e164(number) => Some(number),
+            (None, Sender::From(number)) if is_e164(number) => Some(number),
             _ => None,
         }
     }

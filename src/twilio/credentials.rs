@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use toml::Spanned;
 
+use super::is_sid;
 use crate::config::ConfigSource;
-use crate::guard::validate::is_sid;
 
 /// A secret string. `Debug` and `Display` print a placeholder, so no log line, error chain
 /// or panic message can carry it.

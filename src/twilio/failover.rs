@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::Sender;
 use crate::metrics::METRICS;
 use crate::twilio::{Refusal, Sms, TwilioClient};
-use crate::guard::validate::Sender;
 
 pub const DEFAULT_BREAKER_FAILURES: u32 = 3;
 pub const DEFAULT_BREAKER_COOLDOWN: Duration = Duration::from_secs(30);

@@ -1,4 +1,7 @@
-//! The Twilio REST client: one pooled HTTP client, built once, the retry rules, and Messages.
+//! The Twilio clients: one pooled HTTP client per daemon (built once, shared by every provider),
+//! REST requests and the rules for their answers (`rest`), and one module per API: Messages,
+//! Calls (voice), Verify, Lookup; failover between providers, the credentials, and
+//! `check --online`.
 //!
 //! Creating a message is not idempotent, so a request is retried only when Twilio provably
 //! did not accept it: the connection failed before the request went out, or Twilio answered
@@ -13,39 +16,41 @@ pub mod calls;
 pub mod credentials;
 pub mod failover;
 pub mod http;
+pub mod lookup;
+pub mod messages;
+pub mod online;
+pub mod rest;
 pub mod verify;
 
 use std::time::Duration;
 
 use base64::Engine as _;
-use hyper::header::{HeaderValue, RETRY_AFTER};
+use hyper::header::HeaderValue;
 use hyper::{Method, StatusCode, Uri};
-use serde::Deserialize;
 use tokio::time::Instant;
 use url::Url;
 
-use crate::config::Settings;
-use crate::twilio::credentials::Credentials;
-use crate::error::CallError;
 use crate::health::HEALTH;
-use crate::twilio::http::{Answer, Failure, HttpClient, HttpOptions};
-use crate::guard::lookup::LineInfo;
 use crate::metrics::METRICS;
-use crate::guard::validate::{self, Sender};
+use credentials::Credentials;
+use http::{HttpClient, HttpOptions};
+pub use messages::{Sender, Sms};
+pub use rest::{refuses_credentials, valid_sid, Kind, Refusal, Resource};
 
-/// Attempts per call, the first included.
-const MAX_ATTEMPTS: u32 = 4;
-/// First wait after a refused connection or a 429 without Retry-After; doubles each time.
-const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-/// Twilio's code for "too many requests", safe to retry.
-const TOO_MANY_REQUESTS: u32 = 20429;
-
-/// One SMS to send.
-#[derive(Debug)]
-pub struct Sms<'a> {
-    pub to: &'a str,
-    pub sender: &'a Sender,
-    pub body: &'a str,
+/// What the Twilio clients are built from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The REST API's base (`https://api.twilio.com`, a regional edge, a mock).
+    pub api_url: Url,
+    /// Lookup v2's base, `https://lookups.twilio.com`.
+    pub lookup_url: Url,
+    pub proxy: Option<Url>,
+    /// Extra trusted CA certificate, PEM.
+    pub ca_pem: Option<Vec<u8>>,
+    /// How long opening a connection may take (with failover, a share of the deadline).
+    pub connect_timeout: Duration,
+    /// Messages' `ValidityPeriod`, in seconds.
+    pub validity_period: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -61,114 +66,41 @@ pub struct TwilioClient {
     validity_period: Option<String>,
 }
 
-/// What one HTTP attempt came to.
-enum Attempt {
-    Accepted(Resource),
-    /// Not accepted, safe to try again after the wait (Twilio's, if it named one).
-    Retry {
-        error: CallError,
-        wait: Option<Duration>,
-    },
-    Failed(Refusal),
-}
-
-/// A request that did not create anything, and what that says.
-#[derive(Debug)]
-pub struct Refusal {
-    pub error: CallError,
-    /// Twilio provably did not accept it (never sent, 429, 401/403): another provider may
-    /// be asked without risking a second delivery. No 5xx is proof: a proxy or edge in the
-    /// path may answer one after the request reached Twilio.
-    pub not_accepted: bool,
-    /// The fault is the provider's (unreachable, overloaded, failing, refusing our
-    /// credentials), not the request's: counts against its circuit breaker.
-    pub provider_fault: bool,
-}
-
-impl From<Refusal> for CallError {
-    fn from(refusal: Refusal) -> Self {
-        refusal.error
-    }
-}
-
-/// The resource Twilio created or updated: a message, a verification, a call.
-#[derive(Debug)]
-pub struct Resource {
-    pub sid: String,
-    /// Twilio's status for it (`queued`, `pending`, `approved`…), when it said one.
-    pub status: Option<String>,
-}
-
-/// What a request creates (or updates), named by the prefix of its SID.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// Messages: `SM…`.
-    Message,
-    /// Calls: `CA…`.
-    Call,
-    /// Verify's verifications: `VE…`.
-    Verification,
-}
-
-impl Kind {
-    pub fn prefix(self) -> &'static str {
-        match self {
-            Kind::Message => "SM",
-            Kind::Call => "CA",
-            Kind::Verification => "VE",
-        }
-    }
-}
-
-/// The one check every SID Twilio answers with passes before it is a result: the prefix of
-/// the API that was called, then exactly 32 hex digits.
-pub fn valid_sid(sid: &str, kind: Kind) -> bool {
-    validate::is_sid(sid, kind.prefix())
-}
-
-/// What a caller gets for a 2xx that does not name a valid resource. The request may have
-/// done its work (a message sent), so it is never retried and never failed over.
-pub const NO_VALID_SID: &str = "Twilio answered without a valid SID";
-
-#[derive(Deserialize)]
-struct Created {
-    /// Kept loose (any JSON) so that a SID of the wrong type is reported as such.
-    sid: Option<serde_json::Value>,
-    status: Option<serde_json::Value>,
-}
-
-#[derive(Deserialize)]
-struct TwilioError {
-    code: Option<u32>,
-    message: Option<String>,
-}
-
 impl TwilioClient {
     pub fn new(settings: &Settings, credentials: &Credentials) -> anyhow::Result<Self> {
-        // With failover, a provider that cannot be reached must leave time for the next.
-        let providers = 1 + settings.failover.len() as u32;
         let http = HttpClient::new(&HttpOptions {
             proxy: settings.proxy.as_ref().map(Url::as_str),
-            extra_ca_pem: settings.twilio_ca_pem.as_deref(),
-            connect_timeout: settings.deadline / providers,
+            extra_ca_pem: settings.ca_pem.as_deref(),
+            connect_timeout: settings.connect_timeout,
         })?;
-        Self::with_http(http, settings, &settings.twilio_api_url, credentials)
+        let validity_period = settings.validity_period.map(|v| v.to_string());
+        let lookup_url = settings.lookup_url.clone();
+        Self::with_http(
+            http,
+            &settings.api_url,
+            lookup_url,
+            validity_period,
+            credentials,
+        )
     }
 
     /// A client for another account or region that shares this one's connection pool.
-    pub fn sibling(
-        &self,
-        settings: &Settings,
-        api_url: &Url,
-        credentials: &Credentials,
-    ) -> anyhow::Result<Self> {
-        Self::with_http(self.http.clone(), settings, api_url, credentials)
+    pub fn sibling(&self, api_url: &Url, credentials: &Credentials) -> anyhow::Result<Self> {
+        let (lookup_url, validity) = (self.lookup_url.clone(), self.validity_period.clone());
+        Self::with_http(
+            self.http.clone(),
+            api_url,
+            lookup_url,
+            validity,
+            credentials,
+        )
     }
 
     fn with_http(
         http: HttpClient,
-        settings: &Settings,
         api_url: &Url,
+        lookup_url: Url,
+        validity_period: Option<String>,
         credentials: &Credentials,
     ) -> anyhow::Result<Self> {
         let account = format!("{}.json", credentials.account_sid);
@@ -187,109 +119,15 @@ impl TwilioClient {
             messages_uri,
             calls_uri,
             account_uri,
-            lookup_url: settings.lookup_api_url.clone(),
+            lookup_url,
             authorization,
-            validity_period: settings.validity_period.map(|v| v.to_string()),
+            validity_period,
         })
-    }
-
-    /// Sends one SMS and returns its SID. Retries stay inside `deadline`; the caller also
-    /// bounds the whole call by it.
-    pub async fn send(&self, sms: &Sms<'_>, deadline: Instant) -> Result<String, Refusal> {
-        let (sender_field, sender) = match sms.sender {
-            Sender::From(from) => ("From", from.as_str()),
-            Sender::MessagingService(sid) => ("MessagingServiceSid", sid.as_str()),
-        };
-        // The serializer is not Send: finish it before the await.
-        let form = {
-            let mut form = form_urlencoded::Serializer::new(String::with_capacity(160));
-            form.append_pair("To", sms.to)
-                .append_pair(sender_field, sender)
-                .append_pair("Body", sms.body);
-            if let Some(v) = &self.validity_period {
-                form.append_pair("ValidityPeriod", v);
-            }
-            form.finish()
-        };
-        Ok(self
-            .post(&self.messages_uri, form, Kind::Message, deadline)
-            .await?
-            .sid)
     }
 
     /// The Calls resource, `…/Accounts/{AC}/Calls.json`.
     pub fn calls_uri(&self) -> &Uri {
         &self.calls_uri
-    }
-
-    /// POSTs `form` to `uri` and reads the resource of `kind` Twilio answers with, retrying
-    /// only what Twilio provably did not accept, within `deadline`.
-    pub async fn post(
-        &self,
-        uri: &Uri,
-        form: String,
-        kind: Kind,
-        deadline: Instant,
-    ) -> Result<Resource, Refusal> {
-        let mut backoff = FIRST_BACKOFF;
-        let mut attempt = 1;
-        loop {
-            let (error, wait) = match self.attempt(uri, &form, kind).await {
-                Attempt::Accepted(resource) => return Ok(resource),
-                Attempt::Failed(refusal) => return Err(not_reached(refusal)),
-                Attempt::Retry { error, wait } => (error, wait.unwrap_or(backoff)),
-            };
-            if attempt >= MAX_ATTEMPTS || Instant::now() + wait >= deadline {
-                return Err(not_reached(Refusal {
-                    error,
-                    not_accepted: true,
-                    provider_fault: true,
-                }));
-            }
-            tracing::debug!(
-                attempt,
-                wait_ms = wait.as_millis() as u64,
-                reason = error.reason(),
-                error = %error,
-                "retrying Twilio"
-            );
-            tokio::time::sleep(wait).await;
-            METRICS.twilio_retries.inc();
-            backoff *= 2;
-            attempt += 1;
-        }
-    }
-
-    async fn attempt(&self, uri: &Uri, form: &str, kind: Kind) -> Attempt {
-        let started = Instant::now();
-        let sent = self
-            .http
-            .send(
-                Method::POST,
-                uri,
-                &self.authorization,
-                Some(form.to_owned()),
-            )
-            .await;
-        match sent {
-            Ok(answer) => {
-                METRICS.observe_twilio(started.elapsed());
-                interpret(&answer, kind)
-            }
-            Err(Failure {
-                before_sending: true,
-                detail,
-            }) => Attempt::Retry {
-                error: CallError::Unavailable(detail),
-                wait: None,
-            },
-            // Lost after sending: Twilio may have accepted it.
-            Err(Failure { detail, .. }) => Attempt::Failed(Refusal {
-                error: CallError::Unavailable(detail),
-                not_accepted: false,
-                provider_fault: true,
-            }),
-        }
     }
 
     /// Opens (or reuses) the connection with an authenticated GET of the account, so the next
@@ -327,197 +165,6 @@ impl TwilioClient {
     }
 }
 
-impl TwilioClient {
-    /// Lookup v2 with line type intelligence for one number.
-    pub async fn lookup(&self, phone: &str) -> Result<LineInfo, String> {
-        #[derive(Deserialize)]
-        struct Found {
-            line_type_intelligence: Option<LineInfo>,
-        }
-        let mut url = self.lookup_url.clone();
-        url.path_segments_mut()
-            .map_err(|()| "lookup_api_url cannot be a base URL".to_owned())?
-            .pop_if_empty()
-            .extend(["v2", "PhoneNumbers", phone]);
-        url.query_pairs_mut()
-            .append_pair("Fields", "line_type_intelligence");
-        let uri = Uri::try_from(url.as_str()).map_err(|e| e.to_string())?;
-        let started = Instant::now();
-        let answer = self
-            .http
-            .send(Method::GET, &uri, &self.authorization, None)
-            .await
-            .map_err(|f| f.detail)?;
-        METRICS.observe_twilio(started.elapsed());
-        if !answer.status.is_success() {
-            return Err(format!("HTTP {}", answer.status.as_u16()));
-        }
-        let found: Found =
-            serde_json::from_slice(&answer.body).map_err(|e| format!("unreadable answer: {e}"))?;
-        Ok(found.line_type_intelligence.unwrap_or_default())
-    }
-}
-
-/// One line of `check --online`, and whether it passes.
-#[derive(Debug)]
-pub struct Verdict {
-    pub line: String,
-    pub ok: bool,
-}
-
-/// How long `check --online` waits for each answer.
-const ONLINE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// `check --online`: asks Twilio for the account with the configured credentials (and, in
-/// Verify mode, for the service), like keep-warm does; sends nothing.
-pub async fn check_online(settings: &Settings) -> Vec<Verdict> {
-    let Some(credentials) = &settings.credentials else {
-        return vec![Verdict {
-            line: "twilio: not asked (no credentials: dry run)".into(),
-            ok: true,
-        }];
-    };
-    let client = match TwilioClient::new(settings, credentials) {
-        Ok(client) => client,
-        Err(e) => {
-            return vec![Verdict {
-                line: format!(
-                    "twilio: cannot ask: {}",
-                    crate::error::sanitize(&e.to_string())
-                ),
-                ok: false,
-            }]
-        }
-    };
-    let mut verdicts = vec![
-        client
-            .probe(
-                "twilio",
-                &client.account_uri,
-                &settings.twilio_api_url,
-                "AC",
-            )
-            .await,
-    ];
-    if let Some(service) = &settings.verify {
-        let url = service.service_url();
-        let verdict = match Uri::try_from(url.as_str()) {
-            Ok(uri) => client.probe("verify", &uri, &url, "VA").await,
-            Err(e) => Verdict {
-                line: format!("verify: cannot ask: {e}"),
-                ok: false,
-            },
-        };
-        verdicts.push(verdict);
-    }
-    verdicts
-}
-
-/// `ACfe…ce`: enough of a SID to tell which, in a report.
-fn short_sid(sid: &str) -> String {
-    match (sid.get(..4), sid.get(sid.len().saturating_sub(2)..)) {
-        (Some(head), Some(tail)) if sid.len() > 6 => format!("{head}…{tail}"),
-        _ => sid.to_owned(),
-    }
-}
-
-impl TwilioClient {
-    /// GETs a resource that must name itself with a `prefix` SID, and says what that shows.
-    async fn probe(&self, name: &str, uri: &Uri, url: &Url, prefix: &str) -> Verdict {
-        let sent = tokio::time::timeout(
-            ONLINE_TIMEOUT,
-            self.http.send(Method::GET, uri, &self.authorization, None),
-        )
-        .await;
-        let answer = match sent {
-            Ok(Ok(answer)) => answer,
-            failed => {
-                let why = match failed {
-                    Ok(Err(failure)) => failure.detail,
-                    _ => format!("no answer within {} s", ONLINE_TIMEOUT.as_secs()),
-                };
-                let host = url.host_str().unwrap_or("?");
-                let port = url.port_or_known_default().unwrap_or(443);
-                return Verdict {
-                    line: format!(
-                        "{name}: unreachable at {host}:{port}: {}",
-                        crate::error::sanitize(&why)
-                    ),
-                    ok: false,
-                };
-            }
-        };
-        let status = answer.status.as_u16();
-        let json = serde_json::from_slice::<serde_json::Value>(&answer.body).ok();
-        let field = |key: &str| {
-            json.as_ref()
-                .and_then(|j| j.get(key))
-                .and_then(serde_json::Value::as_str)
-                .map(crate::error::sanitize)
-        };
-        if answer.status.is_success() {
-            let sid = field("sid").filter(|sid| validate::is_sid(sid, prefix));
-            let Some(sid) = sid else {
-                return Verdict {
-                    line: format!(
-                        "{name}: unexpected answer (HTTP {status} without a valid {} SID)",
-                        if prefix == "AC" { "account" } else { "service" }
-                    ),
-                    ok: false,
-                };
-            };
-            return if prefix == "AC" {
-                let state = field("status").unwrap_or_else(|| "unknown".into());
-                Verdict {
-                    line: format!(
-                        "{name}: credentials accepted (account {} status {state})",
-                        short_sid(&sid)
-                    ),
-                    ok: state == "active",
-                }
-            } else {
-                let friendly = field("friendly_name").unwrap_or_default();
-                Verdict {
-                    line: format!("{name}: service {} found ({friendly})", short_sid(&sid)),
-                    ok: true,
-                }
-            };
-        }
-        let code = json
-            .as_ref()
-            .and_then(|j| j.get("code"))
-            .and_then(serde_json::Value::as_u64)
-            .map_or_else(String::new, |c| format!(", code {c}"));
-        let line = match (prefix, status) {
-            ("AC", 401 | 403 | 404) => format!("{name}: credentials refused (HTTP {status}{code})"),
-            ("AC", _) => format!("{name}: unexpected answer (HTTP {status}{code})"),
-            _ => {
-                let sid = uri.path().rsplit('/').next().unwrap_or_default();
-                format!(
-                    "{name}: service {} refused (HTTP {status}{code})",
-                    short_sid(sid)
-                )
-            }
-        };
-        Verdict { line, ok: false }
-    }
-}
-
-/// Logs why Twilio could not be reached (the call's own line carries only the reason): the
-/// detail names a proxy that failed, by `host:port`, never with its credentials.
-fn not_reached(refusal: Refusal) -> Refusal {
-    if let CallError::Unavailable(_) = &refusal.error {
-        tracing::warn!(error = %refusal.error, "Twilio unavailable");
-    }
-    refusal
-}
-
-/// An answer that says the credentials are wrong (or the account may not do this): every
-/// send will fail too.
-pub fn refuses_credentials(status: StatusCode) -> bool {
-    matches!(status.as_u16(), 401 | 403)
-}
-
 /// `{api}/2010-04-01/Accounts/{rest…}`.
 fn api_uri(api_url: &Url, rest: &[&str]) -> anyhow::Result<Uri> {
     let mut url = api_url.clone();
@@ -529,254 +176,46 @@ fn api_uri(api_url: &Url, rest: &[&str]) -> anyhow::Result<Uri> {
     Ok(Uri::try_from(url.as_str())?)
 }
 
-/// The resource of `kind` a 2xx answer names, or what is wrong with it (for the log: never
-/// the answer itself, which may echo the message's text).
-fn created(body: &[u8], kind: Kind) -> Result<Resource, String> {
-    let created = serde_json::from_slice::<Created>(body)
-        .map_err(|_| "the answer is not a JSON object".to_owned())?;
-    let sid = match created.sid {
-        None | Some(serde_json::Value::Null) => return Err("the answer has no sid".into()),
-        Some(serde_json::Value::String(sid)) => sid,
-        Some(_) => return Err("its sid is not a string".into()),
-    };
-    if !valid_sid(&sid, kind) {
-        return Err(format!(
-            "its sid ({} characters) is not {} followed by 32 hex digits",
-            sid.chars().count(),
-            kind.prefix()
-        ));
-    }
-    let status = match created.status {
-        Some(serde_json::Value::String(status)) => Some(status),
-        _ => None,
-    };
-    Ok(Resource { sid, status })
+/// A Twilio SID: a two-letter `prefix` (`AC`, `SK`, `MG`, `SM`…) and 32 hex digits.
+pub fn is_sid(s: &str, prefix: &str) -> bool {
+    s.len() == 34
+        && prefix.len() == 2
+        && s.starts_with(prefix)
+        && s.bytes().skip(2).all(|b| b.is_ascii_hexdigit())
 }
 
-/// Turns Twilio's answer into a resource of `kind` or an error.
-fn interpret(answer: &Answer, kind: Kind) -> Attempt {
-    let (status, body) = (answer.status, answer.body.as_slice());
-    if status.is_success() {
-        return match created(body, kind) {
-            Ok(resource) => Attempt::Accepted(resource),
-            Err(why) => {
-                tracing::warn!(
-                    status = status.as_u16(),
-                    expected = kind.prefix(),
-                    "{NO_VALID_SID}: {why}; not retried (it may have been carried out)"
-                );
-                // It may have been carried out: never asked again, here or elsewhere. A
-                // provider answering like this is failing.
-                Attempt::Failed(Refusal {
-                    error: CallError::Internal(NO_VALID_SID.into()),
-                    not_accepted: false,
-                    provider_fault: true,
-                })
-            }
-        };
-    }
-    let parsed = serde_json::from_slice::<TwilioError>(body).ok();
-    let code = parsed.as_ref().and_then(|e| e.code);
-    let error = match code {
-        Some(code) => CallError::Twilio {
-            code,
-            message: parsed
-                .and_then(|e| e.message)
-                .unwrap_or_else(|| format!("HTTP {}", status.as_u16())),
-            status: status.as_u16(),
-        },
-        None if status == StatusCode::TOO_MANY_REQUESTS => CallError::Twilio {
-            code: TOO_MANY_REQUESTS,
-            message: "Too Many Requests".into(),
-            status: status.as_u16(),
-        },
-        None => CallError::Unavailable(format!("Twilio answered HTTP {}", status.as_u16())),
+/// E.164: `+`, then 1 to 15 digits, the first not 0.
+pub fn is_e164(s: &str) -> bool {
+    let Some(digits) = s.strip_prefix('+') else {
+        return false;
     };
-    // Only an HTTP 429 says "not taken in, ask again": a 5xx whose body says 20429 is still
-    // a 5xx, which may have created the message. A 429 with a code of its own (Verify's
-    // 60203, "max send attempts") would say the same thing again.
-    let too_many =
-        status == StatusCode::TOO_MANY_REQUESTS && matches!(code, None | Some(TOO_MANY_REQUESTS));
-    if too_many {
-        Attempt::Retry {
-            error,
-            wait: retry_after(answer.headers.get(RETRY_AFTER)),
-        }
-    } else {
-        // 401/403: our credentials are refused there, nothing was taken in. Any 5xx (a 503
-        // too: a proxy or edge may answer it after the request reached Twilio) may have
-        // created the message: it counts against the provider but is never handed on.
-        let refused_whole = refuses_credentials(status);
-        Attempt::Failed(Refusal {
-            error,
-            not_accepted: refused_whole,
-            provider_fault: refused_whole || status.is_server_error(),
-        })
-    }
+    (1..=15).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0')
 }
 
-/// `Retry-After` in seconds (the HTTP-date form is treated as absent).
-fn retry_after(value: Option<&HeaderValue>) -> Option<Duration> {
-    let secs: u64 = value?.to_str().ok()?.trim().parse().ok()?;
-    Some(Duration::from_secs(secs))
+/// How the code reaches the user.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    #[default]
+    Sms,
+    /// A phone call that reads the code out.
+    Voice,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn answer(status: StatusCode, body: &[u8], retry_after: Option<&'static str>) -> Answer {
-        let mut headers = hyper::HeaderMap::new();
-        if let Some(v) = retry_after {
-            headers.insert(RETRY_AFTER, HeaderValue::from_static(v));
-        }
-        Answer {
-            status,
-            headers,
-            body: body.to_vec(),
+impl Channel {
+    pub fn name(self) -> &'static str {
+        match self {
+            Channel::Sms => "sms",
+            Channel::Voice => "voice",
         }
     }
 
-    fn error_of(a: Attempt) -> (CallError, bool) {
-        match a {
-            Attempt::Accepted(r) => panic!("unexpected success {}", r.sid),
-            Attempt::Retry { error, .. } => (error, true),
-            Attempt::Failed(refusal) => (refusal.error, false),
+    /// Verify's name for it.
+    pub fn verify_name(self) -> &'static str {
+        match self {
+            Channel::Sms => "sms",
+            Channel::Voice => "call",
         }
-    }
-
-    const SM: &str = "SM0123456789abcdef0123456789ABCDEF";
-
-    #[test]
-    fn success_needs_a_valid_sid_of_the_api_called() {
-        let body = format!(r#"{{"sid":"{SM}","status":"queued"}}"#);
-        let ok = interpret(
-            &answer(StatusCode::CREATED, body.as_bytes(), None),
-            Kind::Message,
-        );
-        assert!(
-            matches!(ok, Attempt::Accepted(r) if r.sid == SM && r.status.as_deref() == Some("queued"))
-        );
-        let wrong_api = interpret(
-            &answer(StatusCode::CREATED, body.as_bytes(), None),
-            Kind::Call,
-        );
-        for bad in [
-            br#"{"sid":"SMabc","status":"queued"}"#.as_slice(),
-            br#"{"sid":"SMSisfine"}"#,
-            br#"{"sid":"ERR"}"#,
-            br#"{"sid":42}"#,
-            br#"{"sid":null}"#,
-            b"{}",
-            b"SM0123456789abcdef0123456789abcdef",
-        ]
-        .map(|body| interpret(&answer(StatusCode::CREATED, body, None), Kind::Message))
-        .into_iter()
-        .chain([wrong_api])
-        {
-            let Attempt::Failed(refusal) = bad else {
-                panic!("accepted or retried");
-            };
-            assert_eq!(
-                refusal.error.to_string(),
-                "ERR internal: Twilio answered without a valid SID"
-            );
-            assert!(!refusal.not_accepted, "it may have been sent");
-        }
-    }
-
-    #[test]
-    fn one_sid_check_for_every_api() {
-        let hex = "0123456789abcdef0123456789abcdef";
-        for (kind, prefix) in [
-            (Kind::Message, "SM"),
-            (Kind::Call, "CA"),
-            (Kind::Verification, "VE"),
-        ] {
-            assert!(valid_sid(&format!("{prefix}{hex}"), kind));
-            assert!(!valid_sid(&format!("{prefix}{}", &hex[1..]), kind));
-            assert!(!valid_sid(&format!("{prefix}{hex}0"), kind));
-            assert!(!valid_sid(&format!("{prefix}{}g", &hex[1..]), kind));
-            assert!(!valid_sid(&format!("{}{hex}", prefix.to_lowercase()), kind));
-        }
-        assert!(!valid_sid(&format!("CA{hex}"), Kind::Message));
-    }
-
-    #[test]
-    fn twilio_errors_keep_code_and_message_and_never_start_with_sm() {
-        let body = br#"{"code":21408,"message":"SMS is not enabled for this region","status":400}"#;
-        let (e, retry) = error_of(interpret(
-            &answer(StatusCode::BAD_REQUEST, body, None),
-            Kind::Message,
-        ));
-        assert!(!retry);
-        assert_eq!(
-            e.to_string(),
-            "ERR twilio 21408: SMS is not enabled for this region"
-        );
-    }
-
-    #[test]
-    fn only_http_429_with_20429_or_no_code_is_retried() {
-        let retried = |status, body: &[u8]| {
-            error_of(interpret(&answer(status, body, Some("1")), Kind::Message)).1
-        };
-        assert!(retried(StatusCode::TOO_MANY_REQUESTS, b""));
-        assert!(retried(StatusCode::TOO_MANY_REQUESTS, br#"{"code":20429}"#));
-        // Verify's "max send attempts" would say the same again.
-        assert!(!retried(
-            StatusCode::TOO_MANY_REQUESTS,
-            br#"{"code":60203,"message":"Max send attempts reached"}"#
-        ));
-        // 20429 in the body of anything but a 429 is not a 429.
-        assert!(!retried(StatusCode::BAD_REQUEST, br#"{"code":20429}"#));
-        for status in [500, 502, 503, 504] {
-            let status = StatusCode::from_u16(status).unwrap();
-            assert!(!retried(status, br#"{"code":20429}"#), "{status}");
-            assert!(!retried(status, b"oops"), "{status}");
-        }
-        let (e, _) = error_of(interpret(
-            &answer(StatusCode::INTERNAL_SERVER_ERROR, b"oops", None),
-            Kind::Message,
-        ));
-        assert_eq!(e.reason(), "unavailable");
-    }
-
-    #[test]
-    fn no_5xx_is_handed_to_another_provider_but_each_counts_against_it() {
-        for status in [500, 502, 503, 504] {
-            for body in [br#"{"code":20429}"#.as_slice(), b"", br#"{"code":20500}"#] {
-                let status = StatusCode::from_u16(status).unwrap();
-                let Attempt::Failed(refusal) =
-                    interpret(&answer(status, body, None), Kind::Message)
-                else {
-                    panic!("{status} retried");
-                };
-                assert!(!refusal.not_accepted, "{status}");
-                assert!(refusal.provider_fault, "{status}");
-            }
-        }
-        let Attempt::Failed(refusal) = interpret(
-            &answer(StatusCode::UNAUTHORIZED, br#"{"code":20003}"#, None),
-            Kind::Message,
-        ) else {
-            panic!("401 retried");
-        };
-        assert!(refusal.not_accepted && refusal.provider_fault);
-    }
-
-    #[test]
-    fn retry_after_in_seconds() {
-        assert_eq!(
-            retry_after(Some(&HeaderValue::from_static("2"))),
-            Some(Duration::from_secs(2))
-        );
-        assert_eq!(
-            retry_after(Some(&HeaderValue::from_static(
-                "Wed, 21 Oct 2015 07:28:00 GMT"
-            ))),
-            None
-        );
-        assert_eq!(retry_after(None), None);
     }
 }

@@ -6,9 +6,9 @@ use hyper::Uri;
 use tokio::time::Instant;
 use url::Url;
 
+use super::{is_sid, Channel};
 use crate::error::CallError;
 use crate::twilio::{Kind, TwilioClient};
-use crate::guard::validate::{self, Channel};
 
 pub const DEFAULT_VERIFY_URL: &str = "https://verify.twilio.com";
 
@@ -30,7 +30,7 @@ pub struct VerifyService {
 
 impl VerifyService {
     pub fn new(api: &Url, service_sid: &str) -> anyhow::Result<Self> {
-        if !validate::is_sid(service_sid, "VA") {
+        if !is_sid(service_sid, "VA") {
             anyhow::bail!("verify_service_sid must be VA followed by 32 hex digits");
         }
         let mut verifications = api.clone();
@@ -125,7 +125,7 @@ impl VerifyService {
             .post(&uri, form, Kind::Verification, deadline)
             .await?;
         // Asked by SID, the answer must be about that verification.
-        if validate::is_sid(target, "VE") && resource.sid != target {
+        if is_sid(target, "VE") && resource.sid != target {
             return Err(CallError::Internal(format!(
                 "Twilio answered about verification {}, not {target}",
                 resource.sid

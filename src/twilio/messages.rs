@@ -1,0 +1,102 @@
+//! Programmable Messaging: who a message is from, and sending one SMS.
+
+use tokio::time::Instant;
+
+use super::rest::{Kind, Refusal};
+use super::{is_e164, is_sid, TwilioClient};
+use crate::error::CallError;
+
+/// One SMS to send.
+#[derive(Debug)]
+pub struct Sms<'a> {
+    pub to: &'a str,
+    pub sender: &'a Sender,
+    pub body: &'a str,
+}
+
+impl TwilioClient {
+    /// Sends one SMS and returns its SID. Retries stay inside `deadline`; the caller also
+    /// bounds the whole call by it.
+    pub async fn send(&self, sms: &Sms<'_>, deadline: Instant) -> Result<String, Refusal> {
+        let (sender_field, sender) = match sms.sender {
+            Sender::From(from) => ("From", from.as_str()),
+            Sender::MessagingService(sid) => ("MessagingServiceSid", sid.as_str()),
+        };
+        // The serializer is not Send: finish it before the await.
+        let form = {
+            let mut form = form_urlencoded::Serializer::new(String::with_capacity(160));
+            form.append_pair("To", sms.to)
+                .append_pair(sender_field, sender)
+                .append_pair("Body", sms.body);
+            if let Some(v) = &self.validity_period {
+                form.append_pair("ValidityPeriod", v);
+            }
+            form.finish()
+        };
+        Ok(self
+            .post(&self.messages_uri, form, Kind::Message, deadline)
+            .await?
+            .sid)
+    }
+}
+
+/// Where Twilio should send from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sender {
+    /// An E.164 number or an alphanumeric sender ID: Twilio's `From`.
+    From(String),
+    /// A Messaging Service (`MG…`): Twilio's `MessagingServiceSid`.
+    MessagingService(String),
+}
+
+/// Twilio's alphanumeric sender ID: up to 11 of A–Z, a–z, 0–9 and space, with a letter.
+fn is_alphanumeric_sender_id(s: &str) -> bool {
+    (1..=11).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b' ')
+        && s.bytes().any(|b| b.is_ascii_alphabetic())
+        && s.trim() == s
+}
+
+/// The sender as Twilio takes it: a Messaging Service SID, an E.164 number or an alphanumeric
+/// sender ID.
+pub fn sender(sender: &str) -> Result<Sender, CallError> {
+    if is_sid(sender, "MG") {
+        Ok(Sender::MessagingService(sender.to_owned()))
+    } else if is_e164(sender) || is_alphanumeric_sender_id(sender) {
+        Ok(Sender::From(sender.to_owned()))
+    } else {
+        Err(CallError::BadRequest(
+            "sender must be an E.164 number, an alphanumeric sender ID of up to 11 characters, \
+             or a Messaging Service SID (MG…)"
+                .into(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sender_kinds() {
+        assert_eq!(
+            sender("+14155550100"),
+            Ok(Sender::From("+14155550100".into()))
+        );
+        assert_eq!(sender("ACME Bank"), Ok(Sender::From("ACME Bank".into())));
+        let mg = format!("MG{}", "a".repeat(32));
+        assert_eq!(sender(&mg), Ok(Sender::MessagingService(mg.clone())));
+        let not_hex_mg = format!("MG{}", "z".repeat(32));
+        for bad in [
+            "",
+            "12345",
+            "ACME Bank Ltd",
+            "ACME-Bank",
+            " ACME",
+            &not_hex_mg,
+            "+0123",
+        ] {
+            assert!(sender(bad).is_err(), "{bad:?}");
+        }
+    }
+}

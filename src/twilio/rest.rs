@@ -1,0 +1,442 @@
+//! One request to Twilio and what its answer means: the retry rule (only what Twilio provably
+//! did not take in is asked again), the check of every SID, and the refusal a failure is.
+
+use std::time::Duration;
+
+use hyper::header::{HeaderValue, RETRY_AFTER};
+use hyper::{Method, StatusCode, Uri};
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use super::http::{Answer, Failure};
+use super::{is_sid, TwilioClient};
+use crate::error::CallError;
+use crate::metrics::METRICS;
+
+/// Attempts per call, the first included.
+const MAX_ATTEMPTS: u32 = 4;
+/// First wait after a refused connection or a 429 without Retry-After; doubles each time.
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+/// Twilio's code for "too many requests", safe to retry.
+const TOO_MANY_REQUESTS: u32 = 20429;
+
+/// What one HTTP attempt came to.
+enum Attempt {
+    Accepted(Resource),
+    /// Not accepted, safe to try again after the wait (Twilio's, if it named one).
+    Retry {
+        error: CallError,
+        wait: Option<Duration>,
+    },
+    Failed(Refusal),
+}
+
+/// A request that did not create anything, and what that says.
+#[derive(Debug)]
+pub struct Refusal {
+    pub error: CallError,
+    /// Twilio provably did not accept it (never sent, 429, 401/403): another provider may
+    /// be asked without risking a second delivery. No 5xx is proof: a proxy or edge in the
+    /// path may answer one after the request reached Twilio.
+    pub not_accepted: bool,
+    /// The fault is the provider's (unreachable, overloaded, failing, refusing our
+    /// credentials), not the request's: counts against its circuit breaker.
+    pub provider_fault: bool,
+}
+
+impl From<Refusal> for CallError {
+    fn from(refusal: Refusal) -> Self {
+        refusal.error
+    }
+}
+
+/// The resource Twilio created or updated: a message, a verification, a call.
+#[derive(Debug)]
+pub struct Resource {
+    pub sid: String,
+    /// Twilio's status for it (`queued`, `pending`, `approved`…), when it said one.
+    pub status: Option<String>,
+}
+
+/// What a request creates (or updates), named by the prefix of its SID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Messages: `SM…`.
+    Message,
+    /// Calls: `CA…`.
+    Call,
+    /// Verify's verifications: `VE…`.
+    Verification,
+}
+
+impl Kind {
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Kind::Message => "SM",
+            Kind::Call => "CA",
+            Kind::Verification => "VE",
+        }
+    }
+}
+
+/// The one check every SID Twilio answers with passes before it is a result: the prefix of
+/// the API that was called, then exactly 32 hex digits.
+pub fn valid_sid(sid: &str, kind: Kind) -> bool {
+    is_sid(sid, kind.prefix())
+}
+
+/// What a caller gets for a 2xx that does not name a valid resource. The request may have
+/// done its work (a message sent), so it is never retried and never failed over.
+pub const NO_VALID_SID: &str = "Twilio answered without a valid SID";
+
+#[derive(Deserialize)]
+struct Created {
+    /// Kept loose (any JSON) so that a SID of the wrong type is reported as such.
+    sid: Option<serde_json::Value>,
+    status: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct TwilioError {
+    code: Option<u32>,
+    message: Option<String>,
+}
+
+impl TwilioClient {
+    /// POSTs `form` to `uri` and reads the resource of `kind` Twilio answers with, retrying
+    /// only what Twilio provably did not accept, within `deadline`.
+    pub async fn post(
+        &self,
+        uri: &Uri,
+        form: String,
+        kind: Kind,
+        deadline: Instant,
+    ) -> Result<Resource, Refusal> {
+        let mut backoff = FIRST_BACKOFF;
+        let mut attempt = 1;
+        loop {
+            let (error, wait) = match self.attempt(uri, &form, kind).await {
+                Attempt::Accepted(resource) => return Ok(resource),
+                Attempt::Failed(refusal) => return Err(not_reached(refusal)),
+                Attempt::Retry { error, wait } => (error, wait.unwrap_or(backoff)),
+            };
+            if attempt >= MAX_ATTEMPTS || Instant::now() + wait >= deadline {
+                return Err(not_reached(Refusal {
+                    error,
+                    not_accepted: true,
+                    provider_fault: true,
+                }));
+            }
+            tracing::debug!(
+                attempt,
+                wait_ms = wait.as_millis() as u64,
+                reason = error.reason(),
+                error = %error,
+                "retrying Twilio"
+            );
+            tokio::time::sleep(wait).await;
+            METRICS.twilio_retries.inc();
+            backoff *= 2;
+            attempt += 1;
+        }
+    }
+
+    async fn attempt(&self, uri: &Uri, form: &str, kind: Kind) -> Attempt {
+        let started = Instant::now();
+        let sent = self
+            .http
+            .send(
+                Method::POST,
+                uri,
+                &self.authorization,
+                Some(form.to_owned()),
+            )
+            .await;
+        match sent {
+            Ok(answer) => {
+                METRICS.observe_twilio(started.elapsed());
+                interpret(&answer, kind)
+            }
+            Err(Failure {
+                before_sending: true,
+                detail,
+            }) => Attempt::Retry {
+                error: CallError::Unavailable(detail),
+                wait: None,
+            },
+            // Lost after sending: Twilio may have accepted it.
+            Err(Failure { detail, .. }) => Attempt::Failed(Refusal {
+                error: CallError::Unavailable(detail),
+                not_accepted: false,
+                provider_fault: true,
+            }),
+        }
+    }
+}
+
+/// Logs why Twilio could not be reached (the call's own line carries only the reason): the
+/// detail names a proxy that failed, by `host:port`, never with its credentials.
+fn not_reached(refusal: Refusal) -> Refusal {
+    if let CallError::Unavailable(_) = &refusal.error {
+        tracing::warn!(error = %refusal.error, "Twilio unavailable");
+    }
+    refusal
+}
+
+/// An answer that says the credentials are wrong (or the account may not do this): every
+/// send will fail too.
+pub fn refuses_credentials(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 401 | 403)
+}
+
+/// The resource of `kind` a 2xx answer names, or what is wrong with it (for the log: never
+/// the answer itself, which may echo the message's text).
+fn created(body: &[u8], kind: Kind) -> Result<Resource, String> {
+    let created = serde_json::from_slice::<Created>(body)
+        .map_err(|_| "the answer is not a JSON object".to_owned())?;
+    let sid = match created.sid {
+        None | Some(serde_json::Value::Null) => return Err("the answer has no sid".into()),
+        Some(serde_json::Value::String(sid)) => sid,
+        Some(_) => return Err("its sid is not a string".into()),
+    };
+    if !valid_sid(&sid, kind) {
+        return Err(format!(
+            "its sid ({} characters) is not {} followed by 32 hex digits",
+            sid.chars().count(),
+            kind.prefix()
+        ));
+    }
+    let status = match created.status {
+        Some(serde_json::Value::String(status)) => Some(status),
+        _ => None,
+    };
+    Ok(Resource { sid, status })
+}
+
+/// Turns Twilio's answer into a resource of `kind` or an error.
+fn interpret(answer: &Answer, kind: Kind) -> Attempt {
+    let (status, body) = (answer.status, answer.body.as_slice());
+    if status.is_success() {
+        return match created(body, kind) {
+            Ok(resource) => Attempt::Accepted(resource),
+            Err(why) => {
+                tracing::warn!(
+                    status = status.as_u16(),
+                    expected = kind.prefix(),
+                    "{NO_VALID_SID}: {why}; not retried (it may have been carried out)"
+                );
+                // It may have been carried out: never asked again, here or elsewhere. A
+                // provider answering like this is failing.
+                Attempt::Failed(Refusal {
+                    error: CallError::Internal(NO_VALID_SID.into()),
+                    not_accepted: false,
+                    provider_fault: true,
+                })
+            }
+        };
+    }
+    let parsed = serde_json::from_slice::<TwilioError>(body).ok();
+    let code = parsed.as_ref().and_then(|e| e.code);
+    let error = match code {
+        Some(code) => CallError::Twilio {
+            code,
+            message: parsed
+                .and_then(|e| e.message)
+                .unwrap_or_else(|| format!("HTTP {}", status.as_u16())),
+            status: status.as_u16(),
+        },
+        None if status == StatusCode::TOO_MANY_REQUESTS => CallError::Twilio {
+            code: TOO_MANY_REQUESTS,
+            message: "Too Many Requests".into(),
+            status: status.as_u16(),
+        },
+        None => CallError::Unavailable(format!("Twilio answered HTTP {}", status.as_u16())),
+    };
+    // Only an HTTP 429 says "not taken in, ask again": a 5xx whose body says 20429 is still
+    // a 5xx, which may have created the message. A 429 with a code of its own (Verify's
+    // 60203, "max send attempts") would say the same thing again.
+    let too_many =
+        status == StatusCode::TOO_MANY_REQUESTS && matches!(code, None | Some(TOO_MANY_REQUESTS));
+    if too_many {
+        Attempt::Retry {
+            error,
+            wait: retry_after(answer.headers.get(RETRY_AFTER)),
+        }
+    } else {
+        // 401/403: our credentials are refused there, nothing was taken in. Any 5xx (a 503
+        // too: a proxy or edge may answer it after the request reached Twilio) may have
+        // created the message: it counts against the provider but is never handed on.
+        let refused_whole = refuses_credentials(status);
+        Attempt::Failed(Refusal {
+            error,
+            not_accepted: refused_whole,
+            provider_fault: refused_whole || status.is_server_error(),
+        })
+    }
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is treated as absent).
+fn retry_after(value: Option<&HeaderValue>) -> Option<Duration> {
+    let secs: u64 = value?.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: StatusCode, body: &[u8], retry_after: Option<&'static str>) -> Answer {
+        let mut headers = hyper::HeaderMap::new();
+        if let Some(v) = retry_after {
+            headers.insert(RETRY_AFTER, HeaderValue::from_static(v));
+        }
+        Answer {
+            status,
+            headers,
+            body: body.to_vec(),
+        }
+    }
+
+    fn error_of(a: Attempt) -> (CallError, bool) {
+        match a {
+            Attempt::Accepted(r) => panic!("unexpected success {}", r.sid),
+            Attempt::Retry { error, .. } => (error, true),
+            Attempt::Failed(refusal) => (refusal.error, false),
+        }
+    }
+
+    const SM: &str = "SM0123456789abcdef0123456789ABCDEF";
+
+    #[test]
+    fn success_needs_a_valid_sid_of_the_api_called() {
+        let body = format!(r#"{{"sid":"{SM}","status":"queued"}}"#);
+        let ok = interpret(
+            &answer(StatusCode::CREATED, body.as_bytes(), None),
+            Kind::Message,
+        );
+        assert!(
+            matches!(ok, Attempt::Accepted(r) if r.sid == SM && r.status.as_deref() == Some("queued"))
+        );
+        let wrong_api = interpret(
+            &answer(StatusCode::CREATED, body.as_bytes(), None),
+            Kind::Call,
+        );
+        for bad in [
+            br#"{"sid":"SMabc","status":"queued"}"#.as_slice(),
+            br#"{"sid":"SMSisfine"}"#,
+            br#"{"sid":"ERR"}"#,
+            br#"{"sid":42}"#,
+            br#"{"sid":null}"#,
+            b"{}",
+            b"SM0123456789abcdef0123456789abcdef",
+        ]
+        .map(|body| interpret(&answer(StatusCode::CREATED, body, None), Kind::Message))
+        .into_iter()
+        .chain([wrong_api])
+        {
+            let Attempt::Failed(refusal) = bad else {
+                panic!("accepted or retried");
+            };
+            assert_eq!(
+                refusal.error.to_string(),
+                "ERR internal: Twilio answered without a valid SID"
+            );
+            assert!(!refusal.not_accepted, "it may have been sent");
+        }
+    }
+
+    #[test]
+    fn one_sid_check_for_every_api() {
+        let hex = "0123456789abcdef0123456789abcdef";
+        for (kind, prefix) in [
+            (Kind::Message, "SM"),
+            (Kind::Call, "CA"),
+            (Kind::Verification, "VE"),
+        ] {
+            assert!(valid_sid(&format!("{prefix}{hex}"), kind));
+            assert!(!valid_sid(&format!("{prefix}{}", &hex[1..]), kind));
+            assert!(!valid_sid(&format!("{prefix}{hex}0"), kind));
+            assert!(!valid_sid(&format!("{prefix}{}g", &hex[1..]), kind));
+            assert!(!valid_sid(&format!("{}{hex}", prefix.to_lowercase()), kind));
+        }
+        assert!(!valid_sid(&format!("CA{hex}"), Kind::Message));
+    }
+
+    #[test]
+    fn twilio_errors_keep_code_and_message_and_never_start_with_sm() {
+        let body = br#"{"code":21408,"message":"SMS is not enabled for this region","status":400}"#;
+        let (e, retry) = error_of(interpret(
+            &answer(StatusCode::BAD_REQUEST, body, None),
+            Kind::Message,
+        ));
+        assert!(!retry);
+        assert_eq!(
+            e.to_string(),
+            "ERR twilio 21408: SMS is not enabled for this region"
+        );
+    }
+
+    #[test]
+    fn only_http_429_with_20429_or_no_code_is_retried() {
+        let retried = |status, body: &[u8]| {
+            error_of(interpret(&answer(status, body, Some("1")), Kind::Message)).1
+        };
+        assert!(retried(StatusCode::TOO_MANY_REQUESTS, b""));
+        assert!(retried(StatusCode::TOO_MANY_REQUESTS, br#"{"code":20429}"#));
+        // Verify's "max send attempts" would say the same again.
+        assert!(!retried(
+            StatusCode::TOO_MANY_REQUESTS,
+            br#"{"code":60203,"message":"Max send attempts reached"}"#
+        ));
+        // 20429 in the body of anything but a 429 is not a 429.
+        assert!(!retried(StatusCode::BAD_REQUEST, br#"{"code":20429}"#));
+        for status in [500, 502, 503, 504] {
+            let status = StatusCode::from_u16(status).unwrap();
+            assert!(!retried(status, br#"{"code":20429}"#), "{status}");
+            assert!(!retried(status, b"oops"), "{status}");
+        }
+        let (e, _) = error_of(interpret(
+            &answer(StatusCode::INTERNAL_SERVER_ERROR, b"oops", None),
+            Kind::Message,
+        ));
+        assert_eq!(e.reason(), "unavailable");
+    }
+
+    #[test]
+    fn no_5xx_is_handed_to_another_provider_but_each_counts_against_it() {
+        for status in [500, 502, 503, 504] {
+            for body in [br#"{"code":20429}"#.as_slice(), b"", br#"{"code":20500}"#] {
+                let status = StatusCode::from_u16(status).unwrap();
+                let Attempt::Failed(refusal) =
+                    interpret(&answer(status, body, None), Kind::Message)
+                else {
+                    panic!("{status} retried");
+                };
+                assert!(!refusal.not_accepted, "{status}");
+                assert!(refusal.provider_fault, "{status}");
+            }
+        }
+        let Attempt::Failed(refusal) = interpret(
+            &answer(StatusCode::UNAUTHORIZED, br#"{"code":20003}"#, None),
+            Kind::Message,
+        ) else {
+            panic!("401 retried");
+        };
+        assert!(refusal.not_accepted && refusal.provider_fault);
+    }
+
+    #[test]
+    fn retry_after_in_seconds() {
+        assert_eq!(
+            retry_after(Some(&HeaderValue::from_static("2"))),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            retry_after(Some(&HeaderValue::from_static(
+                "Wed, 21 Oct 2015 07:28:00 GMT"
+            ))),
+            None
+        );
+        assert_eq!(retry_after(None), None);
+    }
+}
