@@ -1,5 +1,10 @@
-//! The errors a caller can receive. Each renders as `ERR <reason>: <detail>`, the stable wire
-//! form the README documents; none can ever start with `SM`.
+//! The errors a caller can receive, and their one classification. Each renders as
+//! `ERR <reason>: <detail>`, the stable wire form the README documents; none can ever start
+//! with `SM`. The reason token, the field a log line and a metric name besides it, and what
+//! an error says of Twilio's health are all decided here.
+//!
+//! Every stage answers in these terms (guards, Twilio clients, the call), so the type sits
+//! below all of them rather than inside `call`.
 
 use std::fmt;
 
@@ -44,6 +49,45 @@ impl CallError {
             CallError::Blocked(_) => "blocked",
             CallError::Unavailable(_) => "unavailable",
             CallError::Internal(_) => "internal",
+        }
+    }
+}
+
+/// What a failure's log line (and its metric) names besides the reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    None,
+    TwilioCode(u32),
+    /// The fraud rule that refused (`blocked`).
+    Rule(&'static str),
+    /// The rate limit that refused (`rate_limited`).
+    Limit(&'static str),
+}
+
+/// Twilio codes that fail every send, not just this one: bad credentials, suspended account.
+const ACCOUNT_PROBLEMS: [u32; 3] = [20003, 20005, 30002];
+
+impl CallError {
+    pub fn detail(&self) -> Detail {
+        match self {
+            CallError::Twilio { code, .. } => Detail::TwilioCode(*code),
+            CallError::Blocked(rule) => Detail::Rule(rule),
+            CallError::RateLimited { limit, .. } => Detail::Limit(limit),
+            _ => Detail::None,
+        }
+    }
+
+    /// What a failed send says of Twilio's health, for `health`: healthy or not, and a
+    /// detail; `None` when the failure was the caller's doing and says nothing of Twilio.
+    pub fn twilio_health(&self) -> Option<(bool, String)> {
+        match self {
+            CallError::BadRequest(_)
+            | CallError::InvalidPhone(_)
+            | CallError::RateLimited { .. } => None,
+            CallError::Twilio { code, .. } => {
+                Some((!ACCOUNT_PROBLEMS.contains(code), format!("twilio {code}")))
+            }
+            e => Some((false, e.reason().to_owned())),
         }
     }
 }

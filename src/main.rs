@@ -9,7 +9,7 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use otp_sidecar::app;
 use otp_sidecar::client::{Client, Endpoint};
-use otp_sidecar::config::{redact_url, ServeArgs, Settings, DEFAULT_UNIX};
+use otp_sidecar::config::{self, Options, Settings, DEFAULT_UNIX};
 
 /// `println!` that never panics: a closed stdout (`otp-sidecar ping | grep -q ok`) is not an
 /// error of ours, and the exit status stays the one the reply decided.
@@ -46,7 +46,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the daemon.
-    Serve(ServeArgs),
+    Serve(Options),
     /// Send one OTP through a running daemon and print its reply.
     ///
     /// Exit status: 0 for a SID, 1 for an ERR reply, 2 when the daemon could not be asked.
@@ -93,7 +93,7 @@ struct CheckArgs {
     #[arg(long)]
     online: bool,
     #[command(flatten)]
-    serve: ServeArgs,
+    serve: Options,
 }
 
 /// The optional caller context (sendOTP's fourth argument), as an iRule would pass it.
@@ -171,7 +171,19 @@ fn parse() -> Cli {
             .mut_subcommands(hide)
     }
     let matches = hide(Cli::command()).get_matches();
-    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // The daemon's options as the user gave them: clap's defaults are the bottom layer, under
+    // the config file, not above it.
+    let explicit = match (&mut cli.command, matches.subcommand()) {
+        (Command::Serve(options), Some((_, sub))) => Options::explicit(sub).map(|o| *options = o),
+        (Command::Check(check), Some((_, sub))) => Options::explicit(sub).map(|o| check.serve = o),
+        _ => Ok(()),
+    };
+    if let Err(e) = explicit {
+        err!("otp-sidecar: {e:#}");
+        std::process::exit(2);
+    }
+    cli
 }
 
 fn main() -> ExitCode {
@@ -254,123 +266,16 @@ fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-fn check(args: &ServeArgs) -> Result<()> {
+fn check(args: &Options) -> Result<()> {
     let settings = Settings::resolve(args, &env_var)?;
     // What serve would refuse at start: the socket's directory, the TLS roots…
     app::preflight(&settings)?;
     for warning in &settings.warnings {
         err!("otp-sidecar: warning: {warning}");
     }
-    out!("configuration OK");
-    out!("  unix socket:  {}", settings.unix.display());
-    out!(
-        "  tcp:          {}",
-        or_off(settings.tcp, |a| a.to_string())
-    );
-    out!("  twilio api:   {}", settings.twilio_api_url);
-    out!(
-        "  proxy:        {}",
-        or_off(settings.proxy.as_ref(), |p| redact_url(p.as_str()))
-    );
-    out!("  deadline:     {} ms", settings.deadline.as_millis());
-    out!("  threads:      {}", settings.threads);
-    let limits = &settings.limits;
-    out!(
-        "  limits:       {} connections, {} calls in flight ({} per connection), idle {}",
-        limits.max_connections,
-        limits.max_in_flight,
-        limits.max_in_flight_per_connection,
-        limits
-            .idle_timeout
-            .map_or_else(|| "never".to_owned(), |t| format!("{} s", t.as_secs()))
-    );
-    let rates = &settings.rate_limits;
-    let rate = |r: Option<otp_sidecar::guard::ratelimit::Rate>| or_off(r, |r| r.to_string());
-    out!(
-        "  rate limits:  phone {}, ip {}, user {}, global {}",
-        rate(rates.phone),
-        rate(rates.ip),
-        rate(rates.user),
-        rate(rates.global)
-    );
-    out!(
-        "  default_region: {}",
-        settings
-            .default_region
-            .as_ref()
-            .map_or("none (only +E.164 accepted)", AsRef::as_ref)
-    );
-    out!(
-        "  lookup:       {}",
-        or_off(settings.lookup.as_ref(), |l| format!(
-            "{} line types, {} carriers blocked, cached {} s, fails {}",
-            l.block_line_types.len(),
-            l.block_carriers.len(),
-            l.cache_ttl.as_secs(),
-            if l.fail_open { "open" } else { "closed" }
-        ))
-    );
-    let failover: Vec<String> = settings
-        .failover
-        .iter()
-        .map(|p| {
-            let account = p
-                .credentials
-                .as_ref()
-                .map_or_else(|| "the primary's account".to_owned(), |c| c.describe());
-            format!("{} ({} at {})", p.name, account, p.api_url)
-        })
-        .collect();
-    out!(
-        "  failover:     {}",
-        if failover.is_empty() {
-            "off".to_owned()
-        } else {
-            format!(
-                "{}; a provider is skipped after {} faults in a row, for {} s",
-                failover.join(", then "),
-                settings.breaker.failures,
-                settings.breaker.cooldown.as_secs()
-            )
-        }
-    );
-    let voice = &settings.voice;
-    out!(
-        "  channel:      {} (calls from {}, in {}, fallback to a call {})",
-        settings.channel.name(),
-        voice.from.as_deref().unwrap_or("the sender"),
-        voice.language,
-        if voice.fallback { "on" } else { "off" }
-    );
-    match &settings.verify {
-        // Verify writes the text itself, from the service's template.
-        Some(service) => out!(
-            "  verify:       {} (its own message text and lifetime)",
-            service.service_sid()
-        ),
-        None => {
-            for (name, cost) in settings.templates.costs() {
-                out!("  template {name}: {cost} with a 6-digit code");
-            }
-            out!(
-                "  validity:     {}",
-                or_off(settings.validity_period, |v| format!("{v} s"))
-            );
-        }
-    }
-    out!(
-        "  keep warm:    {}",
-        or_off(settings.keep_warm, |t| format!("every {} s", t.as_secs()))
-    );
-    out!(
-        "  metrics:      {}",
-        or_off(settings.metrics, |a| format!("http://{a}/metrics"))
-    );
-    match (&settings.credentials, settings.dry_run) {
-        (_, true) => out!("  mode:         DRY RUN (nothing is sent)"),
-        (Some(c), false) => out!("  credentials:  {} (from {})", c.describe(), c.origin),
-        (None, false) => {}
-    }
+    let _ = std::io::stdout()
+        .lock()
+        .write_all(config::report(&settings).as_bytes());
     Ok(())
 }
 
@@ -393,11 +298,6 @@ fn check_online(args: &CheckArgs) -> Result<()> {
         "Twilio did not accept the configuration"
     );
     Ok(())
-}
-
-/// A setting that may be off, for `check`'s report.
-fn or_off<T>(value: Option<T>, show: impl FnOnce(T) -> String) -> String {
-    value.map_or_else(|| "off".to_owned(), show)
 }
 
 /// [`ask`] on a runtime of its own; exit 2 when not even that can start.

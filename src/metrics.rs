@@ -198,6 +198,15 @@ impl Metrics {
         self.rate_limited.get_or_create(&LimitLabel { limit }).inc();
     }
 
+    /// Counts a refusal by a fraud rule or a rate limit, whichever check made it.
+    pub fn count_refusal(&self, detail: crate::error::Detail) {
+        match detail {
+            crate::error::Detail::Rule(rule) => self.count_blocked(rule),
+            crate::error::Detail::Limit(limit) => self.count_rate_limited(limit),
+            _ => {}
+        }
+    }
+
     pub fn count_call(&self, method: &'static str, result: Result<(), &'static str>) {
         let (outcome, reason) = match result {
             Ok(()) => ("ok", ""),

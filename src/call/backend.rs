@@ -3,8 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::config::Settings;
-use crate::twilio::failover::Providers;
+use crate::twilio::failover::{Provider, Providers};
 use crate::twilio::verify::VerifyService;
 use crate::twilio::TwilioClient;
 
@@ -21,11 +20,11 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// The dry run of these settings: made-up `VE…` SIDs in Verify mode, else `SM…`.
-    pub fn dry_run(settings: &Settings) -> Backend {
+    /// A dry run: made-up `VE…` SIDs in Verify mode, else `SM…`.
+    pub fn dry_run(verify: bool) -> Backend {
         Backend::DryRun {
             sids: DrySids::default(),
-            verify: settings.verify.is_some(),
+            verify,
         }
     }
 
@@ -44,6 +43,14 @@ impl Backend {
             Backend::Messages(providers) => Some(providers.primary()),
             Backend::Verify(client, _) => Some(client),
             Backend::DryRun { .. } => None,
+        }
+    }
+
+    /// The failover providers (Messages mode), in order.
+    pub fn backups(&self) -> &[Provider] {
+        match self {
+            Backend::Messages(providers) => providers.backups(),
+            _ => &[],
         }
     }
 }

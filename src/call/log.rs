@@ -7,7 +7,8 @@
 
 use tokio::time::Instant;
 
-use crate::error::CallError;
+use super::request::Method;
+use crate::error::{CallError, Detail};
 use crate::guard::validate::mask_phone;
 
 /// The line of one sendOTP or confirmOTP call; empty for the other methods.
@@ -20,12 +21,6 @@ struct Line {
     target: Target,
     outcome: Outcome,
     latency_ms: f64,
-}
-
-#[derive(Clone, Copy)]
-pub enum Method {
-    SendOtp,
-    ConfirmOtp,
 }
 
 pub enum Target {
@@ -45,14 +40,6 @@ enum Outcome {
     },
 }
 
-/// What a failure's line names besides its reason.
-enum Detail {
-    None,
-    TwilioCode(u32),
-    Rule(&'static str),
-    Limit(&'static str),
-}
-
 impl CallLog {
     /// The line of a call that began at `started` and ended now with `result`.
     pub fn new(
@@ -67,12 +54,7 @@ impl CallLog {
             Ok(sid) => Outcome::Done { sid: sid.clone() },
             Err(e) => Outcome::Failed {
                 reason: e.reason(),
-                detail: match e {
-                    CallError::Twilio { code, .. } => Detail::TwilioCode(*code),
-                    CallError::Blocked(rule) => Detail::Rule(rule),
-                    CallError::RateLimited { limit, .. } => Detail::Limit(limit),
-                    _ => Detail::None,
-                },
+                detail: e.detail(),
             },
         };
         CallLog(Some(Line {
@@ -127,6 +109,8 @@ impl Line {
             (Method::ConfirmOtp, Outcome::Failed { reason, .. }) => {
                 tracing::warn!(method = "confirmOTP", target = %target, outcome = "error", reason, latency_ms)
             }
+            // The other methods get no line.
+            (Method::Ping | Method::Health | Method::Unknown, _) => {}
         }
     }
 }

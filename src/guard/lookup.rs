@@ -19,14 +19,7 @@ use crate::twilio::lookup::LineInfo;
 use crate::twilio::TwilioClient;
 
 /// Line types blocked unless configured otherwise: the ones SMS pumping uses.
-pub const DEFAULT_BLOCKED_LINE_TYPES: &[&str] = &[
-    "premium",
-    "tollFree",
-    "sharedCost",
-    "uan",
-    "pager",
-    "voicemail",
-];
+pub const DEFAULT_BLOCKED_LINE_TYPES: &str = "premium,tollFree,sharedCost,uan,pager,voicemail";
 /// Lookup answers cached at most (two generations of half each).
 const CACHE_KEYS: usize = 100_000;
 
@@ -186,8 +179,8 @@ mod tests {
     fn guard() -> LookupGuard {
         LookupGuard::new(LookupRules {
             block_line_types: DEFAULT_BLOCKED_LINE_TYPES
-                .iter()
-                .map(|s| s.to_string())
+                .split(',')
+                .map(str::to_owned)
                 .collect(),
             block_carriers: [("204".to_owned(), "04".to_owned())].into(),
             cache_ttl: Duration::from_secs(60),

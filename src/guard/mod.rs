@@ -1,8 +1,70 @@
-//! The checks a code meets before it may leave: the arguments (validation), the country
-//! (geo rules), the rate limits, and Twilio Lookup's verdict on the line.
+//! The checks a code meets before it may leave, in order: the arguments (validation, done
+//! when the call is parsed), the country (geo rules), the rate limits, and Twilio Lookup's
+//! verdict on the line. Each refusal is counted where it is made.
 
 pub mod bounded;
 pub mod geo;
 pub mod lookup;
 pub mod ratelimit;
 pub mod validate;
+
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use crate::error::CallError;
+use crate::twilio::TwilioClient;
+use geo::GeoRules;
+use lookup::{LookupGuard, LookupRules};
+use ratelimit::{Caller, RateLimiter, RateLimits};
+use validate::Context;
+
+/// The guards' settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub geo: GeoRules,
+    pub rate_limits: RateLimits,
+    /// `None`: no Lookup before sending.
+    pub lookup: Option<LookupRules>,
+}
+
+/// The checks after validation. The limiter and the Lookup cache are shared with the
+/// composition root, which sweeps them and keeps the limiter's counts across a reload.
+pub struct Guards {
+    pub geo: GeoRules,
+    pub limiter: Arc<RateLimiter>,
+    /// Only with a Twilio backend: a dry run looks nothing up.
+    pub lookup: Option<Arc<LookupGuard>>,
+}
+
+impl Guards {
+    /// Geo rules, then the rate limits (which charge the send), then Lookup through `twilio`
+    /// within `deadline`. Ok: what Lookup said the line is, when it was asked.
+    pub async fn check(
+        &self,
+        phone: &str,
+        context: &Context<'_>,
+        twilio: Option<&TwilioClient>,
+        deadline: Instant,
+    ) -> Result<Option<String>, CallError> {
+        self.geo.check(phone).map_err(|(error, country)| {
+            tracing::debug!(country = %country, "refused by the geo rules");
+            error
+        })?;
+        let caller = Caller {
+            phone,
+            ip: context.ip,
+            user: context.user.as_deref(),
+        };
+        if let Err((scope, wait)) = self.limiter.check(&caller) {
+            return Err(CallError::RateLimited {
+                retry_in_s: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+                limit: scope.name(),
+            });
+        }
+        match (&self.lookup, twilio) {
+            (Some(guard), Some(client)) => guard.check(client, phone, deadline).await,
+            _ => Ok(None),
+        }
+    }
+}

@@ -546,13 +546,10 @@ impl CallTask {
             return Err(request);
         }
         // Neither awaits anything: the first poll finishes them.
-        let (result, log) = dispatcher
-            .call(&request.method, &request.params)
-            .now_or_never()
-            .unwrap_or_else(|| {
-                let failed = CallError::Internal("the call did not finish at once".into());
-                (Err(failed), CallLog::default())
-            });
+        let (result, log) = dispatcher.call(&request).now_or_never().unwrap_or_else(|| {
+            let failed = CallError::Internal("the call did not finish at once".into());
+            (Err(failed), CallLog::default())
+        });
         let reply = Response {
             msgid: request.msgid,
             outcome: result.map_err(|e| e.to_string()),
@@ -563,13 +560,9 @@ impl CallTask {
     /// Runs the call holding `slot`, which the call gives back when it ends.
     fn spawn(dispatcher: &Arc<Dispatcher>, request: Request, slot: Slot<'static>) -> CallTask {
         let dispatcher = dispatcher.clone();
-        let Request {
-            msgid,
-            method,
-            params,
-        } = request;
+        let msgid = request.msgid;
         let handle = tokio::spawn(async move {
-            let called = dispatcher.call(&method, &params).await;
+            let called = dispatcher.call(&request).await;
             drop(slot);
             called
         });

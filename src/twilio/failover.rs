@@ -17,8 +17,8 @@ use super::Sender;
 use crate::metrics::METRICS;
 use crate::twilio::{Refusal, Sms, TwilioClient};
 
-pub const DEFAULT_BREAKER_FAILURES: u32 = 3;
-pub const DEFAULT_BREAKER_COOLDOWN: Duration = Duration::from_secs(30);
+/// The name the top-level credentials go by in logs and metrics.
+pub const PRIMARY: &str = "primary";
 
 /// When a provider is skipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,7 +4,6 @@ use tokio::time::Instant;
 
 use super::rest::{Kind, Refusal};
 use super::{is_e164, is_sid, TwilioClient};
-use crate::error::CallError;
 
 /// One SMS to send.
 #[derive(Debug)]
@@ -57,19 +56,19 @@ fn is_alphanumeric_sender_id(s: &str) -> bool {
         && s.trim() == s
 }
 
+/// What a sender that is none of the forms below is told.
+pub const NOT_A_SENDER: &str = "sender must be an E.164 number, an alphanumeric sender ID of up \
+                                to 11 characters, or a Messaging Service SID (MG…)";
+
 /// The sender as Twilio takes it: a Messaging Service SID, an E.164 number or an alphanumeric
-/// sender ID.
-pub fn sender(sender: &str) -> Result<Sender, CallError> {
+/// sender ID; else [`NOT_A_SENDER`].
+pub fn sender(sender: &str) -> Result<Sender, &'static str> {
     if is_sid(sender, "MG") {
         Ok(Sender::MessagingService(sender.to_owned()))
     } else if is_e164(sender) || is_alphanumeric_sender_id(sender) {
         Ok(Sender::From(sender.to_owned()))
     } else {
-        Err(CallError::BadRequest(
-            "sender must be an E.164 number, an alphanumeric sender ID of up to 11 characters, \
-             or a Messaging Service SID (MG…)"
-                .into(),
-        ))
+        Err(NOT_A_SENDER)
     }
 }
 

@@ -1,0 +1,126 @@
+//! The composition root: settings in, the running parts out. Each part gets only its own
+//! settings; what more than one part uses (the backend, the limiter, the Lookup cache) is made
+//! here once and handed to each.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+
+use crate::call::backend::Backend;
+use crate::call::Dispatcher;
+use crate::config::Settings;
+use crate::guard::lookup::LookupGuard;
+use crate::guard::ratelimit::RateLimiter;
+use crate::guard::Guards;
+use crate::server::Live;
+use crate::twilio::credentials::Credentials;
+use crate::twilio::failover::{Provider, Providers, PRIMARY};
+use crate::twilio::TwilioClient;
+
+/// What the background tasks (warming, sweeps, the heartbeat) work on; a reload replaces it
+/// with the serving parts.
+pub struct Parts {
+    pub backend: Arc<Backend>,
+    pub limiter: Arc<RateLimiter>,
+    pub lookup: Option<Arc<LookupGuard>>,
+    pub settings: Settings,
+}
+
+/// What serving needs, made from settings: the backend (and its Twilio clients), the guards
+/// and the dispatcher, and the server's limits. The running rate limiter is kept (with its
+/// counts) when the rate limits did not change.
+pub fn build(settings: &Settings, running: Option<&Parts>) -> Result<(Live, Parts)> {
+    // Verify writes its own text: the templates' warnings would be about nothing sent.
+    if settings.verify.is_none() {
+        for warning in settings.call.templates.warnings() {
+            tracing::warn!("{warning}");
+        }
+    }
+    let rate_limits = settings.guard.rate_limits;
+    let limiter = match running.map(|parts| &parts.limiter) {
+        Some(limiter) if *limiter.limits() == rate_limits => limiter.clone(),
+        _ => Arc::new(RateLimiter::new(rate_limits)),
+    };
+    let backend = Arc::new(backend(settings)?);
+    // Lookup is asked through the Twilio client: a dry run looks nothing up.
+    let lookup = match (&settings.guard.lookup, backend.twilio()) {
+        (Some(rules), Some(_)) => Some(Arc::new(LookupGuard::new(rules.clone()))),
+        _ => None,
+    };
+    let guards = Guards {
+        geo: settings.guard.geo.clone(),
+        limiter: limiter.clone(),
+        lookup: lookup.clone(),
+    };
+    let dispatcher = Dispatcher::new(settings.call.clone(), guards, backend.clone());
+    let live = Live {
+        dispatcher: Arc::new(dispatcher),
+        limits: settings.limits,
+        max_frame: settings.max_frame_bytes,
+    };
+    let parts = Parts {
+        backend,
+        limiter,
+        lookup,
+        settings: settings.clone(),
+    };
+    Ok((live, parts))
+}
+
+/// Where codes go: Messages through the providers, Verify, or a dry run.
+fn backend(settings: &Settings) -> Result<Backend> {
+    let credentials = match &settings.credentials {
+        Some(credentials) if !settings.dry_run => credentials,
+        _ => {
+            let sids = if settings.verify.is_some() {
+                "VE…"
+            } else {
+                "SM… (CA… for a call)"
+            };
+            tracing::warn!(
+                "DRY RUN: nothing will be sent; every sendOTP answers with a made-up {sids} SID"
+            );
+            return Ok(Backend::dry_run(settings.verify.is_some()));
+        }
+    };
+    let client = Box::new(TwilioClient::new(&settings.twilio, credentials)?);
+    Ok(match &settings.verify {
+        Some(service) => {
+            tracing::info!(
+                service = service.service_sid(),
+                "sending through Twilio Verify as {}",
+                credentials.describe()
+            );
+            Backend::Verify(client, service.clone())
+        }
+        None => {
+            tracing::info!(twilio = %settings.twilio.api_url, "sending through {}", credentials.describe());
+            Backend::Messages(providers(settings, credentials, *client)?)
+        }
+    })
+}
+
+/// The primary and the failover providers, in order; they share one connection pool.
+fn providers(
+    settings: &Settings,
+    credentials: &Credentials,
+    primary: TwilioClient,
+) -> Result<Providers> {
+    let mut list = Vec::with_capacity(1 + settings.failover.len());
+    for p in &settings.failover {
+        let account = p.credentials.as_ref().unwrap_or(credentials);
+        let client = primary.sibling(&p.api_url, account)?;
+        tracing::info!(provider = %p.name, twilio = %p.api_url, "failover: then through {}", account.describe());
+        list.push(Provider::new(
+            p.name.clone(),
+            client,
+            p.sender.clone(),
+            settings.breaker,
+        ));
+    }
+    list.insert(
+        0,
+        Provider::new(PRIMARY.to_owned(), primary, None, settings.breaker),
+    );
+    Ok(Providers::new(list))
+}

@@ -1,0 +1,117 @@
+//! Background work: what the first call must not pay for (done before READY and before a
+//! reload's swap), keeping the Twilio connection warm, sweeping the limiter and the Lookup
+//! cache, and the timer heartbeat.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::time::Instant;
+
+use super::build::Parts;
+use crate::call::backend::Backend;
+use crate::twilio::refuses_credentials;
+
+/// The parts the tasks work on, replaced by a reload.
+pub type SharedParts = Arc<ArcSwap<Parts>>;
+
+/// What the first call must not pay for, done before it takes over (at start, before READY;
+/// on reload, before the swap): the numbering plan (~100 ms) when geo rules are on, and the
+/// Twilio connection when warming is on.
+pub async fn prepare(parts: &Parts) {
+    let settings = &parts.settings;
+    if settings.guard.geo.active() || settings.call.region.is_some() {
+        let _ = tokio::task::spawn_blocking(crate::guard::geo::load_numbering_plan).await;
+    }
+    if settings.keep_warm.is_some() {
+        warm_up(&parts.backend, settings.call.deadline).await;
+    }
+}
+
+/// Opens the Twilio connection (TLS included) before the first OTP needs it.
+async fn warm_up(backend: &Backend, timeout: Duration) {
+    let Some(client) = backend.twilio() else {
+        return;
+    };
+    let started = Instant::now();
+    match client.warm(timeout).await {
+        Ok(status) if refuses_credentials(status) => {
+            tracing::error!(
+                status = status.as_u16(),
+                "Twilio refused the credentials: every send will fail until they are fixed"
+            );
+        }
+        Ok(status) => {
+            tracing::info!(
+                status = status.as_u16(),
+                ms = started.elapsed().as_millis() as u64,
+                "Twilio connection warm"
+            );
+        }
+        Err(e) => tracing::warn!("cannot reach Twilio yet ({e}); sends will try again"),
+    }
+    // A failover is quicker on an open connection; their answers are only logged.
+    for provider in backend.backups() {
+        match provider.client.touch(timeout).await {
+            Ok(status) if refuses_credentials(status) => tracing::error!(
+                provider = %provider.name,
+                status = status.as_u16(),
+                "failover provider refused its credentials: it cannot take over until fixed"
+            ),
+            Ok(status) => {
+                tracing::info!(provider = %provider.name, status = status.as_u16(), "failover provider warm")
+            }
+            Err(e) => {
+                tracing::warn!(provider = %provider.name, "cannot reach failover provider yet ({e})")
+            }
+        }
+    }
+}
+
+/// Touches the Twilio connection every `interval` so it is never idle long enough to close.
+pub async fn keep_warm(parts: SharedParts, interval: Duration) {
+    let mut was_warm = true;
+    loop {
+        tokio::time::sleep(interval).await;
+        let parts = parts.load_full();
+        let timeout = parts.settings.call.deadline;
+        let Some(client) = parts.backend.twilio() else {
+            continue;
+        };
+        let warm = matches!(client.warm(timeout).await, Ok(s) if !refuses_credentials(s));
+        for provider in parts.backend.backups() {
+            let touched = provider.client.touch(timeout).await;
+            tracing::debug!(provider = %provider.name, ok = touched.is_ok(), "failover provider kept warm");
+        }
+        if warm != was_warm {
+            if warm {
+                tracing::info!("Twilio answers again");
+            } else {
+                tracing::warn!("Twilio keep-warm request failed");
+            }
+            was_warm = warm;
+        }
+    }
+}
+
+/// Once a minute, forgets rate-limit keys whose window has passed and expired Lookup answers.
+pub async fn sweep_rate_limits(parts: SharedParts) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let parts = parts.load_full();
+        let kept = parts.limiter.sweep();
+        let cached = parts.lookup.as_ref().map_or(0, |l| l.sweep());
+        tracing::debug!(kept, cached, "rate-limit keys and Lookup answers swept");
+    }
+}
+
+/// Keeps a timer pending that is due before any call's deadline. Tokio wakes its own driver
+/// (an eventfd write, then an extra pass through epoll) whenever a new timer is due earlier
+/// than the one it last planned to wake for; with this beat due first, registering a call's
+/// deadline never does. It costs one wake every half deadline and saves a syscall a call.
+pub async fn timer_heartbeat(parts: SharedParts) {
+    loop {
+        let beat = parts.load().settings.call.deadline / 2;
+        tokio::time::sleep(beat).await;
+    }
+}
