@@ -1,6 +1,8 @@
 //! The harness: a real daemon process on a temp Unix socket and 127.0.0.1:0, its log
 //! captured, and a wiremock Twilio on loopback.
-#![allow(dead_code)] // each test file uses a different part of it
+// The test binary (tests/daemon) uses every item: build it without this line to check. The
+// benches flood and warm_start include this file by #[path] and use only a few.
+#![allow(dead_code)]
 
 pub mod proxy;
 pub mod tls;
@@ -385,10 +387,6 @@ impl Daemon {
             .expect("connect tcp")
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// Sends a signal (`"HUP"`, `"TERM"`…).
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
@@ -474,6 +472,16 @@ pub fn witness_dir() -> PathBuf {
         dir.display()
     );
     dir
+}
+
+/// Whether `s` has a Twilio SID's shape: the two-letter `prefix` (`SM`, `CA`, `VE`…) and 32
+/// lowercase hex digits.
+pub fn is_sid(s: &str, prefix: &str) -> bool {
+    s.len() == 34
+        && s.starts_with(prefix)
+        && s.bytes()
+            .skip(2)
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// A file of this repository.

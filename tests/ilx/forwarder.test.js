@@ -3,8 +3,8 @@
 // (replies split in pieces, integers in any width) or must never (garbage, a bad frame).
 //
 // Runs on every Node.js iRulesLX runs (6.9.1, 8.11.1) and on the current LTS, under the tiny
-// harness beside it (no node:test, no async/await: Node 6 has neither). tests/bigip.rs runs it
-// once per runtime, as `node tests/ilx/forwarder.test.js`, and provides:
+// harness beside it (no node:test, no async/await: Node 6 has neither). tests/daemon/bigip.rs
+// runs it once per runtime, as `node tests/ilx/forwarder.test.js`, and provides:
 //   OTP_SIDECAR_BIN   the daemon binary
 //   TWILIO_MOCK_URL   a mock Twilio: 201 for every number but +31600000000, which gets 21211
 //   NODE_PATH         tests/ilx/stubs, for the stand-in f5-nodejs

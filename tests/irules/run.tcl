@@ -3,7 +3,7 @@
 # Tcl 8.5+ commands iRules lack and the commands iRules disable (encoding) deleted, so using
 # one fails the case. ILX::call runs the real ILX forwarder under Node (ilx_host.js).
 #
-# Environment (set by tests/bigip.rs):
+# Environment (set by tests/daemon/bigip.rs):
 #   OTP_SIDECAR_UNIX  the daemon's Unix socket      OTP_SIDECAR_TCP  its TCP address
 #   USERS_SB_TCP, USERS_ILX_UNIX   two more daemons, each allowing one send per user an hour
 #                     (one for each iRule), where a user name's bytes decide the limit's key

@@ -1,11 +1,9 @@
 //! The MessagePack-RPC wire, byte by byte, against a real daemon on real sockets.
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
 use otp_sidecar::rpc::{Encode, Incoming, MsgpackCodec, Request, Response};
 use rmpv::Value;
@@ -392,7 +390,7 @@ async fn golden_frames_get_their_golden_replies() {
                 (&reply[0], &reply[1], &reply[2]),
                 (&1.into(), &3.into(), &Value::Nil)
             );
-            assert!(otp_sidecar::validate::is_sid(&sid, "SM"), "{name}: {reply}");
+            assert!(is_sid(&sid, "SM"), "{name}: {reply}");
         } else {
             panic!("{name}: no .reply file and no rule for it");
         }

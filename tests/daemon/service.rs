@@ -1,14 +1,12 @@
 //! The daemon as a service: drain on SIGTERM, reload on SIGHUP, systemd notifications and
 //! socket activation, limits, the warm Twilio connection, metrics and log formats.
 
-mod common;
-
 use std::io::Read;
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
-use common::tls::TlsTwilio;
-use common::*;
+use crate::common::tls::TlsTwilio;
+use crate::common::*;
 use otp_sidecar::client::{Client, Endpoint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wiremock::matchers::method;

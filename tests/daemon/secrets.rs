@@ -3,12 +3,10 @@
 //! the wrong TOML key) never come back out: not in any `--help`, not from `check` (passing or
 //! refusing), a refused start, a refused reload, nor the daemon's log at `RUST_LOG=trace`.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const PROXY_PW: &str = "pr0xyPassw0rd-7c1e55";
 const URL_PW: &str = "urlPassw0rd-4d2a66";

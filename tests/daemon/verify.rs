@@ -1,9 +1,7 @@
 //! Verify mode: sendOTP starts a Twilio Verify verification that carries APM's code, and
 //! confirmOTP reports the approval, against a mock Verify API on loopback.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use wiremock::matchers::{body_string_contains, header_exists, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -246,7 +244,7 @@ async fn confirm_otp_needs_verify_mode_and_a_dry_run_answers_in_ve_sids() {
         Options::default().args(["--dry-run", "--verify-service-sid", VA]),
     );
     let sid = dry.send("ACME").await.unwrap();
-    assert!(sid.starts_with("VE") && sid.len() == 34, "{sid}");
+    assert!(is_sid(&sid, "VE"), "{sid}");
     assert_eq!(confirm(&dry, &sid).await, Ok(sid.as_str().into()));
     assert!(sends(&twilio).await.is_empty());
 }

@@ -1,11 +1,9 @@
 //! Fraud guards: the optional context map (advice that never blocks an OTP) and the rate
 //! limits per phone, IP, user and in all.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use rmpv::Value;
 
 #[tokio::test]

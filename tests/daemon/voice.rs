@@ -1,9 +1,7 @@
 //! Voice: a call that reads the code out (Calls API, inline TwiML), asked for by the caller or
 //! the configuration, and the fallback from SMS to a call, against a mock Twilio on loopback.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -216,7 +214,7 @@ async fn a_dry_run_call_answers_a_made_up_ca_sid() {
         Options::default().args(["--dry-run", "--channel=voice"]),
     );
     let sid = daemon.send(FROM).await.unwrap();
-    assert!(sid.starts_with("CA") && sid.len() == 34, "{sid}");
+    assert!(is_sid(&sid, "CA"), "{sid}");
     // What a real run would refuse, a dry run refuses too.
     let refused = daemon.send("ACME").await.unwrap_err();
     assert!(

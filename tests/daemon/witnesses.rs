@@ -1,11 +1,9 @@
 //! Clients we did not write — pynvim (PyPI) and msgpack-rpc-lite (npm) — talk to the real
 //! daemon over both sockets. If the wire format were off, they would say so.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 fn endpoints(daemon: &Daemon) -> [Vec<String>; 2] {

@@ -1,11 +1,9 @@
 //! The `otp-sidecar` command as an operator uses it: send, ping, check, and startup errors.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::process::Output;
 
-use common::*;
+use crate::common::*;
 
 fn run(args: &[&str]) -> Output {
     command().args(args).output().expect("run otp-sidecar")

@@ -2,13 +2,11 @@
 //! (a spec-validating mock): Prism answers 201 with the spec's example only when the path,
 //! auth and every form field conform, and 422/401 otherwise.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 struct Prism(Child);
 

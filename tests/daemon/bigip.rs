@@ -1,9 +1,7 @@
 //! The BIG-IP side against the real daemon: the ILX forwarder under Node with a stand-in
 //! f5-nodejs, and the APM iRules under tclsh with stand-ins for the iRule commands.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, MockServer};
 

@@ -1,9 +1,7 @@
 //! SMS text: a template per locale, the WebOTP / autofill line, the code's lifetime as
 //! ValidityPeriod and {minutes}, and warnings for templates that cost more than one GSM-7 SMS.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 fn field(request: &wiremock::Request, name: &str) -> Option<String> {
     form(request)
@@ -76,7 +74,7 @@ async fn a_long_template_is_warned_about_and_bad_templates_stop_the_start() {
     assert!(warning.contains("GSM-7, 2 segments"), "{warning}");
 
     // check reports what each template costs and the validity period the lifetime gives.
-    let out = common::command()
+    let out = command()
         .args([
             "check",
             "--dry-run",
@@ -106,7 +104,7 @@ async fn a_long_template_is_warned_about_and_bad_templates_stop_the_start() {
         "--webotp-domain=https://login.example.com",
         "--otp-lifetime-secs=0",
     ] {
-        let out = common::command()
+        let out = command()
             .args(["check", "--dry-run", bad])
             .output()
             .unwrap();

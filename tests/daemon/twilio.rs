@@ -1,11 +1,9 @@
 //! sendOTP against a mock Twilio on loopback, through a real daemon on real sockets.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use base64::Engine as _;
-use common::*;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -249,8 +247,7 @@ async fn dry_run_replies_sm_sids_and_sends_nothing() {
     let a = client.send_otp(OTP, PHONE, "ACME").await.unwrap().unwrap();
     let b = client.send_otp(OTP, PHONE, "ACME").await.unwrap().unwrap();
     for sid in [&a, &b] {
-        assert!(sid.starts_with("SM") && sid.len() == 34, "{sid}");
-        assert!(sid[2..].bytes().all(|c| c.is_ascii_hexdigit()), "{sid}");
+        assert!(is_sid(sid, "SM"), "{sid}");
     }
     assert_ne!(a, b);
     assert_eq!(sends(&twilio).await.len(), 0);
@@ -324,7 +321,7 @@ async fn twilio_is_reached_through_a_proxy_from_the_flag_or_the_environment() {
 
 #[tokio::test]
 async fn https_goes_through_a_connect_tunnel_with_the_proxy_credentials_and_no_proxy_is_honoured() {
-    let twilio = common::tls::TlsTwilio::start();
+    let twilio = crate::common::tls::TlsTwilio::start();
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, &twilio.ca_pem).unwrap();
@@ -333,7 +330,7 @@ async fn https_goes_through_a_connect_tunnel_with_the_proxy_credentials_and_no_p
     let ca_flag = format!("--twilio-ca-file={}", ca.display());
 
     for via_env in [false, true] {
-        let proxy = common::proxy::ConnectProxy::start(twilio.addr).await;
+        let proxy = crate::common::proxy::ConnectProxy::start(twilio.addr).await;
         let with_credentials = proxy.url.replace("http://", "http://squid:s3cret@");
         let options = if via_env {
             Options::default()
@@ -364,7 +361,7 @@ async fn https_goes_through_a_connect_tunnel_with_the_proxy_credentials_and_no_p
     assert!(twilio.posts() >= 2);
 
     // NO_PROXY names the API host: the daemon goes direct (and cannot resolve it).
-    let proxy = common::proxy::ConnectProxy::start(twilio.addr).await;
+    let proxy = crate::common::proxy::ConnectProxy::start(twilio.addr).await;
     let daemon = Daemon::start(
         &api,
         Options::default()

@@ -1,12 +1,10 @@
 //! Failover: an ordered list of Twilio providers behind circuit breakers, each a mock Twilio on
 //! loopback. A message moves on only when the provider asked provably did not take it.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use base64::Engine as _;
-use common::*;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 

@@ -1,0 +1,20 @@
+//! The integration tests: one binary that runs the real `otp-sidecar` (daemon and commands)
+//! against stand-ins on loopback, a module per area. `cargo test --test daemon twilio::` runs
+//! one area. The harness, `tests/common`, is shared with the benches.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod bigip;
+mod cli;
+mod conformance;
+mod failover;
+mod guards;
+mod protocol;
+mod secrets;
+mod service;
+mod templates;
+mod twilio;
+mod verify;
+mod voice;
+mod witnesses;
