@@ -7,6 +7,12 @@
 //! or it declares more values than a message can use: a decoded value takes tens of bytes
 //! where a nil takes one, so a cap on bytes alone would let a frame of nils decode to 30
 //! times its size.
+//!
+//! `rmp::decode::MessageLen` (rmp 0.8.15) does a similar walk but is no substitute: it takes
+//! 0xc1 for a value, panics (`todo!()`) on every ext marker, caps each container's length but
+//! not the values of a whole frame, and reports a broken limit as `Truncated` on the call that
+//! finds it (`ParseError`, with no reason, only on the next call). The unit tests below pin
+//! each of those properties here.
 
 use std::fmt;
 
@@ -350,6 +356,98 @@ mod tests {
         assert_eq!(
             s.scan(&[0x92, 0x01, 0xc1]),
             Err(FrameError::BadMarker(0xc1))
+        );
+    }
+
+    #[test]
+    fn resumes_without_reading_scanned_bytes_again() {
+        let mut s = FrameScanner::new(1 << 16);
+        assert_eq!(s.scan(&[0x92, 0x01]), Ok(None));
+        // Bytes 0 and 1 were scanned last time: garbage there now is never looked at, so the
+        // frame's end comes from the third byte alone.
+        assert_eq!(s.scan(&[0xc1, 0xc1, 0x02]), Ok(Some(3)));
+        // A str's payload is skipped by offset: the scanner waits for it without reading it.
+        let mut s = FrameScanner::new(1 << 16);
+        assert_eq!(s.scan(&[0x92, 0xa4]), Ok(None));
+        assert_eq!(s.scan(&[0x92, 0xa4, 0xc1, 0xc1]), Ok(None));
+        assert_eq!(
+            s.scan(&[0x92, 0xa4, 0xc1, 0xc1, 0xc1, 0xc1, 0x07]),
+            Ok(Some(7))
+        );
+    }
+
+    /// Fed one byte at a time, a frame is refused by the very call that brings the byte
+    /// breaking a limit, with `Ok(None)` before it: a client that stops sending there cannot
+    /// hold the connection open.
+    fn refused_at(bytes: &[u8], at: usize, error: FrameError) {
+        let mut s = FrameScanner::new(1 << 20);
+        for n in 0..at {
+            assert_eq!(s.scan(&bytes[..n]), Ok(None), "prefix {n}");
+        }
+        assert_eq!(s.scan(&bytes[..at]), Err(error));
+    }
+
+    #[test]
+    fn refuses_in_the_call_that_brings_the_offending_byte() {
+        // [0, 10, str32 of 4 GiB]: refused from the last byte of the str's size field.
+        refused_at(
+            &[0x93, 0x00, 0x0a, 0xdb, 0xff, 0xff, 0xff, 0xff],
+            8,
+            FrameError::TooLarge { cap: 1 << 20 },
+        );
+        // Nested arrays: refused from the 32nd header, which declares a 33rd level.
+        refused_at(&[0x91; 40], 32, FrameError::TooDeep { max: MAX_DEPTH });
+        // [nil, 0xc1]: refused from the marker.
+        refused_at(&[0x92, 0xc0, 0xc1], 3, FrameError::BadMarker(0xc1));
+        // 40 arrays of 30 nils, every one far under any per-container limit a request
+        // allows (a context of 500 keys is a map of 1000 values): refused from the header
+        // of the 33rd, which brings the frame to 40 + 33 * 30 = 1030 values.
+        let mut many = vec![0xdc, 0x00, 40];
+        for _ in 0..40 {
+            many.extend_from_slice(&[0xdc, 0x00, 30]);
+            many.extend_from_slice(&[0xc0; 30]);
+        }
+        refused_at(
+            &many,
+            3 + 32 * 33 + 3,
+            FrameError::TooMany { max: MAX_VALUES },
+        );
+    }
+
+    #[test]
+    fn accepts_every_ext_type() {
+        // fixext 1/2/4/8/16, ext8/16/32 (the timestamp types among them).
+        let mut frames: Vec<Vec<u8>> = [(0xd4, 1), (0xd5, 2), (0xd6, 4), (0xd7, 8), (0xd8, 16)]
+            .into_iter()
+            .map(|(marker, n)| [vec![marker, 0xff], vec![0; n]].concat())
+            .collect();
+        frames.push(vec![0xc7, 0x01, 0x05, 0xaa]);
+        frames.push(vec![0xc8, 0x00, 0x01, 0x05, 0xaa]);
+        frames.push(vec![0xc9, 0x00, 0x00, 0x00, 0x01, 0x05, 0xaa]);
+        for frame in frames {
+            let mut s = FrameScanner::new(1 << 16);
+            assert_eq!(s.scan(&frame), Ok(Some(frame.len())), "{frame:02x?}");
+        }
+    }
+
+    #[test]
+    fn error_texts_are_stable() {
+        // These end up in the log line of the connection they close.
+        assert_eq!(
+            FrameError::TooLarge { cap: 65536 }.to_string(),
+            "frame larger than 65536 bytes"
+        );
+        assert_eq!(
+            FrameError::TooDeep { max: MAX_DEPTH }.to_string(),
+            "frame nested deeper than 32 levels"
+        );
+        assert_eq!(
+            FrameError::BadMarker(0xc1).to_string(),
+            "invalid MessagePack marker 0xc1"
+        );
+        assert_eq!(
+            FrameError::TooMany { max: MAX_VALUES }.to_string(),
+            "frame holds more than 1024 values"
         );
     }
 }
