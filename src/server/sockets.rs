@@ -1,0 +1,114 @@
+//! Sockets: the listener and stream kinds served, binding the Unix socket (and checking its
+//! path for `check`), and riding out failing accepts.
+
+use std::future::Future;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{bail, Context, Result};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+
+/// A listener of either kind.
+pub(super) trait Acceptor: Send + 'static {
+    type Stream: Stream;
+    const KIND: &'static str;
+    fn accept_stream(&self) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+}
+
+/// A connected socket of either kind.
+pub(super) trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+impl Acceptor for UnixListener {
+    type Stream = UnixStream;
+    const KIND: &'static str = "unix";
+    async fn accept_stream(&self) -> io::Result<UnixStream> {
+        self.accept().await.map(|(s, _)| s)
+    }
+}
+
+impl Acceptor for TcpListener {
+    type Stream = TcpStream;
+    const KIND: &'static str = "tcp";
+    async fn accept_stream(&self) -> io::Result<TcpStream> {
+        let (stream, _) = self.accept().await?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+}
+
+impl Stream for UnixStream {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        UnixStream::readable(self)
+    }
+}
+
+impl Stream for TcpStream {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        TcpStream::readable(self)
+    }
+}
+
+/// Set while accepts fail, so the log says so once, not 20 times a second.
+pub(super) static ACCEPT_FAILING: AtomicBool = AtomicBool::new(false);
+
+/// Out of file descriptors and the like: wait a little instead of spinning, and keep
+/// listening (the connection stays in the backlog until a descriptor is free).
+pub(super) async fn accept_failed(e: io::Error) {
+    if ACCEPT_FAILING.swap(true, Ordering::Relaxed) {
+        tracing::debug!("accept failed: {e}");
+    } else {
+        tracing::warn!("accept failed: {e} (retrying every 50 ms; logged once until one succeeds)");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+}
+
+/// What `bind` would refuse about the Unix socket path, checked without binding (for `check`,
+/// which may run beside the daemon that holds the socket): its directory must exist and the
+/// path must not be a file other than a socket.
+pub fn check_unix_path(path: &Path) -> Result<()> {
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        bail!(
+            "cannot listen on {}: directory {} does not exist (create it, or let systemd's \
+             RuntimeDirectory= make it)",
+            path.display(),
+            parent.display()
+        );
+    }
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            bail!(
+                "refusing to replace {}: it exists and is not a socket",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn bind_unix(path: &Path) -> Result<UnixListener> {
+    check_unix_path(path)?;
+    if matches!(std::fs::symlink_metadata(path), Ok(meta) if meta.file_type().is_socket()) {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            bail!(
+                "{} is in use by a running process (another otp-sidecar?)",
+                path.display()
+            );
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("cannot set mode 0660 on {}", path.display()))?;
+    Ok(listener)
+}
