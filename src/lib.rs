@@ -1,15 +1,21 @@
 //! otp-sidecar: a MessagePack-RPC daemon that texts one-time passwords through Twilio, for
 //! BIG-IP APM access policies. See the README for the protocol and the contract.
+//!
+//! The pipeline, by folder: `server` (sockets, connections, limits) → `rpc` (frames and
+//! messages) → `call` (the typed request, the dispatcher, the backend, the log line) →
+//! `guard` (validation, geo, rate limits, Lookup) → `twilio` (the HTTP client and each API);
+//! `config` composes every part's settings and `app` runs them. Only what `main`, the tests,
+//! the benches, the fuzz target and the example use is public.
 
 pub mod app;
-pub mod call;
+mod call;
 pub mod client;
 pub mod config;
-pub mod error;
-pub mod guard;
-pub mod health;
+mod error;
+mod guard;
+mod health;
 pub mod logging;
-pub mod metrics;
+mod metrics;
 pub mod rpc;
 pub mod server;
-pub mod twilio;
+mod twilio;

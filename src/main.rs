@@ -190,7 +190,7 @@ fn main() -> ExitCode {
     match parse().command {
         Command::Serve(args) => {
             // Uptime counts from here, not from the first health call.
-            otp_sidecar::health::started();
+            app::start_clock();
             // Settings first: they say how to log and how many threads the runtime gets.
             let settings = match Settings::resolve(&args, &env_var) {
                 Ok(s) => s,
@@ -285,16 +285,12 @@ fn check_online(args: &CheckArgs) -> Result<()> {
         return Ok(());
     }
     let settings = Settings::resolve(&args.serve, &env_var)?;
-    let verdicts = runtime(1)?.block_on(otp_sidecar::twilio::online::check_online(
-        &settings.twilio,
-        settings.credentials.as_ref(),
-        settings.verify.as_ref(),
-    ));
-    for verdict in &verdicts {
-        println!("{}", verdict.line);
+    let verdicts = runtime(1)?.block_on(app::check_online(&settings));
+    for (line, _) in &verdicts {
+        println!("{line}");
     }
     anyhow::ensure!(
-        verdicts.iter().all(|v| v.ok),
+        verdicts.iter().all(|(_, ok)| *ok),
         "Twilio did not accept the configuration"
     );
     Ok(())

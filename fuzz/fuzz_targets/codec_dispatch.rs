@@ -1,22 +1,24 @@
-//! Bytes from a client, as the daemon takes them: split into reads at a point the input picks,
-//! framed by the codec, parsed into messages, dispatched (dry run, so nothing leaves), and
-//! the reply encoded and decoded back. Nothing may panic; every failure must be an `ERR`
-//! reply or a closed connection; every reply must frame cleanly.
+//! Bytes from a client, served as the daemon serves a connection: the real connection loop
+//! (`server::serve_stream`) over a real Unix socket pair, with the dry-run backend the
+//! composition root builds, so nothing leaves. The bytes arrive in two writes split at a point
+//! the input picks, then the client closes its side and reads every reply.
+//!
+//! Nothing may panic; every reply must frame cleanly and be a response; every error must be a
+//! one-line `ERR` text; every string result `pong` or a Twilio-shaped SID.
 #![no_main]
 
 use std::sync::LazyLock;
+use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use otp_sidecar::config::{ServeArgs, Settings};
-use otp_sidecar::error::CallError;
-use otp_sidecar::call::Dispatcher;
-use otp_sidecar::rpc::{Incoming, MsgpackCodec, Response};
-use tokio_util::codec::{Decoder, Encoder};
-
-/// The cap the daemon uses by default would make the fuzzer spend its time on large
-/// allocations; a small one reaches the same code.
-const MAX_FRAME: usize = 4096;
+use otp_sidecar::config::{Options, Settings};
+use otp_sidecar::rpc::{Incoming, MsgpackCodec};
+use otp_sidecar::server::{serve_stream, Shared};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio_util::codec::Decoder;
 
 static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
     tokio::runtime::Builder::new_current_thread()
@@ -25,89 +27,83 @@ static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
         .expect("runtime")
 });
 
-static DISPATCHER: LazyLock<Dispatcher> = LazyLock::new(|| {
+static SHARED: LazyLock<Shared> = LazyLock::new(|| {
     // Per-phone and global limits off: with them on, sends would soon all be refused and
-    // the rest of the path would go unexplored. The IP and user limits stay on.
-    let args = ServeArgs {
+    // the rest of the path would go unexplored. The IP and user limits stay on. A small frame
+    // cap reaches the same code as the default without large allocations.
+    let options = Options {
         dry_run: Some(true),
         rate_limit_phone: Some("off".into()),
         rate_limit_global: Some("off".into()),
+        max_frame_bytes: Some(4096),
         ..Default::default()
     };
-    let settings = Settings::resolve(&args, &|_| None).expect("dry-run settings");
-    Dispatcher::dry_run(&settings)
+    let settings = Settings::resolve(&options, &|_| None).expect("dry-run settings");
+    let live = otp_sidecar::app::live(&settings).expect("dry-run parts");
+    std::sync::Arc::new(ArcSwap::from_pointee(live))
 });
 
 fuzz_target!(|data: &[u8]| {
     let split = data
         .first()
         .map_or(0, |&b| usize::from(b) % (data.len() + 1));
-    let mut codec = MsgpackCodec::new(MAX_FRAME);
-    let mut buffer = BytesMut::new();
-    for read in [&data[..split], &data[split..]] {
-        buffer.extend_from_slice(read);
-        loop {
-            match codec.decode(&mut buffer) {
-                Ok(Some(value)) => {
-                    if !answer(value) {
-                        return; // the connection would close here
-                    }
-                }
-                Ok(None) => break,
-                Err(_) => return,
-            }
-        }
-    }
+    let replies = RUNTIME.block_on(exchange(&data[..split], &data[split..]));
+    check_replies(replies);
 });
 
-/// Handles one message as the server does; false where the server closes the connection.
-fn answer(value: rmpv::Value) -> bool {
-    let request = match Incoming::parse(value) {
-        Ok(Incoming::Request(request)) => request,
-        Ok(Incoming::Malformed { msgid, detail }) => {
-            round_trip(Response {
-                msgid,
-                outcome: Err(CallError::BadRequest(detail).to_string()),
-            });
-            return true;
+/// Writes both parts, closes the write side, and reads until the daemon closes.
+async fn exchange(first: &[u8], second: &[u8]) -> Vec<u8> {
+    let (mut client, daemon) = UnixStream::pair().expect("socket pair");
+    let serving = tokio::spawn(serve_stream(SHARED.clone(), daemon));
+    let (mut reader, mut writer) = client.split();
+    let write = async {
+        // Either write may fail once the daemon has closed on a bad frame: that is allowed.
+        if writer.write_all(first).await.is_ok() {
+            tokio::task::yield_now().await;
+            let _ = writer.write_all(second).await;
         }
-        Ok(Incoming::Notification { .. } | Incoming::Response(_)) => return true,
-        Err(_) => return false,
+        let _ = writer.shutdown().await;
     };
-    let (result, _log) = RUNTIME.block_on(DISPATCHER.call(&request.method, &request.params));
-    match &result {
-        Ok(value) if request.method == "sendOTP" => {
-            // A text's SID, or a call's when the context asked for voice.
-            let sid = value.as_str().unwrap_or_default();
-            assert!(
-                otp_sidecar::guard::validate::is_sid(sid, "SM")
-                    || otp_sidecar::guard::validate::is_sid(sid, "CA"),
-                "{sid}"
-            );
-        }
-        Ok(_) => {}
-        Err(e) => {
-            let text = e.to_string();
-            assert!(text.starts_with("ERR ") && !text.contains('\n'), "{text:?}");
-        }
-    }
-    round_trip(Response {
-        msgid: request.msgid,
-        outcome: result.map_err(|e| e.to_string()),
-    });
-    true
+    let mut replies = Vec::new();
+    let read = reader.read_to_end(&mut replies);
+    let (_, read) = tokio::time::timeout(Duration::from_secs(10), async {
+        tokio::join!(write, read)
+    })
+    .await
+    .expect("the daemon answers and closes within 10 s");
+    // A reset after a bad frame is a closed connection too; what arrived before it counts.
+    let _ = read;
+    let end = serving.await.expect("the connection task never panics");
+    assert!(end.is_some(), "the connection cap is never reached here");
+    replies
 }
 
-/// A reply encodes, and the codec reads back the same msgid.
-fn round_trip(response: Response) {
-    let msgid = response.msgid;
+fn check_replies(bytes: Vec<u8>) {
     let mut codec = MsgpackCodec::new(usize::MAX / 2);
-    let mut bytes = BytesMut::new();
-    codec.encode(response, &mut bytes).expect("a reply encodes");
-    let back = codec
-        .decode(&mut bytes)
-        .expect("a reply decodes")
-        .expect("whole");
-    assert_eq!(back[1].as_u64(), msgid.as_u64());
-    assert!(bytes.is_empty());
+    let mut buffer = BytesMut::from(&bytes[..]);
+    while !buffer.is_empty() {
+        let value = codec
+            .decode(&mut buffer)
+            .expect("a reply frames cleanly")
+            .expect("no reply is cut short");
+        let response = match Incoming::parse(value) {
+            Ok(Incoming::Response(response)) => response,
+            _ => panic!("every frame the daemon writes is a response"),
+        };
+        match response.outcome {
+            Err(text) => assert!(text.starts_with("ERR ") && !text.contains('\n'), "{text:?}"),
+            Ok(rmpv::Value::String(s)) => {
+                let s = s.as_str().unwrap_or_default();
+                assert!(s == "pong" || is_sid(s), "{s:?}");
+            }
+            Ok(_) => {} // health's map
+        }
+    }
+}
+
+/// `SM`, `CA` or `VE` and 32 hex digits: a (made-up) message, call or verification.
+fn is_sid(s: &str) -> bool {
+    s.len() == 34
+        && ["SM", "CA", "VE"].iter().any(|p| s.starts_with(p))
+        && s.bytes().skip(2).all(|b| b.is_ascii_hexdigit())
 }

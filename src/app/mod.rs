@@ -101,6 +101,23 @@ pub fn preflight(settings: &Settings) -> Result<()> {
     build(settings, None).map(drop)
 }
 
+/// Starts the uptime clock `health` reports from (at daemon start, before anything else).
+pub fn start_clock() {
+    crate::health::started();
+}
+
+/// `check --online`: one line per question put to Twilio (nothing is sent), and whether it
+/// passed.
+pub async fn check_online(settings: &Settings) -> Vec<(String, bool)> {
+    let verdicts = crate::twilio::online::check_online(
+        &settings.twilio,
+        settings.credentials.as_ref(),
+        settings.verify.as_ref(),
+    )
+    .await;
+    verdicts.into_iter().map(|v| (v.line, v.ok)).collect()
+}
+
 /// The serving parts of `settings` as the daemon builds them, for driving the connection
 /// handling without listeners (the fuzz target).
 pub fn live(settings: &Settings) -> Result<Live> {

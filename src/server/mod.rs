@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::{TcpListener, UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -156,6 +156,26 @@ impl Listeners {
             );
         }
     }
+}
+
+/// Serves one connected stream as an accepted connection is served — the same loop, limits
+/// and call tasks — until it ends; says why it ended. No listener, no drain: for driving the
+/// connection handling directly (the fuzz target). `None` when the connection cap is reached.
+pub async fn serve_stream(shared: Shared, stream: UnixStream) -> Option<String> {
+    let live = shared.load_full();
+    let slot = CONNECTIONS.try_take(connection_cap(live.limits.max_connections))?;
+    let server = Server {
+        shared,
+        shutdown: CancellationToken::new(),
+        connections: TaskTracker::new(),
+        ids: Arc::new(AtomicU64::new(0)),
+    };
+    let id = server.ids.fetch_add(1, Ordering::Relaxed);
+    let registered = OPEN.register(id, slot);
+    let end = server
+        .serve_connection(stream, &live.limits, live.max_frame, &registered.conn)
+        .await;
+    Some(end)
 }
 
 /// What every accept loop and connection shares.

@@ -35,7 +35,7 @@ use crate::metrics::METRICS;
 use credentials::Credentials;
 use http::{HttpClient, HttpOptions};
 pub use messages::{Sender, Sms};
-pub use rest::{refuses_credentials, valid_sid, Kind, Refusal, Resource};
+pub use rest::{refuses_credentials, Kind, Refusal};
 
 /// What the Twilio clients are built from.
 #[derive(Debug, Clone, PartialEq, Eq)]
