@@ -11,6 +11,7 @@ use rmpv::Value;
 
 use super::log::Target;
 use crate::error::CallError;
+use crate::guard::phone;
 use crate::guard::validate::{self, Context};
 use crate::rpc::Request;
 use crate::twilio::{is_sid, messages, Sender};
@@ -137,7 +138,7 @@ fn send_otp(params: &[Value], region: Option<Id>) -> Result<SendOtp<'_>, Refused
         ))));
     }
     let raw_phone = string_param(params, 1, "phone");
-    let phone = raw_phone.clone().and_then(|p| validate::phone(p, region));
+    let phone = raw_phone.clone().and_then(|p| phone::phone(p, region));
     let otp = string_param(params, 0, "otp").and_then(validate::otp);
     // Only a valid number is logged (masked, as E.164): a caller that swapped its arguments
     // would otherwise put most of an OTP into the log. An OTP is never a `+` number, but may
@@ -197,7 +198,7 @@ fn confirm_otp(params: &[Value], region: Option<Id>) -> Result<Confirmed<'_>, Re
         }
     };
     // The number as sendOTP was given it (the iRule passes the same attribute), as E.164.
-    if let Ok(phone) = validate::phone(target, region) {
+    if let Ok(phone) = phone::phone(target, region) {
         Ok(Confirmed::Phone(Phone(phone)))
     } else if is_sid(target, "VE") {
         Ok(Confirmed::Verification(target))
