@@ -10,6 +10,7 @@ mod cli;
 mod conformance;
 mod failover;
 mod guards;
+mod layout;
 mod protocol;
 mod secrets;
 mod service;
