@@ -497,3 +497,80 @@ fn locale_table<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(String, S
     let table = std::collections::BTreeMap::<String, String>::deserialize(d)?;
     Ok(table.into_iter().collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command() -> clap::Command {
+        Options::augment_args(clap::Command::new("otp-sidecar"))
+    }
+
+    #[test]
+    fn every_range_is_in_its_help() {
+        let command = command();
+        for (key, range) in RANGES {
+            let arg = command
+                .get_arguments()
+                .find(|a| a.get_id() == *key)
+                .unwrap_or_else(|| panic!("{key} is an option"));
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            let shown = format!("{}-{}", range.start(), range.end());
+            assert!(help.contains(&shown), "{key}: {help:?} lacks {shown}");
+        }
+    }
+
+    #[test]
+    fn explicit_keeps_what_was_given_and_drops_clap_defaults() {
+        let matches = command()
+            .try_get_matches_from([
+                "otp-sidecar",
+                "--deadline-ms",
+                "2500",
+                "--template",
+                "nl=x {otp}",
+            ])
+            .unwrap();
+        let explicit = Options::explicit(&matches).unwrap();
+        // Given, even though it equals the default: it beats the file.
+        assert_eq!(explicit.deadline_ms, Some(2500));
+        assert_eq!(
+            explicit.templates,
+            [("nl".to_owned(), "x {otp}".to_owned())]
+        );
+        // Not given: left to the file and then the defaults.
+        assert_eq!(explicit.unix, None);
+        assert_eq!(explicit.max_connections, None);
+        let defaults = Options::defaults();
+        assert_eq!(defaults.unix, Some(DEFAULT_UNIX.into()));
+        assert_eq!(defaults.max_connections, Some(512));
+        assert_eq!(defaults.dry_run, None);
+    }
+
+    #[test]
+    fn a_file_value_beats_a_default_and_a_flag_beats_the_file() {
+        let file = Options {
+            max_connections: Some(7),
+            deadline_ms: Some(900),
+            ..Default::default()
+        };
+        let flags = Options {
+            deadline_ms: Some(1000),
+            ..Default::default()
+        };
+        let merged = flags.over(file).unwrap();
+        assert_eq!(merged.max_connections, Some(7));
+        assert_eq!(merged.deadline_ms, Some(1000));
+        assert_eq!(merged.max_in_flight, Some(1024));
+    }
+
+    #[test]
+    fn a_range_is_checked_whichever_layer_set_it() {
+        let file = Options {
+            threads: Some(65),
+            ..Default::default()
+        };
+        let e = Options::default().over(file).unwrap_err().to_string();
+        assert_eq!(e, "threads must be between 1 and 64, not 65");
+    }
+}
