@@ -7,6 +7,7 @@ mod checks;
 mod credentials;
 mod failover;
 mod file;
+mod layers;
 mod options;
 mod report;
 
@@ -18,7 +19,7 @@ use anyhow::{bail, Context, Result};
 
 pub use checks::{parse_bool, redact_url};
 pub use failover::ProviderSettings;
-pub use options::{in_range, Options, DEFAULT_UNIX, RANGES};
+pub use options::{Options, DEFAULT_UNIX};
 pub use report::report;
 
 use crate::call::template::Templates;
