@@ -355,7 +355,8 @@ async fn a_multi_threaded_daemon_serves_pipelined_calls_too() {
 }
 
 /// The seed corpus of the fuzz target doubles as golden files: each frame in tests/frames
-/// gets exactly the bytes of its `.reply` file, or (`bad-…`) a closed connection.
+/// gets exactly the bytes of its `.reply` file, or (`bad-…`) a connection the daemon closes
+/// by itself: the client keeps its side open, so a daemon that waited for more bytes fails.
 #[tokio::test]
 async fn golden_frames_get_their_golden_replies() {
     let daemon = Daemon::start("http://127.0.0.1:9", Options::default().arg("--dry-run"));
@@ -374,12 +375,15 @@ async fn golden_frames_get_their_golden_replies() {
             .write_all(&std::fs::read(&path).unwrap())
             .await
             .unwrap();
-        stream.shutdown().await.unwrap();
+        let bad = name.starts_with("bad-");
+        if !bad {
+            stream.shutdown().await.unwrap();
+        }
         let mut got = Vec::new();
         let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut got));
         // A reset is a close too.
         let _ = read.await.expect("the daemon answers or closes");
-        if name.starts_with("bad-") {
+        if bad {
             assert!(got.is_empty(), "{name}: {got:x?}");
         } else if let Ok(want) = std::fs::read(path.with_extension("reply")) {
             assert_eq!(got, want, "{name}");
