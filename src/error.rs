@@ -38,6 +38,16 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// The text after `ERR <reason>: `, as it would be sent.
+    pub fn text(&self) -> String {
+        let text = self.to_string();
+        let reason = self.reason();
+        text.strip_prefix("ERR ")
+            .and_then(|t| t.strip_prefix(reason))
+            .map(|t| t.trim_start_matches(':').trim_start().to_owned())
+            .unwrap_or(text)
+    }
+
     /// The stable reason token, for the wire, logs and metrics.
     pub fn reason(&self) -> &'static str {
         match self {

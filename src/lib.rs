@@ -18,4 +18,5 @@ pub mod logging;
 mod metrics;
 pub mod rpc;
 pub mod server;
+mod slots;
 mod twilio;

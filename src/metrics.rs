@@ -77,6 +77,19 @@ pub struct Metrics {
     pub lookups: Family<ResultLabel, Counter>,
     pub failovers: Counter,
     pub breaker_open: Family<ProviderLabel, Gauge>,
+    /// Twilio requests holding a slot of the request budget now, and the budget's size.
+    pub budget_in_use: Gauge,
+    pub budget_size: Gauge,
+    /// Seconds a request waited for a budget slot.
+    pub budget_wait_seconds: Histogram,
+    /// Calls answered `ERR unavailable: busy …` without a request, by reason.
+    pub shed: Family<ReasonLabel, Counter>,
+    pub twilio_429: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
 }
 
 /// The one set of metrics, counted whether or not anyone scrapes it (a few atomics).
@@ -146,6 +159,33 @@ impl Metrics {
             "breaker_open",
             "1 while a provider's circuit breaker is open (it is skipped), by provider",
         );
+        let budget_in_use = registered(
+            r,
+            "twilio_budget_in_use",
+            "Twilio requests in flight, holding a slot of the request budget",
+        );
+        let budget_size = registered(
+            r,
+            "twilio_budget_size",
+            "Slots of the Twilio request budget now (twilio_max_concurrency, less while backing off a 429)",
+        );
+        // 1 ms .. ~4 s, like the requests themselves.
+        let budget_wait_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 13));
+        r.register(
+            "twilio_budget_wait_seconds",
+            "Time a Twilio request waited for a slot of the request budget",
+            budget_wait_seconds.clone(),
+        );
+        let shed = registered(
+            r,
+            "shed",
+            "Calls answered busy without a Twilio request, by reason (queue: the wait ahead leaves no time; late: no slot before the last moment; no_time: too little time left at all)",
+        );
+        let twilio_429 = registered(
+            r,
+            "twilio_429",
+            "HTTP 429 answers from Twilio (each shrinks the request budget)",
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -168,6 +208,11 @@ impl Metrics {
             lookups,
             failovers,
             breaker_open,
+            budget_in_use,
+            budget_size,
+            budget_wait_seconds,
+            shed,
+            twilio_429,
         }
     }
 

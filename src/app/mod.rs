@@ -29,7 +29,7 @@ pub async fn run(options: Options, settings: Settings) -> Result<()> {
     let (live, parts) = build(&settings, None)?;
     let shared: Shared = Arc::new(ArcSwap::from_pointee(live));
     let parts: SharedParts = Arc::new(ArcSwap::from_pointee(parts));
-    let (open_files, room) = crate::server::slots::reserve_descriptors();
+    let (open_files, room) = crate::server::reserve_descriptors();
     if room < settings.limits.max_connections {
         tracing::warn!(
             open_files,

@@ -54,10 +54,15 @@ impl Dispatcher {
         }
     }
 
-    /// Runs one call and counts it. Every failure is a [`CallError`], whose text starts
+    /// Runs one call that `arrived` then (its deadline counts from there: a wait for a call
+    /// slot is part of it) and counts it. Every failure is a [`CallError`], whose text starts
     /// with `ERR `. The call's log line comes back unwritten: drop it once the reply is out.
-    pub async fn call(&self, request: &Request) -> (Result<Value, CallError>, CallLog) {
-        let started = Instant::now();
+    pub async fn call(
+        &self,
+        request: &Request,
+        arrived: Instant,
+    ) -> (Result<Value, CallError>, CallLog) {
+        let started = arrived;
         let method = Method::of(&request.method);
         let (result, log) = match Call::parse(method, request, self.settings.region) {
             Ok(call) => self.run(call, started).await,
@@ -160,9 +165,13 @@ impl Dispatcher {
     ) -> Result<String, CallError> {
         tokio::time::timeout_at(deadline, call)
             .await
-            .unwrap_or(Err(CallError::Timeout {
-                deadline_ms: self.settings.deadline.as_millis() as u64,
-            }))
+            .unwrap_or_else(|_| Err(self.timed_out()))
+    }
+
+    fn timed_out(&self) -> CallError {
+        CallError::Timeout {
+            deadline_ms: self.settings.deadline.as_millis() as u64,
+        }
     }
 }
 
@@ -193,7 +202,7 @@ mod tests {
             method: "ping".into(),
             params: Vec::new(),
         };
-        let call = dispatcher.call(&request);
+        let call = dispatcher.call(&request, Instant::now());
         let size = std::mem::size_of_val(&call);
         assert!(size <= 8 * 1024, "the call future is {size} bytes");
     }

@@ -36,6 +36,11 @@ impl Dispatcher {
             METRICS.count_context_ignored(field);
         }
         let deadline = started + self.settings.deadline;
+        // A call that spent its deadline waiting for a call slot: answered now, and charged
+        // to no rate limit, for nothing is sent.
+        if Instant::now() >= deadline {
+            return Err(self.timed_out());
+        }
         let line_type = self
             .guards
             .check(phone, context, self.backend.twilio(), deadline)

@@ -283,6 +283,7 @@ impl Settings {
             // With failover, a provider that cannot be reached must leave time for the next.
             connect_timeout: deadline / (1 + failover.len() as u32),
             validity_period,
+            max_concurrency: given(o.twilio_max_concurrency, "twilio_max_concurrency")?,
         };
         Ok(Settings {
             unix: given(o.unix, "unix")?,

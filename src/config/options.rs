@@ -162,6 +162,17 @@ pub struct Options {
     )]
     pub max_in_flight_per_connection: Option<usize>,
 
+    /// Requests in flight to Twilio per account (1-10000), across Messages, Calls, Verify and
+    /// Lookup: Twilio's concurrency limit, which instances on one account share. A call that
+    /// cannot get one in time to be answered before its deadline is answered busy, unsent.
+    #[arg(
+        long,
+        env = "OTP_SIDECAR_TWILIO_MAX_CONCURRENCY",
+        value_name = "N",
+        default_value = "100"
+    )]
+    pub twilio_max_concurrency: Option<usize>,
+
     /// Close a connection that has no call in flight and sends no complete request for this
     /// long; 0-86400 s, 0 never closes.
     #[arg(

@@ -35,6 +35,10 @@ pub fn report(settings: &Settings) -> String {
             .idle_timeout
             .map_or_else(|| "never".to_owned(), |t| format!("{} s", t.as_secs()))
     );
+    line!(
+        "  twilio budget: {} requests in flight per account",
+        settings.twilio.max_concurrency
+    );
     let rates = &settings.guard.rate_limits;
     let rate = |r: Option<crate::guard::ratelimit::Rate>| or_off(r, |r| r.to_string());
     line!(

@@ -71,7 +71,12 @@ impl LookupGuard {
             }
             None => {
                 let budget = deadline.saturating_duration_since(Instant::now()) / 2;
-                let answer = match tokio::time::timeout(budget, client.lookup(phone)).await {
+                let answer = match tokio::time::timeout(
+                    budget,
+                    client.lookup(phone, Instant::now() + budget),
+                )
+                .await
+                {
                     Ok(answer) => answer,
                     Err(_) => Err(format!("no answer within {} ms", budget.as_millis())),
                 };

@@ -11,13 +11,14 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
 
-use super::slots::{Conn, Slot, CALLS};
+use super::open::{Conn, CALLS};
 use super::sockets::Stream;
 use super::{Limits, Server};
 use crate::call::log::CallLog;
 use crate::call::Dispatcher;
 use crate::error::CallError;
 use crate::rpc::{Incoming, MsgpackCodec, Request, Response};
+use crate::slots::Slot;
 
 /// Read and write buffer each connection starts with; requests are about 60 bytes.
 const CONNECTION_BUFFER: usize = 1024;
@@ -81,13 +82,15 @@ impl Server {
                     idle_at = idle_after(Instant::now());
                     match Incoming::parse(value) {
                         Ok(Incoming::Request(request)) => {
+                            // The call's deadline counts from here, whatever it waits for.
+                            let arrived = Arrived { request, at: Instant::now() };
                             // Takes the newest settings (a reload applies to the next call).
                             let live = self.shared.load_full();
-                            match CallTask::inline(&live.dispatcher, request) {
+                            match CallTask::inline(&live.dispatcher, arrived) {
                                 Ok(answered) => in_flight.push(answered),
-                                Err(request) => match CALLS.try_take(live.limits.max_in_flight) {
-                                    Some(slot) => in_flight.push(CallTask::spawn(&live.dispatcher, request, slot)),
-                                    None => waiting = Some(Waiting::new(request, live.limits.max_in_flight)),
+                                Err(arrived) => match CALLS.try_take(live.limits.max_in_flight) {
+                                    Some(slot) => in_flight.push(CallTask::spawn(&live.dispatcher, arrived, slot)),
+                                    None => waiting = Some(Waiting::new(arrived, live.limits.max_in_flight)),
                                 },
                             }
                             conn.active(in_flight.len() + usize::from(waiting.is_some()));
@@ -105,10 +108,10 @@ impl Server {
                         }
                     }
                 }
-                (request, slot) = admitted(&mut waiting), if waiting.is_some() => {
+                (arrived, slot) = admitted(&mut waiting), if waiting.is_some() => {
                     // The newest settings, as for a call that found a slot at once.
                     let live = self.shared.load_full();
-                    in_flight.push(CallTask::spawn(&live.dispatcher, request, slot));
+                    in_flight.push(CallTask::spawn(&live.dispatcher, arrived, slot));
                 }
                 Some((reply, log)) = in_flight.next(), if !in_flight.is_empty() => {
                     // Replies that are ready together leave in one write; their log lines
@@ -152,30 +155,36 @@ impl Server {
 /// Why a connection chosen to make room ended.
 const EVICTED: &str = "closed for a new connection at the connection limit (it was idle longest)";
 
+/// A request and when it was read: its deadline starts then.
+struct Arrived {
+    request: Request,
+    at: Instant,
+}
+
 /// A call waiting in line for a call slot.
 struct Waiting {
-    request: Request,
+    arrived: Arrived,
     slot: std::pin::Pin<Box<dyn Future<Output = Slot<'static>> + Send>>,
 }
 
 impl Waiting {
-    fn new(request: Request, max_in_flight: usize) -> Waiting {
+    fn new(arrived: Arrived, max_in_flight: usize) -> Waiting {
         Waiting {
-            request,
+            arrived,
             slot: Box::pin(CALLS.take(max_in_flight)),
         }
     }
 }
 
 /// The waiting call and its slot, once it has one; pending while nothing waits.
-fn admitted(waiting: &mut Option<Waiting>) -> impl Future<Output = (Request, Slot<'static>)> + '_ {
+fn admitted(waiting: &mut Option<Waiting>) -> impl Future<Output = (Arrived, Slot<'static>)> + '_ {
     std::future::poll_fn(move |cx| {
         let Some(w) = waiting.as_mut() else {
             return std::task::Poll::Pending;
         };
         let slot = std::task::ready!(w.slot.as_mut().poll(cx));
         match waiting.take() {
-            Some(w) => std::task::Poll::Ready((w.request, slot)),
+            Some(w) => std::task::Poll::Ready((w.arrived, slot)),
             None => std::task::Poll::Pending,
         }
     })
@@ -203,15 +212,19 @@ enum CallTask {
 impl CallTask {
     /// Answers `ping` and `health` here and now: they never wait for a call slot, so a
     /// health check gets through however busy the daemon is. Any other call comes back.
-    fn inline(dispatcher: &Dispatcher, request: Request) -> Result<CallTask, Request> {
-        if !matches!(request.method.as_str(), "ping" | "health") {
-            return Err(request);
+    fn inline(dispatcher: &Dispatcher, arrived: Arrived) -> Result<CallTask, Arrived> {
+        if !matches!(arrived.request.method.as_str(), "ping" | "health") {
+            return Err(arrived);
         }
+        let Arrived { request, at } = arrived;
         // Neither awaits anything: the first poll finishes them.
-        let (result, log) = dispatcher.call(&request).now_or_never().unwrap_or_else(|| {
-            let failed = CallError::Internal("the call did not finish at once".into());
-            (Err(failed), CallLog::default())
-        });
+        let (result, log) = dispatcher
+            .call(&request, at)
+            .now_or_never()
+            .unwrap_or_else(|| {
+                let failed = CallError::Internal("the call did not finish at once".into());
+                (Err(failed), CallLog::default())
+            });
         let reply = Response {
             msgid: request.msgid,
             outcome: result.map_err(|e| e.to_string()),
@@ -220,11 +233,12 @@ impl CallTask {
     }
 
     /// Runs the call holding `slot`, which the call gives back when it ends.
-    fn spawn(dispatcher: &Arc<Dispatcher>, request: Request, slot: Slot<'static>) -> CallTask {
+    fn spawn(dispatcher: &Arc<Dispatcher>, arrived: Arrived, slot: Slot<'static>) -> CallTask {
         let dispatcher = dispatcher.clone();
+        let Arrived { request, at } = arrived;
         let msgid = request.msgid;
         let handle = tokio::spawn(async move {
-            let called = dispatcher.call(&request).await;
+            let called = dispatcher.call(&request, at).await;
             drop(slot);
             called
         });

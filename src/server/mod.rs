@@ -2,9 +2,10 @@
 //! in flight on each, limits on all of it, and a drain that answers every call on shutdown.
 
 mod connection;
-pub mod slots;
+mod open;
 mod sockets;
 
+pub use open::reserve_descriptors;
 pub use sockets::check_unix_path;
 use sockets::{accept_failed, bind_unix, Acceptor, ACCEPT_FAILING};
 
@@ -22,7 +23,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::call::Dispatcher;
 use crate::metrics::METRICS;
-use crate::server::slots::{connection_cap, CONNECTIONS, OPEN};
+use open::{connection_cap, CONNECTIONS, OPEN};
 
 /// What serving needs and a reload may replace: calls pick up the newest at once,
 /// connections take their own limits when they open.

@@ -40,6 +40,8 @@ pub struct HttpOptions<'a> {
     /// Extra trusted roots (PEM), besides the system's.
     pub extra_ca_pem: Option<&'a [u8]>,
     pub connect_timeout: Duration,
+    /// Connections the pool may keep (the request budget: no more are ever in use at once).
+    pub max_connections: usize,
 }
 
 /// One answer, read in full (up to the cap).
@@ -99,6 +101,7 @@ impl HttpClient {
             .wrap_connector(route);
         let pool = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(options.max_connections)
             .build(https);
         Ok(HttpClient { pool, proxies })
     }

@@ -5,7 +5,6 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::TwilioClient;
-use crate::metrics::METRICS;
 
 /// What Lookup says of a number (only what the rules read).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -18,7 +17,7 @@ pub struct LineInfo {
 
 impl TwilioClient {
     /// Lookup v2 with line type intelligence for one number.
-    pub async fn lookup(&self, phone: &str) -> Result<LineInfo, String> {
+    pub async fn lookup(&self, phone: &str, deadline: Instant) -> Result<LineInfo, String> {
         #[derive(Deserialize)]
         struct Found {
             line_type_intelligence: Option<LineInfo>,
@@ -31,13 +30,11 @@ impl TwilioClient {
         url.query_pairs_mut()
             .append_pair("Fields", "line_type_intelligence");
         let uri = Uri::try_from(url.as_str()).map_err(|e| e.to_string())?;
-        let started = Instant::now();
         let answer = self
-            .http
-            .send(Method::GET, &uri, &self.authorization, None)
+            .request(Method::GET, &uri, None, deadline)
             .await
+            .map_err(|busy| busy.text())?
             .map_err(|f| f.detail)?;
-        METRICS.observe_twilio(started.elapsed());
         if !answer.status.is_success() {
             return Err(format!("HTTP {}", answer.status.as_u16()));
         }

@@ -12,6 +12,7 @@
 //! Twilio's answers are checked, never trusted: a 2xx is a result only when it names the
 //! resource the API called creates (`SM`, `CA` or `VE` + exactly 32 hex digits).
 
+pub mod budget;
 pub mod calls;
 pub mod credentials;
 pub mod failover;
@@ -22,6 +23,7 @@ pub mod online;
 pub mod rest;
 pub mod verify;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -32,6 +34,7 @@ use url::Url;
 
 use crate::health::HEALTH;
 use crate::metrics::METRICS;
+use budget::Budget;
 use credentials::Credentials;
 use http::{HttpClient, HttpOptions};
 pub use messages::{Sender, Sms};
@@ -51,6 +54,8 @@ pub struct Settings {
     pub connect_timeout: Duration,
     /// Messages' `ValidityPeriod`, in seconds.
     pub validity_period: Option<u32>,
+    /// Requests in flight per account, across every API (Twilio's concurrency limit).
+    pub max_concurrency: usize,
 }
 
 #[derive(Debug)]
@@ -64,6 +69,9 @@ pub struct TwilioClient {
     lookup_url: Url,
     authorization: HeaderValue,
     validity_period: Option<String>,
+    /// The account's request budget, shared by the clients of the same account.
+    budget: Arc<Budget>,
+    account_sid: String,
 }
 
 impl TwilioClient {
@@ -72,37 +80,35 @@ impl TwilioClient {
             proxy: settings.proxy.as_ref().map(Url::as_str),
             extra_ca_pem: settings.ca_pem.as_deref(),
             connect_timeout: settings.connect_timeout,
+            max_connections: settings.max_concurrency,
         })?;
-        let validity_period = settings.validity_period.map(|v| v.to_string());
-        let lookup_url = settings.lookup_url.clone();
-        Self::with_http(
+        let shared = Shared {
             http,
-            &settings.api_url,
-            lookup_url,
-            validity_period,
-            credentials,
-        )
+            lookup_url: settings.lookup_url.clone(),
+            validity_period: settings.validity_period.map(|v| v.to_string()),
+            budget: Arc::new(Budget::new(settings.max_concurrency)),
+        };
+        Self::with(shared, &settings.api_url, credentials)
     }
 
-    /// A client for another account or region that shares this one's connection pool.
+    /// A client for another account or region that shares this one's connection pool, and,
+    /// for the same account, its request budget.
     pub fn sibling(&self, api_url: &Url, credentials: &Credentials) -> anyhow::Result<Self> {
-        let (lookup_url, validity) = (self.lookup_url.clone(), self.validity_period.clone());
-        Self::with_http(
-            self.http.clone(),
-            api_url,
-            lookup_url,
-            validity,
-            credentials,
-        )
+        let budget = if credentials.account_sid == self.account_sid {
+            self.budget.clone()
+        } else {
+            Arc::new(Budget::new(self.budget.max()))
+        };
+        let shared = Shared {
+            http: self.http.clone(),
+            lookup_url: self.lookup_url.clone(),
+            validity_period: self.validity_period.clone(),
+            budget,
+        };
+        Self::with(shared, api_url, credentials)
     }
 
-    fn with_http(
-        http: HttpClient,
-        api_url: &Url,
-        lookup_url: Url,
-        validity_period: Option<String>,
-        credentials: &Credentials,
-    ) -> anyhow::Result<Self> {
+    fn with(shared: Shared, api_url: &Url, credentials: &Credentials) -> anyhow::Result<Self> {
         let account = format!("{}.json", credentials.account_sid);
         let messages_uri = api_uri(api_url, &[&credentials.account_sid, "Messages.json"])?;
         let calls_uri = api_uri(api_url, &[&credentials.account_sid, "Calls.json"])?;
@@ -115,14 +121,41 @@ impl TwilioClient {
         authorization.set_sensitive(true);
 
         Ok(TwilioClient {
-            http,
+            http: shared.http,
             messages_uri,
             calls_uri,
             account_uri,
-            lookup_url,
+            lookup_url: shared.lookup_url,
             authorization,
-            validity_period,
+            validity_period: shared.validity_period,
+            budget: shared.budget,
+            account_sid: credentials.account_sid.clone(),
         })
+    }
+
+    /// One request inside the account's budget: admitted in time to be answered by
+    /// `deadline` (else busy, and nothing is sent), sent, and its answer taught to the budget.
+    pub(crate) async fn request(
+        &self,
+        method: Method,
+        uri: &Uri,
+        form: Option<String>,
+        deadline: Instant,
+    ) -> Result<Result<http::Answer, http::Failure>, crate::error::CallError> {
+        let ticket = self.budget.admit(deadline).await?;
+        let timed = form.is_some();
+        let started = Instant::now();
+        let sent = self.http.send(method, uri, &self.authorization, form).await;
+        match &sent {
+            Ok(answer) => {
+                METRICS.observe_twilio(started.elapsed());
+                let too_many = answer.status == StatusCode::TOO_MANY_REQUESTS;
+                let retry_after = rest::retry_after(answer.headers.get(hyper::header::RETRY_AFTER));
+                self.budget.answered(ticket, timed, too_many, retry_after);
+            }
+            Err(_) => drop(ticket),
+        }
+        Ok(sent)
     }
 
     /// The Calls resource, `…/Accounts/{AC}/Calls.json`.
@@ -148,21 +181,27 @@ impl TwilioClient {
     /// The authenticated GET of [`warm`](Self::warm), without a health record (failover
     /// providers: health reports speak of the primary).
     pub async fn touch(&self, timeout: Duration) -> Result<StatusCode, String> {
-        let started = Instant::now();
-        let sent = tokio::time::timeout(
-            timeout,
-            self.http
-                .send(Method::GET, &self.account_uri, &self.authorization, None),
+        let deadline = Instant::now() + timeout;
+        let sent = tokio::time::timeout_at(
+            deadline,
+            self.request(Method::GET, &self.account_uri, None, deadline),
         )
         .await;
-        let outcome = match sent {
-            Ok(Ok(answer)) => Ok(answer.status),
-            Ok(Err(failure)) => Err(failure.detail),
+        match sent {
+            Ok(Ok(Ok(answer))) => Ok(answer.status),
+            Ok(Ok(Err(failure))) => Err(failure.detail),
+            Ok(Err(busy)) => Err(busy.text()),
             Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
-        };
-        METRICS.observe_twilio(started.elapsed());
-        outcome
+        }
     }
+}
+
+/// What the clients of one daemon share, whatever their account or region.
+struct Shared {
+    http: HttpClient,
+    lookup_url: Url,
+    validity_period: Option<String>,
+    budget: Arc<Budget>,
 }
 
 /// `{api}/2010-04-01/Accounts/{rest…}`.

@@ -115,7 +115,7 @@ impl TwilioClient {
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 1;
         loop {
-            let (error, wait) = match self.attempt(uri, &form, kind).await {
+            let (error, wait) = match self.attempt(uri, &form, kind, deadline).await {
                 Attempt::Accepted(resource) => return Ok(resource),
                 Attempt::Failed(refusal) => return Err(not_reached(refusal)),
                 Attempt::Retry { error, wait } => (error, wait.unwrap_or(backoff)),
@@ -141,22 +141,23 @@ impl TwilioClient {
         }
     }
 
-    async fn attempt(&self, uri: &Uri, form: &str, kind: Kind) -> Attempt {
-        let started = Instant::now();
+    async fn attempt(&self, uri: &Uri, form: &str, kind: Kind, deadline: Instant) -> Attempt {
         let sent = self
-            .http
-            .send(
-                Method::POST,
-                uri,
-                &self.authorization,
-                Some(form.to_owned()),
-            )
+            .request(Method::POST, uri, Some(form.to_owned()), deadline)
             .await;
-        match sent {
-            Ok(answer) => {
-                METRICS.observe_twilio(started.elapsed());
-                interpret(&answer, kind)
+        let sent = match sent {
+            Ok(sent) => sent,
+            // Busy: nothing was sent, and it is no fault of the provider's.
+            Err(error) => {
+                return Attempt::Failed(Refusal {
+                    error,
+                    not_accepted: true,
+                    provider_fault: false,
+                })
             }
+        };
+        match sent {
+            Ok(answer) => interpret(&answer, kind),
             Err(Failure {
                 before_sending: true,
                 detail,
@@ -276,7 +277,7 @@ fn interpret(answer: &Answer, kind: Kind) -> Attempt {
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is treated as absent).
-fn retry_after(value: Option<&HeaderValue>) -> Option<Duration> {
+pub(super) fn retry_after(value: Option<&HeaderValue>) -> Option<Duration> {
     let secs: u64 = value?.to_str().ok()?.trim().parse().ok()?;
     Some(Duration::from_secs(secs))
 }

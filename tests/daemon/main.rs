@@ -6,6 +6,7 @@
 mod common;
 
 mod bigip;
+mod budget;
 mod cli;
 mod conformance;
 mod failover;

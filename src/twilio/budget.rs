@@ -1,0 +1,347 @@
+//! The Twilio request budget: per account, at most `max` requests in flight across Messages,
+//! Calls, Verify and Lookup (Twilio caps concurrent requests per account and answers 429 past
+//! it), handed out in arrival order.
+//!
+//! A request starts only when its answer can still reach the caller: it must be admitted by
+//! `deadline - p90`, where p90 is learned from recent answers. A call whose wait ahead already
+//! leaves no time is answered busy at once; one that waited in line past its last moment is
+//! answered busy then. Either way nothing was sent, so no SMS goes to a caller that has given
+//! up.
+//!
+//! A 429 is a signal for everyone: the budget halves (at most once per round trip), honours
+//! `Retry-After` by admitting nothing until then, and grows back by one slot per budget-full of
+//! answers without a 429 (AIMD).
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::error::CallError;
+use crate::metrics::{ReasonLabel, METRICS};
+use crate::slots::{Slot, Slots};
+
+/// What answer times are assumed before any has been seen.
+const FIRST_GUESS: Duration = Duration::from_millis(250);
+
+pub struct Budget {
+    slots: Slots,
+    max: usize,
+    /// Slots now: `max`, less while backing off a 429.
+    size: AtomicUsize,
+    /// Answers since the size last grew.
+    grown: AtomicUsize,
+    /// Requests waiting in line.
+    waiting: AtomicUsize,
+    /// Answer times, µs: a running mean and a running 90th percentile.
+    mean_us: AtomicU64,
+    p90_us: AtomicU64,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// No request starts before this (Twilio's Retry-After).
+    paused_until: Option<Instant>,
+    /// When the size was last halved.
+    cut_at: Option<Instant>,
+}
+
+/// A slot for one request; dropping it frees the slot. Report the answer with
+/// [`Budget::answered`].
+pub struct Ticket<'a> {
+    _slot: Slot<'a>,
+    started: Instant,
+}
+
+impl std::fmt::Debug for Budget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Budget")
+            .field("max", &self.max)
+            .field("size", &self.size())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The busy answer: nothing was sent.
+fn busy(reason: &'static str, detail: &str) -> CallError {
+    METRICS.shed.get_or_create(&ReasonLabel { reason }).inc();
+    CallError::Unavailable(format!("busy: {detail}"))
+}
+
+impl Budget {
+    pub fn new(max: usize) -> Budget {
+        METRICS.budget_size.set(max as i64);
+        let guess = FIRST_GUESS.as_micros() as u64;
+        Budget {
+            slots: Slots::new(METRICS.budget_in_use.clone()),
+            max,
+            size: AtomicUsize::new(max),
+            grown: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
+            mean_us: AtomicU64::new(guess),
+            p90_us: AtomicU64::new(guess),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    pub fn size(&self) -> usize {
+        self.size.load(Ordering::Relaxed)
+    }
+
+    /// How long an answer takes, nine times out of ten (as recently seen).
+    pub fn p90(&self) -> Duration {
+        Duration::from_micros(self.p90_us.load(Ordering::Relaxed))
+    }
+
+    fn mean(&self) -> Duration {
+        Duration::from_micros(self.mean_us.load(Ordering::Relaxed))
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A slot for a request whose answer must be back by `deadline`, or busy.
+    pub async fn admit(&self, deadline: Instant) -> Result<Ticket<'_>, CallError> {
+        let now = Instant::now();
+        let last_start = deadline.checked_sub(self.p90()).unwrap_or(now);
+        if last_start <= now {
+            return Err(busy(
+                "no_time",
+                "too little time left for Twilio to answer before the deadline",
+            ));
+        }
+        let paused_until = self.state().paused_until.filter(|&at| at > now);
+        let size = self.size();
+        if paused_until.is_none() {
+            if let Some(slot) = self.slots.try_take(size) {
+                return Ok(self.ticket(slot, now));
+            }
+        }
+        // The line ahead drains `size` requests per answer time.
+        let ahead = self.waiting.load(Ordering::Relaxed) as u32 + 1;
+        let wait = self.mean() * ahead / size.max(1) as u32;
+        if paused_until.unwrap_or(now) + wait > last_start {
+            return Err(busy(
+                "queue",
+                "Twilio requests in flight leave no time to answer before the deadline",
+            ));
+        }
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let _in_line = InLine(&self.waiting);
+        let slot = async {
+            if let Some(at) = paused_until {
+                tokio::time::sleep_until(at).await;
+            }
+            self.slots.take(self.size()).await
+        };
+        match tokio::time::timeout_at(last_start, slot).await {
+            Ok(slot) => Ok(self.ticket(slot, now)),
+            Err(_) => Err(busy(
+                "late",
+                "no Twilio request slot came free in time to answer before the deadline",
+            )),
+        }
+    }
+
+    fn ticket<'a>(&'a self, slot: Slot<'a>, asked: Instant) -> Ticket<'a> {
+        let started = Instant::now();
+        METRICS
+            .budget_wait_seconds
+            .observe((started - asked).as_secs_f64());
+        Ticket {
+            _slot: slot,
+            started,
+        }
+    }
+
+    /// Learns from an answer to the request `ticket` was for: its time (when `timed`: a POST,
+    /// which is what a caller's deadline waits for; a GET of the account answers faster), and
+    /// whether Twilio said 429 (waiting `retry_after` if it named one). Frees the slot.
+    pub fn answered(
+        &self,
+        ticket: Ticket<'_>,
+        timed: bool,
+        too_many: bool,
+        retry_after: Option<Duration>,
+    ) {
+        let took = ticket.started.elapsed();
+        drop(ticket);
+        if timed {
+            self.learn(took);
+        }
+        if too_many {
+            METRICS.twilio_429.inc();
+            self.back_off(retry_after);
+        } else if self.size() < self.max {
+            let size = self.size();
+            if self.grown.fetch_add(1, Ordering::Relaxed) + 1 >= size {
+                self.grown.store(0, Ordering::Relaxed);
+                self.resize(size + 1);
+            }
+        }
+    }
+
+    fn back_off(&self, retry_after: Option<Duration>) {
+        let now = Instant::now();
+        let mut state = self.state();
+        if let Some(wait) = retry_after {
+            let until = now + wait;
+            state.paused_until = Some(state.paused_until.map_or(until, |at| at.max(until)));
+        }
+        // One cut per round trip: the 429s of one burst answer requests sent together.
+        let recent = state.cut_at.is_some_and(|at| now < at + self.p90());
+        if !recent {
+            state.cut_at = Some(now);
+            self.grown.store(0, Ordering::Relaxed);
+            self.resize((self.size() / 2).max(1));
+        }
+    }
+
+    fn resize(&self, size: usize) {
+        let size = size.clamp(1, self.max);
+        self.size.store(size, Ordering::Relaxed);
+        METRICS.budget_size.set(size as i64);
+    }
+
+    /// A running mean (1/4 weight per answer) and a running p90: up by 9 steps on an answer
+    /// above it, down by one below, each step 1/16 of the estimate, so it settles where one
+    /// answer in ten is slower and follows a slower Twilio within a few answers.
+    fn learn(&self, took: Duration) {
+        let us = took.as_micros().min(u128::from(u32::MAX)) as u64;
+        let mean = self.mean_us.load(Ordering::Relaxed);
+        let mean = mean - mean / 4 + us / 4;
+        self.mean_us.store(mean, Ordering::Relaxed);
+        let p90 = self.p90_us.load(Ordering::Relaxed);
+        let step = (p90 / 16).max(50);
+        let p90 = if us > p90 {
+            (p90 + 9 * step).min(us.max(p90))
+        } else {
+            p90.saturating_sub(step).max(us)
+        };
+        self.p90_us.store(p90, Ordering::Relaxed);
+    }
+}
+
+/// Counts a request in line while it waits.
+struct InLine<'a>(&'a AtomicUsize);
+
+impl Drop for InLine<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_p90_settles_where_one_answer_in_ten_is_slower() {
+        let budget = Budget::new(10);
+        for i in 0..2000u64 {
+            // Nine of ten at 100 ms, one at 400 ms.
+            let took = if i % 10 == 9 { 400 } else { 100 };
+            budget.learn(Duration::from_millis(took));
+        }
+        let p90 = budget.p90().as_millis();
+        assert!((95..=420).contains(&p90), "{p90}");
+        assert!(budget.mean().as_millis() < 200);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_halves_the_budget_once_per_round_trip_and_answers_grow_it_back() {
+        let budget = Budget::new(8);
+        for _ in 0..3 {
+            let ticket = budget.admit(Instant::now() + Duration::from_secs(3)).await;
+            budget.answered(ticket.unwrap(), true, true, None);
+        }
+        assert_eq!(budget.size(), 4, "a burst of 429s cuts once");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let ticket = budget.admit(Instant::now() + Duration::from_secs(3)).await;
+        budget.answered(ticket.unwrap(), true, true, None);
+        assert_eq!(budget.size(), 2);
+        for _ in 0..20 {
+            let ticket = budget.admit(Instant::now() + Duration::from_secs(3)).await;
+            budget.answered(ticket.unwrap(), true, false, None);
+        }
+        assert!(budget.size() > 2, "{}", budget.size());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_that_cannot_be_answered_in_time_is_busy_at_once() {
+        let budget = Budget::new(1);
+        let first = budget
+            .admit(Instant::now() + Duration::from_secs(3))
+            .await
+            .unwrap();
+        // 250 ms per answer assumed, one ahead: a 300 ms deadline cannot be met.
+        let started = Instant::now();
+        let refused = budget
+            .admit(Instant::now() + Duration::from_millis(300))
+            .await;
+        let error = refused.err().expect("busy").to_string();
+        assert!(error.starts_with("ERR unavailable: busy"), "{error}");
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "answered without waiting"
+        );
+        drop(first);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_call_gets_the_slot_freed_in_time() {
+        let budget = std::sync::Arc::new(Budget::new(1));
+        let first = budget
+            .admit(Instant::now() + Duration::from_secs(3))
+            .await
+            .unwrap();
+        let waiter = {
+            let budget = budget.clone();
+            tokio::spawn(async move {
+                budget
+                    .admit(Instant::now() + Duration::from_secs(2))
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        budget.answered(first, true, false, None);
+        assert_eq!(waiter.await.unwrap(), Ok(()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_admits_nothing_until_it_has_passed() {
+        let budget = Budget::new(4);
+        let ticket = budget
+            .admit(Instant::now() + Duration::from_secs(3))
+            .await
+            .unwrap();
+        budget.answered(ticket, true, true, Some(Duration::from_secs(1)));
+        let started = Instant::now();
+        let ticket = budget
+            .admit(Instant::now() + Duration::from_secs(3))
+            .await
+            .unwrap();
+        assert!(started.elapsed() >= Duration::from_secs(1));
+        drop(ticket);
+        // A Retry-After past the deadline: busy at once.
+        let ticket = budget
+            .admit(Instant::now() + Duration::from_secs(3))
+            .await
+            .unwrap();
+        budget.answered(ticket, true, true, Some(Duration::from_secs(10)));
+        assert!(budget
+            .admit(Instant::now() + Duration::from_secs(3))
+            .await
+            .is_err());
+    }
+}
