@@ -22,7 +22,7 @@ use crate::twilio::verify::DEFAULT_VERIFY_URL;
 pub const DEFAULT_UNIX: &str = "/run/otp-sidecar/otp.sock";
 
 /// The daemon's options (`serve` and `check`). Every field is optional: a layer gives only
-/// what it sets.
+/// what it sets. (Their order is the file keys' order in an unknown-key error, and `--help`'s.)
 #[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Options {
@@ -33,6 +33,7 @@ pub struct Options {
 
     /// Unix socket to listen on (mode 0660; a stale socket file is replaced).
     #[arg(long, env = "OTP_SIDECAR_UNIX", value_name = "PATH", default_value = DEFAULT_UNIX)]
+    #[serde(default, with = "os_path")]
     pub unix: Option<PathBuf>,
 
     /// Also listen on TCP, e.g. 127.0.0.1:7777 (off unless given).
@@ -122,6 +123,7 @@ pub struct Options {
 
     /// Extra CA certificate (PEM) to trust for Twilio's TLS, e.g. a TLS-inspecting proxy's.
     #[arg(long, env = "OTP_SIDECAR_TWILIO_CA_FILE", value_name = "PATH")]
+    #[serde(default, with = "os_path")]
     pub twilio_ca_file: Option<PathBuf>,
 
     /// Open the Twilio connection at start and touch it this often (an authenticated GET of
@@ -187,6 +189,15 @@ pub struct Options {
     /// off unless given).
     #[arg(long, env = "OTP_SIDECAR_METRICS", value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
+
+    /// Log format: human (default) or json (one object per line).
+    #[arg(
+        long,
+        env = "OTP_SIDECAR_LOG_FORMAT",
+        value_name = "FORMAT",
+        default_value = "human"
+    )]
+    pub log_format: Option<LogFormat>,
 
     /// Sends per phone number, as N/WINDOW (3/10m, 10/1h) or "off".
     #[arg(
@@ -287,6 +298,7 @@ pub struct Options {
 
     /// File of carriers to refuse, one MCC-MNC per line (310-260).
     #[arg(long, env = "OTP_SIDECAR_BLOCK_CARRIERS_FILE", value_name = "PATH")]
+    #[serde(default, with = "os_path")]
     pub block_carriers_file: Option<PathBuf>,
 
     /// How long a Lookup answer is reused, in seconds (0-2592000).
@@ -306,6 +318,15 @@ pub struct Options {
         default_value = "open"
     )]
     pub lookup_failure: Option<String>,
+
+    /// Send through this Twilio Verify service (VA…) instead of Messages: APM's code goes out
+    /// as the verification's CustomCode, sendOTP answers VE…, and confirmOTP reports success.
+    #[arg(long, env = "OTP_SIDECAR_VERIFY_SERVICE_SID", value_name = "SID")]
+    pub verify_service_sid: Option<String>,
+
+    /// Twilio Verify's base URL.
+    #[arg(long, env = "OTP_SIDECAR_VERIFY_API_URL", value_name = "URL", default_value = DEFAULT_VERIFY_URL)]
+    pub verify_api_url: Option<String>,
 
     /// How codes go out unless the caller's context.channel says otherwise: sms or voice (a
     /// call that reads the code out).
@@ -353,24 +374,6 @@ pub struct Options {
     )]
     pub breaker_cooldown_secs: Option<u64>,
 
-    /// Send through this Twilio Verify service (VA…) instead of Messages: APM's code goes out
-    /// as the verification's CustomCode, sendOTP answers VE…, and confirmOTP reports success.
-    #[arg(long, env = "OTP_SIDECAR_VERIFY_SERVICE_SID", value_name = "SID")]
-    pub verify_service_sid: Option<String>,
-
-    /// Twilio Verify's base URL.
-    #[arg(long, env = "OTP_SIDECAR_VERIFY_API_URL", value_name = "URL", default_value = DEFAULT_VERIFY_URL)]
-    pub verify_api_url: Option<String>,
-
-    /// Log format: human (default) or json (one object per line).
-    #[arg(
-        long,
-        env = "OTP_SIDECAR_LOG_FORMAT",
-        value_name = "FORMAT",
-        default_value = "human"
-    )]
-    pub log_format: Option<LogFormat>,
-
     /// Providers to fail over to, in order, after the primary (file only: `[[failover]]`).
     #[arg(skip)]
     #[serde(default, skip_serializing)]
@@ -393,4 +396,53 @@ fn locale_template(arg: &str) -> Result<(String, String), String> {
 fn locale_table<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>, D::Error> {
     let table = std::collections::BTreeMap::<String, String>::deserialize(d)?;
     Ok(table.into_iter().collect())
+}
+
+/// Paths through the layers as they are: a UTF-8 path as a string (the file's form), any other
+/// as its bytes, so a socket path that is not UTF-8 still works.
+mod os_path {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    use std::path::PathBuf;
+
+    use serde::de::{self, Deserializer, SeqAccess, Visitor};
+    use serde::Serializer;
+
+    pub fn serialize<S: Serializer>(path: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+        match path.as_deref().map(|p| (p.to_str(), p)) {
+            None => s.serialize_none(),
+            Some((Some(text), _)) => s.serialize_some(text),
+            Some((None, path)) => s.serialize_some(path.as_os_str().as_bytes()),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+        struct Path;
+        impl<'de> Visitor<'de> for Path {
+            type Value = Option<PathBuf>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("path string")
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+                d.deserialize_any(self)
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+                Ok(Some(PathBuf::from(text)))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut bytes = Vec::new();
+                while let Some(b) = seq.next_element::<u8>()? {
+                    bytes.push(b);
+                }
+                Ok(Some(PathBuf::from(OsString::from_vec(bytes))))
+            }
+        }
+        d.deserialize_option(Path)
+    }
 }

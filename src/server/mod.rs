@@ -6,8 +6,8 @@ mod open;
 mod sockets;
 
 pub use open::reserve_descriptors;
-pub use sockets::check_unix_path;
 use sockets::{accept_failed, bind_unix, Acceptor, ACCEPT_FAILING};
+pub use sockets::{check_unix_path, Stream};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
-use tokio::net::{TcpListener, UnixListener, UnixStream};
+use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -162,7 +162,7 @@ impl Listeners {
 /// Serves one connected stream as an accepted connection is served — the same loop, limits
 /// and call tasks — until it ends; says why it ended. No listener, no drain: for driving the
 /// connection handling directly (the fuzz target). `None` when the connection cap is reached.
-pub async fn serve_stream(shared: Shared, stream: UnixStream) -> Option<String> {
+pub async fn serve_stream<S: Stream>(shared: Shared, stream: S) -> Option<String> {
     let live = shared.load_full();
     let slot = CONNECTIONS.try_take(connection_cap(live.limits.max_connections))?;
     let server = Server {

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{bail, Context, Result};
+use tokio::io::DuplexStream;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
@@ -18,8 +19,8 @@ pub(super) trait Acceptor: Send + 'static {
     fn accept_stream(&self) -> impl Future<Output = io::Result<Self::Stream>> + Send;
 }
 
-/// A connected socket of either kind.
-pub(super) trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {
+/// A connected stream: a socket of either kind, or an in-memory pipe.
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
 }
 
@@ -50,6 +51,13 @@ impl Stream for UnixStream {
 impl Stream for TcpStream {
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
         TcpStream::readable(self)
+    }
+}
+
+/// An in-memory pipe (the fuzz target drives the connection loop through one): always ready.
+impl Stream for DuplexStream {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        std::future::ready(Ok(()))
     }
 }
 
