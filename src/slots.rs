@@ -38,7 +38,6 @@ impl Slots {
         }
     }
 
-    #[cfg(test)]
     pub fn taken(&self) -> i64 {
         self.taken.get()
     }

@@ -10,7 +10,9 @@
 //!
 //! A 429 is a signal for everyone: the budget halves (at most once per round trip), honours
 //! `Retry-After` by admitting nothing until then, and grows back by one slot per budget-full of
-//! answers without a 429 (AIMD).
+//! answers without a 429 (AIMD). An answer's `Twilio-Concurrent-Requests` (the account's
+//! requests in flight as Twilio counts them, other senders' included) shrinks it to the share
+//! the others leave.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -46,6 +48,19 @@ struct State {
     paused_until: Option<Instant>,
     /// When the size was last halved.
     cut_at: Option<Instant>,
+}
+
+/// What an answer tells the budget.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Answered {
+    /// A POST's answer: its time is what a caller's deadline waits for (a GET of the account
+    /// answers faster).
+    pub timed: bool,
+    /// HTTP 429.
+    pub too_many: bool,
+    pub retry_after: Option<Duration>,
+    /// `Twilio-Concurrent-Requests`, when the answer had it.
+    pub concurrent: Option<usize>,
 }
 
 /// A slot for one request; dropping it frees the slot. Report the answer with
@@ -161,24 +176,25 @@ impl Budget {
         }
     }
 
-    /// Learns from an answer to the request `ticket` was for: its time (when `timed`: a POST,
-    /// which is what a caller's deadline waits for; a GET of the account answers faster), and
-    /// whether Twilio said 429 (waiting `retry_after` if it named one). Frees the slot.
-    pub fn answered(
-        &self,
-        ticket: Ticket<'_>,
-        timed: bool,
-        too_many: bool,
-        retry_after: Option<Duration>,
-    ) {
+    /// Learns from the answer to the request `ticket` was for, and frees the slot.
+    pub fn answered(&self, ticket: Ticket<'_>, answer: Answered) {
         let took = ticket.started.elapsed();
+        // Counted as in flight when Twilio answered, this request included.
+        let ours = self.slots.taken().max(1) as usize;
         drop(ticket);
-        if timed {
+        if answer.timed {
             self.learn(took);
         }
-        if too_many {
+        if let Some(theirs) = answer.concurrent.map(|all| all.saturating_sub(ours)) {
+            let share = self.max.saturating_sub(theirs);
+            if theirs > 0 && share < self.size() {
+                self.grown.store(0, Ordering::Relaxed);
+                self.resize(share);
+            }
+        }
+        if answer.too_many {
             METRICS.twilio_429.inc();
-            self.back_off(retry_after);
+            self.back_off(answer.retry_after);
         } else if self.size() < self.max {
             let size = self.size();
             if self.grown.fetch_add(1, Ordering::Relaxed) + 1 >= size {
@@ -242,6 +258,43 @@ impl Drop for InLine<'_> {
 mod tests {
     use super::*;
 
+    fn fine() -> Answered {
+        Answered {
+            timed: true,
+            ..Answered::default()
+        }
+    }
+
+    fn too_many() -> Answered {
+        Answered {
+            too_many: true,
+            ..fine()
+        }
+    }
+
+    fn retry_after(secs: u64) -> Answered {
+        Answered {
+            retry_after: Some(Duration::from_secs(secs)),
+            ..too_many()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn others_on_the_account_leave_a_smaller_share() {
+        let budget = Budget::new(100);
+        let ticket = budget
+            .admit(Instant::now() + Duration::from_secs(3))
+            .await
+            .unwrap();
+        // Twilio counts 61 in flight, one of them ours: the others hold 60.
+        let answer = Answered {
+            concurrent: Some(61),
+            ..fine()
+        };
+        budget.answered(ticket, answer);
+        assert_eq!(budget.size(), 40);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn the_p90_settles_where_one_answer_in_ten_is_slower() {
         let budget = Budget::new(10);
@@ -260,16 +313,16 @@ mod tests {
         let budget = Budget::new(8);
         for _ in 0..3 {
             let ticket = budget.admit(Instant::now() + Duration::from_secs(3)).await;
-            budget.answered(ticket.unwrap(), true, true, None);
+            budget.answered(ticket.unwrap(), too_many());
         }
         assert_eq!(budget.size(), 4, "a burst of 429s cuts once");
         tokio::time::advance(Duration::from_secs(1)).await;
         let ticket = budget.admit(Instant::now() + Duration::from_secs(3)).await;
-        budget.answered(ticket.unwrap(), true, true, None);
+        budget.answered(ticket.unwrap(), too_many());
         assert_eq!(budget.size(), 2);
         for _ in 0..20 {
             let ticket = budget.admit(Instant::now() + Duration::from_secs(3)).await;
-            budget.answered(ticket.unwrap(), true, false, None);
+            budget.answered(ticket.unwrap(), fine());
         }
         assert!(budget.size() > 2, "{}", budget.size());
     }
@@ -314,7 +367,7 @@ mod tests {
             })
         };
         tokio::time::sleep(Duration::from_millis(500)).await;
-        budget.answered(first, true, false, None);
+        budget.answered(first, fine());
         assert_eq!(waiter.await.unwrap(), Ok(()));
     }
 
@@ -325,7 +378,7 @@ mod tests {
             .admit(Instant::now() + Duration::from_secs(3))
             .await
             .unwrap();
-        budget.answered(ticket, true, true, Some(Duration::from_secs(1)));
+        budget.answered(ticket, retry_after(1));
         let started = Instant::now();
         let ticket = budget
             .admit(Instant::now() + Duration::from_secs(3))
@@ -338,7 +391,7 @@ mod tests {
             .admit(Instant::now() + Duration::from_secs(3))
             .await
             .unwrap();
-        budget.answered(ticket, true, true, Some(Duration::from_secs(10)));
+        budget.answered(ticket, retry_after(10));
         assert!(budget
             .admit(Instant::now() + Duration::from_secs(3))
             .await

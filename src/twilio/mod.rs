@@ -149,9 +149,16 @@ impl TwilioClient {
         match &sent {
             Ok(answer) => {
                 METRICS.observe_twilio(started.elapsed());
-                let too_many = answer.status == StatusCode::TOO_MANY_REQUESTS;
-                let retry_after = rest::retry_after(answer.headers.get(hyper::header::RETRY_AFTER));
-                self.budget.answered(ticket, timed, too_many, retry_after);
+                let header = |name: &str| answer.headers.get(name);
+                let concurrent = header("twilio-concurrent-requests")
+                    .and_then(|v| v.to_str().ok()?.trim().parse().ok());
+                let answered = budget::Answered {
+                    timed,
+                    too_many: answer.status == StatusCode::TOO_MANY_REQUESTS,
+                    retry_after: rest::retry_after(header("retry-after")),
+                    concurrent,
+                };
+                self.budget.answered(ticket, answered);
             }
             Err(_) => drop(ticket),
         }
