@@ -173,7 +173,7 @@ impl Metrics {
         let budget_wait_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 13));
         r.register(
             "twilio_budget_wait_seconds",
-            "Time a Twilio request waited for a slot of the request budget",
+            "Time a Twilio request that found no free slot of the request budget waited for one",
             budget_wait_seconds.clone(),
         );
         let shed = registered(

@@ -79,11 +79,12 @@ impl Server {
                         // The client closed its side: answer what is in flight, then close.
                         None => { reading = false; continue; }
                     };
-                    idle_at = idle_after(Instant::now());
+                    let read_at = Instant::now();
+                    idle_at = idle_after(read_at);
                     match Incoming::parse(value) {
                         Ok(Incoming::Request(request)) => {
                             // The call's deadline counts from here, whatever it waits for.
-                            let arrived = Arrived { request, at: Instant::now() };
+                            let arrived = Arrived { request, at: read_at };
                             // Takes the newest settings (a reload applies to the next call).
                             let live = self.shared.load_full();
                             match CallTask::inline(&live.dispatcher, arrived) {

@@ -14,7 +14,7 @@
 //! requests in flight as Twilio counts them, other senders' included) shrinks it to the share
 //! the others leave.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -36,6 +36,8 @@ pub struct Budget {
     grown: AtomicUsize,
     /// Requests waiting in line.
     waiting: AtomicUsize,
+    /// Set while a Retry-After holds admissions (so the quiet path takes no lock).
+    paused: AtomicBool,
     /// Answer times, µs: a running mean and a running 90th percentile.
     mean_us: AtomicU64,
     p90_us: AtomicU64,
@@ -70,6 +72,13 @@ pub struct Ticket<'a> {
     started: Instant,
 }
 
+impl Ticket<'_> {
+    /// When the request could start.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+}
+
 impl std::fmt::Debug for Budget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Budget")
@@ -95,6 +104,7 @@ impl Budget {
             size: AtomicUsize::new(max),
             grown: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
+            paused: AtomicBool::new(false),
             mean_us: AtomicU64::new(guess),
             p90_us: AtomicU64::new(guess),
             state: Mutex::new(State::default()),
@@ -132,11 +142,18 @@ impl Budget {
                 "too little time left for Twilio to answer before the deadline",
             ));
         }
-        let paused_until = self.state().paused_until.filter(|&at| at > now);
+        let paused_until = match self.paused.load(Ordering::Relaxed) {
+            false => None,
+            true => self.paused_until(now),
+        };
         let size = self.size();
         if paused_until.is_none() {
             if let Some(slot) = self.slots.try_take(size) {
-                return Ok(self.ticket(slot, now));
+                // No wait: the quiet path, with nothing more to count.
+                return Ok(Ticket {
+                    _slot: slot,
+                    started: now,
+                });
             }
         }
         // The line ahead drains `size` requests per answer time.
@@ -165,6 +182,17 @@ impl Budget {
         }
     }
 
+    /// Until when a Retry-After holds admissions, if it still does.
+    fn paused_until(&self, now: Instant) -> Option<Instant> {
+        let mut state = self.state();
+        let until = state.paused_until.filter(|&at| at > now);
+        if until.is_none() {
+            state.paused_until = None;
+            self.paused.store(false, Ordering::Relaxed);
+        }
+        until
+    }
+
     fn ticket<'a>(&'a self, slot: Slot<'a>, asked: Instant) -> Ticket<'a> {
         let started = Instant::now();
         METRICS
@@ -176,9 +204,9 @@ impl Budget {
         }
     }
 
-    /// Learns from the answer to the request `ticket` was for, and frees the slot.
-    pub fn answered(&self, ticket: Ticket<'_>, answer: Answered) {
-        let took = ticket.started.elapsed();
+    /// Learns from the answer to the request `ticket` was for, `took` after it started, and
+    /// frees the slot.
+    pub fn answered(&self, ticket: Ticket<'_>, took: Duration, answer: Answered) {
         // Counted as in flight when Twilio answered, this request included.
         let ours = self.slots.taken().max(1) as usize;
         drop(ticket);
@@ -210,6 +238,7 @@ impl Budget {
         if let Some(wait) = retry_after {
             let until = now + wait;
             state.paused_until = Some(state.paused_until.map_or(until, |at| at.max(until)));
+            self.paused.store(true, Ordering::Relaxed);
         }
         // One cut per round trip: the 429s of one burst answer requests sent together.
         let recent = state.cut_at.is_some_and(|at| now < at + self.p90());
@@ -291,7 +320,7 @@ mod tests {
             concurrent: Some(61),
             ..fine()
         };
-        budget.answered(ticket, answer);
+        budget.answered(ticket, Duration::from_millis(250), answer);
         assert_eq!(budget.size(), 40);
     }
 
@@ -313,16 +342,16 @@ mod tests {
         let budget = Budget::new(8);
         for _ in 0..3 {
             let ticket = budget.admit(Instant::now() + Duration::from_secs(3)).await;
-            budget.answered(ticket.unwrap(), too_many());
+            budget.answered(ticket.unwrap(), Duration::from_millis(250), too_many());
         }
         assert_eq!(budget.size(), 4, "a burst of 429s cuts once");
         tokio::time::advance(Duration::from_secs(1)).await;
         let ticket = budget.admit(Instant::now() + Duration::from_secs(3)).await;
-        budget.answered(ticket.unwrap(), too_many());
+        budget.answered(ticket.unwrap(), Duration::from_millis(250), too_many());
         assert_eq!(budget.size(), 2);
         for _ in 0..20 {
             let ticket = budget.admit(Instant::now() + Duration::from_secs(3)).await;
-            budget.answered(ticket.unwrap(), fine());
+            budget.answered(ticket.unwrap(), Duration::from_millis(250), fine());
         }
         assert!(budget.size() > 2, "{}", budget.size());
     }
@@ -367,7 +396,7 @@ mod tests {
             })
         };
         tokio::time::sleep(Duration::from_millis(500)).await;
-        budget.answered(first, fine());
+        budget.answered(first, Duration::from_millis(250), fine());
         assert_eq!(waiter.await.unwrap(), Ok(()));
     }
 
@@ -378,7 +407,7 @@ mod tests {
             .admit(Instant::now() + Duration::from_secs(3))
             .await
             .unwrap();
-        budget.answered(ticket, retry_after(1));
+        budget.answered(ticket, Duration::from_millis(250), retry_after(1));
         let started = Instant::now();
         let ticket = budget
             .admit(Instant::now() + Duration::from_secs(3))
@@ -391,7 +420,7 @@ mod tests {
             .admit(Instant::now() + Duration::from_secs(3))
             .await
             .unwrap();
-        budget.answered(ticket, retry_after(10));
+        budget.answered(ticket, Duration::from_millis(250), retry_after(10));
         assert!(budget
             .admit(Instant::now() + Duration::from_secs(3))
             .await

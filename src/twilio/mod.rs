@@ -40,6 +40,10 @@ use http::{HttpClient, HttpOptions};
 pub use messages::{Sender, Sms};
 pub use rest::{refuses_credentials, Kind, Refusal};
 
+/// The account's requests in flight as Twilio counts them, on some answers.
+static TWILIO_CONCURRENT_REQUESTS: hyper::header::HeaderName =
+    hyper::header::HeaderName::from_static("twilio-concurrent-requests");
+
 /// What the Twilio clients are built from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -144,21 +148,25 @@ impl TwilioClient {
     ) -> Result<Result<http::Answer, http::Failure>, crate::error::CallError> {
         let ticket = self.budget.admit(deadline).await?;
         let timed = form.is_some();
-        let started = Instant::now();
         let sent = self.http.send(method, uri, &self.authorization, form).await;
         match &sent {
             Ok(answer) => {
-                METRICS.observe_twilio(started.elapsed());
-                let header = |name: &str| answer.headers.get(name);
-                let concurrent = header("twilio-concurrent-requests")
+                let took = ticket.started().elapsed();
+                METRICS.observe_twilio(took);
+                let too_many = answer.status == StatusCode::TOO_MANY_REQUESTS;
+                let concurrent = answer
+                    .headers
+                    .get(&TWILIO_CONCURRENT_REQUESTS)
                     .and_then(|v| v.to_str().ok()?.trim().parse().ok());
                 let answered = budget::Answered {
                     timed,
-                    too_many: answer.status == StatusCode::TOO_MANY_REQUESTS,
-                    retry_after: rest::retry_after(header("retry-after")),
+                    too_many,
+                    retry_after: too_many
+                        .then(|| rest::retry_after(answer.headers.get(hyper::header::RETRY_AFTER)))
+                        .flatten(),
                     concurrent,
                 };
-                self.budget.answered(ticket, answered);
+                self.budget.answered(ticket, took, answered);
             }
             Err(_) => drop(ticket),
         }
