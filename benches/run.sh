@@ -2,10 +2,13 @@
 # Runs the performance comparison: installs what it needs (nginx and wrk from Debian, the
 # official twilio npm package and msgpack-rpc-lite outside the repository), then
 # `cargo bench --bench compare`. The table is printed and written to target/bench-compare.md.
+# `benches/run.sh storm` runs the login storm instead (target/bench-storm.md); it needs only
+# the npm packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bench=${1:-compare}
 export OTP_SIDECAR_BENCH_DIR=${OTP_SIDECAR_BENCH_DIR:-$HOME/.cache/otp-sidecar-bench}
-if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
+if [ "$bench" = compare ] && { ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; }; then
   apt-get update -qq && apt-get install -y -qq nginx-light wrk
 fi
 mkdir -p "$OTP_SIDECAR_BENCH_DIR"
@@ -14,4 +17,4 @@ if [ ! -d "$OTP_SIDECAR_BENCH_DIR/node_modules/twilio" ]; then
     { [ -f package.json ] || echo '{"name":"otp-sidecar-bench","private":true}' > package.json; } &&
     npm install --no-audit --no-fund --loglevel=error twilio@6.2.0 msgpack-rpc-lite@1.0.2)
 fi
-cargo bench --bench compare
+cargo bench --bench "$bench"
