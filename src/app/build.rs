@@ -41,7 +41,8 @@ pub fn build(settings: &Settings, running: Option<&Parts>) -> Result<(Live, Part
         Some(limiter) if *limiter.limits() == rate_limits => limiter.clone(),
         _ => Arc::new(RateLimiter::new(rate_limits)),
     };
-    let backend = Arc::new(backend(settings)?);
+    let running_client = running.and_then(|parts| parts.backend.twilio());
+    let backend = Arc::new(backend(settings, running_client)?);
     // Lookup is asked through the Twilio client: a dry run looks nothing up.
     let lookup = match (&settings.guard.lookup, backend.twilio()) {
         (Some(rules), Some(_)) => Some(Arc::new(LookupGuard::new(rules.clone()))),
@@ -68,7 +69,8 @@ pub fn build(settings: &Settings, running: Option<&Parts>) -> Result<(Live, Part
 }
 
 /// Where codes go: Messages through the providers, Verify, or a dry run.
-fn backend(settings: &Settings) -> Result<Backend> {
+/// `running`: the client serving now, whose request budget a reload keeps.
+fn backend(settings: &Settings, running: Option<&TwilioClient>) -> Result<Backend> {
     let credentials = match &settings.credentials {
         Some(credentials) if !settings.dry_run => credentials,
         _ => {
@@ -83,7 +85,8 @@ fn backend(settings: &Settings) -> Result<Backend> {
             return Ok(Backend::dry_run(settings.verify.is_some()));
         }
     };
-    let client = Box::new(TwilioClient::new(&settings.twilio, credentials)?);
+    let client = TwilioClient::replacing(&settings.twilio, credentials, running)?;
+    let client = Box::new(client);
     Ok(match &settings.verify {
         Some(service) => {
             tracing::info!(

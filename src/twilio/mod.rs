@@ -80,6 +80,22 @@ pub struct TwilioClient {
 
 impl TwilioClient {
     pub fn new(settings: &Settings, credentials: &Credentials) -> anyhow::Result<Self> {
+        Self::replacing(settings, credentials, None)
+    }
+
+    /// A client for new settings that takes over `running`'s request budget (its requests in
+    /// flight, and what it learned) when the account and the budget's size are the same: a
+    /// reload in a storm must not double what Twilio sees.
+    pub fn replacing(
+        settings: &Settings,
+        credentials: &Credentials,
+        running: Option<&TwilioClient>,
+    ) -> anyhow::Result<Self> {
+        let budget = running
+            .filter(|r| r.account_sid == credentials.account_sid)
+            .map(|r| r.budget.clone())
+            .filter(|b| b.max() == settings.max_concurrency)
+            .unwrap_or_else(|| Arc::new(Budget::new(settings.max_concurrency)));
         let http = HttpClient::new(&HttpOptions {
             proxy: settings.proxy.as_ref().map(Url::as_str),
             extra_ca_pem: settings.ca_pem.as_deref(),
@@ -90,7 +106,7 @@ impl TwilioClient {
             http,
             lookup_url: settings.lookup_url.clone(),
             validity_period: settings.validity_period.map(|v| v.to_string()),
-            budget: Arc::new(Budget::new(settings.max_concurrency)),
+            budget,
         };
         Self::with(shared, &settings.api_url, credentials)
     }

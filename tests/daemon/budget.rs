@@ -23,6 +23,8 @@ struct Limited {
     recent: Mutex<VecDeque<Instant>>,
     created: AtomicUsize,
     refused: AtomicUsize,
+    /// The most POSTs in flight at once.
+    peak: AtomicUsize,
 }
 
 /// The responder wiremock holds: a handle on the shared account.
@@ -41,6 +43,7 @@ impl Respond for Account {
             return twilio_error(429, 20429, "Too Many Requests");
         }
         recent.push_back(now);
+        account.peak.fetch_max(recent.len(), Ordering::SeqCst);
         account.created.fetch_add(1, Ordering::SeqCst);
         created(SID).set_delay(account.latency)
     }
@@ -54,6 +57,7 @@ async fn limited_twilio(limit: usize, latency: Duration) -> (MockServer, Arc<Lim
         recent: Mutex::new(VecDeque::new()),
         created: AtomicUsize::new(0),
         refused: AtomicUsize::new(0),
+        peak: AtomicUsize::new(0),
     });
     Mock::given(method("POST"))
         .respond_with(Account(twilio.clone()))
@@ -180,4 +184,44 @@ async fn a_call_that_waited_for_a_call_slot_is_still_answered_within_its_deadlin
             "{reply:?} after {took:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_reload_in_a_storm_keeps_the_budget_and_its_requests_in_flight() {
+    let (twilio, account) = limited_twilio(100, Duration::from_millis(600)).await;
+    let daemon = Daemon::start(
+        &twilio.uri(),
+        Options::default().args(["--twilio-max-concurrency=2"]),
+    );
+    let first = tokio::spawn({
+        let unix = daemon.unix.clone();
+        async move {
+            let mut calls = Vec::new();
+            for _ in 0..2 {
+                let unix = unix.clone();
+                calls.push(tokio::spawn(async move {
+                    let endpoint = otp_sidecar::client::Endpoint::Unix(unix);
+                    let mut client = otp_sidecar::client::Client::connect(&endpoint)
+                        .await
+                        .unwrap();
+                    client.send_otp(OTP, PHONE, "ACME").await.expect("answered")
+                }));
+            }
+            for call in calls {
+                assert!(call.await.unwrap().is_ok());
+            }
+        }
+    });
+    // Both are at Twilio now; the reload must not open the budget anew.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    daemon.signal("HUP");
+    daemon.wait_for_log("configuration reloaded");
+    let second = storm(&daemon, 2).await;
+    first.await.unwrap();
+    assert!(second.iter().all(|(r, _)| r.is_ok()), "{second:?}");
+    let peak = account.peak.load(Ordering::SeqCst);
+    assert!(
+        peak <= 2,
+        "{peak} POSTs in flight at once with a budget of 2"
+    );
 }
