@@ -13,11 +13,15 @@
 //! Run with `bash benches/run.sh` (installs nginx, wrk and the Node packages first).
 //! `cargo test --all-targets` also runs this target, without `--bench`: it then does nothing.
 
+#[path = "support/mod.rs"]
+mod support;
+use support::{free_port, Proc};
+
 use std::collections::HashMap;
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -67,20 +71,6 @@ fn main() {
         eprintln!("compare: {e:#}");
         std::process::exit(1);
     }
-}
-
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 fn wait_until(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) -> Result<Duration> {

@@ -21,11 +21,14 @@
 //! the streams an h2 connection may carry (100, the account's limit).
 //! `cargo test --all-targets` also runs this target, without `--bench`: it then does nothing.
 
+#[path = "support/mod.rs"]
+mod support;
+use support::{free_port, Proc};
+
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -80,20 +83,6 @@ fn raise_nofile() {
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
     }
-}
-
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// A `VmXxx:` line of /proc/PID/status, in KiB.
