@@ -30,6 +30,13 @@ pub enum Target {
     Shown(String),
 }
 
+impl Target {
+    /// What stands for a number not fit to show.
+    pub fn invalid() -> Target {
+        Target::Shown("(invalid)".to_owned())
+    }
+}
+
 enum Outcome {
     Done {
         sid: String,

@@ -54,15 +54,14 @@ impl Dispatcher {
         }
     }
 
-    /// Runs one call that `arrived` then (its deadline counts from there: a wait for a call
-    /// slot is part of it) and counts it. Every failure is a [`CallError`], whose text starts
+    /// Runs one call that arrived at `started` (its deadline counts from there: a wait for a
+    /// call slot is part of it) and counts it. Every failure is a [`CallError`], whose text starts
     /// with `ERR `. The call's log line comes back unwritten: drop it once the reply is out.
     pub async fn call(
         &self,
         request: &Request,
-        arrived: Instant,
+        started: Instant,
     ) -> (Result<Value, CallError>, CallLog) {
-        let started = arrived;
         let method = Method::of(&request.method);
         let (result, log) = match Call::parse(method, request, self.settings.region) {
             Ok(call) => self.run(call, started).await,

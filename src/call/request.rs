@@ -138,42 +138,42 @@ fn send_otp(params: &[Value], region: Option<Id>) -> Result<SendOtp<'_>, Refused
         ))));
     }
     let raw_phone = string_param(params, 1, "phone");
-    let phone = raw_phone.clone().and_then(|p| phone::phone(p, region));
-    let otp = string_param(params, 0, "otp").and_then(validate::otp);
+    let written_with_plus = raw_phone
+        .as_ref()
+        .is_ok_and(|raw| raw.trim_start().starts_with('+'));
+    let phone = raw_phone.and_then(|p| phone::phone(p, region));
     // Only a valid number is logged (masked, as E.164): a caller that swapped its arguments
     // would otherwise put most of an OTP into the log. An OTP is never a `+` number, but may
-    // read as a national one: those are shown once the OTP checked out.
-    let otp_ok = otp.is_ok();
-    let shown = |phone: &Result<Cow<'_, str>, CallError>| {
-        let shown = match (phone, &raw_phone) {
-            (Ok(p), Ok(raw)) if raw.trim_start().starts_with('+') => Some(p),
-            (Ok(p), _) => otp_ok.then_some(p),
-            _ => None,
-        };
-        Some(match shown {
-            Some(p) => Target::Phone(p.clone().into_owned()),
-            None => Target::Shown("(invalid)".to_owned()),
-        })
-    };
-    let refused = |error: CallError, phone: &Result<Cow<'_, str>, CallError>| Refused {
-        error,
-        shown: shown(phone),
-    };
-    let otp = match otp {
+    // read as a national one: so with a bad OTP only a `+` number is shown.
+    let otp = match string_param(params, 0, "otp").and_then(validate::otp) {
         Ok(otp) => Otp(otp),
-        Err(e) => return Err(refused(e, &phone)),
+        Err(error) => {
+            let shown = match &phone {
+                Ok(p) if written_with_plus => Target::Phone(p.to_string()),
+                _ => Target::invalid(),
+            };
+            return Err(Refused {
+                error,
+                shown: Some(shown),
+            });
+        }
     };
     let phone = match phone {
         Ok(p) => Phone(p),
-        Err(e) => return Err(refused(e.clone(), &Err(e))),
+        Err(error) => {
+            return Err(Refused {
+                error,
+                shown: Some(Target::invalid()),
+            })
+        }
     };
     let sender = string_param(params, 2, "sender")
         .and_then(|s| messages::sender(s).map_err(|reason| CallError::BadRequest(reason.into())));
     let sender = match sender {
         Ok(sender) => sender,
-        Err(e) => {
+        Err(error) => {
             return Err(Refused {
-                error: e,
+                error,
                 shown: Some(Target::Phone(phone.0.into_owned())),
             })
         }
