@@ -44,11 +44,12 @@ impl Health {
 
     /// The `health` reply: a map of plain values, from one look at the last exchange.
     /// `status` is `ok` until an exchange with Twilio fails for a reason of Twilio's or the
-    /// network's.
-    pub fn report(&self, mode: &'static str) -> Value {
+    /// network's, or the shared state store stops answering (`state` says how it stands).
+    pub fn report(&self, mode: &'static str, state: &'static str) -> Value {
         let snapshot = self.last.lock().ok().and_then(|l| l.clone());
         let status = match &snapshot {
             Some(Exchange { healthy: false, .. }) => "degraded",
+            _ if state.starts_with("degraded") => "degraded",
             _ => "ok",
         };
         let last = match snapshot {
@@ -64,6 +65,7 @@ impl Health {
             ("status".into(), status.into()),
             ("version".into(), env!("CARGO_PKG_VERSION").into()),
             ("mode".into(), mode.into()),
+            ("state".into(), state.into()),
             ("uptime_s".into(), self.started.elapsed().as_secs().into()),
             ("connections".into(), METRICS.connections.get().into()),
             ("in_flight".into(), METRICS.in_flight.get().into()),

@@ -19,4 +19,5 @@ mod metrics;
 pub mod rpc;
 pub mod server;
 mod slots;
+mod state;
 mod twilio;

@@ -37,6 +37,19 @@ pub struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    /// `rate`, `get`, `set`, `ping`.
+    pub op: &'static str,
+    /// `ok`, `failed`, `timeout`.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabel {
+    pub policy: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LimitLabel {
     pub limit: &'static str,
 }
@@ -75,6 +88,8 @@ pub struct Metrics {
     pub blocked: Family<RuleLabel, Counter>,
     pub context_ignored: Family<FieldLabel, Counter>,
     pub lookups: Family<ResultLabel, Counter>,
+    pub state_operations: Family<StateLabels, Counter>,
+    pub state_fallbacks: Family<PolicyLabel, Counter>,
     pub failovers: Counter,
     pub breaker_open: Family<ProviderLabel, Gauge>,
     /// Twilio requests holding a slot of the request budget now, and the budget's size.
@@ -149,6 +164,18 @@ impl Metrics {
             "lookups",
             "Twilio Lookup checks, by result (answered, cached, failed)",
         );
+        let state_operations = registered(
+            r,
+            "state_operations",
+            "Operations on the shared state store, by op (rate, get, set, ping) and result \
+             (ok, failed, timeout)",
+        );
+        let state_fallbacks = registered(
+            r,
+            "state_fallbacks",
+            "Calls that met a failed state store, by policy (local: limited in-process; \
+             closed: refused)",
+        );
         let failovers = registered(
             r,
             "failovers",
@@ -206,6 +233,8 @@ impl Metrics {
             blocked,
             context_ignored,
             lookups,
+            state_operations,
+            state_fallbacks,
             failovers,
             breaker_open,
             budget_in_use,
@@ -226,6 +255,18 @@ impl Metrics {
 
     pub fn count_lookup(&self, result: &'static str) {
         self.lookups.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    pub fn count_state(&self, op: &'static str, result: &'static str) {
+        self.state_operations
+            .get_or_create(&StateLabels { op, result })
+            .inc();
+    }
+
+    pub fn count_state_fallback(&self, policy: &'static str) {
+        self.state_fallbacks
+            .get_or_create(&PolicyLabel { policy })
+            .inc();
     }
 
     pub fn count_blocked(&self, rule: &'static str) {

@@ -13,6 +13,7 @@ use crate::guard::lookup::LookupGuard;
 use crate::guard::ratelimit::RateLimiter;
 use crate::guard::Guards;
 use crate::server::Live;
+use crate::state::Store;
 use crate::twilio::credentials::Credentials;
 use crate::twilio::failover::{Provider, Providers, PRIMARY};
 use crate::twilio::TwilioClient;
@@ -23,12 +24,15 @@ pub struct Parts {
     pub backend: Arc<Backend>,
     pub limiter: Arc<RateLimiter>,
     pub lookup: Option<Arc<LookupGuard>>,
+    /// The shared state store, when there is one (`--state redis://…`).
+    pub store: Option<Arc<Store>>,
     pub settings: Settings,
 }
 
 /// What serving needs, made from settings: the backend (and its Twilio clients), the guards
 /// and the dispatcher, and the server's limits. The running rate limiter is kept (with its
-/// counts) when the rate limits did not change.
+/// counts) when the rate limits did not change, and the running store (with its connection)
+/// when the state settings did not.
 pub fn build(settings: &Settings, running: Option<&Parts>) -> Result<(Live, Parts)> {
     // Verify writes its own text: the templates' warnings would be about nothing sent.
     if settings.verify.is_none() {
@@ -41,17 +45,34 @@ pub fn build(settings: &Settings, running: Option<&Parts>) -> Result<(Live, Part
         Some(limiter) if *limiter.limits() == rate_limits => limiter.clone(),
         _ => Arc::new(RateLimiter::new(rate_limits)),
     };
+    let store = match (
+        &settings.state,
+        running.and_then(|parts| parts.store.as_ref()),
+    ) {
+        (None, _) => None,
+        (Some(wanted), Some(store)) if store.settings() == wanted => Some(store.clone()),
+        (Some(wanted), _) => {
+            tracing::info!(
+                "state shared through {} (keys under {}:, state_failure = {})",
+                wanted.shown,
+                wanted.prefix,
+                wanted.failure.name()
+            );
+            Some(Arc::new(Store::new(wanted)?))
+        }
+    };
     let running_client = running.and_then(|parts| parts.backend.twilio());
     let backend = Arc::new(backend(settings, running_client)?);
     // Lookup is asked through the Twilio client: a dry run looks nothing up.
     let lookup = match (&settings.guard.lookup, backend.twilio()) {
-        (Some(rules), Some(_)) => Some(Arc::new(LookupGuard::new(rules.clone()))),
+        (Some(rules), Some(_)) => Some(Arc::new(LookupGuard::new(rules.clone(), store.clone()))),
         _ => None,
     };
     let guards = Guards {
         geo: settings.guard.geo.clone(),
         limiter: limiter.clone(),
         lookup: lookup.clone(),
+        store: store.clone(),
     };
     let dispatcher = Dispatcher::new(settings.call.clone(), guards, backend.clone());
     let live = Live {
@@ -63,6 +84,7 @@ pub fn build(settings: &Settings, running: Option<&Parts>) -> Result<(Live, Part
         backend,
         limiter,
         lookup,
+        store,
         settings: settings.clone(),
     };
     Ok((live, parts))

@@ -19,7 +19,7 @@ use crate::config::{Options, Settings};
 use crate::server::{Listeners, Live, Shared};
 use build::build;
 use reload::reload;
-use tasks::{keep_warm, prepare, sweep_rate_limits, timer_heartbeat, SharedParts};
+use tasks::{keep_warm, prepare, sweep_rate_limits, timer_heartbeat, watch_state, SharedParts};
 
 /// Runs the daemon until SIGTERM or SIGINT, then drains. `args` are kept for reloads.
 pub async fn run(options: Options, settings: Settings) -> Result<()> {
@@ -72,6 +72,7 @@ pub async fn run(options: Options, settings: Settings) -> Result<()> {
     }
 
     tokio::spawn(sweep_rate_limits(parts.clone()));
+    tokio::spawn(watch_state(parts.clone()));
     tokio::spawn(timer_heartbeat(parts.clone()));
 
     let shutdown = CancellationToken::new();
@@ -98,6 +99,11 @@ pub async fn run(options: Options, settings: Settings) -> Result<()> {
 /// credentials in headers) built as serving builds it.
 pub fn preflight(settings: &Settings) -> Result<()> {
     crate::server::check_unix_path(&settings.unix)?;
+    // The state store's client starts its connection task when made: that needs a runtime.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let _entered = runtime.enter();
     build(settings, None).map(drop)
 }
 
@@ -115,7 +121,17 @@ pub async fn check_online(settings: &Settings) -> Vec<(String, bool)> {
         settings.verify.as_ref(),
     )
     .await;
-    verdicts.into_iter().map(|v| (v.line, v.ok)).collect()
+    let mut lines: Vec<(String, bool)> = verdicts.into_iter().map(|v| (v.line, v.ok)).collect();
+    if let Some(state) = &settings.state {
+        lines.push(match crate::state::Store::new(state) {
+            Ok(store) => match store.ping(Duration::from_secs(2)).await {
+                Ok(()) => (format!("state store {} answers PING", state.shown), true),
+                Err(failed) => (format!("state store {} {failed}", state.shown), false),
+            },
+            Err(e) => (format!("state store {}: {e:#}", state.shown), false),
+        });
+    }
+    lines
 }
 
 /// The serving parts of `settings` as the daemon builds them, for driving the connection

@@ -26,6 +26,12 @@ pub async fn prepare(parts: &Parts) {
     if settings.keep_warm.is_some() {
         warm_up(&parts.backend, settings.call.deadline).await;
     }
+    // Connects to the shared store now; one that does not answer was logged by the store.
+    if let Some(store) = &parts.store {
+        if store.ping(settings.call.deadline).await.is_ok() {
+            tracing::info!("state store {} answers", store.settings().shown);
+        }
+    }
 }
 
 /// Opens the Twilio connection (TLS included) before the first OTP needs it.
@@ -102,6 +108,18 @@ pub async fn sweep_rate_limits(parts: SharedParts) {
         let kept = parts.limiter.sweep();
         let cached = parts.lookup.as_ref().map_or(0, |l| l.sweep());
         tracing::debug!(kept, cached, "rate-limit keys and Lookup answers swept");
+    }
+}
+
+/// Asks the shared store every second whether it answers, so `health` tells a store that went
+/// away (or came back) without waiting for a call, and the connection is remade in between.
+pub async fn watch_state(parts: SharedParts) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let store = parts.load().store.clone();
+        if let Some(store) = store {
+            let _ = store.ping(store.timeout()).await;
+        }
     }
 }
 

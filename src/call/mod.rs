@@ -95,7 +95,10 @@ impl Dispatcher {
                 (result.map(Value::from), log)
             }
             Call::Ping => (Ok("pong".into()), CallLog::default()),
-            Call::Health => (Ok(HEALTH.report(self.backend.mode())), CallLog::default()),
+            Call::Health => {
+                let report = HEALTH.report(self.backend.mode(), self.guards.state_status());
+                (Ok(report), CallLog::default())
+            }
         }
     }
 
@@ -193,6 +196,7 @@ mod tests {
             geo: settings.guard.geo.clone(),
             limiter: Arc::new(RateLimiter::new(settings.guard.rate_limits)),
             lookup: None,
+            store: None,
         };
         let backend = Arc::new(Backend::dry_run(false));
         let dispatcher = Dispatcher::new(settings.call, guards, backend);

@@ -15,6 +15,9 @@ pub const ACCOUNT_SID: &str = "TWILIO_ACCOUNT_SID";
 pub const AUTH_TOKEN: &str = "TWILIO_AUTH_TOKEN";
 pub const API_KEY: &str = "TWILIO_API_KEY";
 pub const API_SECRET: &str = "TWILIO_API_SECRET";
+/// The shared state store's password and the secret its keys are hashed with.
+pub const STATE_PASSWORD: &str = "OTP_SIDECAR_STATE_PASSWORD";
+pub const STATE_KEY: &str = "OTP_SIDECAR_STATE_KEY";
 
 /// Where the config file says each credential lives (values for the non-secret ones). The
 /// spans name a key's line in errors.
@@ -27,6 +30,8 @@ pub struct CredentialFiles {
     pub api_key: Option<Spanned<String>>,
     pub api_key_file: Option<Spanned<PathBuf>>,
     pub api_secret_file: Option<Spanned<PathBuf>>,
+    pub state_password_file: Option<Spanned<PathBuf>>,
+    pub state_key_file: Option<Spanned<PathBuf>>,
 }
 
 /// Where credentials are looked up, first match wins: the environment, then the config
@@ -87,6 +92,33 @@ impl Sources<'_> {
             }
         }
         Ok(None)
+    }
+
+    /// The state store's password and key secret (each `None` when not configured), from the
+    /// same places as the Twilio secrets.
+    pub fn state_secrets(&self) -> Result<(Option<Secret>, Option<Secret>)> {
+        let f = self.files;
+        let password = self.lookup(
+            STATE_PASSWORD,
+            ("", None),
+            ("state_password_file", f.state_password_file.as_ref()),
+        )?;
+        let key = self.lookup(
+            STATE_KEY,
+            ("", None),
+            ("state_key_file", f.state_key_file.as_ref()),
+        )?;
+        if let Some(key) = &key {
+            if key.value.len() < 16 {
+                bail!(
+                    "the state key from {} is shorter than 16 characters; make one with \
+                     `openssl rand -hex 32`",
+                    key.from
+                );
+            }
+        }
+        let secret = |found: Option<Found>| found.map(|f| Secret::new(f.value));
+        Ok((secret(password), secret(key)))
     }
 
     /// `Ok(None)` when no credential at all is configured. Every error names the source

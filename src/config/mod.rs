@@ -10,6 +10,7 @@ mod file;
 mod layers;
 mod options;
 mod report;
+mod state;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -61,6 +62,8 @@ pub struct Settings {
     pub breaker: BreakerSettings,
     /// `None` only in dry-run mode.
     pub credentials: Option<crate::twilio::credentials::Credentials>,
+    /// The shared state store; `None`: in this process's memory.
+    pub state: Option<crate::state::StoreSettings>,
     /// What is allowed but probably wrong: `serve` logs these at WARN, `check` prints them.
     pub warnings: Vec<String>,
 }
@@ -90,6 +93,17 @@ impl Settings {
         let dry_run = o.dry_run.unwrap_or(false);
         let mut warnings = Vec::new();
 
+        let secrets = Sources {
+            env,
+            files: &o.credentials,
+            config: source.as_ref(),
+            credentials_directory: env("CREDENTIALS_DIRECTORY")
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from),
+        };
+        let credentials = secrets.load()?;
+        let state = state::store(&o, &secrets)?;
+
         let tcp = o.tcp;
         if let Some(addr) = tcp {
             if !addr.ip().is_loopback() && !o.allow_remote_tcp.unwrap_or(false) {
@@ -113,6 +127,16 @@ impl Settings {
             ));
         }
         let deadline = Duration::from_millis(deadline_ms);
+
+        if let Some(store) = &state {
+            if store.timeout * 4 > deadline {
+                warnings.push(format!(
+                    "state_timeout_ms {} is over a quarter of deadline_ms {deadline_ms}: a slow \
+                     store leaves little of the deadline to Twilio",
+                    store.timeout.as_millis()
+                ));
+            }
+        }
 
         let lifetime = o.otp_lifetime_secs;
         let templates = Templates::new(
@@ -258,15 +282,6 @@ impl Settings {
             bail!("failover applies to Messages, not to Verify mode (verify_service_sid)");
         }
 
-        let credentials = Sources {
-            env,
-            files: &o.credentials,
-            config: source.as_ref(),
-            credentials_directory: env("CREDENTIALS_DIRECTORY")
-                .filter(|d| !d.is_empty())
-                .map(PathBuf::from),
-        }
-        .load()?;
         if credentials.is_none() && !dry_run {
             bail!(
                 "no Twilio credentials: set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN (or \
@@ -312,6 +327,7 @@ impl Settings {
             failover,
             breaker,
             credentials,
+            state,
             warnings,
         })
     }

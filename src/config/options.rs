@@ -319,6 +319,52 @@ pub struct Options {
     )]
     pub lookup_failure: Option<String>,
 
+    /// Where the rate limits and the Lookup cache are kept: "memory" (this process only), or a
+    /// Redis/Valkey every instance shares: redis://HOST:PORT/DB, rediss://HOST:PORT/DB (TLS),
+    /// unix:///PATH/redis.sock. The password comes from OTP_SIDECAR_STATE_PASSWORD (env, a
+    /// credentials file or $CREDENTIALS_DIRECTORY), never from the URL; the keys' secret from
+    /// OTP_SIDECAR_STATE_KEY the same way.
+    #[arg(
+        long,
+        env = "OTP_SIDECAR_STATE",
+        value_name = "URL",
+        default_value = "memory"
+    )]
+    pub state: Option<String>,
+
+    /// Namespace of every key in the shared store.
+    #[arg(
+        long,
+        env = "OTP_SIDECAR_STATE_PREFIX",
+        value_name = "PREFIX",
+        default_value = "otp-sidecar"
+    )]
+    pub state_prefix: Option<String>,
+
+    /// How long one operation on the shared store may take (never past the call's deadline).
+    #[arg(
+        long,
+        env = "OTP_SIDECAR_STATE_TIMEOUT_MS",
+        value_name = "MS",
+        default_value = "50"
+    )]
+    pub state_timeout_ms: Option<u64>,
+
+    /// When the shared store fails or is slow: "local" limits with this instance's own state,
+    /// "closed" refuses with ERR unavailable.
+    #[arg(
+        long,
+        env = "OTP_SIDECAR_STATE_FAILURE",
+        value_name = "POLICY",
+        default_value = "local"
+    )]
+    pub state_failure: Option<String>,
+
+    /// CA certificate (PEM) to trust for a rediss:// store instead of the system's.
+    #[arg(long, env = "OTP_SIDECAR_STATE_CA_FILE", value_name = "PATH")]
+    #[serde(default, with = "os_path")]
+    pub state_ca_file: Option<PathBuf>,
+
     /// Send through this Twilio Verify service (VA…) instead of Messages: APM's code goes out
     /// as the verification's CustomCode, sendOTP answers VE…, and confirmOTP reports success.
     #[arg(long, env = "OTP_SIDECAR_VERIFY_SERVICE_SID", value_name = "SID")]

@@ -49,6 +49,25 @@ pub fn report(settings: &Settings) -> String {
         rate(rates.global)
     );
     line!(
+        "  state:        {}",
+        settings.state.as_ref().map_or_else(
+            || "memory (this process only)".to_owned(),
+            |s| format!(
+                "{} (keys under {}:, hashed with a shared key{}; {} ms per operation, on \
+                 failure {})",
+                s.shown,
+                s.prefix,
+                if s.password.is_some() {
+                    ", password set"
+                } else {
+                    ""
+                },
+                s.timeout.as_millis(),
+                s.failure.name()
+            )
+        )
+    );
+    line!(
         "  default_region: {}",
         settings
             .call

@@ -6,7 +6,7 @@ use std::collections::hash_map::RandomState;
 use std::collections::HashSet;
 use std::hash::BuildHasher;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use crate::error::CallError;
 use crate::guard::bounded::BoundedMap;
 use crate::metrics::METRICS;
+use crate::state::Store;
 use crate::twilio::lookup::LineInfo;
 use crate::twilio::TwilioClient;
 
@@ -37,14 +38,18 @@ pub struct LookupGuard {
     rules: LookupRules,
     hasher: RandomState,
     cache: Mutex<BoundedMap<(Instant, LineInfo)>>,
+    /// Where the answers are shared with the other instances; this process's cache is then
+    /// what a failing store falls back to.
+    store: Option<Arc<Store>>,
 }
 
 impl LookupGuard {
-    pub fn new(rules: LookupRules) -> LookupGuard {
+    pub fn new(rules: LookupRules, store: Option<Arc<Store>>) -> LookupGuard {
         LookupGuard {
             rules,
             hasher: RandomState::new(),
             cache: Mutex::new(BoundedMap::new(CACHE_KEYS / 2)),
+            store,
         }
     }
 
@@ -58,12 +63,18 @@ impl LookupGuard {
         deadline: Instant,
     ) -> Result<Option<String>, CallError> {
         let key = self.hasher.hash_one(phone);
-        let cached = self.cache.lock().ok().and_then(|cache| {
-            cache
-                .get(key)
-                .filter(|(expires, _)| *expires > Instant::now())
-                .map(|(_, info)| info.clone())
-        });
+        let shared_key = self
+            .store
+            .as_ref()
+            .map(|store| (store, store.key("lookup", phone.as_bytes())));
+        let cached = match &shared_key {
+            // A store that fails costs a lookup at most (never a refusal): the local cache.
+            Some((store, name)) => match store.get(name, deadline).await {
+                Ok(bytes) => bytes.and_then(|b| serde_json::from_slice::<LineInfo>(&b).ok()),
+                Err(_) => self.cached(key),
+            },
+            None => self.cached(key),
+        };
         let info = match cached {
             Some(info) => {
                 METRICS.count_lookup("cached");
@@ -83,9 +94,7 @@ impl LookupGuard {
                 match answer {
                     Ok(info) => {
                         METRICS.count_lookup("answered");
-                        if let Ok(mut cache) = self.cache.lock() {
-                            cache.set(key, (Instant::now() + self.rules.cache_ttl, info.clone()));
-                        }
+                        self.remember(key, shared_key, &info);
                         info
                     }
                     Err(why) => {
@@ -97,6 +106,35 @@ impl LookupGuard {
         };
         self.verdict(&info)?;
         Ok(info.line_type)
+    }
+
+    /// This process's cached answer, while it lasts.
+    fn cached(&self, key: u64) -> Option<LineInfo> {
+        self.cache.lock().ok().and_then(|cache| {
+            cache
+                .get(key)
+                .filter(|(expires, _)| *expires > Instant::now())
+                .map(|(_, info)| info.clone())
+        })
+    }
+
+    /// Caches an answer here and, off the call's path, in the shared store.
+    fn remember(&self, key: u64, shared: Option<(&Arc<Store>, String)>, info: &LineInfo) {
+        let ttl = self.rules.cache_ttl;
+        if ttl.is_zero() {
+            return;
+        }
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.set(key, (Instant::now() + ttl, info.clone()));
+        }
+        if let (Some((store, name)), Ok(value)) = (shared, serde_json::to_vec(info)) {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let deadline = Instant::now() + store.timeout();
+                // A failure is counted and logged by the store; the local copy serves here.
+                let _ = store.set(&name, &value, ttl, deadline).await;
+            });
+        }
     }
 
     fn on_failure(&self, why: &str) -> Result<(), CallError> {
@@ -182,15 +220,18 @@ mod tests {
     use super::*;
 
     fn guard() -> LookupGuard {
-        LookupGuard::new(LookupRules {
-            block_line_types: DEFAULT_BLOCKED_LINE_TYPES
-                .split(',')
-                .map(str::to_owned)
-                .collect(),
-            block_carriers: [("204".to_owned(), "04".to_owned())].into(),
-            cache_ttl: Duration::from_secs(60),
-            fail_open: true,
-        })
+        LookupGuard::new(
+            LookupRules {
+                block_line_types: DEFAULT_BLOCKED_LINE_TYPES
+                    .split(',')
+                    .map(str::to_owned)
+                    .collect(),
+                block_carriers: [("204".to_owned(), "04".to_owned())].into(),
+                cache_ttl: Duration::from_secs(60),
+                fail_open: true,
+            },
+            None,
+        )
     }
 
     fn info(line_type: &str, mcc: &str, mnc: &str) -> LineInfo {

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use crate::error::CallError;
+use crate::state::Store;
 use crate::twilio::TwilioClient;
 use geo::GeoRules;
 use lookup::{LookupGuard, LookupRules};
@@ -36,9 +37,16 @@ pub struct Guards {
     pub limiter: Arc<RateLimiter>,
     /// Only with a Twilio backend: a dry run looks nothing up.
     pub lookup: Option<Arc<LookupGuard>>,
+    /// The shared store the limits are kept in; `None`: in this process only.
+    pub store: Option<Arc<Store>>,
 }
 
 impl Guards {
+    /// Where the limits are kept, for `health`: `memory`, `redis ok`, or degraded.
+    pub fn state_status(&self) -> &'static str {
+        self.store.as_ref().map_or("memory", |store| store.status())
+    }
+
     /// Geo rules, then the rate limits (which charge the send), then Lookup through `twilio`
     /// within `deadline`. Ok: what Lookup said the line is, when it was asked.
     pub async fn check(
@@ -57,7 +65,11 @@ impl Guards {
             ip: context.ip,
             user: context.user.as_deref(),
         };
-        if let Err((scope, wait)) = self.limiter.check(&caller) {
+        let limited = match &self.store {
+            Some(store) => self.limiter.check_shared(store, &caller, deadline).await?,
+            None => self.limiter.check(&caller),
+        };
+        if let Err((scope, wait)) = limited {
             return Err(CallError::RateLimited {
                 retry_in_s: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
                 limit: scope.name(),

@@ -16,7 +16,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use tokio::time::Instant;
 
+use crate::error::CallError;
 use crate::guard::bounded::BoundedMap;
+use crate::state::{Limit, Store};
 
 /// "N per window", or off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,6 +188,50 @@ impl RateLimiter {
         Ok(())
     }
 
+    /// The same limits, checked and charged in the shared store (atomically across the
+    /// instances that share it). When the store fails, the state policy says: this instance's
+    /// own limits (`local`), or the refusal (`closed`).
+    pub async fn check_shared(
+        &self,
+        store: &Store,
+        caller: &Caller<'_>,
+        deadline: Instant,
+    ) -> Result<Result<(), (Scope, Duration)>, CallError> {
+        let ip = caller.ip.map(|ip| ip.to_string());
+        let subjects = [
+            (Scope::Phone, self.limits.phone, Some(caller.phone)),
+            (Scope::Ip, self.limits.ip, ip.as_deref()),
+            (Scope::User, self.limits.user, caller.user),
+        ];
+        let mut scopes = Vec::with_capacity(4);
+        let mut limits = Vec::with_capacity(4);
+        for (scope, rate, subject) in subjects {
+            if let (Some(rate), Some(subject)) = (rate, subject) {
+                let key = store.key(&format!("rate:{}", scope.name()), subject.as_bytes());
+                scopes.push(scope);
+                limits.push(shared(rate, key));
+            }
+        }
+        if let Some(rate) = self.limits.global {
+            scopes.push(Scope::Global);
+            limits.push(shared(rate, store.plain_key("rate:global")));
+        }
+        if limits.is_empty() {
+            return Ok(Ok(()));
+        }
+        match store.gcra(&limits, deadline).await {
+            Ok(None) => Ok(Ok(())),
+            Ok(Some((index, wait))) => Ok(Err((
+                scopes.get(index).copied().unwrap_or(Scope::Global),
+                wait,
+            ))),
+            Err(failed) => {
+                store.fall_back(failed)?;
+                Ok(self.check(caller))
+            }
+        }
+    }
+
     /// Drops keys whose window has passed; returns how many keys remain.
     pub fn sweep(&self) -> usize {
         let now = self.now();
@@ -205,6 +251,15 @@ impl RateLimiter {
 
     fn key(&self, value: impl std::hash::Hash) -> u64 {
         self.hasher.hash_one(value)
+    }
+}
+
+/// A limit as the store's script reads it (the same GCRA as [`gcra`]).
+fn shared(rate: Rate, key: String) -> Limit {
+    Limit {
+        key,
+        interval: rate.window / rate.count,
+        window: rate.window,
     }
 }
 

@@ -7,7 +7,7 @@ use tokio::time::Instant;
 use super::TwilioClient;
 
 /// What Lookup says of a number (only what the rules read).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 pub struct LineInfo {
     #[serde(rename = "type")]
     pub line_type: Option<String>,
