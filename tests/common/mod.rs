@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod proxy;
+pub mod store;
 pub mod tls;
 
 use std::io::{BufRead, BufReader};

@@ -15,6 +15,7 @@ mod layout;
 mod protocol;
 mod secrets;
 mod service;
+mod state;
 mod templates;
 mod twilio;
 mod verify;

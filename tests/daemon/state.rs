@@ -1,0 +1,288 @@
+//! Shared state on a real `redis-server`: two daemons count one set of limits and share one
+//! Lookup cache, the store's keys name nobody, and a store that dies, comes back or answers
+//! slowly costs each call at most its own timeout (falling back, or refusing, as configured).
+
+use std::time::{Duration, Instant};
+
+use crate::common::store::{delaying_proxy, RedisServer};
+use crate::common::*;
+
+const KEY: &str = "state-key-5f0c1e9a7b3d2c4e8a6b";
+const PASSWORD: &str = "redis-password-7c3e9a1f5b2d";
+
+/// A daemon on `url` (the store's password and key from the environment) with `args`.
+fn on_store(twilio: &str, url: &str, args: &[&str]) -> Daemon {
+    let options = Options::default()
+        .args(["--state", url])
+        .args(args.iter().copied())
+        .env("OTP_SIDECAR_STATE_KEY", KEY)
+        .env("OTP_SIDECAR_STATE_PASSWORD", PASSWORD);
+    Daemon::start(twilio, options)
+}
+
+/// sendOTP of the standard code to `phone` with `pairs` as context: the SID or the ERR text.
+async fn send(daemon: &Daemon, phone: &str, pairs: &[(&str, &str)]) -> Result<String, String> {
+    let mut client = daemon.unix_client().await;
+    send_with(&mut client, phone, context(pairs))
+        .await
+        .map(|v| v.as_str().unwrap_or_default().to_owned())
+}
+
+/// What `health` says under `key` (`state`, `status`).
+async fn health(daemon: &Daemon, key: &str) -> String {
+    let mut client = daemon.unix_client().await;
+    let report = client.call("health", vec![]).await.unwrap().unwrap();
+    let entry = report
+        .as_map()
+        .unwrap()
+        .iter()
+        .find(|(k, _)| k.as_str() == Some(key))
+        .map(|(_, v)| v.as_str().unwrap_or_default().to_owned());
+    entry.unwrap_or_default()
+}
+
+/// Waits (up to 5 s) until `health` says `state: wanted`.
+async fn until_state(daemon: &Daemon, wanted: &str) {
+    let started = Instant::now();
+    loop {
+        let state = health(daemon, "state").await;
+        if state == wanted {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "state is {state:?}, not {wanted:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn is_limited(reply: &Result<String, String>) -> bool {
+    matches!(reply, Err(e) if e.starts_with("ERR rate_limited"))
+}
+
+#[tokio::test]
+async fn two_daemons_count_one_set_of_limits() {
+    let redis = RedisServer::start(Some(PASSWORD));
+    let twilio = twilio_answering(created(SID)).await;
+    let limits = [
+        "--rate-limit-phone=3/1h",
+        "--rate-limit-ip=2/1h",
+        "--rate-limit-user=2/1h",
+    ];
+    let first = on_store(&twilio.uri(), &redis.url(), &limits);
+    let second = on_store(&twilio.uri(), &redis.url(), &limits);
+    assert_eq!(health(&first, "state").await, "redis ok");
+
+    // Per phone: three through the first, the fourth through the second is refused.
+    for _ in 0..3 {
+        let reply = send(&first, "+31 (0)6-1234 5678", &[]).await;
+        assert!(reply.as_deref().is_ok_and(|s| is_sid(s, "SM")), "{reply:?}");
+    }
+    let fourth = send(&second, PHONE, &[]).await;
+    assert!(is_limited(&fourth), "{fourth:?}");
+
+    // Per IP and per user, each with a number of its own.
+    let ip = [("ip", "198.51.100.7")];
+    assert!(send(&first, "+31612000001", &ip).await.is_ok());
+    assert!(send(&second, "+31612000002", &ip).await.is_ok());
+    let third = send(&first, "+31612000003", &ip).await;
+    assert!(is_limited(&third), "{third:?}");
+    let user = [("user", "José Müller")];
+    assert!(send(&second, "+31612000004", &user).await.is_ok());
+    assert!(send(&first, "+31612000005", &user).await.is_ok());
+    let third = send(&second, "+31612000006", &user).await;
+    assert!(is_limited(&third), "{third:?}");
+    assert_eq!(sends(&twilio).await.len(), 7, "refused sends reach nobody");
+
+    // The store holds the limits, under the prefix, and names nobody.
+    let dump = redis.dump();
+    assert!(dump.len() >= 5, "{dump:?}");
+    for (key, value) in &dump {
+        assert!(key.starts_with("otp-sidecar:rate:"), "{key}");
+        let text = format!("{key} {}", String::from_utf8_lossy(value));
+        for clear in [
+            "612345678",
+            "612000",
+            "198.51.100.7",
+            "Jos",
+            "Müller",
+            "M\\u00fc",
+        ] {
+            assert!(!text.contains(clear), "{clear} in {text}");
+        }
+    }
+}
+
+/// A Twilio stand-in with Messages and a Lookup answer for any number.
+async fn twilio_with_any_lookup() -> wiremock::MockServer {
+    use wiremock::matchers::{method, path_regex};
+    let server = twilio_answering(created(SID)).await;
+    wiremock::Mock::given(method("GET"))
+        .and(path_regex("^/v2/PhoneNumbers/"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "phone_number": PHONE, "valid": true, "country_code": "NL",
+                "line_type_intelligence": {
+                    "type": "mobile", "mobile_country_code": "204",
+                    "mobile_network_code": "08", "carrier_name": "Test", "error_code": null
+                }
+            })),
+        )
+        .mount(&server)
+        .await;
+    server
+}
+
+async fn lookups(server: &wiremock::MockServer) -> usize {
+    let all = server.received_requests().await.unwrap();
+    all.iter()
+        .filter(|r| r.url.path().starts_with("/v2/PhoneNumbers/"))
+        .count()
+}
+
+#[tokio::test]
+async fn the_lookup_cache_is_shared_also_over_a_unix_socket() {
+    let redis = RedisServer::start(Some(PASSWORD));
+    let twilio = twilio_with_any_lookup().await;
+    let lookup = format!("--lookup-api-url={}", twilio.uri());
+    let args = ["--lookup", lookup.as_str()];
+    let first = on_store(&twilio.uri(), &redis.url(), &args);
+    let unix = format!("unix://{}", redis.unix_path().display());
+    let second = on_store(&twilio.uri(), &unix, &args);
+
+    assert!(send(&first, PHONE, &[]).await.is_ok());
+    assert_eq!(lookups(&twilio).await, 1);
+    // The answer is written to the store off the call's path: give it a moment.
+    let cached = poll_until(
+        Duration::from_secs(5),
+        || {
+            let dump = redis.dump();
+            dump.iter()
+                .find(|(k, _)| k.starts_with("otp-sidecar:lookup:"))
+                .cloned()
+        },
+        || "no Lookup answer in the store".to_owned(),
+    );
+    assert!(!String::from_utf8_lossy(&cached.1).contains("612345678"));
+    assert!(send(&second, PHONE, &[]).await.is_ok());
+    assert_eq!(
+        lookups(&twilio).await,
+        1,
+        "the second daemon asked Lookup again"
+    );
+    assert!(send(&second, "+31687654321", &[]).await.is_ok());
+    assert_eq!(lookups(&twilio).await, 2);
+    assert_eq!(sends(&twilio).await.len(), 3);
+}
+
+#[tokio::test]
+async fn a_store_that_dies_falls_back_per_instance_and_is_shared_again_when_back() {
+    let mut redis = RedisServer::start(Some(PASSWORD));
+    let twilio = twilio_answering(created(SID)).await;
+    let args = [
+        "--rate-limit-phone=2/1h",
+        "--deadline-ms=2000",
+        "--metrics=127.0.0.1:0",
+    ];
+    let first = on_store(&twilio.uri(), &redis.url(), &args);
+    let second = on_store(&twilio.uri(), &redis.url(), &args);
+    assert!(send(&first, PHONE, &[]).await.is_ok());
+
+    redis.kill();
+    // Each instance now limits on its own: two each, every call answered in its deadline.
+    for daemon in [&first, &second] {
+        for n in 0..3 {
+            let started = Instant::now();
+            let reply = send(daemon, PHONE, &[]).await;
+            assert!(started.elapsed() < Duration::from_millis(2000), "{reply:?}");
+            assert_eq!(n < 2, reply.is_ok(), "call {n}: {reply:?}");
+        }
+        assert_eq!(health(daemon, "state").await, "degraded (local fallback)");
+        assert_eq!(health(daemon, "status").await, "degraded");
+    }
+    let warnings = first
+        .log()
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("state store"))
+        .count();
+    assert_eq!(warnings, 1, "one warning per episode:\n{}", first.log());
+    assert_eq!(sends(&twilio).await.len(), 5);
+
+    // Back (empty), without a restart of either daemon: shared again.
+    redis.restart();
+    until_state(&first, "redis ok").await;
+    until_state(&second, "redis ok").await;
+    assert!(send(&first, "+31687654321", &[]).await.is_ok());
+    assert!(send(&second, "+31687654321", &[]).await.is_ok());
+    let third = send(&first, "+31687654321", &[]).await;
+    assert!(is_limited(&third), "{third:?}");
+    first.wait_for_log("answers again");
+    let (_, metrics) = metrics_of(&first).await;
+    assert!(
+        metrics.contains(r#"otp_sidecar_state_fallbacks_total{policy="local"} 3"#),
+        "{metrics}"
+    );
+}
+
+/// The daemon's metrics page.
+async fn metrics_of(daemon: &Daemon) -> (u16, String) {
+    let addr = log_field(&daemon.ready, "metrics").expect("a metrics address");
+    scrape(&addr, "/metrics").await
+}
+
+#[tokio::test]
+async fn closed_refuses_while_the_store_is_away() {
+    let mut redis = RedisServer::start(Some(PASSWORD));
+    let twilio = twilio_answering(created(SID)).await;
+    let daemon = on_store(
+        &twilio.uri(),
+        &redis.url(),
+        &["--rate-limit-phone=5/1h", "--state-failure=closed"],
+    );
+    assert!(send(&daemon, PHONE, &[]).await.is_ok());
+    redis.kill();
+    let reply = send(&daemon, PHONE, &[]).await;
+    assert!(
+        matches!(&reply, Err(e) if e.starts_with("ERR unavailable: state store")),
+        "{reply:?}"
+    );
+    assert_eq!(sends(&twilio).await.len(), 1, "nothing sent while refusing");
+    assert_eq!(health(&daemon, "state").await, "degraded (refusing sends)");
+    redis.restart();
+    until_state(&daemon, "redis ok").await;
+    assert!(send(&daemon, PHONE, &[]).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_slow_store_costs_a_call_no_more_than_its_timeout() {
+    let redis = RedisServer::start(Some(PASSWORD));
+    let twilio = twilio_answering(created(SID)).await;
+    // Every answer of the store held 2 s: without the timeout a call would wait that long.
+    let proxy = delaying_proxy(
+        format!("127.0.0.1:{}", redis.port).parse().unwrap(),
+        Duration::from_secs(2),
+    );
+    let daemon = on_store(
+        &twilio.uri(),
+        &format!("redis://{proxy}/0"),
+        &[
+            "--rate-limit-phone=5/1h",
+            "--state-timeout-ms=50",
+            "--deadline-ms=2500",
+            "--metrics=127.0.0.1:0",
+        ],
+    );
+    for _ in 0..3 {
+        let started = Instant::now();
+        let reply = send(&daemon, PHONE, &[]).await;
+        let took = started.elapsed();
+        assert!(reply.is_ok(), "{reply:?}");
+        assert!(took < Duration::from_millis(1000), "{took:?}");
+    }
+    let (_, metrics) = metrics_of(&daemon).await;
+    assert!(
+        metrics.contains(r#"otp_sidecar_state_operations_total{op="rate",result="timeout"} 3"#),
+        "{metrics}"
+    );
+}
