@@ -17,7 +17,15 @@ const TOML_SECRET: &str = "5b4a39281706f5e4d3c2b1a09f8e7d6c";
 /// An OTP no timestamp or counter would spell by chance.
 const PLANTED_OTP: &str = "k9Xq2Zr7";
 
-const PLANTED: [&str; 7] = [
+/// The state store's password and its keys' secret, and a key too short to take.
+const STATE_PW: &str = "st4tePassw0rd-81c2d9";
+const STATE_KEY: &str = "st4teKey-0b1c2d3e4f5a6978";
+const SHORT_KEY: &str = "sh0rtK3y";
+
+const PLANTED: [&str; 10] = [
+    STATE_PW,
+    STATE_KEY,
+    SHORT_KEY,
     TOKEN,
     API_SECRET,
     PROXY_PW,
@@ -69,6 +77,12 @@ fn secret_env(cmd: &mut std::process::Command) -> &mut std::process::Command {
             "OTP_SIDECAR_VERIFY_API_URL",
             format!("https://user:{URL_PW}@verify.twilio.com"),
         )
+        .env(
+            "OTP_SIDECAR_STATE",
+            format!("redis://u:{URL_PW}@127.0.0.1:6379/0"),
+        )
+        .env("OTP_SIDECAR_STATE_PASSWORD", STATE_PW)
+        .env("OTP_SIDECAR_STATE_KEY", STATE_KEY)
         .env("OTP_SIDECAR_BODY_TEMPLATE", format!("{PASTED} {{otp}}"))
         .env("OTP_SIDECAR_DEADLINE_MS", TOML_SECRET)
         .env("OTP_SIDECAR_UNIX", format!("/run/{PASTED}.sock"))
@@ -98,7 +112,20 @@ fn refused_configs(dir: &Path) -> Vec<(&'static str, String)> {
     let token = dir.join("token");
     std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
     let creds = format!("[credentials]\nauth_token_file = '{}'\n", token.display());
+    let short = dir.join("state-key");
+    std::fs::write(&short, format!("{SHORT_KEY}\n")).unwrap();
     vec![
+        (
+            "state: the URL carries a password",
+            format!("state = 'redis://u:{URL_PW}@127.0.0.1:6379/0'\n{creds}"),
+        ),
+        (
+            "is shorter than 16 characters",
+            format!(
+                "state = 'redis://127.0.0.1:6379/0'\n{creds}state_key_file = '{}'\n",
+                short.display()
+            ),
+        ),
         (
             "proxy is not a URL",
             format!("proxy = 'http://u:{PROXY_PW}@[::1'\n{creds}"),
@@ -218,9 +245,15 @@ async fn the_log_at_trace_shows_no_secret() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("otp-sidecar.toml");
     std::fs::write(&config, "body_template = 'Code {otp}'\n").unwrap();
+    // The limits are kept in a real store that wants a password.
+    let redis = crate::common::store::RedisServer::start(Some(STATE_PW));
     // The proxy is configured (with its password) but the loopback mock is reached directly.
     let options = Options::api_key()
         .env("RUST_LOG", "trace")
+        .env("OTP_SIDECAR_STATE", &redis.url())
+        .env("OTP_SIDECAR_STATE_PASSWORD", STATE_PW)
+        .env("OTP_SIDECAR_STATE_KEY", STATE_KEY)
+        .env("OTP_SIDECAR_RATE_LIMIT_PHONE", "5/1m")
         .env("NO_PROXY", "127.0.0.1")
         .args([
             "--proxy",
@@ -255,5 +288,26 @@ async fn the_log_at_trace_shows_no_secret() {
     assert!(body.contains(&("Body".into(), format!("Code {PLANTED_OTP}"))));
     let log = daemon.log();
     assert!(log.contains("TRACE") || log.contains("DEBUG"), "{log}");
+    assert!(log.contains("state store"), "{log}");
     assert_clean("the log at trace", &log);
+    assert!(!redis.dump().is_empty(), "the store was used");
+}
+
+#[tokio::test]
+async fn a_store_refusing_the_password_shows_neither_it_nor_the_key() {
+    let redis = crate::common::store::RedisServer::start(Some("the-right-one-0f9e8d7c"));
+    let twilio = twilio_answering(created(SID)).await;
+    let options = Options::default()
+        .env("RUST_LOG", "trace")
+        .env("OTP_SIDECAR_STATE_PASSWORD", STATE_PW)
+        .env("OTP_SIDECAR_STATE_KEY", STATE_KEY)
+        .args(["--state", &redis.url(), "--rate-limit-phone=5/1m"]);
+    let daemon = Daemon::start(&twilio.uri(), options);
+    assert!(daemon.send("ACME").await.is_ok(), "local fallback sends");
+    let warning = daemon.wait_for_log("state store");
+    assert!(
+        warning.contains("WRONGPASS") || warning.contains("AuthenticationFailed"),
+        "{warning}"
+    );
+    assert_clean("a refused store password", &daemon.log());
 }

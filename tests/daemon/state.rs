@@ -286,3 +286,225 @@ async fn a_slow_store_costs_a_call_no_more_than_its_timeout() {
         "{metrics}"
     );
 }
+
+/// A CA and a certificate for 127.0.0.1 it signed, as PEM files in `dir`: (ca, cert, key).
+fn tls_files(dir: &std::path::Path) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let files = [
+        ("ca.pem", ca.pem()),
+        ("cert.pem", cert.pem()),
+        ("key.pem", key.serialize_pem()),
+    ];
+    let mut paths = files.iter().map(|(name, pem)| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path.display().to_string()
+    });
+    let mut next = || paths.next().unwrap();
+    (next(), next(), next())
+}
+
+#[tokio::test]
+async fn rediss_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = tls_files(dir.path());
+    let tls = vec![
+        "--tls-cert-file".to_owned(),
+        cert,
+        "--tls-key-file".to_owned(),
+        key,
+        "--tls-auth-clients".to_owned(),
+        "no".to_owned(),
+    ];
+    let redis = RedisServer::start_with(Some(PASSWORD), tls);
+    let twilio = twilio_answering(created(SID)).await;
+    let url = format!("rediss://127.0.0.1:{}/0", redis.port);
+    let trusting = on_store(
+        &twilio.uri(),
+        &url,
+        &["--rate-limit-phone=5/1h", &format!("--state-ca-file={ca}")],
+    );
+    assert!(send(&trusting, PHONE, &[]).await.is_ok());
+    assert_eq!(health(&trusting, "state").await, "redis ok");
+    assert!(redis
+        .dump()
+        .iter()
+        .any(|(k, _)| k.starts_with("otp-sidecar:rate:phone:")));
+    // Without the CA the store's certificate is not trusted: limited locally, and said so.
+    let doubting = on_store(&twilio.uri(), &url, &["--rate-limit-phone=5/1h"]);
+    assert!(send(&doubting, PHONE, &[]).await.is_ok());
+    assert_eq!(
+        health(&doubting, "state").await,
+        "degraded (local fallback)"
+    );
+}
+
+#[test]
+fn check_shows_the_store_and_refuses_what_cannot_work() {
+    let with_key = |args: &[&str]| {
+        let out = command()
+            .arg("check")
+            .args(["--dry-run", "--unix", "/tmp/otp-state-check.sock"])
+            .args(args)
+            .env("OTP_SIDECAR_STATE_KEY", KEY)
+            .env("OTP_SIDECAR_STATE_PASSWORD", PASSWORD)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, out) = with_key(&[
+        "--state",
+        "redis://127.0.0.1:6379/2",
+        "--state-prefix",
+        "pool-a",
+    ]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(
+            "state:        redis://127.0.0.1:6379/2 (keys under pool-a:, hashed with a shared \
+             key, password set; 50 ms per operation, on failure local)"
+        ),
+        "{out}"
+    );
+    let (ok, out) = with_key(&[]);
+    assert!(
+        ok && out.contains("state:        memory (this process only)"),
+        "{out}"
+    );
+    for (args, why) in [
+        (
+            &["--state", "http://127.0.0.1:6379"][..],
+            "state must be memory, redis://",
+        ),
+        (
+            &["--state", "redis://:pw@127.0.0.1:6379"],
+            "the URL carries a password",
+        ),
+        (
+            &["--state", "redis://127.0.0.1/0?pass=pw"],
+            "the URL carries a password",
+        ),
+        (&["--state", "nowhere"], "is neither memory nor a URL"),
+        (
+            &["--state", "redis://127.0.0.1", "--state-failure", "open"],
+            "state_failure must be",
+        ),
+        (
+            &["--state", "redis://127.0.0.1", "--state-timeout-ms", "0"],
+            "state_timeout_ms",
+        ),
+        (
+            &[
+                "--state",
+                "redis://127.0.0.1",
+                "--state-ca-file",
+                "/etc/hosts",
+            ],
+            "rediss:// store only",
+        ),
+        (
+            &["--state", "redis://127.0.0.1", "--state-prefix", "a b"],
+            "state_prefix must be",
+        ),
+    ] {
+        let (ok, out) = with_key(args);
+        assert!(!ok && out.contains(why), "{args:?}: {why:?} in {out}");
+    }
+    // A shared store without the keys' secret would hold plain hashes of phone numbers.
+    let out = command()
+        .args(["check", "--dry-run", "--state", "redis://127.0.0.1:6379/0"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && text.contains("needs OTP_SIDECAR_STATE_KEY"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn check_online_pings_the_store() {
+    let redis = RedisServer::start(Some(PASSWORD));
+    let check = |url: String| {
+        let out = command()
+            .args([
+                "check",
+                "--online",
+                "--dry-run",
+                "--unix",
+                "/tmp/otp-state-online.sock",
+            ])
+            .args(["--state", &url])
+            .env("OTP_SIDECAR_STATE_KEY", KEY)
+            .env("OTP_SIDECAR_STATE_PASSWORD", PASSWORD)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (ok, out) = check(redis.url());
+    assert!(ok && out.contains("answers PING"), "{out}");
+    let (ok, out) = check(format!("redis://{}/0", dead_address()));
+    assert!(!ok && out.contains("state store redis://"), "{out}");
+}
+
+#[tokio::test]
+async fn a_reload_moves_the_limits_to_the_store_and_back() {
+    let redis = RedisServer::start(Some(PASSWORD));
+    let twilio = twilio_answering(created(SID)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("otp-sidecar.toml");
+    std::fs::write(&config, "rate_limit_phone = '1/1h'\n").unwrap();
+    // The file's limit, not the harness's "off" in the environment (which would win).
+    let options = Options {
+        rate_limits_on: true,
+        ..Default::default()
+    }
+    .args(["--config", config.to_str().unwrap()])
+    .env("OTP_SIDECAR_STATE_KEY", KEY)
+    .env("OTP_SIDECAR_STATE_PASSWORD", PASSWORD);
+    let daemon = Daemon::start(&twilio.uri(), options);
+    assert_eq!(health(&daemon, "state").await, "memory");
+    let shared = format!("rate_limit_phone = '1/1h'\nstate = '{}'\n", redis.url());
+    std::fs::write(&config, &shared).unwrap();
+    daemon.signal("HUP");
+    daemon.wait_for_log("configuration reloaded");
+    assert_eq!(health(&daemon, "state").await, "redis ok");
+    assert!(send(&daemon, "+31687654321", &[]).await.is_ok());
+    assert!(is_limited(&send(&daemon, "+31687654321", &[]).await));
+    let keys: Vec<String> = redis.dump().into_iter().map(|(k, _)| k).collect();
+    assert!(
+        keys.iter()
+            .any(|k| k.starts_with("otp-sidecar:rate:phone:")),
+        "{keys:?}"
+    );
+    // A reload that changes nothing of the store keeps it (and its connection).
+    std::fs::write(&config, format!("{shared}body_template = 'Code {{otp}}'\n")).unwrap();
+    daemon.signal("HUP");
+    poll_until(
+        Duration::from_secs(5),
+        || (daemon.count_log("configuration reloaded") == 2).then_some(()),
+        || daemon.log(),
+    );
+    assert_eq!(
+        daemon.count_log("state shared through"),
+        1,
+        "{}",
+        daemon.log()
+    );
+}
