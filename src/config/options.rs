@@ -341,7 +341,8 @@ pub struct Options {
     )]
     pub state_prefix: Option<String>,
 
-    /// How long one operation on the shared store may take (never past the call's deadline).
+    /// How long one operation on the shared store may take, 1-5000 ms (never past the call's
+    /// deadline).
     #[arg(
         long,
         env = "OTP_SIDECAR_STATE_TIMEOUT_MS",

@@ -65,8 +65,8 @@ impl std::fmt::Display for Rate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let s = self.window.as_secs();
         match s {
-            _ if s % 3600 == 0 => write!(f, "{}/{}h", self.count, s / 3600),
-            _ if s % 60 == 0 => write!(f, "{}/{}m", self.count, s / 60),
+            _ if s.is_multiple_of(3600) => write!(f, "{}/{}h", self.count, s / 3600),
+            _ if s.is_multiple_of(60) => write!(f, "{}/{}m", self.count, s / 60),
             _ => write!(f, "{}/{s}s", self.count),
         }
     }

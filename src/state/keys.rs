@@ -54,8 +54,8 @@ mod tests {
 
     #[test]
     fn names_are_keyed_namespaced_and_reveal_nothing() {
-        let a = Keys::new("otp-sidecar", &Secret::new("one shared secret".into()));
-        let b = Keys::new("otp-sidecar", &Secret::new("another secret".into()));
+        let a = Keys::new("otp-sidecar", &Secret::new("one shared secret"));
+        let b = Keys::new("otp-sidecar", &Secret::new("another secret"));
         let name = a.hashed("rate:phone", b"+31612345678");
         assert!(name.starts_with("otp-sidecar:rate:phone:"), "{name}");
         assert_eq!(name.len(), "otp-sidecar:rate:phone:".len() + 32);
