@@ -7,6 +7,7 @@ mod checks;
 mod credentials;
 mod failover;
 mod file;
+mod guard;
 mod layers;
 mod options;
 mod report;
@@ -24,9 +25,7 @@ pub use options::{Options, DEFAULT_UNIX};
 pub use report::report;
 
 use crate::call::template::Templates;
-use crate::guard::geo::{default_region, regions, GeoRules};
-use crate::guard::lookup::{read_carriers, LookupRules};
-use crate::guard::ratelimit::{Rate, RateLimits};
+use crate::guard::geo::default_region;
 use crate::logging::LogFormat;
 use crate::server::Limits;
 use crate::twilio::calls::VoiceSettings;
@@ -103,6 +102,7 @@ impl Settings {
         };
         let credentials = secrets.load()?;
         let state = state::store(&o, &secrets)?;
+        let guard = guard::settings(&o)?;
 
         let tcp = o.tcp;
         if let Some(addr) = tcp {
@@ -183,27 +183,6 @@ impl Settings {
                 );
             }
         }
-        let rate = |name: &str, value: Option<String>| -> Result<Option<Rate>> {
-            match given(value, name)?.as_str() {
-                "off" => Ok(None),
-                text => text.parse::<Rate>().map(Some).context(name.to_owned()),
-            }
-        };
-        let rate_limits = RateLimits {
-            phone: rate("rate_limit_phone", o.rate_limit_phone)?,
-            ip: rate("rate_limit_ip", o.rate_limit_ip)?,
-            user: rate("rate_limit_user", o.rate_limit_user)?,
-            global: rate("rate_limit_global", o.rate_limit_global)?,
-            max_keys: given(o.rate_limit_max_keys, "rate_limit_max_keys")?,
-        };
-        let geo = GeoRules {
-            allow: match &o.allow_countries {
-                Some(list) => Some(regions(list).context("allow_countries")?),
-                None => None,
-            },
-            deny: regions(&o.deny_countries.unwrap_or_default()).context("deny_countries")?,
-            check_validity: o.check_number_validity.unwrap_or(false),
-        };
         let region = match &o.default_region {
             Some(text) => default_region(text).context("default_region")?,
             None => None,
@@ -214,31 +193,6 @@ impl Settings {
             &given(o.lookup_api_url, "lookup_api_url")?,
             allow_insecure,
         )?;
-        let lookup = if o.lookup.unwrap_or(false) {
-            let block_line_types = given(o.block_line_types, "block_line_types")?
-                .into_iter()
-                .map(|t| t.trim().to_owned())
-                .filter(|t| !t.is_empty())
-                .collect();
-            let block_carriers = match &o.block_carriers_file {
-                Some(path) => read_carriers(path)?,
-                None => Default::default(),
-            };
-            let fail_open = match given(o.lookup_failure, "lookup_failure")?.as_str() {
-                "open" => true,
-                "closed" => false,
-                other => bail!("lookup_failure must be \"open\" or \"closed\", not {other:?}"),
-            };
-            Some(LookupRules {
-                block_line_types,
-                block_carriers,
-                cache_ttl: Duration::from_secs(given(o.lookup_cache_secs, "lookup_cache_secs")?),
-                fail_open,
-            })
-        } else {
-            None
-        };
-
         let verify_api_url = parse_api_url(
             "verify_api_url",
             &given(o.verify_api_url, "verify_api_url")?,
@@ -317,11 +271,7 @@ impl Settings {
                 voice,
                 region,
             },
-            guard: crate::guard::Settings {
-                geo,
-                rate_limits,
-                lookup,
-            },
+            guard,
             twilio,
             verify,
             failover,
