@@ -32,6 +32,8 @@ use tokio_util::codec::Framed;
 
 #[path = "compare/relay.rs"]
 mod relay;
+#[path = "compare/store.rs"]
+mod store;
 
 const AC: &str = "ACfeedfacefeedfacefeedfacefeedface";
 const SID: &str = "SM0123456789abcdef0123456789abcdef";
@@ -222,9 +224,16 @@ fn credentials(cmd: &mut Command) {
     }
 }
 
-/// `launcher`: a program the daemon runs under (callgrind), or none.
-fn start_sidecar(dir: &Path, api: &str, launcher: &[String]) -> Result<Target> {
-    let unix = dir.join("otp-sidecar.sock");
+/// `launcher`: a program the daemon runs under (callgrind), or none; `env`: settings on top
+/// (the shared store's), and the socket's name.
+fn start_sidecar(
+    dir: &Path,
+    api: &str,
+    launcher: &[String],
+    env: &[(&str, String)],
+    name: &str,
+) -> Result<Target> {
+    let unix = dir.join(format!("{name}.sock"));
     let tcp: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
     // OTP_BENCH_DAEMON: another build of the daemon, to compare two versions in one setup.
     let daemon = std::env::var_os("OTP_BENCH_DAEMON")
@@ -243,6 +252,9 @@ fn start_sidecar(dir: &Path, api: &str, launcher: &[String]) -> Result<Target> {
     // refuse nearly all of them (the Node.js stack has no limits to turn off).
     cmd.env("OTP_SIDECAR_RATE_LIMIT_PHONE", "off")
         .env("OTP_SIDECAR_RATE_LIMIT_GLOBAL", "off");
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
     cmd.arg("serve")
         .arg("--unix")
         .arg(&unix)
@@ -426,7 +438,7 @@ async fn instructions_per_call(dir: &Path, api: &str) -> Result<u64> {
         format!("--callgrind-out-file={}", out.display()),
     ];
     let target =
-        start_sidecar(dir, api, &launcher).context("valgrind (apt-get install valgrind)")?;
+        start_sidecar(dir, api, &launcher, &[], "otp-sidecar").context("valgrind (apt-get install valgrind)")?;
     let pid = target.proc.0.id().to_string();
     let control = |option: &str| -> Result<()> {
         let status = Command::new("callgrind_control")
@@ -475,6 +487,9 @@ struct Round {
     sidecar: Duration,
     sidecar_tput: f64,
     node_tput: f64,
+    /// otp-sidecar with its limits in Redis.
+    stored: Duration,
+    stored_tput: f64,
 }
 
 impl Round {
@@ -496,6 +511,15 @@ impl Round {
     fn ratio(&self) -> f64 {
         self.sidecar_tput / self.node_tput
     }
+
+    /// What keeping the limits in Redis adds to a call.
+    fn store_cost(&self) -> Duration {
+        self.stored.saturating_sub(self.sidecar)
+    }
+
+    fn store_ratio(&self) -> f64 {
+        self.stored_tput / self.sidecar_tput
+    }
 }
 
 fn rounds(
@@ -505,6 +529,7 @@ fn rounds(
     relay: &Endpoint,
     sidecar: &Endpoint,
     node: &Endpoint,
+    stored: &Endpoint,
 ) -> Result<Vec<Round>> {
     (0..ROUNDS)
         .map(|i| {
@@ -512,11 +537,12 @@ fn rounds(
             runtime.block_on(async {
                 let p50 = |e| async move { anyhow::Ok(latency(e, ROUND_LATENCY_CALLS).await?.0) };
                 // Alternate which goes first, so neither always gets the calmer seconds.
-                let (relay_p50, sidecar_p50) = if i % 2 == 0 {
-                    (p50(relay).await?, p50(sidecar).await?)
+                let (relay_p50, sidecar_p50, stored_p50) = if i % 2 == 0 {
+                    (p50(relay).await?, p50(sidecar).await?, p50(stored).await?)
                 } else {
+                    let stored_p50 = p50(stored).await?;
                     let sidecar_p50 = p50(sidecar).await?;
-                    (p50(relay).await?, sidecar_p50)
+                    (p50(relay).await?, sidecar_p50, stored_p50)
                 };
                 Ok(Round {
                     floor,
@@ -524,6 +550,8 @@ fn rounds(
                     sidecar: sidecar_p50,
                     sidecar_tput: throughput(sidecar, ROUND_THROUGHPUT_CALLS).await?.0,
                     node_tput: throughput(node, ROUND_THROUGHPUT_CALLS).await?.0,
+                    stored: stored_p50,
+                    stored_tput: throughput(stored, ROUND_THROUGHPUT_CALLS).await?.0,
                 })
             })
         })
@@ -548,6 +576,7 @@ fn report(
     floor: (Duration, Duration),
     rust: &Measured,
     node: &Measured,
+    stored: &Measured,
     rounds: &[Round],
 ) -> String {
     let mut out = String::new();
@@ -661,6 +690,24 @@ fn report(
         median_of(Round::own),
         list(&|r| format!("{:.1}×", r.ratio())),
     ));
+    let (s50, s99) = stored.latency["unix"];
+    let (stput, stput99) = stored.throughput["unix"];
+    out.push_str(&format!(
+        "\nWith the limits in Redis (`--state redis://` on loopback, a phone and a global limit \
+         checked and charged by the script on every call), Unix socket: p50 {}, p99 {} at 1 in \
+         flight; {stput:.0} calls/s, p99 {} at 64 in flight; RSS {} after {} calls.\n\
+         - added by the store, paired rounds: {} (median {})\n\
+         - throughput, with the store / in memory: {} (median {:.2}×)\n",
+        us(s50),
+        us(s99),
+        us(stput99),
+        mib(stored.rss_after_kib),
+        stored.calls,
+        list(&|r| us(r.store_cost())),
+        median_of(Round::store_cost),
+        list(&|r| format!("{:.2}×", r.store_ratio())),
+        median(rounds.iter().map(Round::store_ratio).collect()),
+    ));
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
     for (what, ok) in [
         (
@@ -727,7 +774,7 @@ fn run() -> Result<()> {
     };
 
     eprintln!("compare: otp-sidecar…");
-    let sidecar = start_sidecar(dir.path(), &api, &[])?;
+    let sidecar = start_sidecar(dir.path(), &api, &[], &[], "otp-sidecar")?;
     let rust = runtime.block_on(measure(&sidecar))?;
     if std::env::var_os("OTP_BENCH_ONLY_SIDECAR").is_some() {
         // For profiling: `perf record -p` the daemon while this runs.
@@ -744,6 +791,17 @@ fn run() -> Result<()> {
         return Ok(());
     }
 
+    eprintln!("compare: otp-sidecar with its limits in Redis…");
+    let (_redis, redis_url) = store::start_redis(dir.path())?;
+    let stored = start_sidecar(
+        dir.path(),
+        &api,
+        &[],
+        &store::daemon_env(&redis_url),
+        "otp-sidecar-redis",
+    )?;
+    let in_redis = runtime.block_on(measure(&stored))?;
+
     eprintln!("compare: Node.js + twilio…");
     let node = start_node(dir.path(), &api, &node_path)?;
     let js = runtime.block_on(measure(&node))?;
@@ -752,6 +810,7 @@ fn run() -> Result<()> {
     let (_relay, relay_unix) = start_relay(dir.path(), port)?;
     let [(_, sidecar_unix), _] = sidecar.endpoints();
     let [(_, node_unix), _] = node.endpoints();
+    let [(_, stored_unix), _] = stored.endpoints();
     let rounds = rounds(
         &runtime,
         dir.path(),
@@ -759,10 +818,11 @@ fn run() -> Result<()> {
         &relay_unix,
         &sidecar_unix,
         &node_unix,
+        &stored_unix,
     )?;
-    drop((sidecar, node));
+    drop((sidecar, node, stored));
 
-    let text = report(floor, &rust, &js, &rounds);
+    let text = report(floor, &rust, &js, &in_redis, &rounds);
     println!("\n{text}");
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-compare.md");
     std::fs::File::create(&out)?.write_all(text.as_bytes())?;
