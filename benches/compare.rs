@@ -437,8 +437,8 @@ async fn instructions_per_call(dir: &Path, api: &str) -> Result<u64> {
         "--tool=callgrind".to_owned(),
         format!("--callgrind-out-file={}", out.display()),
     ];
-    let target =
-        start_sidecar(dir, api, &launcher, &[], "otp-sidecar").context("valgrind (apt-get install valgrind)")?;
+    let target = start_sidecar(dir, api, &launcher, &[], "otp-sidecar")
+        .context("valgrind (apt-get install valgrind)")?;
     let pid = target.proc.0.id().to_string();
     let control = |option: &str| -> Result<()> {
         let status = Command::new("callgrind_control")
@@ -677,7 +677,7 @@ fn report(
          - added, otp-sidecar − floor: {} (median {})\n\
          - of which the hop, bare relay − floor: {} (median {})\n\
          - and otp-sidecar's own work, otp-sidecar − bare relay: {} (median {})\n\
-         - throughput, otp-sidecar / Node: {} (median {tput_ratio:.1}×)\n\nTargets (median round):\n",
+         - throughput, otp-sidecar / Node: {} (median {tput_ratio:.1}×)\n",
         rounds.len(),
         list(&|r| us(r.floor)),
         list(&|r| us(r.relay)),
@@ -708,6 +708,7 @@ fn report(
         list(&|r| format!("{:.2}×", r.store_ratio())),
         median(rounds.iter().map(Round::store_ratio).collect()),
     ));
+    out.push_str("\nTargets (median round):\n");
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
     for (what, ok) in [
         (

@@ -16,7 +16,10 @@ use super::wait_until;
 pub fn daemon_env(url: &str) -> Vec<(&'static str, String)> {
     vec![
         ("OTP_SIDECAR_STATE", url.to_owned()),
-        ("OTP_SIDECAR_STATE_KEY", "bench-state-key-0123456789".to_owned()),
+        (
+            "OTP_SIDECAR_STATE_KEY",
+            "bench-state-key-0123456789".to_owned(),
+        ),
         ("OTP_SIDECAR_RATE_LIMIT_PHONE", "100000000/1h".to_owned()),
         ("OTP_SIDECAR_RATE_LIMIT_GLOBAL", "100000000/1h".to_owned()),
     ]

@@ -50,7 +50,11 @@ pub fn build(settings: &Settings, running: Option<&Parts>) -> Result<(Live, Part
         running.and_then(|parts| parts.store.as_ref()),
     ) {
         (None, _) => None,
-        (Some(wanted), Some(store)) if store.settings() == wanted => Some(store.clone()),
+        // A store that is failing is made anew: a reload is how an operator retries one
+        // whose password was just fixed.
+        (Some(wanted), Some(store)) if store.settings() == wanted && !store.is_degraded() => {
+            Some(store.clone())
+        }
         (Some(wanted), _) => {
             tracing::info!(
                 "state shared through {} (keys under {}:, state_failure = {})",

@@ -90,6 +90,16 @@ impl Scope {
             Scope::Global => "global",
         }
     }
+
+    /// The kind of its keys in the shared store.
+    fn store_kind(self) -> &'static str {
+        match self {
+            Scope::Phone => "rate:phone",
+            Scope::Ip => "rate:ip",
+            Scope::User => "rate:user",
+            Scope::Global => "rate:global",
+        }
+    }
 }
 
 /// The configured limits; `None` turns one off.
@@ -207,14 +217,14 @@ impl RateLimiter {
         let mut limits = Vec::with_capacity(4);
         for (scope, rate, subject) in subjects {
             if let (Some(rate), Some(subject)) = (rate, subject) {
-                let key = store.key(&format!("rate:{}", scope.name()), subject.as_bytes());
+                let key = store.key(scope.store_kind(), subject.as_bytes());
                 scopes.push(scope);
                 limits.push(shared(rate, key));
             }
         }
         if let Some(rate) = self.limits.global {
             scopes.push(Scope::Global);
-            limits.push(shared(rate, store.plain_key("rate:global")));
+            limits.push(shared(rate, store.plain_key(Scope::Global.store_kind())));
         }
         if limits.is_empty() {
             return Ok(Ok(()));
