@@ -40,8 +40,36 @@ pub struct Options {
     #[arg(long, env = "OTP_SIDECAR_TCP", value_name = "ADDR")]
     pub tcp: Option<SocketAddr>,
 
-    /// Allow --tcp on a non-loopback address (callers are not authenticated).
-    #[arg(long, env = "OTP_SIDECAR_ALLOW_REMOTE_TCP", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    /// Serve the TCP listener over TLS with this certificate chain (PEM; re-read on SIGHUP).
+    /// The Unix socket stays plain.
+    #[arg(long, env = "OTP_SIDECAR_TLS_CERT", value_name = "PATH")]
+    #[serde(default, with = "os_path")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1; re-read on SIGHUP).
+    #[arg(long, env = "OTP_SIDECAR_TLS_KEY", value_name = "PATH")]
+    #[serde(default, with = "os_path")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Require a client certificate signed by this CA (PEM) on the TLS listener: mutual TLS
+    /// (re-read on SIGHUP).
+    #[arg(long, env = "OTP_SIDECAR_TLS_CLIENT_CA", value_name = "PATH")]
+    #[serde(default, with = "os_path")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Callers, one "name token" per line: every sendOTP and confirmOTP must then carry one
+    /// of the tokens as context.token, or is answered ERR unauthorized (re-read on SIGHUP).
+    #[arg(long, env = "OTP_SIDECAR_CALLER_TOKENS_FILE", value_name = "PATH")]
+    #[serde(default, with = "os_path")]
+    pub caller_tokens_file: Option<PathBuf>,
+
+    /// Allow --tcp on a non-loopback address with neither --tls-client-ca nor
+    /// --caller-tokens-file: callers are not authenticated, so firewall it.
+    #[arg(long, env = "OTP_SIDECAR_ALLOW_UNAUTHENTICATED_TCP", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub allow_unauthenticated_tcp: Option<bool>,
+
+    /// The old name of --allow-unauthenticated-tcp, still accepted (flag, env var, file key).
+    #[arg(long, hide = true, env = "OTP_SIDECAR_ALLOW_REMOTE_TCP", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
     pub allow_remote_tcp: Option<bool>,
 
     /// Twilio API base URL: regional edges (https://api.dublin.ie1.twilio.com) or a local mock.
