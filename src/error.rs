@@ -148,6 +148,18 @@ impl fmt::Display for CallError {
 
 impl std::error::Error for CallError {}
 
+/// A configured file's path as an error may show it: only when it looks like one (a `/`, no
+/// spaces or line breaks), for a secret pasted where its path belongs (a token as
+/// `caller_tokens_file`, a key's PEM as `tls_key`) must not be printed back.
+pub fn shown_path(path: &std::path::Path) -> String {
+    match path.to_str() {
+        Some(p) if p.contains('/') && !p.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+            p.to_owned()
+        }
+        _ => "(the value is not shown, as it does not look like a path)".to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

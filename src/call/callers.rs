@@ -49,14 +49,14 @@ impl std::fmt::Debug for Callers {
 impl Callers {
     /// Reads the tokens file; a malformed line is refused by file and line number.
     pub fn load(path: &Path) -> Result<Callers> {
-        let at = path.display();
+        let at = crate::error::shown_path(path);
         let text =
             std::fs::read(path).with_context(|| format!("cannot read caller_tokens_file {at}"))?;
         Callers::parse(path, &text)
     }
 
     fn parse(path: &Path, text: &[u8]) -> Result<Callers> {
-        let at = path.display();
+        let at = crate::error::shown_path(path);
         let mut callers: Vec<Caller> = Vec::new();
         let mut lines_of: Vec<usize> = Vec::new();
         for (i, line) in text.split(|b| *b == b'\n').enumerate() {

@@ -106,8 +106,8 @@ impl Tls {
     }
 }
 
-fn show(path: &Path) -> std::path::Display<'_> {
-    path.display()
+fn show(path: &Path) -> String {
+    crate::error::shown_path(path)
 }
 
 fn read(path: &Path, key: &str) -> Result<Vec<u8>> {
