@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use futures_util::future::Either;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
@@ -152,13 +153,22 @@ static HANDSHAKES_FAILING: AtomicBool = AtomicBool::new(false);
 
 impl Server {
     /// Serves an accepted TCP connection: over TLS when the live settings have it (the
-    /// handshake first, bounded by [`HANDSHAKE_TIMEOUT`]), plain otherwise.
-    pub(super) async fn serve_tcp(&self, stream: TcpStream, live: &Live, conn: &Conn) -> String {
-        let Some(tls) = &live.tls else {
-            return self
-                .serve_connection(stream, &live.limits, live.max_frame, conn)
-                .await;
-        };
+    /// handshake first, bounded by [`HANDSHAKE_TIMEOUT`]), plain otherwise. Not an async fn:
+    /// a plain connection's future is the plain loop's alone (an idle connection costs only
+    /// that), and a TLS one's is boxed.
+    pub(super) fn serve_tcp<'a>(
+        &'a self,
+        stream: TcpStream,
+        live: &'a Live,
+        conn: &'a Conn,
+    ) -> impl std::future::Future<Output = String> + Send + 'a {
+        match &live.tls {
+            None => Either::Left(self.serve_connection(stream, &live.limits, live.max_frame, conn)),
+            Some(tls) => Either::Right(Box::pin(self.serve_tls(tls, stream, live, conn))),
+        }
+    }
+
+    async fn serve_tls(&self, tls: &Tls, stream: TcpStream, live: &Live, conn: &Conn) -> String {
         let limit = live
             .limits
             .idle_timeout
