@@ -38,6 +38,10 @@ when RULE_INIT {
     set static::otp_ilx_channel_var ""
     # Verify mode only: the agent id after a successful "OTP Verify" ("" for none).
     set static::otp_ilx_confirm_agent_id "twilio_confirm"
+    # The caller token the daemon's caller_tokens_file gives this BIG-IP, passed to the
+    # forwarder, which sends it as the context's token ("" passes none: the forwarder's own
+    # setting, if any, applies). A secret: never logged by this rule.
+    set static::otp_ilx_token ""
 }
 
 # ---- UTF-8 ----
@@ -104,7 +108,12 @@ when ACCESS_POLICY_AGENT_EVENT {
         set reply ""
         if { [catch {
             set handle [ILX::init $static::otp_ilx_plugin $static::otp_ilx_extension]
-            set reply [ILX::call $handle -timeout $static::otp_ilx_timeout_ms confirmOTP $target]
+            if { $static::otp_ilx_token ne "" } {
+                set reply [ILX::call $handle -timeout $static::otp_ilx_timeout_ms confirmOTP \
+                    $target $static::otp_ilx_token]
+            } else {
+                set reply [ILX::call $handle -timeout $static::otp_ilx_timeout_ms confirmOTP $target]
+            }
         } err] } {
             set reply "ERR unavailable: ILX call failed: $err"
         }
@@ -162,8 +171,14 @@ when ACCESS_POLICY_AGENT_EVENT {
     set status ""
     if { [catch {
         set handle [ILX::init $static::otp_ilx_plugin $static::otp_ilx_extension]
-        set status [ILX::call $handle -timeout $static::otp_ilx_timeout_ms sendOTP \
-            $otp $phone $sender $ip $user $locale $channel]
+        # The token, when set, is an eighth argument: the forwarder puts it in the context.
+        if { $static::otp_ilx_token ne "" } {
+            set status [ILX::call $handle -timeout $static::otp_ilx_timeout_ms sendOTP \
+                $otp $phone $sender $ip $user $locale $channel $static::otp_ilx_token]
+        } else {
+            set status [ILX::call $handle -timeout $static::otp_ilx_timeout_ms sendOTP \
+                $otp $phone $sender $ip $user $locale $channel]
+        }
     } err] } {
         set status "ERR unavailable: ILX call failed: $err"
     }

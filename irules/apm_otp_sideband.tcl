@@ -39,6 +39,13 @@ when RULE_INIT {
     set static::otp_sb_channel_var ""
     # Verify mode only: the agent id after a successful "OTP Verify" ("" for none).
     set static::otp_sb_confirm_agent_id "twilio_confirm"
+    # The caller token the daemon's caller_tokens_file gives this BIG-IP, sent as the
+    # context's token with every sendOTP and confirmOTP ("" sends none). A secret: never
+    # logged by this rule. For a daemon off the box, point otp_sb_dest at an internal virtual
+    # server whose server-side SSL profile speaks TLS (with a client certificate) to the
+    # daemons' pool: this rule speaks plain to that virtual, BIG-IP does the TLS (see the
+    # README's Off-box section).
+    set static::otp_sb_token ""
 }
 
 # ---- UTF-8, by hand: iRules disable `encoding` ----
@@ -187,12 +194,12 @@ proc mp_uint { n } {
     return [binary format cI 0xce $n]
 }
 
-# sendOTP's params [otp, phone, sender, {ip, user, locale, channel}]: the context map holds
-# only the values that are not empty, and is left out when none is.
-proc mp_send_params { otp phone sender ip user locale channel } {
+# sendOTP's params [otp, phone, sender, {ip, user, locale, channel, token}]: the context map
+# holds only the values that are not empty, and is left out when none is.
+proc mp_send_params { otp phone sender ip user locale channel token } {
     set context ""
     set n 0
-    foreach {key value} [list ip $ip user $user locale $locale channel $channel] {
+    foreach {key value} [list ip $ip user $user locale $locale channel $channel token $token] {
         if { $value ne "" } {
             append context "[call mp_str $key][call mp_str $value]"
             incr n
@@ -375,7 +382,13 @@ when ACCESS_POLICY_AGENT_EVENT {
         if { ![regexp {^VE[0-9a-fA-F]{32}$} $target] } {
             set target [ACCESS::session data get $static::otp_sb_phone_var]
         }
-        set params "[binary format c 0x91][call mp_str $target]"
+        # confirmOTP [target] or, with a token, [target, {token}].
+        if { $static::otp_sb_token ne "" } {
+            set params "[binary format c 0x92][call mp_str $target][binary format c 0x81]"
+            append params "[call mp_str token][call mp_str $static::otp_sb_token]"
+        } else {
+            set params "[binary format c 0x91][call mp_str $target]"
+        }
         set reply [call otp_sideband_call confirmOTP $params]
         ACCESS::session data set "session.custom.twilio.confirm" $reply
         if { [regexp {^VE[0-9a-fA-F]{32}$} $reply] } {
@@ -424,7 +437,8 @@ when ACCESS_POLICY_AGENT_EVENT {
     if { $static::otp_sb_channel_var ne "" } {
         set channel [ACCESS::session data get $static::otp_sb_channel_var]
     }
-    set params [call mp_send_params $otp $phone $sender $ip $user $locale $channel]
+    set params [call mp_send_params $otp $phone $sender $ip $user $locale $channel \
+        $static::otp_sb_token]
     set status [call otp_sideband_call sendOTP $params]
     # Only a real SID may open the success branch; anything unexpected becomes an ERR.
     if { ![regexp {^(SM|VE|CA)[0-9a-fA-F]{32}$} $status] && ![string match "ERR *" $status] } {

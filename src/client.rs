@@ -63,10 +63,15 @@ impl Client {
             endpoint: endpoint.to_string(),
             source,
         })?;
-        Ok(Client {
+        Ok(Client::over(stream))
+    }
+
+    /// A client over a stream already connected (a TLS stream, say).
+    pub fn over(stream: Box<dyn Stream>) -> Client {
+        Client {
             framed: Framed::new(stream, MsgpackCodec::default()),
             next_id: 0,
-        })
+        }
     }
 
     /// One call. The outer error: the call could not be made. The inner: the daemon's reply,

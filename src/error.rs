@@ -33,6 +33,9 @@ pub enum CallError {
     },
     /// Twilio could not be reached.
     Unavailable(String),
+    /// A caller tokens file is configured and the call carried no token (`context.token`)
+    /// that matches one of its callers. Nothing was sent and no limit was charged.
+    Unauthorized(String),
     /// A fault of our own.
     Internal(String),
 }
@@ -58,6 +61,7 @@ impl CallError {
             CallError::RateLimited { .. } => "rate_limited",
             CallError::Blocked(_) => "blocked",
             CallError::Unavailable(_) => "unavailable",
+            CallError::Unauthorized(_) => "unauthorized",
             CallError::Internal(_) => "internal",
         }
     }
@@ -93,7 +97,8 @@ impl CallError {
         match self {
             CallError::BadRequest(_)
             | CallError::InvalidPhone(_)
-            | CallError::RateLimited { .. } => None,
+            | CallError::RateLimited { .. }
+            | CallError::Unauthorized(_) => None,
             CallError::Twilio { code, .. } => {
                 Some((!ACCOUNT_PROBLEMS.contains(code), format!("twilio {code}")))
             }
@@ -125,6 +130,7 @@ impl fmt::Display for CallError {
             CallError::BadRequest(d)
             | CallError::InvalidPhone(d)
             | CallError::Unavailable(d)
+            | CallError::Unauthorized(d)
             | CallError::Internal(d) => write!(f, "ERR {reason}: {}", sanitize(d)),
             CallError::Twilio { code, message, .. } => {
                 write!(f, "ERR {reason} {code}: {}", sanitize(message))
@@ -141,6 +147,18 @@ impl fmt::Display for CallError {
 }
 
 impl std::error::Error for CallError {}
+
+/// A configured file's path as an error may show it: only when it looks like one (a `/`, no
+/// spaces or line breaks), for a secret pasted where its path belongs (a token as
+/// `caller_tokens_file`, a key's PEM as `tls_key`) must not be printed back.
+pub fn shown_path(path: &std::path::Path) -> String {
+    match path.to_str() {
+        Some(p) if p.contains('/') && !p.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+            p.to_owned()
+        }
+        _ => "(the value is not shown, as it does not look like a path)".to_owned(),
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -172,6 +190,10 @@ mod tests {
         assert_eq!(
             CallError::BadRequest("a\r\nb".into()).to_string(),
             "ERR bad_request: a  b"
+        );
+        assert_eq!(
+            CallError::Unauthorized("no caller token".into()).to_string(),
+            "ERR unauthorized: no caller token"
         );
     }
 

@@ -69,6 +69,16 @@ pub struct ProviderLabel {
     pub provider: String,
 }
 
+/// A caller named in the caller tokens file (or `none`), and its call.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallerLabels {
+    /// A name from the tokens file, or `none`: the set is bounded by the file.
+    pub caller: String,
+    pub method: &'static str,
+    /// `ok` or `error`.
+    pub outcome: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
@@ -100,6 +110,10 @@ pub struct Metrics {
     /// Calls answered `ERR unavailable: busy …` without a request, by reason.
     pub shed: Family<ReasonLabel, Counter>,
     pub twilio_429: Counter,
+    /// TLS handshakes on the TCP listener, by result (`ok` or why it failed).
+    pub tls_handshakes: Family<ResultLabel, Counter>,
+    /// Calls that needed a caller token, by caller (`none`: no token or a wrong one).
+    pub caller_calls: Family<CallerLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -213,6 +227,16 @@ impl Metrics {
             "twilio_429",
             "HTTP 429 answers from Twilio (each shrinks the request budget)",
         );
+        let tls_handshakes = registered(
+            r,
+            "tls_handshakes",
+            "TLS handshakes on the TCP listener, by result (ok, timeout, no_client_certificate, bad_client_certificate, not_tls, alert, closed, io, other)",
+        );
+        let caller_calls = registered(
+            r,
+            "caller_calls",
+            "Calls that needed a caller token (sendOTP, confirmOTP), by caller name from the tokens file (none: no token or one not accepted), method and outcome",
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -242,7 +266,26 @@ impl Metrics {
             budget_wait_seconds,
             shed,
             twilio_429,
+            tls_handshakes,
+            caller_calls,
         }
+    }
+
+    pub fn count_handshake(&self, result: &'static str) {
+        self.tls_handshakes
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    /// `caller` is a name from the tokens file, or `none`.
+    pub fn count_caller(&self, caller: &str, method: &'static str, ok: bool) {
+        self.caller_calls
+            .get_or_create(&CallerLabels {
+                caller: caller.to_owned(),
+                method,
+                outcome: if ok { "ok" } else { "error" },
+            })
+            .inc();
     }
 
     pub fn breaker_open(&self, provider: &str, open: bool) {

@@ -83,6 +83,7 @@ pub fn build(settings: &Settings, running: Option<&Parts>) -> Result<(Live, Part
         dispatcher: Arc::new(dispatcher),
         limits: settings.limits,
         max_frame: settings.max_frame_bytes,
+        tls: settings.tls.clone(),
     };
     let parts = Parts {
         backend,

@@ -21,6 +21,8 @@ struct Line {
     target: Target,
     outcome: Outcome,
     latency_ms: f64,
+    /// The caller's name from the tokens file (`none` when refused), when one is configured.
+    caller: Option<std::sync::Arc<str>>,
 }
 
 pub enum Target {
@@ -69,7 +71,16 @@ impl CallLog {
             target,
             outcome,
             latency_ms,
+            caller: None,
         }))
+    }
+
+    /// Names the caller (never its token) in the line.
+    pub fn by(mut self, caller: std::sync::Arc<str>) -> CallLog {
+        if let Some(line) = &mut self.0 {
+            line.caller = Some(caller);
+        }
+        self
     }
 }
 
@@ -92,29 +103,31 @@ impl Line {
             Target::Shown(text) => text,
         };
         let latency_ms = self.latency_ms;
+        // Left out of the line when no tokens file is configured.
+        let caller = self.caller.as_deref();
         match (self.method, &self.outcome) {
             (Method::SendOtp, Outcome::Done { sid }) => {
-                tracing::info!(method = "sendOTP", phone = %target, outcome = "sent", sid = %sid, latency_ms)
+                tracing::info!(method = "sendOTP", phone = %target, outcome = "sent", sid = %sid, caller, latency_ms)
             }
             (Method::SendOtp, Outcome::Failed { reason, detail }) => match detail {
                 Detail::TwilioCode(code) => {
-                    tracing::warn!(method = "sendOTP", phone = %target, outcome = "error", reason, twilio_code = code, latency_ms)
+                    tracing::warn!(method = "sendOTP", phone = %target, outcome = "error", reason, twilio_code = code, caller, latency_ms)
                 }
                 Detail::Rule(rule) => {
-                    tracing::warn!(method = "sendOTP", phone = %target, outcome = "error", reason, rule, latency_ms)
+                    tracing::warn!(method = "sendOTP", phone = %target, outcome = "error", reason, rule, caller, latency_ms)
                 }
                 Detail::Limit(limit) => {
-                    tracing::warn!(method = "sendOTP", phone = %target, outcome = "error", reason, limit, latency_ms)
+                    tracing::warn!(method = "sendOTP", phone = %target, outcome = "error", reason, limit, caller, latency_ms)
                 }
                 Detail::None => {
-                    tracing::warn!(method = "sendOTP", phone = %target, outcome = "error", reason, latency_ms)
+                    tracing::warn!(method = "sendOTP", phone = %target, outcome = "error", reason, caller, latency_ms)
                 }
             },
             (Method::ConfirmOtp, Outcome::Done { sid }) => {
-                tracing::info!(method = "confirmOTP", target = %target, outcome = "approved", sid = %sid, latency_ms)
+                tracing::info!(method = "confirmOTP", target = %target, outcome = "approved", sid = %sid, caller, latency_ms)
             }
             (Method::ConfirmOtp, Outcome::Failed { reason, .. }) => {
-                tracing::warn!(method = "confirmOTP", target = %target, outcome = "error", reason, latency_ms)
+                tracing::warn!(method = "confirmOTP", target = %target, outcome = "error", reason, caller, latency_ms)
             }
             // The other methods get no line.
             (Method::Ping | Method::Health | Method::Unknown, _) => {}

@@ -3,6 +3,7 @@
 //! reply has left.
 
 pub mod backend;
+pub mod callers;
 pub mod log;
 pub mod request;
 mod send;
@@ -22,6 +23,7 @@ use crate::rpc::Request;
 use crate::twilio::calls::VoiceSettings;
 use crate::twilio::Channel;
 use backend::Backend;
+use callers::{Callers, NO_CALLER};
 use log::{CallLog, Target};
 use request::{Call, Confirmed, Method, Refused};
 use template::Templates;
@@ -37,6 +39,8 @@ pub struct Settings {
     pub voice: VoiceSettings,
     /// Where national numbers (`06 12345678`) are read as dialled; `None` takes only `+`.
     pub region: Option<phonenumber::country::Id>,
+    /// The callers of the caller tokens file; `None`: calls need no token.
+    pub callers: Option<Arc<Callers>>,
 }
 
 pub struct Dispatcher {
@@ -63,6 +67,16 @@ impl Dispatcher {
         started: Instant,
     ) -> (Result<Value, CallError>, CallLog) {
         let method = Method::of(&request.method);
+        // The optional context is advice and never blocks an OTP; a caller token is the one
+        // deliberate exception, and only when a tokens file is configured: checked first, so
+        // an unknown caller learns nothing of its arguments and is charged to no limit.
+        let caller = match (&self.settings.callers, method.token_at()) {
+            (Some(callers), Some(at)) => match callers.identify(request.params.get(at)) {
+                Ok(name) => Some(name),
+                Err(error) => return self.unauthorized(method, error, started),
+            },
+            _ => None,
+        };
         let (result, log) = match Call::parse(method, request, self.settings.region) {
             Ok(call) => self.run(call, started).await,
             Err(Refused { error, shown }) => {
@@ -78,7 +92,30 @@ impl Dispatcher {
             method.label(),
             result.as_ref().map(|_| ()).map_err(CallError::reason),
         );
+        let log = match caller {
+            Some(name) => {
+                METRICS.count_caller(&name, method.label(), result.is_ok());
+                log.by(name)
+            }
+            None => log,
+        };
         (result, log)
+    }
+
+    /// A call refused for its caller token: answered, counted and logged (as caller `none`),
+    /// and nothing else.
+    fn unauthorized(
+        &self,
+        method: Method,
+        error: CallError,
+        started: Instant,
+    ) -> (Result<Value, CallError>, CallLog) {
+        let result: Result<String, CallError> = Err(error);
+        METRICS.count_call(method.label(), Err("unauthorized"));
+        METRICS.count_caller(NO_CALLER, method.label(), false);
+        let log =
+            CallLog::new(method, Target::Shown("-".into()), &result, started).by(NO_CALLER.into());
+        (result.map(Value::from), log)
     }
 
     async fn run(&self, call: Call<'_>, started: Instant) -> (Result<Value, CallError>, CallLog) {

@@ -96,6 +96,17 @@ impl Method {
         }
     }
 
+    /// Where the call's context map (holding `token`) is among its params, for the methods
+    /// that need a caller token when a tokens file is configured; `None` for `ping`, `health`
+    /// (which send and check nothing: monitors may call them) and unknown methods.
+    pub fn token_at(self) -> Option<usize> {
+        match self {
+            Method::SendOtp => Some(3),
+            Method::ConfirmOtp => Some(1),
+            Method::Ping | Method::Health | Method::Unknown => None,
+        }
+    }
+
     /// The `method` label of `otp_sidecar_calls_total`.
     pub fn label(self) -> &'static str {
         match self {
@@ -189,11 +200,17 @@ fn send_otp(params: &[Value], region: Option<Id>) -> Result<SendOtp<'_>, Refused
 }
 
 fn confirm_otp(params: &[Value], region: Option<Id>) -> Result<Confirmed<'_>, Refused> {
-    let target = match (params.len(), params.first()) {
-        (1, Some(Value::String(s))) => s.as_str().unwrap_or_default(),
+    // The optional second argument is a context map, read only for its `token`.
+    let target = match (params.len(), params.first(), params.get(1)) {
+        (1, Some(Value::String(s)), _)
+        | (2, Some(Value::String(s)), Some(Value::Map(_) | Value::Nil)) => {
+            s.as_str().unwrap_or_default()
+        }
         _ => {
             return Err(Refused::unlogged(CallError::BadRequest(
-                "confirmOTP takes 1 argument: the phone number or the VE… SID".into(),
+                "confirmOTP takes 1 argument: the phone number or the VE… SID (and an \
+                 optional context map)"
+                    .into(),
             )))
         }
     };

@@ -9,7 +9,9 @@ mod failover;
 mod file;
 mod guard;
 mod layers;
+mod listener;
 mod options;
+mod os_path;
 mod report;
 mod state;
 
@@ -43,6 +45,8 @@ pub const ILX_CALL_TIMEOUT_MS: u64 = 3000;
 pub struct Settings {
     pub unix: PathBuf,
     pub tcp: Option<SocketAddr>,
+    /// TLS on the TCP listener.
+    pub tls: Option<crate::server::Tls>,
     pub metrics: Option<SocketAddr>,
     pub threads: usize,
     pub log_format: LogFormat,
@@ -105,14 +109,7 @@ impl Settings {
         let guard = guard::settings(&o)?;
 
         let tcp = o.tcp;
-        if let Some(addr) = tcp {
-            if !addr.ip().is_loopback() && !o.allow_remote_tcp.unwrap_or(false) {
-                bail!(
-                    "--tcp {addr} is not a loopback address; callers are not authenticated, so \
-                     pass --allow-remote-tcp to listen there"
-                );
-            }
-        }
+        let auth = listener::resolve(&o, &mut warnings)?;
         let allow_insecure = o.allow_insecure_twilio_url.unwrap_or(false);
         let api_url = parse_api_url(
             "twilio_api_url",
@@ -257,6 +254,7 @@ impl Settings {
         Ok(Settings {
             unix: given(o.unix, "unix")?,
             tcp,
+            tls: auth.tls,
             metrics: o.metrics,
             threads: given(o.threads, "threads")?,
             log_format: given(o.log_format, "log_format")?,
@@ -270,6 +268,7 @@ impl Settings {
                 channel,
                 voice,
                 region,
+                callers: auth.callers,
             },
             guard,
             twilio,
@@ -340,8 +339,23 @@ mod tests {
         assert!(Settings::resolve(&args, &no_env).is_err());
         args.allow_remote_tcp = Some(true);
         assert!(Settings::resolve(&args, &no_env).is_ok());
+        args.allow_remote_tcp = None;
+        args.allow_unauthenticated_tcp = Some(true);
+        assert!(Settings::resolve(&args, &no_env).is_ok());
+        // The new name wins over the old one.
+        args.allow_remote_tcp = Some(true);
+        args.allow_unauthenticated_tcp = Some(false);
+        let e = format!("{:#}", Settings::resolve(&args, &no_env).unwrap_err());
+        for choice in [
+            "--tls-client-ca",
+            "--caller-tokens-file",
+            "--allow-unauthenticated-tcp",
+        ] {
+            assert!(e.contains(choice), "{e}");
+        }
         args.tcp = Some("[::1]:7777".parse().unwrap());
         args.allow_remote_tcp = None;
+        args.allow_unauthenticated_tcp = None;
         assert!(Settings::resolve(&args, &no_env).is_ok());
     }
 

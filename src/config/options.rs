@@ -33,15 +33,43 @@ pub struct Options {
 
     /// Unix socket to listen on (mode 0660; a stale socket file is replaced).
     #[arg(long, env = "OTP_SIDECAR_UNIX", value_name = "PATH", default_value = DEFAULT_UNIX)]
-    #[serde(default, with = "os_path")]
+    #[serde(default, with = "super::os_path")]
     pub unix: Option<PathBuf>,
 
     /// Also listen on TCP, e.g. 127.0.0.1:7777 (off unless given).
     #[arg(long, env = "OTP_SIDECAR_TCP", value_name = "ADDR")]
     pub tcp: Option<SocketAddr>,
 
-    /// Allow --tcp on a non-loopback address (callers are not authenticated).
-    #[arg(long, env = "OTP_SIDECAR_ALLOW_REMOTE_TCP", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    /// Serve the TCP listener over TLS with this certificate chain (PEM; re-read on SIGHUP).
+    /// The Unix socket stays plain.
+    #[arg(long, env = "OTP_SIDECAR_TLS_CERT", value_name = "PATH")]
+    #[serde(default, with = "super::os_path")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1; re-read on SIGHUP).
+    #[arg(long, env = "OTP_SIDECAR_TLS_KEY", value_name = "PATH")]
+    #[serde(default, with = "super::os_path")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Require a client certificate signed by this CA (PEM) on the TLS listener: mutual TLS
+    /// (re-read on SIGHUP).
+    #[arg(long, env = "OTP_SIDECAR_TLS_CLIENT_CA", value_name = "PATH")]
+    #[serde(default, with = "super::os_path")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Callers, one "name token" per line: every sendOTP and confirmOTP must then carry one
+    /// of the tokens as context.token, or is answered ERR unauthorized (re-read on SIGHUP).
+    #[arg(long, env = "OTP_SIDECAR_CALLER_TOKENS_FILE", value_name = "PATH")]
+    #[serde(default, with = "super::os_path")]
+    pub caller_tokens_file: Option<PathBuf>,
+
+    /// Allow --tcp on a non-loopback address with neither --tls-client-ca nor
+    /// --caller-tokens-file: callers are not authenticated, so firewall it.
+    #[arg(long, env = "OTP_SIDECAR_ALLOW_UNAUTHENTICATED_TCP", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub allow_unauthenticated_tcp: Option<bool>,
+
+    /// The old name of --allow-unauthenticated-tcp, still accepted (flag, env var, file key).
+    #[arg(long, hide = true, env = "OTP_SIDECAR_ALLOW_REMOTE_TCP", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
     pub allow_remote_tcp: Option<bool>,
 
     /// Twilio API base URL: regional edges (https://api.dublin.ie1.twilio.com) or a local mock.
@@ -123,7 +151,7 @@ pub struct Options {
 
     /// Extra CA certificate (PEM) to trust for Twilio's TLS, e.g. a TLS-inspecting proxy's.
     #[arg(long, env = "OTP_SIDECAR_TWILIO_CA_FILE", value_name = "PATH")]
-    #[serde(default, with = "os_path")]
+    #[serde(default, with = "super::os_path")]
     pub twilio_ca_file: Option<PathBuf>,
 
     /// Open the Twilio connection at start and touch it this often (an authenticated GET of
@@ -298,7 +326,7 @@ pub struct Options {
 
     /// File of carriers to refuse, one MCC-MNC per line (310-260).
     #[arg(long, env = "OTP_SIDECAR_BLOCK_CARRIERS_FILE", value_name = "PATH")]
-    #[serde(default, with = "os_path")]
+    #[serde(default, with = "super::os_path")]
     pub block_carriers_file: Option<PathBuf>,
 
     /// How long a Lookup answer is reused, in seconds (0-2592000).
@@ -363,7 +391,7 @@ pub struct Options {
 
     /// CA certificate (PEM) to trust for a rediss:// store instead of the system's.
     #[arg(long, env = "OTP_SIDECAR_STATE_CA_FILE", value_name = "PATH")]
-    #[serde(default, with = "os_path")]
+    #[serde(default, with = "super::os_path")]
     pub state_ca_file: Option<PathBuf>,
 
     /// Send through this Twilio Verify service (VA…) instead of Messages: APM's code goes out
@@ -443,53 +471,4 @@ fn locale_template(arg: &str) -> Result<(String, String), String> {
 fn locale_table<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>, D::Error> {
     let table = std::collections::BTreeMap::<String, String>::deserialize(d)?;
     Ok(table.into_iter().collect())
-}
-
-/// Paths through the layers as they are: a UTF-8 path as a string (the file's form), any other
-/// as its bytes, so a socket path that is not UTF-8 still works.
-mod os_path {
-    use std::ffi::OsString;
-    use std::os::unix::ffi::{OsStrExt, OsStringExt};
-    use std::path::PathBuf;
-
-    use serde::de::{self, Deserializer, SeqAccess, Visitor};
-    use serde::Serializer;
-
-    pub fn serialize<S: Serializer>(path: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
-        match path.as_deref().map(|p| (p.to_str(), p)) {
-            None => s.serialize_none(),
-            Some((Some(text), _)) => s.serialize_some(text),
-            Some((None, path)) => s.serialize_some(path.as_os_str().as_bytes()),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
-        struct Path;
-        impl<'de> Visitor<'de> for Path {
-            type Value = Option<PathBuf>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("path string")
-            }
-            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(None)
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(None)
-            }
-            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-                d.deserialize_any(self)
-            }
-            fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
-                Ok(Some(PathBuf::from(text)))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut bytes = Vec::new();
-                while let Some(b) = seq.next_element::<u8>()? {
-                    bytes.push(b);
-                }
-                Ok(Some(PathBuf::from(OsString::from_vec(bytes))))
-            }
-        }
-        d.deserialize_option(Path)
-    }
 }

@@ -18,6 +18,32 @@ pub fn report(settings: &Settings) -> String {
         "  tcp:          {}",
         or_off(settings.tcp, |a| a.to_string())
     );
+    line!(
+        "  tls:          {}",
+        or_off(settings.tls.as_ref(), |t| {
+            let clients = match &t.files.client_ca {
+                Some(ca) => format!(
+                    "client certificates from the CA in {} required",
+                    ca.display()
+                ),
+                None => "no client certificate asked for".to_owned(),
+            };
+            format!(
+                "cert {}, key {}; {clients}",
+                t.files.cert.display(),
+                t.files.key.display()
+            )
+        })
+    );
+    line!(
+        "  callers:      {}",
+        or_off(settings.call.callers.as_ref(), |c| format!(
+            "{} ({}) from {}: sendOTP and confirmOTP need context.token",
+            c.names().count(),
+            c.names().collect::<Vec<_>>().join(", "),
+            c.path().display()
+        ))
+    );
     line!("  twilio api:   {}", settings.twilio.api_url);
     line!(
         "  proxy:        {}",

@@ -92,7 +92,8 @@ fn field(value: &rmpv::Value) -> Field<'_> {
     }
 }
 
-/// A map of `ip`, `user`, `locale`, `channel` (strings; nil or empty means absent), or nil.
+/// A map of `ip`, `user`, `locale`, `channel` (strings; nil or empty means absent), or nil;
+/// `token` is known and left to the caller check.
 ///
 /// Advice only, so it never refuses a call: a value that is not UTF-8 is read with its bad
 /// bytes replaced, a locale that is not a language tag, an `ip` that is not an address, an
@@ -175,6 +176,9 @@ pub fn context(value: Option<&rmpv::Value>) -> Context<'_> {
             (b"channel", _) => {
                 ignored.note("channel", "not a string; ignored (the configured channel)")
             }
+            // The caller token: checked before the call is parsed (call::callers), when a
+            // tokens file is configured; otherwise unused. Never logged, never counted.
+            (b"token", _) => {}
             _ => ignored.note("other", "a key this version does not know; ignored"),
         }
     }
@@ -258,6 +262,8 @@ mod tests {
             (one("channel", "fax".into()), &["channel"]),
             (one("channel", 1.into()), &["channel"]),
             (one("attempt", 3.into()), &["other"]),
+            (one("token", "t0k3n-0123456789abcdef".into()), &[]),
+            (one("token", 7.into()), &[]),
             (Value::Map(vec![(5.into(), "x".into())]), &["other"]),
             (
                 Value::Map(vec![

@@ -154,7 +154,8 @@ impl Server {
 }
 
 /// Why a connection chosen to make room ended.
-const EVICTED: &str = "closed for a new connection at the connection limit (it was idle longest)";
+pub(super) const EVICTED: &str =
+    "closed for a new connection at the connection limit (it was idle longest)";
 
 /// A request and when it was read: its deadline starts then.
 struct Arrived {

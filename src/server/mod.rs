@@ -4,10 +4,12 @@
 mod connection;
 mod open;
 mod sockets;
+mod tls;
 
 pub use open::reserve_descriptors;
 use sockets::{accept_failed, bind_unix, Acceptor, ACCEPT_FAILING};
 pub use sockets::{check_unix_path, Stream};
+pub use tls::{Tls, TlsFiles, HANDSHAKE_TIMEOUT};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -31,6 +33,8 @@ pub struct Live {
     pub dispatcher: Arc<Dispatcher>,
     pub limits: Limits,
     pub max_frame: usize,
+    /// TLS on the TCP listener (`None`: plain); new connections take the newest.
+    pub tls: Option<Tls>,
 }
 
 pub type Shared = Arc<ArcSwap<Live>>;
@@ -251,9 +255,7 @@ impl Server {
             let server = self.clone();
             self.connections.spawn(async move {
                 tracing::debug!(conn = id, kind = A::KIND, "connection opened");
-                let end = server
-                    .serve_connection(stream, &live.limits, live.max_frame, &registered.conn)
-                    .await;
+                let end = A::serve(&server, stream, &live, &registered.conn).await;
                 drop(registered);
                 tracing::debug!(conn = id, kind = A::KIND, "connection closed: {end}");
             });

@@ -12,11 +12,21 @@ use tokio::io::DuplexStream;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
+use super::open::Conn;
+use super::{Live, Server};
+
 /// A listener of either kind.
 pub(super) trait Acceptor: Send + 'static {
     type Stream: Stream;
     const KIND: &'static str;
     fn accept_stream(&self) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+    /// Serves one accepted stream (TCP over TLS when the live settings have it).
+    fn serve<'a>(
+        server: &'a Server,
+        stream: Self::Stream,
+        live: &'a Live,
+        conn: &'a Conn,
+    ) -> impl Future<Output = String> + Send + 'a;
 }
 
 /// A connected stream: a socket of either kind, or an in-memory pipe.
@@ -30,6 +40,14 @@ impl Acceptor for UnixListener {
     async fn accept_stream(&self) -> io::Result<UnixStream> {
         self.accept().await.map(|(s, _)| s)
     }
+    fn serve<'a>(
+        server: &'a Server,
+        stream: UnixStream,
+        live: &'a Live,
+        conn: &'a Conn,
+    ) -> impl Future<Output = String> + Send + 'a {
+        server.serve_connection(stream, &live.limits, live.max_frame, conn)
+    }
 }
 
 impl Acceptor for TcpListener {
@@ -39,6 +57,14 @@ impl Acceptor for TcpListener {
         let (stream, _) = self.accept().await?;
         stream.set_nodelay(true)?;
         Ok(stream)
+    }
+    fn serve<'a>(
+        server: &'a Server,
+        stream: TcpStream,
+        live: &'a Live,
+        conn: &'a Conn,
+    ) -> impl Future<Output = String> + Send + 'a {
+        server.serve_tcp(stream, live, conn)
     }
 }
 

@@ -33,6 +33,9 @@ async fn twilio() -> MockServer {
     server
 }
 
+/// The caller token the iRules' and the forwarder's token settings are tested with.
+const CALLER_TOKEN: &str = "tok-irule-7a6b5c4d3e2f1a0b9c8d";
+
 fn assert_ran(out: std::process::Output, what: &str) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -249,6 +252,20 @@ async fn apm_irules_under_tclsh(node: &std::path::Path) {
             "VA0123456789abcdef0123456789abcdef",
         ]),
     );
+    // The same with a caller tokens file: each rule's token setting must reach it.
+    let tokens = tempfile::tempdir().unwrap();
+    let tokens_file = tokens.path().join("callers");
+    std::fs::write(&tokens_file, format!("bigip-a {CALLER_TOKEN}\n")).unwrap();
+    let with_tokens = Daemon::start(
+        &twilio.uri(),
+        Options::default().args([
+            "--dry-run",
+            "--verify-service-sid",
+            "VA0123456789abcdef0123456789abcdef",
+            "--caller-tokens-file",
+            tokens_file.to_str().unwrap(),
+        ]),
+    );
     // One send per user an hour: a user name's bytes are the key (one daemon per iRule).
     let users_sb = Daemon::start(
         &twilio.uri(),
@@ -268,6 +285,9 @@ async fn apm_irules_under_tclsh(node: &std::path::Path) {
         .env("SILENT_ADDR", silent.local_addr().unwrap().to_string())
         .env("VERIFY_UNIX", &verify.unix)
         .env("VERIFY_TCP", verify.tcp.to_string())
+        .env("TOKENS_UNIX", &with_tokens.unix)
+        .env("TOKENS_TCP", with_tokens.tcp.to_string())
+        .env("CALLER_TOKEN", CALLER_TOKEN)
         .env("USERS_SB_TCP", users_sb.tcp.to_string())
         .env("USERS_ILX_UNIX", &users_ilx.unix)
         .env("ILX_NODE", node)
@@ -278,6 +298,9 @@ async fn apm_irules_under_tclsh(node: &std::path::Path) {
         out,
         &format!("tclsh tests/irules/run.tcl (ILX_NODE={})", node.display()),
     );
+    let log = with_tokens.log();
+    assert!(log.contains("caller=\"bigip-a\""), "{log}");
+    assert!(!log.contains(CALLER_TOKEN), "{log}");
 }
 
 /// Commands, syntax and subcommands that arrived after Tcl 8.4, which iRules run.

@@ -144,7 +144,11 @@ fn help_explains_every_option() {
     for needle in [
         "--unix",
         "--tcp",
-        "--allow-remote-tcp",
+        "--allow-unauthenticated-tcp",
+        "--tls-cert",
+        "--tls-key",
+        "--tls-client-ca",
+        "--caller-tokens-file",
         "--twilio-api-url",
         "--deadline-ms",
         "--dry-run",

@@ -12,6 +12,7 @@ mod conformance;
 mod failover;
 mod guards;
 mod layout;
+mod offbox;
 mod protocol;
 mod secrets;
 mod service;

@@ -16,13 +16,16 @@ const PASTED: &str = "9f8e7d6c5b4a39281706f5e4d3c2b1a0";
 const TOML_SECRET: &str = "5b4a39281706f5e4d3c2b1a09f8e7d6c";
 /// An OTP no timestamp or counter would spell by chance.
 const PLANTED_OTP: &str = "k9Xq2Zr7";
+/// A caller token (the caller tokens file's), also pasted as the file's path.
+const CALLER_TOKEN: &str = "callertok-3e9d1a7b5c2f8e0d4a6b";
 
 /// The state store's password and its keys' secret, and a key too short to take.
 const STATE_PW: &str = "st4tePassw0rd-81c2d9";
 const STATE_KEY: &str = "st4teKey-0b1c2d3e4f5a6978";
 const SHORT_KEY: &str = "sh0rtK3y";
 
-const PLANTED: [&str; 10] = [
+const PLANTED: [&str; 11] = [
+    CALLER_TOKEN,
     STATE_PW,
     STATE_KEY,
     SHORT_KEY,
@@ -86,6 +89,14 @@ fn secret_env(cmd: &mut std::process::Command) -> &mut std::process::Command {
         .env("OTP_SIDECAR_BODY_TEMPLATE", format!("{PASTED} {{otp}}"))
         .env("OTP_SIDECAR_DEADLINE_MS", TOML_SECRET)
         .env("OTP_SIDECAR_UNIX", format!("/run/{PASTED}.sock"))
+        .env("OTP_SIDECAR_CALLER_TOKENS_FILE", CALLER_TOKEN)
+}
+
+/// A caller tokens file in `dir` holding the planted token; its path.
+fn tokens_file(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("callers");
+    std::fs::write(&path, format!("# the pool\nbigip-a {CALLER_TOKEN}\n")).unwrap();
+    path
 }
 
 #[test]
@@ -114,6 +125,13 @@ fn refused_configs(dir: &Path) -> Vec<(&'static str, String)> {
     let creds = format!("[credentials]\nauth_token_file = '{}'\n", token.display());
     let short = dir.join("state-key");
     std::fs::write(&short, format!("{SHORT_KEY}\n")).unwrap();
+    // A line with the token and one field too many, and a token alone on a line.
+    let bad_tokens = dir.join("callers-bad");
+    std::fs::write(
+        &bad_tokens,
+        format!("bigip-a {CALLER_TOKEN}\n{CALLER_TOKEN}\n"),
+    )
+    .unwrap();
     vec![
         (
             "state: the URL carries a password",
@@ -146,6 +164,14 @@ fn refused_configs(dir: &Path) -> Vec<(&'static str, String)> {
             "key deadline_ms: invalid type: string",
             format!("deadline_ms = '{TOML_SECRET}'\n{creds}"),
         ),
+        (
+            "callers-bad:2: expected `name token`",
+            format!("caller_tokens_file = '{}'\n{creds}", bad_tokens.display()),
+        ),
+        (
+            "cannot read caller_tokens_file (the value is not shown",
+            format!("caller_tokens_file = '{CALLER_TOKEN}'\n{creds}"),
+        ),
     ]
 }
 
@@ -159,8 +185,10 @@ fn check_and_a_refused_start_show_no_secret() {
     std::fs::write(
         &config,
         format!(
-            "proxy = 'http://u:{PROXY_PW}@proxy.example:3128'\nunix = '{}'\n",
-            socket.display()
+            "proxy = 'http://u:{PROXY_PW}@proxy.example:3128'\nunix = '{}'\n\
+             caller_tokens_file = '{}'\n",
+            socket.display(),
+            tokens_file(dir.path()).display()
         ),
     )
     .unwrap();
@@ -244,7 +272,15 @@ async fn the_log_at_trace_shows_no_secret() {
     let twilio = twilio_answering(created(SID)).await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("otp-sidecar.toml");
-    std::fs::write(&config, "body_template = 'Code {otp}'\n").unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "body_template = 'Code {{otp}}'\ncaller_tokens_file = '{}'\n",
+            tokens_file(dir.path()).display()
+        ),
+    )
+    .unwrap();
+    let token = || context(&[("token", CALLER_TOKEN)]);
     // The limits are kept in a real store that wants a password.
     let redis = crate::common::store::RedisServer::start(Some(STATE_PW));
     // The proxy is configured (with its password) but the loopback mock is reached directly.
@@ -266,16 +302,31 @@ async fn the_log_at_trace_shows_no_secret() {
     let reply = client
         .call(
             "sendOTP",
-            vec![PLANTED_OTP.into(), PHONE.into(), "ACME".into()],
+            vec![PLANTED_OTP.into(), PHONE.into(), "ACME".into(), token()],
         )
         .await
         .expect("answered");
     assert_eq!(reply, Ok(SID.into()), "{}", daemon.log());
+    // An unauthorized call, whose token is the planted one with a byte changed.
+    let wrong = CALLER_TOKEN.replace('3', "4");
+    let refused = client
+        .call(
+            "sendOTP",
+            vec![
+                PLANTED_OTP.into(),
+                PHONE.into(),
+                "ACME".into(),
+                context(&[("token", &wrong)]),
+            ],
+        )
+        .await
+        .expect("answered");
+    assert!(refused.is_err());
     // A refused call and a reload go through the log too.
     let refused = client
         .call(
             "sendOTP",
-            vec![PLANTED_OTP.into(), "0612".into(), "ACME".into()],
+            vec![PLANTED_OTP.into(), "0612".into(), "ACME".into(), token()],
         )
         .await
         .expect("answered");

@@ -401,6 +401,35 @@ test('Verify mode: sendOTP answers VE..., confirmOTP approves by SID or phone', 
     .then((reply) => like(reply, /^ERR bad_request: confirmOTP needs Verify mode/));
 });
 
+test('caller tokens: the iRule\'s or the forwarder\'s own reaches the daemon as context.token', () => {
+  const TOKEN = 'tok-ilx-0f1e2d3c4b5a69788796a5b4';
+  const tokens = path.join(dir, 'tokens');
+  fs.writeFileSync(tokens, `# this BIG-IP\nbigip-ilx ${TOKEN}\n`);
+  let ve = null;
+  const restore = () => { shared.token = ''; };
+  return withDaemon(['--dry-run', '--verify-service-sid', 'VA0123456789abcdef0123456789abcdef',
+    '--caller-tokens-file', tokens], () => series([
+    () => ilx.call('sendOTP', '918273', '+31612345678', 'ACME'),
+    (reply) => {
+      like(reply, /^ERR unauthorized: /);
+      return ilx.call('sendOTP', '918273', '+31612345678', 'ACME', '', '', '', '', 'tok-wrong-0000000000000000');
+    },
+    (reply) => {
+      like(reply, /^ERR unauthorized: caller token not accepted/);
+      return ilx.call('sendOTP', '918273', '+31612345678', 'ACME', '192.0.2.1', 'alice', '', '', TOKEN);
+    },
+    (reply) => { like(reply, /^VE[0-9a-f]{32}$/); ve = reply; return ilx.call('confirmOTP', ve); },
+    (reply) => { like(reply, /^ERR unauthorized: /); return ilx.call('confirmOTP', ve, TOKEN); },
+    (reply) => {
+      assert.strictEqual(reply, ve);
+      shared.token = TOKEN;
+      return ilx.call('sendOTP', '918273', '+31612345678', 'ACME');
+    },
+    (reply) => { like(reply, /^VE[0-9a-f]{32}$/); return ilx.call('confirmOTP', '+31612345678'); },
+    (reply) => like(reply, /^VE[0-9a-f]{32}$/),
+  ])).then(restore, (err) => { restore(); throw err; });
+});
+
 test('closes its own idle connection, before the daemon would, and reconnects', () => withDaemon([], () => {
   const forwarder = new forwarderModule.Forwarder({ path: socketPath, idleMs: 500 });
   const send = () => forwarder.call('sendOTP', ['918273', '+31612345678', 'ACME']);
@@ -626,6 +655,15 @@ test('the context map: empty values left out, none at all without them', () => {
     ['1', 'p', 's', [['ip', '10.0.0.1'], ['locale', 'en']]]);
   assert.deepStrictEqual(sendOtpParams(['1', 'p', 's', '', '', '', 'voice']),
     ['1', 'p', 's', [['channel', 'voice']]]);
+  // A token: the iRule's (an eighth argument) wins over the forwarder's own setting.
+  assert.deepStrictEqual(sendOtpParams(['1', 'p', 's'], 'mine'), ['1', 'p', 's', [['token', 'mine']]]);
+  assert.deepStrictEqual(sendOtpParams(['1', 'p', 's', 'a', '', '', '', 'rule'], 'mine'),
+    ['1', 'p', 's', [['ip', 'a'], ['token', 'rule']]]);
+  assert.deepStrictEqual(sendOtpParams(['1', 'p', 's', '', '', '', '', ''], ''), ['1', 'p', 's']);
+  const confirmOtpParams = forwarderModule.confirmOtpParams;
+  assert.deepStrictEqual(confirmOtpParams(['VE1']), ['VE1']);
+  assert.deepStrictEqual(confirmOtpParams(['VE1'], 'mine'), ['VE1', [['token', 'mine']]]);
+  assert.deepStrictEqual(confirmOtpParams(['VE1', 'rule'], 'mine'), ['VE1', [['token', 'rule']]]);
   const bytes = forwarderModule.encodeRequest(2, 'sendOTP', ['1234', 'p', 's', [['user', 'al']]]);
   const want = Buffer.concat([
     Buffer.from([0x94, 0x00, 0x02, 0xa7]), Buffer.from('sendOTP'),

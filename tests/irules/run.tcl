@@ -10,6 +10,7 @@
 #   DOWN_ADDR         an address where nothing listens
 #   SILENT_ADDR       an address that accepts connections and never answers
 #   VERIFY_UNIX, VERIFY_TCP   a second daemon, a dry run in Verify mode (VE... SIDs)
+#   TOKENS_UNIX, TOKENS_TCP   the same with a caller tokens file naming CALLER_TOKEN
 #   ILX_NODE          optional: the node binary that runs the forwarder (default: node on PATH)
 # Mock Twilio: every number succeeds but +31600000000 (21211) and +31600000002 (21614, with a
 # message that is not ASCII); calls answer $CA.
@@ -417,11 +418,11 @@ check "sideband: confirm against a daemon not in Verify mode: ERR stored" {
 check "sideband: the request bytes" {
     reset
     set i [load_rule $sb_rule {}]
-    set bytes [$i eval {call mp_request 300 sendOTP [call mp_send_params 1234 +1 AB "" "" "" ""]}]
+    set bytes [$i eval {call mp_request 300 sendOTP [call mp_send_params 1234 +1 AB "" "" "" "" ""]}]
     binary scan $bytes H* hex
     expect bytes $hex "9400cd012ca773656e644f545093a431323334a22b31a24142"
     # With a context: a fourth param, a map of only the values given.
-    set bytes [$i eval {call mp_request 1 sendOTP [call mp_send_params 1234 +1 AB 10.0.0.1 "" en ""]}]
+    set bytes [$i eval {call mp_request 1 sendOTP [call mp_send_params 1234 +1 AB 10.0.0.1 "" en "" ""]}]
     binary scan $bytes H* hex
     expect bytes $hex "940001a773656e644f545094a431323334a22b31a2414282a26970a831302e302e302e31a66c6f63616c65a2656e"
 }
@@ -593,6 +594,61 @@ foreach {name rule} [list ilx $ilx_rule sideband $sb_rule] {
         set i [load_rule $rule {}]
         if { ![catch { $i eval {encoding convertto utf-8 x} }] } { error "encoding is still there" }
     }
+}
+
+# ---- caller tokens: both rules' token setting, sent as context.token ----
+
+proc token_not_logged {} {
+    foreach line $::logs {
+        if { [string first $::env(CALLER_TOKEN) $line] >= 0 } { error "the token was logged: $line" }
+    }
+}
+
+check "sideband: the token setting reaches the daemon as context.token, for sendOTP and confirmOTP" {
+    reset {*}[session_for $PHONE]
+    set i [load_rule $sb_rule [list otp_sb_dest $env(TOKENS_TCP)]]
+    fire $i ACCESS_POLICY_AGENT_EVENT
+    expect "without a token" [status] "ERR unauthorized: *"
+    reset {*}[session_for $PHONE]
+    set i [load_rule $sb_rule [list otp_sb_dest $env(TOKENS_TCP) otp_sb_token "tok-wrong-000000000000000"]]
+    fire $i ACCESS_POLICY_AGENT_EVENT
+    expect "a wrong token" [status] "ERR unauthorized: caller token not accepted"
+    reset {*}[session_for $PHONE]
+    set i [load_rule $sb_rule [list otp_sb_dest $env(TOKENS_TCP) otp_sb_token $env(CALLER_TOKEN)]]
+    fire $i ACCESS_POLICY_AGENT_EVENT
+    set ve [status]
+    if { ![regexp $VE_RE $ve] } { error "status {$ve} is not a VE SID" }
+    expect_sent token $env(CALLER_TOKEN)
+    set agent twilio_confirm
+    fire $i ACCESS_POLICY_AGENT_EVENT
+    expect confirm [st_session_get session.custom.twilio.confirm] $ve
+    expect_sent token $env(CALLER_TOKEN)
+    token_not_logged
+    # Without the token, confirmOTP is refused too.
+    set i [load_rule $sb_rule [list otp_sb_dest $env(TOKENS_TCP)]]
+    fire $i ACCESS_POLICY_AGENT_EVENT
+    expect "confirm without a token" [st_session_get session.custom.twilio.confirm] "ERR unauthorized: *"
+}
+
+check "ilx: the token setting reaches the daemon through the forwarder, for sendOTP and confirmOTP" {
+    reset {*}[session_for $PHONE]
+    set daemon_unix $env(TOKENS_UNIX)
+    set i [load_rule $ilx_rule {}]
+    fire $i ACCESS_POLICY_AGENT_EVENT
+    expect "without a token" [status] "ERR unauthorized: *"
+    reset {*}[session_for $PHONE]
+    set daemon_unix $env(TOKENS_UNIX)
+    set i [load_rule $ilx_rule [list otp_ilx_token $env(CALLER_TOKEN)]]
+    fire $i ACCESS_POLICY_AGENT_EVENT
+    set ve [status]
+    if { ![regexp $VE_RE $ve] } { error "status {$ve} is not a VE SID" }
+    expect call [lindex $ilx_calls 0] [list ilx:otp_sidecar_plugin/otp_sidecar_forwarder -timeout 3000 sendOTP $OTP $PHONE +14155550100 $client_addr alice "" "" $env(CALLER_TOKEN)]
+    expect_sent token $env(CALLER_TOKEN)
+    set agent twilio_confirm
+    fire $i ACCESS_POLICY_AGENT_EVENT
+    expect confirm [st_session_get session.custom.twilio.confirm] $ve
+    expect_sent token $env(CALLER_TOKEN)
+    token_not_logged
 }
 
 foreach {hosts} [array names ilx_hosts] { catch { close $ilx_hosts($hosts) } }

@@ -21,6 +21,10 @@ const DEFAULT_TIMEOUT_MS = 2800;
 const DEFAULT_IDLE_MS = 60000;
 // Replies are tens of bytes; anything past this is not otp-sidecar.
 const MAX_BUFFERED = 64 * 1024;
+// The caller token the daemon's caller_tokens_file gives this BIG-IP, sent as the context's
+// token with every sendOTP and confirmOTP ('' sends none; OTP_SIDECAR_CALLER_TOKEN overrides
+// it, and a token the iRule passes wins over both). A secret: never logged here.
+const CALLER_TOKEN = '';
 
 // ---- MessagePack: the subset used by MessagePack-RPC requests and otp-sidecar replies ----
 
@@ -65,15 +69,24 @@ function encodeRequest(msgid, method, params) {
 
 /**
  * The iRule's ILX::call arguments as sendOTP's: otp, phone, sender, then optionally ip, user
- * locale and channel, which become the context map (empty values left out).
+ * locale, channel and token, which become the context map (empty values left out); `token`,
+ * when given, is the token sent when the iRule passes none.
  */
-function sendOtpParams(args) {
+function sendOtpParams(args, token) {
   const params = args.slice(0, 3);
-  const context = ['ip', 'user', 'locale', 'channel']
-    .map((key, i) => [key, args[3 + i]])
+  const given = args.slice(3, 8);
+  if (!given[4] && token) given[4] = token;
+  const context = ['ip', 'user', 'locale', 'channel', 'token']
+    .map((key, i) => [key, given[i]])
     .filter(([, value]) => value !== undefined && value !== '');
-  if (args.length > 3 && context.length > 0) params.push(context);
+  if (context.length > 0) params.push(context);
   return params;
+}
+
+/** confirmOTP's params: the phone or VE... SID, and a context map with the token if any. */
+function confirmOtpParams(args, token) {
+  const chosen = args[1] || token;
+  return chosen ? [args[0] || '', [['token', chosen]]] : [args[0] || ''];
 }
 
 const INCOMPLETE = Symbol('incomplete');
@@ -156,6 +169,8 @@ class Forwarder {
       || DEFAULT_TIMEOUT_MS;
     this.idleMs = options.idleMs || Number(process.env.OTP_SIDECAR_ILX_IDLE_MS)
       || DEFAULT_IDLE_MS;
+    this.token = options.token !== undefined ? options.token
+      : (process.env.OTP_SIDECAR_CALLER_TOKEN || CALLER_TOKEN);
     this.socket = null;
     this.buffer = Buffer.alloc(0);
     this.pending = new Map();
@@ -294,9 +309,11 @@ function relay(forwarder, method, params) {
 }
 
 function register(ilx, forwarder) {
-  ilx.addMethod('sendOTP', relay(forwarder, 'sendOTP', sendOtpParams));
+  ilx.addMethod('sendOTP', relay(forwarder, 'sendOTP',
+    (args) => sendOtpParams(args, forwarder.token)));
   // Verify mode: the phone number or VE... SID whose code APM accepted.
-  ilx.addMethod('confirmOTP', relay(forwarder, 'confirmOTP', (args) => [args[0] || '']));
+  ilx.addMethod('confirmOTP', relay(forwarder, 'confirmOTP',
+    (args) => confirmOtpParams(args, forwarder.token)));
 }
 
 // Loaded by ILX (or by a test with a stand-in f5-nodejs): register and listen.
@@ -308,5 +325,5 @@ register(ilx, forwarder);
 ilx.listen();
 
 module.exports = {
-  Forwarder, encodeRequest, sendOtpParams, decodeAt, INCOMPLETE, forwarder,
+  Forwarder, encodeRequest, sendOtpParams, confirmOtpParams, decodeAt, INCOMPLETE, forwarder,
 };
