@@ -33,10 +33,20 @@ impl std::fmt::Display for Endpoint {
 pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
 
+/// TLS to a daemon's TCP listener: the CA its certificate must chain to, the name it must
+/// carry, and (for mutual TLS) a client certificate and key, all PEM.
+pub struct Tls {
+    pub ca_pem: Vec<u8>,
+    pub server_name: String,
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot connect to {endpoint}: {source}")]
     Connect { endpoint: String, source: io::Error },
+    #[error("TLS to {endpoint}: {reason}")]
+    Tls { endpoint: String, reason: String },
     #[error("{0}")]
     Codec(#[from] CodecError),
     #[error("the daemon closed the connection")]
@@ -64,6 +74,28 @@ impl Client {
             source,
         })?;
         Ok(Client::over(stream))
+    }
+
+    /// Over TLS to the TCP listener at `addr`.
+    pub async fn connect_tls(addr: SocketAddr, tls: &Tls) -> Result<Client, ClientError> {
+        let endpoint = format!("tcp:{addr}");
+        let failed = |reason: String| ClientError::Tls {
+            endpoint: endpoint.clone(),
+            reason,
+        };
+        let (config, name) = tls_config(tls).map_err(failed)?;
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|source| ClientError::Connect {
+                endpoint: endpoint.clone(),
+                source,
+            })?;
+        let _ = stream.set_nodelay(true);
+        let stream = tokio_rustls::TlsConnector::from(config)
+            .connect(name, stream)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        Ok(Client::over(Box::new(stream)))
     }
 
     /// A client over a stream already connected (a TLS stream, say).
@@ -115,4 +147,47 @@ impl Client {
             other => other.to_string(),
         }))
     }
+}
+
+/// The rustls client configuration for `tls`, and the server name to check.
+fn tls_config(
+    tls: &Tls,
+) -> Result<
+    (
+        std::sync::Arc<rustls::ClientConfig>,
+        rustls_pki_types::ServerName<'static>,
+    ),
+    String,
+> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&tls.ca_pem) {
+        let cert = cert.map_err(|e| format!("the CA file: {e}"))?;
+        roots.add(cert).map_err(|e| format!("the CA file: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("the CA file holds no PEM certificate".into());
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    let config = match &tls.client {
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_slice_iter(cert)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("the client certificate: {e}"))?;
+            let key = PrivateKeyDer::from_pem_slice(key)
+                .map_err(|_| "the client key is not a PEM private key".to_owned())?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("the client certificate: {e}"))?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let name = ServerName::try_from(tls.server_name.clone())
+        .map_err(|_| format!("{:?} is not a server name", tls.server_name))?;
+    Ok((std::sync::Arc::new(config), name))
 }

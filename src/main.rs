@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use otp_sidecar::app;
@@ -111,6 +111,17 @@ struct ContextArgs {
     /// sms or voice (a call that reads the code out).
     #[arg(long, value_name = "CHANNEL")]
     channel: Option<String>,
+    /// The caller token the daemon's caller tokens file names: from the environment only (a
+    /// token on the command line would show in `ps`).
+    #[arg(skip = caller_token())]
+    token: Option<String>,
+}
+
+/// `OTP_SIDECAR_CALLER_TOKEN`, as the ILX forwarder reads it.
+fn caller_token() -> Option<String> {
+    std::env::var("OTP_SIDECAR_CALLER_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
 }
 
 impl ContextArgs {
@@ -121,6 +132,7 @@ impl ContextArgs {
             ("user", self.user),
             ("locale", self.locale),
             ("channel", self.channel),
+            ("token", self.token),
         ]
         .into_iter()
         .filter_map(|(k, v)| v.map(|v| (k.into(), v.into())))
@@ -141,6 +153,18 @@ struct DaemonArgs {
     /// Give up after this many ms (then exit 2).
     #[arg(long, value_name = "MS", default_value_t = 10_000)]
     timeout_ms: u64,
+    /// Speak TLS to --tcp, checking the daemon's certificate against this CA (PEM).
+    #[arg(long, value_name = "PATH", requires = "tcp")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// The name the daemon's certificate must carry. [default: the --tcp address]
+    #[arg(long, value_name = "NAME", requires = "tls_ca")]
+    tls_server_name: Option<String>,
+    /// Mutual TLS: present this client certificate (PEM), with --tls-client-key.
+    #[arg(long, value_name = "PATH", requires_all = ["tls_ca", "tls_client_key"])]
+    tls_client_cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "PATH", requires = "tls_client_cert")]
+    tls_client_key: Option<std::path::PathBuf>,
 }
 
 impl DaemonArgs {
@@ -149,6 +173,28 @@ impl DaemonArgs {
             Some(addr) => Endpoint::Tcp(addr),
             None => Endpoint::Unix(self.unix.clone()),
         }
+    }
+
+    /// The TLS settings, when --tls-ca is given; errors name the file, never its content.
+    fn tls(&self) -> Result<Option<otp_sidecar::client::Tls>> {
+        let (Some(ca), Some(addr)) = (&self.tls_ca, self.tcp) else {
+            return Ok(None);
+        };
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+        };
+        let client = match (&self.tls_client_cert, &self.tls_client_key) {
+            (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+            _ => None,
+        };
+        Ok(Some(otp_sidecar::client::Tls {
+            ca_pem: read(ca)?,
+            server_name: self
+                .tls_server_name
+                .clone()
+                .unwrap_or_else(|| addr.ip().to_string()),
+            client,
+        }))
     }
 }
 
@@ -232,7 +278,12 @@ fn main() -> ExitCode {
             ask_blocking(&daemon, "sendOTP", params, show_reply)
         }
         Command::Confirm { target, daemon } => {
-            ask_blocking(&daemon, "confirmOTP", vec![target.into()], show_reply)
+            let mut params = vec![target.into()];
+            // confirmOTP's second argument is a context read only for the caller token.
+            if let Some(token) = caller_token() {
+                params.push(rmpv::Value::Map(vec![("token".into(), token.into())]));
+            }
+            ask_blocking(&daemon, "confirmOTP", params, show_reply)
         }
         Command::Ping { daemon } => ask_blocking(&daemon, "health", vec![], show_health),
     }
@@ -321,8 +372,18 @@ async fn ask(
     show: fn(&rmpv::Value) -> ExitCode,
 ) -> ExitCode {
     let endpoint = daemon.endpoint();
+    let tls = match daemon.tls() {
+        Ok(tls) => tls,
+        Err(e) => {
+            err!("otp-sidecar: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
     let call = async {
-        let mut client = Client::connect(&endpoint).await?;
+        let mut client = match (&tls, daemon.tcp) {
+            (Some(tls), Some(addr)) => Client::connect_tls(addr, tls).await?,
+            _ => Client::connect(&endpoint).await?,
+        };
         client.call(method, params).await
     };
     match tokio::time::timeout(Duration::from_millis(daemon.timeout_ms), call).await {
