@@ -10,7 +10,10 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 
 /// Something counted against a limit; the count is also the metric operators see.
 pub struct Slots {
-    taken: Gauge,
+    /// Slots out of this one alone (a gauge may be shared: every Twilio account's budget
+    /// moves the same one, so it cannot say how many are this budget's).
+    taken: AtomicUsize,
+    gauge: Gauge,
     /// One permit per slot; tokio's semaphore hands freed permits to its waiters in the
     /// order they asked, so a wait is a place in one line shared by every connection.
     permits: Semaphore,
@@ -28,9 +31,10 @@ pub struct Slot<'a> {
 }
 
 impl Slots {
-    pub fn new(taken: Gauge) -> Slots {
+    pub fn new(gauge: Gauge) -> Slots {
         Slots {
-            taken,
+            taken: AtomicUsize::new(0),
+            gauge,
             permits: Semaphore::new(0),
             limit: AtomicUsize::new(0),
             debt: AtomicUsize::new(0),
@@ -38,8 +42,8 @@ impl Slots {
         }
     }
 
-    pub fn taken(&self) -> i64 {
-        self.taken.get()
+    pub fn taken(&self) -> usize {
+        self.taken.load(Ordering::Relaxed)
     }
 
     /// A slot if fewer than `limit` are taken and nobody is waiting for one.
@@ -61,7 +65,8 @@ impl Slots {
     }
 
     fn slot<'a>(&'a self, permit: SemaphorePermit<'a>) -> Slot<'a> {
-        self.taken.inc();
+        self.taken.fetch_add(1, Ordering::Relaxed);
+        self.gauge.inc();
         Slot {
             slots: self,
             permit: Some(permit),
@@ -102,7 +107,8 @@ impl Slots {
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        self.slots.taken.dec();
+        self.slots.taken.fetch_sub(1, Ordering::Relaxed);
+        self.slots.gauge.dec();
         if let Some(permit) = self.permit.take() {
             if self.slots.pay_debt(1) == 1 {
                 permit.forget();
@@ -167,5 +173,14 @@ mod tests {
         assert!(slots.try_take(5).is_none());
         drop(one);
         assert_eq!(slots.taken(), 4);
+    }
+
+    #[tokio::test]
+    async fn each_counts_its_own_slots_when_they_share_a_gauge() {
+        let gauge = Gauge::default();
+        let (ours, theirs) = (Slots::new(gauge.clone()), Slots::new(gauge.clone()));
+        let _a = ours.try_take(5).unwrap();
+        let _b: Vec<_> = (0..3).map(|_| theirs.try_take(5).unwrap()).collect();
+        assert_eq!((ours.taken(), theirs.taken(), gauge.get()), (1, 3, 4));
     }
 }

@@ -58,6 +58,19 @@ mod tests {
         }
         assert_eq!(map.get(999), Some(&999));
         assert_eq!(map.get(0), None);
-        assert_eq!(map.retain(|v| v % 2 == 0), map.len());
+    }
+
+    #[test]
+    fn retain_drops_what_it_is_told_to_in_both_generations() {
+        let mut map = BoundedMap::new(10);
+        // 15 keys: 10 went to the older generation, 5 are in the newer.
+        for k in 0..15u64 {
+            map.set(k, k);
+        }
+        assert_eq!(map.retain(|v| v % 2 == 0), 8);
+        assert_eq!(map.len(), 8);
+        for k in 0..15u64 {
+            assert_eq!(map.get(k).is_some(), k % 2 == 0, "key {k}");
+        }
     }
 }
