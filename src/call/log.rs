@@ -7,7 +7,7 @@
 
 use tokio::time::Instant;
 
-use super::request::Method;
+use super::request::{Method, Target};
 use crate::error::{CallError, Detail};
 use crate::guard::phone::mask_phone;
 
@@ -23,20 +23,6 @@ struct Line {
     latency_ms: f64,
     /// The caller's name from the tokens file (`none` when refused), when one is configured.
     caller: Option<std::sync::Arc<str>>,
-}
-
-pub enum Target {
-    /// An E.164 number; masked when the line is written.
-    Phone(String),
-    /// Shown as is: a VE… SID, or a placeholder for a number not fit to show.
-    Shown(String),
-}
-
-impl Target {
-    /// What stands for a number not fit to show.
-    pub fn invalid() -> Target {
-        Target::Shown("(invalid)".to_owned())
-    }
 }
 
 enum Outcome {

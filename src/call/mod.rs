@@ -24,8 +24,8 @@ use crate::twilio::calls::VoiceSettings;
 use crate::twilio::Channel;
 use backend::Backend;
 use callers::{Callers, NO_CALLER};
-use log::{CallLog, Target};
-use request::{Call, Confirmed, Method, Refused};
+use log::CallLog;
+use request::{Call, Confirmed, Method, Refused, Target};
 use template::Templates;
 
 /// The call's settings.

@@ -9,7 +9,6 @@ use std::borrow::Cow;
 use phonenumber::country::Id;
 use rmpv::Value;
 
-use super::log::Target;
 use crate::error::CallError;
 use crate::guard::phone;
 use crate::guard::validate::{self, Context};
@@ -243,5 +242,19 @@ fn string_param<'a>(params: &'a [Value], i: usize, name: &str) -> Result<&'a str
             .as_str()
             .ok_or_else(|| CallError::BadRequest(format!("{name} is not valid UTF-8"))),
         _ => Err(CallError::BadRequest(format!("{name} must be a string"))),
+    }
+}
+
+pub enum Target {
+    /// An E.164 number; masked when the line is written.
+    Phone(String),
+    /// Shown as is: a VE… SID, or a placeholder for a number not fit to show.
+    Shown(String),
+}
+
+impl Target {
+    /// What stands for a number not fit to show.
+    pub fn invalid() -> Target {
+        Target::Shown("(invalid)".to_owned())
     }
 }
