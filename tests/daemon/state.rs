@@ -507,4 +507,22 @@ async fn a_reload_moves_the_limits_to_the_store_and_back() {
         "{}",
         daemon.log()
     );
+    // And back: without `state` the limits are the process's own again, and the store is
+    // neither reported nor written.
+    std::fs::write(&config, "rate_limit_phone = '1/1h'\n").unwrap();
+    daemon.signal("HUP");
+    poll_until(
+        Duration::from_secs(5),
+        || (daemon.count_log("configuration reloaded") == 3).then_some(()),
+        || daemon.log(),
+    );
+    assert_eq!(health(&daemon, "state").await, "memory");
+    let before = redis.dump().len();
+    assert!(send(&daemon, "+31687654322", &[]).await.is_ok());
+    assert!(is_limited(&send(&daemon, "+31687654322", &[]).await));
+    assert_eq!(
+        redis.dump().len(),
+        before,
+        "the store was written after it was dropped"
+    );
 }
