@@ -12,6 +12,7 @@ mod conformance;
 mod failover;
 mod guards;
 mod layout;
+mod numbers;
 mod offbox;
 mod protocol;
 mod secrets;
