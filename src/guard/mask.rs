@@ -20,7 +20,12 @@ const TWO_DIGIT_CODES: &[&str] = &[
 pub fn calling_code_len(digits: &str) -> usize {
     match digits.as_bytes().first() {
         Some(b'1' | b'7') => 1,
-        _ if digits.get(..2).is_some_and(|two| TWO_DIGIT_CODES.contains(&two)) => 2,
+        _ if digits
+            .get(..2)
+            .is_some_and(|two| TWO_DIGIT_CODES.contains(&two)) =>
+        {
+            2
+        }
         _ => 3,
     }
 }
@@ -67,7 +72,9 @@ mod tests {
 
     #[test]
     fn masks_short_and_long_numbers() {
-        let rows = MASKS.lines().filter(|l| !l.starts_with('#') && !l.is_empty());
+        let rows = MASKS
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty());
         let mut count = 0;
         for row in rows {
             let (phone, masked) = row.split_once(' ').unwrap();
@@ -103,7 +110,11 @@ mod tests {
             .map(|meta| meta.country_code().to_string())
             .collect();
         for code in &known {
-            assert_eq!(calling_code_len(&format!("{code}00000")), code.len(), "+{code}");
+            assert_eq!(
+                calling_code_len(&format!("{code}00000")),
+                code.len(),
+                "+{code}"
+            );
         }
         for code in TWO_DIGIT_CODES {
             assert!(known.contains(*code), "+{code}");

@@ -101,7 +101,10 @@ mod tests {
                 "SID AC0123456789abcdef0123456789abcdef and VA1234567890",
             ),
             ("batch 1234567abc", "batch 1234567abc"),
-            ("Le num\u{e9}ro \u{ab} +33612345678 \u{bb}", "Le num\u{e9}ro \u{ab} +33*****5678 \u{bb}"),
+            (
+                "Le num\u{e9}ro \u{ab} +33612345678 \u{bb}",
+                "Le num\u{e9}ro \u{ab} +33*****5678 \u{bb}",
+            ),
             ("12345", "12345"),
             ("", ""),
             ("+", "+"),

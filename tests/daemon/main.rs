@@ -9,6 +9,7 @@ mod bigip;
 mod budget;
 mod cli;
 mod conformance;
+mod disk;
 mod failover;
 mod guards;
 mod layout;

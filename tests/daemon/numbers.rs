@@ -93,7 +93,10 @@ async fn twilio_refusals_reach_neither_reply_nor_log_with_the_number() {
             .expect("answered");
         let err = reply.expect_err(api_name);
         assert!(err.starts_with(want), "{api_name}: {err}");
-        assert!(!holds_a_number(&err), "{api_name}: the reply names the number: {err}");
+        assert!(
+            !holds_a_number(&err),
+            "{api_name}: the reply names the number: {err}"
+        );
         daemon.wait_for_log("outcome=\"error\"");
         let log = daemon.log();
         for line in log.lines() {
