@@ -45,7 +45,7 @@ when RULE_INIT {
 }
 
 # ---- the phone in a log line ----
-# The daemon's masking rule (src/guard/mask.rs, README "Logs"): the calling code, a star for
+# The daemon's masking rule (src/mask/mod.rs, README "Logs"): the calling code, a star for
 # each hidden digit of the national number, then its last min(4, floor(N/2)) digits (N: the
 # national number's digit count): +14155550100 -> +1******0100, +12345678 -> +1****678. The
 # calling code's length follows the ITU's E.164 assignments: 1 and 7 have one digit, the codes

@@ -5,7 +5,6 @@
 pub mod bounded;
 pub mod geo;
 pub mod lookup;
-pub mod mask;
 pub mod phone;
 pub mod ratelimit;
 pub mod validate;

@@ -4,8 +4,8 @@ use hyper::{Method, Uri};
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use super::scrub::scrub_numbers;
 use super::TwilioClient;
+use crate::mask::scrub::scrub_numbers;
 
 /// What Lookup says of a number (only what the rules read).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]

@@ -21,7 +21,6 @@ pub mod lookup;
 pub mod messages;
 pub mod online;
 pub mod rest;
-pub mod scrub;
 pub mod verify;
 
 use std::sync::Arc;

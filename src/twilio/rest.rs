@@ -244,7 +244,7 @@ fn interpret(answer: &Answer, kind: Kind) -> Attempt {
             // Twilio's text names the number it refuses: masked before anyone reads it.
             message: parsed
                 .and_then(|e| e.message)
-                .map(|m| super::scrub::scrub_numbers(&m).into_owned())
+                .map(|m| crate::mask::scrub::scrub_numbers(&m).into_owned())
                 .unwrap_or_else(|| format!("HTTP {}", status.as_u16())),
             status: status.as_u16(),
         },

@@ -6,7 +6,10 @@
 //!
 //! The calling code's length comes from the ITU's E.164 assignments (a small prefix table, not
 //! libphonenumber): the iRules need the same table in Tcl 8.4, and the log line stays cheap.
-//! A unit test holds the table against libphonenumber's metadata.
+//! A unit test holds the table against libphonenumber's metadata. `scrub` masks the numbers
+//! in a text by the same rule.
+
+pub mod scrub;
 
 /// The two-digit calling codes (ITU-T E.164 assignments); `1` and `7` are the one-digit codes,
 /// every other code has three digits (spare ones included, as ITU reserves them).

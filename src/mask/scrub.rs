@@ -10,7 +10,7 @@
 
 use std::borrow::Cow;
 
-use crate::guard::mask::{mask_national, mask_phone};
+use super::{mask_national, mask_phone};
 
 /// The fewest digits a run needs to be taken for a phone number.
 const MIN_DIGITS: usize = 6;
