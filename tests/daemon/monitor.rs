@@ -118,3 +118,34 @@ fn the_monitor_says_what_it_needs_and_marks_nothing_up_without_it() {
     assert_eq!(stdout, "");
     assert!(stderr.contains("TLS_CA"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_degraded_member_stays_up_unless_the_monitor_is_told_otherwise() {
+    // Twilio answers 500: the daemon answers ping, degraded (exit 1).
+    let twilio =
+        twilio_answering(wiremock::ResponseTemplate::new(500).set_body_string("down")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let files = Files::new(dir.path());
+    let ca = Ca::new("server CA");
+    files.write_server(&ca.server());
+    let ca_pem = dir.path().join("ca.pem");
+    std::fs::write(&ca_pem, ca.pem()).unwrap();
+    let daemon = Daemon::start(&twilio.uri(), Options::default().args(files.tls_args()));
+    assert!(daemon.send("ACME").await.is_err());
+    let port = daemon.tcp.port();
+
+    up(monitor(
+        "::ffff:127.0.0.1",
+        port,
+        &[("TLS_CA", ca_pem.as_path())],
+    ));
+    // The variable's value is a string; Path carries it here.
+    down(monitor(
+        "::ffff:127.0.0.1",
+        port,
+        &[
+            ("TLS_CA", ca_pem.as_path()),
+            ("DOWN_WHEN_DEGRADED", Path::new("1")),
+        ],
+    ));
+}
