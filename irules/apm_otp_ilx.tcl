@@ -44,6 +44,52 @@ when RULE_INIT {
     set static::otp_ilx_token ""
 }
 
+# ---- the phone in a log line ----
+# The daemon's masking rule (src/mask/mod.rs, README "Logs"): the calling code, a star for
+# each hidden digit of the national number, then its last min(4, floor(N/2)) digits (N: the
+# national number's digit count): +14155550100 -> +1******0100, +12345678 -> +1****678. The
+# calling code's length follows the ITU's E.164 assignments: 1 and 7 have one digit, the codes
+# listed below two, every other code three. A number as a directory writes it loses its
+# separators first; one without a leading + shows no calling code; anything else is "****".
+proc otp_mask { phone } {
+    set phone [string trim $phone]
+    if { ![regexp {^\+?[0-9 ()./-]+$} $phone] } {
+        return "****"
+    }
+    regsub -all {[^0-9]} $phone "" digits
+    set len [string length $digits]
+    if { $len == 0 } {
+        return "****"
+    }
+    set code 0
+    if { [string index $phone 0] eq "+" } {
+        set two " 20 27 30 31 32 33 34 36 39 40 41 43 44 45 46 47 48 49 51 52 53 54 55 56 57 58 60 61 62 63 64 65 66 81 82 84 86 90 91 92 93 94 95 98 "
+        set first [string index $digits 0]
+        if { $first eq "1" || $first eq "7" } {
+            set code 1
+        } elseif { [string first " [string range $digits 0 1] " $two] >= 0 } {
+            set code 2
+        } else {
+            set code 3
+        }
+        if { $code > $len } {
+            set code $len
+        }
+    }
+    set national [expr {$len - $code}]
+    set shown [expr {$national / 2}]
+    if { $shown > 4 } {
+        set shown 4
+    }
+    set masked ""
+    if { $code > 0 } {
+        set masked "+[string range $digits 0 [expr {$code - 1}]]"
+    }
+    append masked [string repeat "*" [expr {$national - $shown}]]
+    append masked [string range $digits [expr {$len - $shown}] end]
+    return $masked
+}
+
 # ---- UTF-8 ----
 # ILX::call hands the iRule's strings to Node as characters (the forwarder encodes them as
 # UTF-8). TMM may hand over a session value that already holds UTF-8 bytes, one per character
@@ -134,10 +180,7 @@ when ACCESS_POLICY_AGENT_EVENT {
     set sender $static::otp_ilx_sender
 
     # Never log the OTP; log the phone masked.
-    set masked "****"
-    if { [string length $phone] > 8 } {
-        set masked "[string range $phone 0 4]****[string range $phone end-3 end]"
-    }
+    set masked [call otp_mask $phone]
 
     set missing ""
     if { $otp eq "" } {

@@ -4,7 +4,8 @@
 //! The pipeline, by folder: `server` (sockets, connections, limits) → `rpc` (frames and
 //! messages) → `call` (the typed request, the dispatcher, the backend, the log line) →
 //! `guard` (validation, geo, rate limits, Lookup) → `twilio` (the HTTP client and each API);
-//! `config` composes every part's settings and `app` runs them. Only what `main`, the tests,
+//! `config` composes every part's settings and `app` runs them; `mask` hides phone numbers in
+//! log lines and in Twilio's text. Only what `main`, the tests,
 //! the benches, the fuzz target and the example use is public.
 
 pub mod app;
@@ -15,6 +16,7 @@ mod error;
 mod guard;
 mod health;
 pub mod logging;
+mod mask;
 mod metrics;
 pub mod rpc;
 pub mod server;

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Options, Settings};
 use crate::server::{Listeners, Live, Shared};
+use crate::twilio::online::Backup;
 use build::build;
 use reload::reload;
 use tasks::{keep_warm, prepare, sweep_rate_limits, timer_heartbeat, watch_state, SharedParts};
@@ -115,10 +116,20 @@ pub fn start_clock() {
 /// `check --online`: one line per question put to Twilio (nothing is sent), and whether it
 /// passed.
 pub async fn check_online(settings: &Settings) -> Vec<(String, bool)> {
+    let backups: Vec<Backup> = settings
+        .failover
+        .iter()
+        .map(|p| Backup {
+            name: &p.name,
+            api_url: &p.api_url,
+            credentials: p.credentials.as_ref(),
+        })
+        .collect();
     let verdicts = crate::twilio::online::check_online(
         &settings.twilio,
         settings.credentials.as_ref(),
         settings.verify.as_ref(),
+        &backups,
     )
     .await;
     let mut lines: Vec<(String, bool)> = verdicts.into_iter().map(|v| (v.line, v.ok)).collect();

@@ -59,6 +59,9 @@ impl Callers {
         let at = crate::error::shown_path(path);
         let mut callers: Vec<Caller> = Vec::new();
         let mut lines_of: Vec<usize> = Vec::new();
+        // Windows editors start a UTF-8 file with a byte-order mark (and end lines with CRLF,
+        // which `trim` takes off): it is not part of the first caller's name.
+        let text = text.strip_prefix(b"\xef\xbb\xbf").unwrap_or(text);
         for (i, line) in text.split(|b| *b == b'\n').enumerate() {
             let n = i + 1;
             let Ok(line) = std::str::from_utf8(line) else {

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::request::{Method, Target};
 use crate::error::{CallError, Detail};
-use crate::guard::phone::mask_phone;
+use crate::mask::mask_phone;
 
 /// The line of one sendOTP or confirmOTP call; empty for the other methods.
 #[derive(Default)]

@@ -5,6 +5,7 @@
 
 mod checks;
 mod credentials;
+mod exposure;
 mod failover;
 mod file;
 mod guard;
@@ -104,6 +105,10 @@ impl Settings {
                 .filter(|d| !d.is_empty())
                 .map(PathBuf::from),
         };
+        warnings.extend(exposure::warnings(
+            &o,
+            secrets.credentials_directory.as_deref(),
+        ));
         let credentials = secrets.load()?;
         let state = state::store(&o, &secrets)?;
         let guard = guard::settings(&o)?;

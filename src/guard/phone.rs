@@ -1,5 +1,5 @@
 //! Phone numbers as directories hold them (`+31 (0)6-1234 5678`, `06 12345678`), read as the
-//! E.164 every later check, limit key and log line uses; and masked for the log.
+//! E.164 every later check, limit key and log line uses (masked by `mask`).
 
 use std::borrow::Cow;
 
@@ -108,23 +108,6 @@ fn is_phone_separator(c: char) -> bool {
             c,
             '-' | '\u{2010}'..='\u{2015}' | '\u{2212}' | '.' | '(' | ')' | '[' | ']' | '/'
         )
-}
-
-/// A phone number fit for a log line: `+31612345678` → `+3161****5678`.
-pub fn mask_phone(phone: &str) -> String {
-    let count = phone.chars().count();
-    let (head, tail) = if count >= 10 { (5, 4) } else { (3, 2) };
-    if count <= head + tail {
-        return "****".into();
-    }
-    // Byte offsets of the kept head and tail (a char boundary even for non-ASCII input).
-    let at = |n: usize| phone.char_indices().nth(n).map_or(phone.len(), |(i, _)| i);
-    let (head_end, tail_start) = (at(head), at(count - tail));
-    let mut masked = String::with_capacity(head_end + 4 + phone.len() - tail_start);
-    masked.push_str(&phone[..head_end]);
-    masked.push_str("****");
-    masked.push_str(&phone[tail_start..]);
-    masked
 }
 
 #[cfg(test)]
@@ -270,14 +253,5 @@ mod tests {
             assert!(!is_e164(bad), "{bad}");
         }
         assert_eq!(phone("0612", None).unwrap_err().reason(), "invalid_phone");
-    }
-
-    #[test]
-    fn masks_phones() {
-        assert_eq!(mask_phone("+31612345678"), "+3161****5678");
-        assert_eq!(mask_phone("+1234567"), "+12****67");
-        assert_eq!(mask_phone("+12"), "****");
-        // Not ASCII (never valid E.164, but the mask must not split a character).
-        assert_eq!(mask_phone("+٣١٦١٢٣٤٥٦٧٨"), "+٣١٦١****٥٦٧٨");
     }
 }

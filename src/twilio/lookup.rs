@@ -5,6 +5,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::TwilioClient;
+use crate::mask::scrub::scrub_numbers;
 
 /// What Lookup says of a number (only what the rules read).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -38,8 +39,9 @@ impl TwilioClient {
         if !answer.status.is_success() {
             return Err(format!("HTTP {}", answer.status.as_u16()));
         }
-        let found: Found =
-            serde_json::from_slice(&answer.body).map_err(|e| format!("unreadable answer: {e}"))?;
+        // A decoding error quotes the value it choked on, which may be the number.
+        let found: Found = serde_json::from_slice(&answer.body)
+            .map_err(|e| format!("unreadable answer: {}", scrub_numbers(&e.to_string())))?;
         Ok(found.line_type_intelligence.unwrap_or_default())
     }
 }

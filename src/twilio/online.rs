@@ -19,12 +19,22 @@ pub struct Verdict {
 /// How long `check --online` waits for each answer.
 const ONLINE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A failover provider as `check --online` asks it: its name, its API and its own account
+/// (`None`: the primary's).
+pub struct Backup<'a> {
+    pub name: &'a str,
+    pub api_url: &'a Url,
+    pub credentials: Option<&'a Credentials>,
+}
+
 /// `check --online`: asks Twilio for the account with the configured credentials (and, in
-/// Verify mode, for the service), like keep-warm does; sends nothing.
+/// Verify mode, for the service), then each failover provider for its account, like keep-warm
+/// does; sends nothing.
 pub async fn check_online(
     settings: &Settings,
     credentials: Option<&Credentials>,
     verify: Option<&VerifyService>,
+    backups: &[Backup<'_>],
 ) -> Vec<Verdict> {
     let Some(credentials) = credentials else {
         return vec![Verdict {
@@ -55,6 +65,25 @@ pub async fn check_online(
             Ok(uri) => client.probe("verify", &uri, &url, "VA").await,
             Err(e) => Verdict {
                 line: format!("verify: cannot ask: {e}"),
+                ok: false,
+            },
+        };
+        verdicts.push(verdict);
+    }
+    for backup in backups {
+        let name = format!("failover {}", backup.name);
+        let account = backup.credentials.unwrap_or(credentials);
+        let verdict = match client.sibling(backup.api_url, account) {
+            Ok(sibling) => {
+                sibling
+                    .probe(&name, &sibling.account_uri, backup.api_url, "AC")
+                    .await
+            }
+            Err(e) => Verdict {
+                line: format!(
+                    "{name}: cannot ask: {}",
+                    crate::error::sanitize(&e.to_string())
+                ),
                 ok: false,
             },
         };

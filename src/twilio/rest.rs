@@ -241,8 +241,10 @@ fn interpret(answer: &Answer, kind: Kind) -> Attempt {
     let error = match code {
         Some(code) => CallError::Twilio {
             code,
+            // Twilio's text names the number it refuses: masked before anyone reads it.
             message: parsed
                 .and_then(|e| e.message)
+                .map(|m| crate::mask::scrub::scrub_numbers(&m).into_owned())
                 .unwrap_or_else(|| format!("HTTP {}", status.as_u16())),
             status: status.as_u16(),
         },

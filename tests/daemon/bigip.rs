@@ -5,13 +5,18 @@ use crate::common::*;
 use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, MockServer};
 
-/// Twilio: 201 for every number but +31600000000, which Twilio calls invalid (21211), and
+/// Twilio: 201 for every number but +31600000000, which Twilio calls invalid (21211, in
+/// Twilio's words, which name the number), and
 /// +31600000002, not a mobile (21614) in words that are not ASCII; a call's SID for calls.
 async fn twilio() -> MockServer {
     let server = twilio_except(
         Mock::given(method("POST"))
             .and(body_string_contains("To=%2B31600000000"))
-            .respond_with(twilio_error(400, 21211, "Invalid 'To' Phone Number")),
+            .respond_with(twilio_error(
+                400,
+                21211,
+                "The 'To' number +31600000000 is not a valid phone number.",
+            )),
     )
     .await;
     Mock::given(method("POST"))

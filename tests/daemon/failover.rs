@@ -320,3 +320,90 @@ fn failover_lists_are_checked_at_start_and_shown_by_check() {
         check_refuses(&["--config", config.to_str().unwrap()], needle);
     }
 }
+
+/// A Twilio whose account `ac` answers active to `ac:token` and 401 (code 20003) otherwise.
+async fn account_api(ac: &str, token: &str) -> MockServer {
+    let server = MockServer::start().await;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{ac}:{token}"));
+    Mock::given(method("GET"))
+        .and(path(format!("/2010-04-01/Accounts/{ac}.json")))
+        .and(header("authorization", format!("Basic {basic}").as_str()))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "sid": ac, "status": "active",
+        })))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(serde_json::json!({
+            "code": 20003, "message": "Authenticate", "status": 401,
+        })))
+        .mount(&server)
+        .await;
+    server
+}
+
+#[tokio::test]
+async fn check_online_asks_each_failover_provider_for_its_account() {
+    let primary = account_api(AC, TOKEN).await;
+    let good = account_api(AC2, TOKEN2).await;
+    // Another account whose token this configuration has wrong.
+    let bad = account_api(
+        "AC00000000000000000000000000000003",
+        "the-right-token-0a1b2c3d",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let token2 = dir.path().join("token2");
+    std::fs::write(&token2, TOKEN2).unwrap();
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "a-wrong-token-9f8e7d6c5b4a").unwrap();
+    let entry = |name: &str, api: &MockServer, ac: &str, file: &std::path::Path| {
+        format!(
+            "[[failover]]\nname = \"{name}\"\ntwilio_api_url = \"{}\"\n\
+             credentials = {{ account_sid = \"{ac}\", auth_token_file = \"{}\" }}\n",
+            api.uri(),
+            file.display()
+        )
+    };
+    let good_entry = entry("dublin", &good, AC2, &token2);
+    let bad_entry = entry("sydney", &bad, "AC00000000000000000000000000000003", &wrong);
+    let config = dir.path().join("otp.toml");
+    let run = |text: &str| {
+        std::fs::write(&config, text).unwrap();
+        let api = primary.uri();
+        let conf = format!("--config={}", config.display());
+        check(&["--online", "--twilio-api-url", &api, &conf])
+    };
+
+    let (passed, stdout, stderr) = run(&format!("{good_entry}{bad_entry}"));
+    assert!(!passed, "{stdout}\n{stderr}");
+    let asked = |out: &str| -> Vec<String> {
+        out.lines()
+            .filter(|l| l.starts_with("twilio: ") || l.starts_with("failover "))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(
+        asked(&stdout),
+        [
+            "twilio: credentials accepted (account ACfe…ce status active)",
+            "failover dublin: credentials accepted (account AC00…02 status active)",
+            "failover sydney: credentials refused (HTTP 401, code 20003)",
+        ],
+        "{stderr}"
+    );
+    for secret in [TOKEN, TOKEN2, "a-wrong-token-9f8e7d6c5b4a"] {
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "{secret}"
+        );
+    }
+    // Each provider was asked with its own account.
+    assert_eq!(good.received_requests().await.unwrap().len(), 1);
+    assert_eq!(bad.received_requests().await.unwrap().len(), 1);
+
+    let (passed, stdout, stderr) = run(&good_entry);
+    assert!(passed, "{stdout}\n{stderr}");
+    assert_eq!(asked(&stdout).len(), 2, "{stdout}");
+}

@@ -24,18 +24,18 @@ const TOKEN_A: &str = "tok-a-5e1f0c9d8b7a6f5e4d3c2b1a";
 const TOKEN_B: &str = "tok-b-0a1b2c3d4e5f60718293a4b5";
 
 /// A test CA that signs server and client certificates.
-struct Ca {
+pub(crate) struct Ca {
     issuer: CertifiedIssuer<'static, KeyPair>,
 }
 
 /// A certificate and its key, PEM.
-struct Leaf {
-    cert: String,
-    key: String,
+pub(crate) struct Leaf {
+    pub cert: String,
+    pub key: String,
 }
 
 impl Ca {
-    fn new(name: &str) -> Ca {
+    pub(crate) fn new(name: &str) -> Ca {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name.push(DnType::CommonName, name);
@@ -45,7 +45,7 @@ impl Ca {
         }
     }
 
-    fn pem(&self) -> String {
+    pub(crate) fn pem(&self) -> String {
         self.issuer.pem()
     }
 
@@ -61,25 +61,25 @@ impl Ca {
         }
     }
 
-    fn server(&self) -> Leaf {
+    pub(crate) fn server(&self) -> Leaf {
         self.leaf("127.0.0.1", ExtendedKeyUsagePurpose::ServerAuth)
     }
 
-    fn client(&self) -> Leaf {
+    pub(crate) fn client(&self) -> Leaf {
         self.leaf("bigip-a.example", ExtendedKeyUsagePurpose::ClientAuth)
     }
 }
 
 /// The daemon's TLS files in `dir`: server.pem, server.key and, with a client CA, client-ca.pem.
-struct Files {
-    cert: PathBuf,
-    key: PathBuf,
-    client_ca: PathBuf,
-    tokens: PathBuf,
+pub(crate) struct Files {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
+    pub tokens: PathBuf,
 }
 
 impl Files {
-    fn new(dir: &Path) -> Files {
+    pub(crate) fn new(dir: &Path) -> Files {
         Files {
             cert: dir.join("server.pem"),
             key: dir.join("server.key"),
@@ -88,19 +88,19 @@ impl Files {
         }
     }
 
-    fn write_server(&self, leaf: &Leaf) {
+    pub(crate) fn write_server(&self, leaf: &Leaf) {
         std::fs::write(&self.cert, &leaf.cert).unwrap();
         std::fs::write(&self.key, &leaf.key).unwrap();
     }
 
-    fn tls_args(&self) -> Vec<String> {
+    pub(crate) fn tls_args(&self) -> Vec<String> {
         vec![
             format!("--tls-cert={}", self.cert.display()),
             format!("--tls-key={}", self.key.display()),
         ]
     }
 
-    fn client_ca_arg(&self) -> String {
+    pub(crate) fn client_ca_arg(&self) -> String {
         format!("--tls-client-ca={}", self.client_ca.display())
     }
 

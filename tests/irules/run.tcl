@@ -12,7 +12,7 @@
 #   VERIFY_UNIX, VERIFY_TCP   a second daemon, a dry run in Verify mode (VE... SIDs)
 #   TOKENS_UNIX, TOKENS_TCP   the same with a caller tokens file naming CALLER_TOKEN
 #   ILX_NODE          optional: the node binary that runs the forwarder (default: node on PATH)
-# Mock Twilio: every number succeeds but +31600000000 (21211) and +31600000002 (21614, with a
+# Mock Twilio: every number succeeds but +31600000000 (21211, Twilio's text naming the number) and +31600000002 (21614, with a
 # message that is not ASCII); calls answer $CA.
 
 set here [file dirname [file normalize [info script]]]
@@ -176,6 +176,17 @@ proc expect { what got want } {
     if { ![string match $want $got] } { error "$what: got {$got}, want {$want}" }
 }
 
+# Whether got holds want as it is (no glob: masks are made of stars).
+proc expect_has { what got want } {
+    if { [string first $want $got] < 0 } { error "$what: got {$got}, want it to hold {$want}" }
+}
+
+# No digit run of six or more (separators aside) that could be a phone number.
+proc no_number { what text } {
+    regsub -all {[ ()./-]} $text "" squeezed
+    if { [regexp {[0-9]{6,}} $squeezed number] } { error "$what holds a number ($number): $text" }
+}
+
 proc logs_clean {} {
     foreach line $::logs {
         if { [string first $::OTP $line] >= 0 } { error "the OTP was logged: $line" }
@@ -197,7 +208,8 @@ check "ilx: success stores the SID" {
     fire $i ACCESS_POLICY_AGENT_EVENT
     expect status [status] $SID
     expect call [lindex $ilx_calls 0] [list ilx:otp_sidecar_plugin/otp_sidecar_forwarder -timeout 3000 sendOTP $OTP $PHONE +14155550100 $client_addr alice "" ""]
-    expect log [lindex $logs 0] "local0.info *alice*+3161****5678*$SID*"
+    expect log [lindex $logs 0] "local0.info *alice*$SID*"
+    expect_has log [lindex $logs 0] "phone +31*****5678:"
     logs_clean
 }
 
@@ -207,7 +219,31 @@ check "ilx: a Twilio error is stored as ERR" {
     fire $i ACCESS_POLICY_AGENT_EVENT
     expect status [status] "ERR twilio 21211: *"
     expect sender [lindex [lindex $ilx_calls 0] 6] ACME
+    # Twilio's text named the number; neither the status nor the log does.
+    no_number status [status]
+    foreach line $logs { no_number log $line }
     logs_clean
+}
+
+# The masking rule's table (tests/irules/masks.txt), the daemon's own, through each iRule's
+# otp_mask; then numbers as directories write them.
+set masks {}
+set f [open [file join $here masks.txt]]
+while { [gets $f row] >= 0 } {
+    if { $row ne "" && [string index $row 0] ne "#" } { lappend masks [lindex $row 0] [lindex $row 1] }
+}
+close $f
+lappend masks {+31 (0)6-1234 5678} +31******5678 {06 12345678} ******5678 {+1 (415) 555.0100} +1******0100 \
+    abc **** {+31 6 1234 x} **** "" ****
+foreach rule {apm_otp_ilx.tcl apm_otp_sideband.tcl} {
+    check "$rule: otp_mask follows the daemon's masking rule" {
+        reset
+        set i [load_rule $rule {}]
+        foreach {phone want} $masks {
+            set got [$i eval [list call otp_mask $phone]]
+            if { $got ne $want } { error "otp_mask {$phone}: got {$got}, want {$want}" }
+        }
+    }
 }
 
 check "ilx: the phone from the configured session variable" {
@@ -318,7 +354,8 @@ foreach size {1 2 3 7 64 all} {
         expect status [status] $SID
         # Never asked for bytes the reply does not hold (a strict recv would wait for them).
         expect "recv timeouts" $recv_timeouts 0
-        expect log [lindex $logs 0] "local0.info *+3161****5678*$SID*"
+        expect log [lindex $logs 0] "local0.info *$SID*"
+        expect_has log [lindex $logs 0] "phone +31*****5678:"
         logs_clean
     }
 }
@@ -338,6 +375,8 @@ check "sideband: a Twilio error is stored as ERR" {
     set i [load_rule $sb_rule [list otp_sb_dest $env(OTP_SIDECAR_TCP)]]
     fire $i ACCESS_POLICY_AGENT_EVENT
     expect status [status] "ERR twilio 21211: *"
+    no_number status [status]
+    foreach line $logs { no_number log $line }
     logs_clean
 }
 
