@@ -26,9 +26,10 @@ pub async fn prepare(parts: &Parts) {
     if settings.keep_warm.is_some() {
         warm_up(&parts.backend, settings.call.deadline).await;
     }
-    // Connects to the shared store now; one that does not answer was logged by the store.
+    // Connects to the shared store now (and reads its clock); one that does not answer was
+    // logged by the store.
     if let Some(store) = &parts.store {
-        if store.ping(settings.call.deadline).await.is_ok() {
+        if store.probe(settings.call.deadline, true).await.is_ok() {
             tracing::info!("state store {} answers", store.settings().shown);
         }
     }
@@ -111,14 +112,15 @@ pub async fn sweep_rate_limits(parts: SharedParts) {
     }
 }
 
-/// Asks the shared store every second whether it answers, so `health` tells a store that went
-/// away (or came back) without waiting for a call, and the connection is remade in between.
+/// Probes the shared store every second with a write like a call's, so `health` tells a store
+/// that went away, came back or stopped taking writes without waiting for a call; a connection
+/// that is gone (or was refused, a wrong password since fixed) is remade in between.
 pub async fn watch_state(parts: SharedParts) {
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let store = parts.load().store.clone();
         if let Some(store) = store {
-            let _ = store.ping(store.timeout()).await;
+            let _ = store.probe(store.timeout(), true).await;
         }
     }
 }

@@ -109,7 +109,7 @@ impl RedisServer {
         redis::Client::open(url).ok()?.get_connection().ok()
     }
 
-    /// Every key and its value (all of them are strings), found with SCAN.
+    /// Every key and its value (a hash's as `field=value` lines), found with SCAN.
     pub fn dump(&self) -> Vec<(String, Vec<u8>)> {
         let mut conn = self.connection().expect("redis connection");
         let mut keys = Vec::new();
@@ -129,7 +129,17 @@ impl RedisServer {
         }
         keys.into_iter()
             .map(|key| {
-                let value: Vec<u8> = redis::cmd("GET").arg(&key).query(&mut conn).expect("GET");
+                let kind: String = redis::cmd("TYPE").arg(&key).query(&mut conn).expect("TYPE");
+                let value: Vec<u8> = if kind == "hash" {
+                    let all: Vec<(String, String)> = redis::cmd("HGETALL")
+                        .arg(&key)
+                        .query(&mut conn)
+                        .expect("HGETALL");
+                    let lines: Vec<String> = all.iter().map(|(f, v)| format!("{f}={v}")).collect();
+                    lines.join("\n").into_bytes()
+                } else {
+                    redis::cmd("GET").arg(&key).query(&mut conn).expect("GET")
+                };
                 (key, value)
             })
             .collect()

@@ -99,7 +99,10 @@ async fn two_daemons_count_one_set_of_limits() {
     let dump = redis.dump();
     assert!(dump.len() >= 5, "{dump:?}");
     for (key, value) in &dump {
-        assert!(key.starts_with("otp-sidecar:rate:"), "{key}");
+        assert!(
+            key.starts_with("otp-sidecar:rate:") || key == "otp-sidecar:instances",
+            "{key}"
+        );
         let text = format!("{key} {}", String::from_utf8_lossy(value));
         for clear in [
             "612345678",
@@ -280,9 +283,10 @@ async fn a_slow_store_costs_a_call_no_more_than_its_timeout() {
         assert!(reply.is_ok(), "{reply:?}");
         assert!(took < Duration::from_millis(1000), "{took:?}");
     }
+    // Each fell back: timed out, or found no connection (made in the background, slowly).
     let (_, metrics) = metrics_of(&daemon).await;
     assert!(
-        metrics.contains(r#"otp_sidecar_state_operations_total{op="rate",result="timeout"} 3"#),
+        metrics.contains(r#"otp_sidecar_state_fallbacks_total{policy="local"} 3"#),
         "{metrics}"
     );
 }
@@ -458,7 +462,7 @@ async fn check_online_pings_the_store() {
         )
     };
     let (ok, out) = check(redis.url());
-    assert!(ok && out.contains("answers PING"), "{out}");
+    assert!(ok && out.contains("takes writes"), "{out}");
     let (ok, out) = check(format!("redis://{}/0", dead_address()));
     assert!(!ok && out.contains("state store redis://"), "{out}");
 }
