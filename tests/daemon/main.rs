@@ -17,6 +17,7 @@ mod protocol;
 mod secrets;
 mod service;
 mod state;
+mod state_faults;
 mod templates;
 mod twilio;
 mod verify;

@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 use crate::common::store::{delaying_proxy, RedisServer};
 use crate::common::*;
 
-const KEY: &str = "state-key-5f0c1e9a7b3d2c4e8a6b";
-const PASSWORD: &str = "redis-password-7c3e9a1f5b2d";
+pub(crate) const KEY: &str = "state-key-5f0c1e9a7b3d2c4e8a6b";
+pub(crate) const PASSWORD: &str = "redis-password-7c3e9a1f5b2d";
 
 /// A daemon on `url` (the store's password and key from the environment) with `args`.
-fn on_store(twilio: &str, url: &str, args: &[&str]) -> Daemon {
+pub(crate) fn on_store(twilio: &str, url: &str, args: &[&str]) -> Daemon {
     let options = Options::default()
         .args(["--state", url])
         .args(args.iter().copied())
@@ -21,7 +21,11 @@ fn on_store(twilio: &str, url: &str, args: &[&str]) -> Daemon {
 }
 
 /// sendOTP of the standard code to `phone` with `pairs` as context: the SID or the ERR text.
-async fn send(daemon: &Daemon, phone: &str, pairs: &[(&str, &str)]) -> Result<String, String> {
+pub(crate) async fn send(
+    daemon: &Daemon,
+    phone: &str,
+    pairs: &[(&str, &str)],
+) -> Result<String, String> {
     let mut client = daemon.unix_client().await;
     send_with(&mut client, phone, context(pairs))
         .await
@@ -29,7 +33,7 @@ async fn send(daemon: &Daemon, phone: &str, pairs: &[(&str, &str)]) -> Result<St
 }
 
 /// What `health` says under `key` (`state`, `status`).
-async fn health(daemon: &Daemon, key: &str) -> String {
+pub(crate) async fn health(daemon: &Daemon, key: &str) -> String {
     let mut client = daemon.unix_client().await;
     let report = client.call("health", vec![]).await.unwrap().unwrap();
     let entry = report
@@ -42,7 +46,7 @@ async fn health(daemon: &Daemon, key: &str) -> String {
 }
 
 /// Waits (up to 5 s) until `health` says `state: wanted`.
-async fn until_state(daemon: &Daemon, wanted: &str) {
+pub(crate) async fn until_state(daemon: &Daemon, wanted: &str) {
     let started = Instant::now();
     loop {
         let state = health(daemon, "state").await;
@@ -57,7 +61,7 @@ async fn until_state(daemon: &Daemon, wanted: &str) {
     }
 }
 
-fn is_limited(reply: &Result<String, String>) -> bool {
+pub(crate) fn is_limited(reply: &Result<String, String>) -> bool {
     matches!(reply, Err(e) if e.starts_with("ERR rate_limited"))
 }
 
@@ -118,7 +122,7 @@ async fn two_daemons_count_one_set_of_limits() {
 }
 
 /// A Twilio stand-in with Messages and a Lookup answer for any number.
-async fn twilio_with_any_lookup() -> wiremock::MockServer {
+pub(crate) async fn twilio_with_any_lookup() -> wiremock::MockServer {
     use wiremock::matchers::{method, path_regex};
     let server = twilio_answering(created(SID)).await;
     wiremock::Mock::given(method("GET"))
@@ -229,7 +233,7 @@ async fn a_store_that_dies_falls_back_per_instance_and_is_shared_again_when_back
 }
 
 /// The daemon's metrics page.
-async fn metrics_of(daemon: &Daemon) -> (u16, String) {
+pub(crate) async fn metrics_of(daemon: &Daemon) -> (u16, String) {
     let addr = log_field(&daemon.ready, "metrics").expect("a metrics address");
     scrape(&addr, "/metrics").await
 }
