@@ -18,6 +18,7 @@ mod secrets;
 mod service;
 mod state;
 mod state_faults;
+mod state_sentinel;
 mod templates;
 mod twilio;
 mod verify;

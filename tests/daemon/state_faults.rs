@@ -113,6 +113,7 @@ async fn a_call_spends_state_timeout_on_the_store_in_all() {
             lookup.as_str(),
             "--state-timeout-ms=400",
             "--deadline-ms=5000",
+            "--rate-limit-phone=5/1h",
         ],
     );
     until_state(&daemon, "redis ok").await;
