@@ -52,7 +52,7 @@ pub async fn run(options: Options, settings: Settings) -> Result<()> {
         Some(addr) => crate::metrics::serve(addr).await?.to_string(),
         None => "off".to_owned(),
     };
-    prepare(&parts.load()).await;
+    prepare(&parts.load()).await?;
     if let Some(interval) = settings.keep_warm {
         tokio::spawn(keep_warm(parts.clone(), interval));
     }

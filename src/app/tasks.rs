@@ -17,8 +17,9 @@ pub type SharedParts = Arc<ArcSwap<Parts>>;
 
 /// What the first call must not pay for, done before it takes over (at start, before READY;
 /// on reload, before the swap): the numbering plan (~100 ms) when geo rules are on, and the
-/// Twilio connection when warming is on.
-pub async fn prepare(parts: &Parts) {
+/// Twilio connection when warming is on. A store that can never work (a Redis Cluster) refuses
+/// the start or the reload; one that is only down is a fallback, as ever.
+pub async fn prepare(parts: &Parts) -> anyhow::Result<()> {
     let settings = &parts.settings;
     if settings.guard.geo.active() || settings.call.region.is_some() {
         let _ = tokio::task::spawn_blocking(crate::guard::geo::load_numbering_plan).await;
@@ -29,10 +30,15 @@ pub async fn prepare(parts: &Parts) {
     // Connects to the shared store now (and reads its clock); one that does not answer was
     // logged by the store.
     if let Some(store) = &parts.store {
-        if store.probe(settings.call.deadline, true).await.is_ok() {
-            tracing::info!("state store {} answers", store.settings().shown);
+        match store.probe(settings.call.deadline, true).await {
+            Ok(()) => tracing::info!("state store {} answers", store.settings().shown),
+            Err(failed) if failed.is_cluster() => {
+                anyhow::bail!("state store {} {failed}", store.settings().shown)
+            }
+            Err(_) => {}
         }
     }
+    Ok(())
 }
 
 /// Opens the Twilio connection (TLS included) before the first OTP needs it.

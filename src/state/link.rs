@@ -59,9 +59,8 @@ pub struct Held {
 impl Link {
     /// Opens nothing yet.
     pub fn new(settings: &StoreSettings) -> Result<Arc<Link>> {
-        let (target, db) = target(&settings.url)
+        let (target, mut redis) = target(&settings.url)
             .with_context(|| format!("state {} is not a Redis URL", settings.shown))?;
-        let mut redis = RedisConnectionInfo::default().set_db(db);
         if let Some(password) = &settings.password {
             redis = redis.set_password(password.expose());
         }
@@ -295,9 +294,9 @@ async fn primary_of(nodes: &[(String, u16)], service: &str) -> Result<Connection
     Err(why)
 }
 
-/// The target and database of a state URL: `redis+sentinel://HOST:PORT[,HOST:PORT…]/SERVICE[/DB]`
+/// The target and the connection's settings (database, user name) of a state URL: `redis+sentinel://HOST:PORT[,HOST:PORT…]/SERVICE[/DB]`
 /// (also `valkey+sentinel://`), or any URL redis-rs reads (`redis://`, `rediss://`, `unix://`).
-fn target(url: &str) -> Result<(Target, i64)> {
+fn target(url: &str) -> Result<(Target, RedisConnectionInfo)> {
     if let Some(rest) = sentinel_rest(url) {
         let (nodes, path) = rest.split_once('/').unwrap_or((rest, ""));
         let mut parsed = Vec::new();
@@ -331,12 +330,14 @@ fn target(url: &str) -> Result<(Target, i64)> {
                 nodes: parsed,
                 service,
             },
-            db,
+            RedisConnectionInfo::default().set_db(db),
         ));
     }
     let info = url.into_connection_info()?;
-    let db = info.redis_settings().db();
-    Ok((Target::Direct(info.addr().clone()), db))
+    Ok((
+        Target::Direct(info.addr().clone()),
+        info.redis_settings().clone(),
+    ))
 }
 
 /// What follows `redis+sentinel://` (or `valkey+sentinel://`).
@@ -356,8 +357,8 @@ mod tests {
 
     #[test]
     fn sentinel_urls() {
-        let (parsed, db) = target("redis+sentinel://127.0.0.1:26379,[::1]:26380/otp/2").unwrap();
-        assert_eq!(db, 2);
+        let (parsed, info) = target("redis+sentinel://127.0.0.1:26379,[::1]:26380/otp/2").unwrap();
+        assert_eq!(info.db(), 2);
         match parsed {
             Target::Sentinel { nodes, service } => {
                 assert_eq!(service, "otp");
@@ -374,5 +375,7 @@ mod tests {
         ] {
             assert!(target(bad).is_err(), "{bad}");
         }
+        let (_, info) = target("redis://otp@127.0.0.1:6379/3").unwrap();
+        assert_eq!((info.db(), info.username()), (3, Some("otp")));
     }
 }

@@ -77,6 +77,13 @@ pub struct Limit {
 #[derive(Debug)]
 pub struct Failed(String);
 
+impl Failed {
+    /// The store is a Redis Cluster node, which no retry will change.
+    pub fn is_cluster(&self) -> bool {
+        self.0.contains(link::CLUSTER_REFUSED)
+    }
+}
+
 impl std::fmt::Display for Failed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)

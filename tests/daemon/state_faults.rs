@@ -323,7 +323,7 @@ async fn a_wrongly_typed_reply_reaches_the_log_not_the_caller() {
 }
 
 #[test]
-fn a_cluster_is_refused_by_check() {
+fn a_cluster_is_refused_by_check_and_serve() {
     let dir = tempfile::tempdir().unwrap();
     let port = crate::common::store::free_port();
     let mut child = std::process::Command::new("redis-server")
@@ -356,9 +356,19 @@ fn a_cluster_is_refused_by_check() {
         .env("OTP_SIDECAR_STATE_PASSWORD", PASSWORD)
         .output()
         .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    // serve refuses to start on it, saying why.
+    let options = Options::default()
+        .args(["--state", &format!("redis://127.0.0.1:{port}/0")])
+        .env("OTP_SIDECAR_STATE_KEY", KEY)
+        .env("OTP_SIDECAR_STATE_PASSWORD", PASSWORD);
+    let started = Daemon::try_start("http://127.0.0.1:9", options);
     let _ = child.kill();
     let _ = child.wait();
-    let text = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("is a Redis Cluster node"), "{text}");
+    match started {
+        Ok(daemon) => panic!("started on a cluster: {}", daemon.log()),
+        Err(log) => assert!(log.contains("is a Redis Cluster node"), "{log}"),
+    }
 }
