@@ -1,10 +1,21 @@
 //! Whether the instances sharing a prefix agree: each heartbeat leaves this instance's record
-//! (a fingerprint of OTP_SIDECAR_STATE_KEY and its rate limits) in `{prefix}:instances` and
-//! reads the others'. Another key shares nothing (its key names differ); other limits read
+//! (a fingerprint of OTP_SIDECAR_STATE_KEY and its rate limits, under a random id of the
+//! process) in `{prefix}:instances` and reads the others'. Another key shares nothing (its key names differ); other limits read
 //! one timestamp two ways. Either is warned about once per change, and shown by `health`
 //! (`state_agreement`) and `check --online`.
 
-use std::sync::Mutex;
+use std::hash::BuildHasher;
+use std::sync::{LazyLock, Mutex};
+
+/// This process's name in the records: its own record is never "another instance", also
+/// while its previous one (before a reload changed the limits) lasts.
+pub fn instance_id() -> &'static str {
+    static ID: LazyLock<String> = LazyLock::new(|| {
+        let random = std::collections::hash_map::RandomState::new();
+        format!("{:016x}", random.hash_one(std::process::id()))
+    });
+    &ID
+}
 
 /// What `state_agreement` says when nothing disagrees.
 pub const AGREED: &str = "agreed";

@@ -238,6 +238,7 @@ impl Store {
         invocation
             .key(self.keys.plain("instances"))
             .key(self.keys.plain("probe"))
+            .arg(agree::instance_id())
             .arg(self.agreement.own())
             .arg(micros(RECORD_LASTS))
             .arg(u8::from(record));

@@ -515,4 +515,16 @@ async fn a_reload_moves_the_limits_to_the_store_and_back() {
         "{}",
         daemon.log()
     );
+    // A reload that changes the limits is not taken for another instance, though its record
+    // with the old limits lasts a while.
+    std::fs::write(&config, shared.replace("1/1h", "5/1h")).unwrap();
+    daemon.signal("HUP");
+    poll_until(
+        Duration::from_secs(5),
+        || (daemon.count_log("configuration reloaded") == 3).then_some(()),
+        || daemon.log(),
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(health(&daemon, "state_agreement").await, "agreed");
+    assert_eq!(daemon.count_log("other rate limits"), 0, "{}", daemon.log());
 }

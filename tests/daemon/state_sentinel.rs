@@ -88,7 +88,7 @@ async fn the_daemons_follow_sentinel_to_the_promoted_replica() {
     let twilio = twilio_answering(created(SID)).await;
     let args = [
         "--rate-limit-phone=2/1h",
-        "--state-timeout-ms=200",
+        "--state-timeout-ms=400",
         "--deadline-ms=3000",
     ];
     let first = on_store(&twilio.uri(), &url, &args);
@@ -123,7 +123,9 @@ async fn the_daemons_follow_sentinel_to_the_promoted_replica() {
         assert!(reply.is_ok() || is_limited(&reply), "{reply:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(slowest < Duration::from_millis(1000), "{slowest:?}");
+    // Within the store budget (400 ms), with room for the rest of the call; a call that
+    // waited for a connection to be made would take up to its 2 s.
+    assert!(slowest < Duration::from_millis(800), "{slowest:?}");
 
     // Followed, without a restart or a reload: shared again, on the new primary.
     until_state(&first, "redis ok").await;
