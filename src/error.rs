@@ -33,6 +33,9 @@ pub enum CallError {
     },
     /// Twilio could not be reached.
     Unavailable(String),
+    /// The shared state store failed and `state_failure = closed`: `ERR unavailable: state
+    /// store`, nothing more (the store's own words go to the log only).
+    StateStore,
     /// A caller tokens file is configured and the call carried no token (`context.token`)
     /// that matches one of its callers. Nothing was sent and no limit was charged.
     Unauthorized(String),
@@ -60,7 +63,7 @@ impl CallError {
             CallError::Timeout { .. } => "timeout",
             CallError::RateLimited { .. } => "rate_limited",
             CallError::Blocked(_) => "blocked",
-            CallError::Unavailable(_) => "unavailable",
+            CallError::Unavailable(_) | CallError::StateStore => "unavailable",
             CallError::Unauthorized(_) => "unauthorized",
             CallError::Internal(_) => "internal",
         }
@@ -92,17 +95,23 @@ impl CallError {
     }
 
     /// What a failed send says of Twilio's health, for `health`: healthy or not, and a
-    /// detail; `None` when the failure was the caller's doing and says nothing of Twilio.
+    /// detail; `None` when the failure says nothing of Twilio: the caller's doing, a guard's
+    /// refusal, or the state store's (Twilio was never asked). Every variant is named, so a
+    /// new one must decide.
     pub fn twilio_health(&self) -> Option<(bool, String)> {
         match self {
             CallError::BadRequest(_)
             | CallError::InvalidPhone(_)
             | CallError::RateLimited { .. }
+            | CallError::Blocked(_)
+            | CallError::StateStore
             | CallError::Unauthorized(_) => None,
             CallError::Twilio { code, .. } => {
                 Some((!ACCOUNT_PROBLEMS.contains(code), format!("twilio {code}")))
             }
-            e => Some((false, e.reason().to_owned())),
+            CallError::Timeout { .. } | CallError::Unavailable(_) | CallError::Internal(_) => {
+                Some((false, self.reason().to_owned()))
+            }
         }
     }
 }
@@ -139,6 +148,7 @@ impl fmt::Display for CallError {
                 write!(f, "ERR {reason}: no answer within {deadline_ms} ms")
             }
             CallError::Blocked(rule) => write!(f, "ERR {reason}: {rule}"),
+            CallError::StateStore => write!(f, "ERR {reason}: state store"),
             CallError::RateLimited { retry_in_s, .. } => {
                 write!(f, "ERR {reason}: retry in {retry_in_s} s")
             }
@@ -191,6 +201,12 @@ mod tests {
             CallError::BadRequest("a\r\nb".into()).to_string(),
             "ERR bad_request: a  b"
         );
+        assert_eq!(
+            CallError::StateStore.to_string(),
+            "ERR unavailable: state store"
+        );
+        assert!(CallError::StateStore.twilio_health().is_none());
+        assert!(CallError::Blocked("country").twilio_health().is_none());
         assert_eq!(
             CallError::Unauthorized("no caller token".into()).to_string(),
             "ERR unauthorized: no caller token"

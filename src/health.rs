@@ -45,7 +45,14 @@ impl Health {
     /// The `health` reply: a map of plain values, from one look at the last exchange.
     /// `status` is `ok` until an exchange with Twilio fails for a reason of Twilio's or the
     /// network's, or the shared state store stops answering (`state` says how it stands).
-    pub fn report(&self, mode: &'static str, state: &'static str) -> Value {
+    /// `agreement`: with a shared store, whether the instances on its prefix agree (their
+    /// state key and rate limits); a disagreement is shown, not counted as degraded.
+    pub fn report(
+        &self,
+        mode: &'static str,
+        state: &'static str,
+        agreement: Option<String>,
+    ) -> Value {
         let snapshot = self.last.lock().ok().and_then(|l| l.clone());
         let status = match &snapshot {
             Some(Exchange { healthy: false, .. }) => "degraded",
@@ -61,16 +68,22 @@ impl Health {
             ]),
             None => Value::Nil,
         };
-        Value::Map(vec![
+        let mut report = vec![
             ("status".into(), status.into()),
             ("version".into(), env!("CARGO_PKG_VERSION").into()),
             ("mode".into(), mode.into()),
             ("state".into(), state.into()),
+        ];
+        if let Some(agreement) = agreement {
+            report.push(("state_agreement".into(), agreement.into()));
+        }
+        report.extend([
             ("uptime_s".into(), self.started.elapsed().as_secs().into()),
             ("connections".into(), METRICS.connections.get().into()),
             ("in_flight".into(), METRICS.in_flight.get().into()),
             ("last_twilio".into(), last),
-        ])
+        ]);
+        Value::Map(report)
     }
 }
 

@@ -65,6 +65,9 @@ pub fn build(settings: &Settings, running: Option<&Parts>) -> Result<(Live, Part
             Some(Arc::new(Store::new(wanted)?))
         }
     };
+    if let Some(store) = &store {
+        store.set_limits(&rate_limits.describe());
+    }
     let running_client = running.and_then(|parts| parts.backend.twilio());
     let backend = Arc::new(backend(settings, running_client)?);
     // Lookup is asked through the Twilio client: a dry run looks nothing up.

@@ -53,7 +53,7 @@ pub async fn run(options: Options, settings: Settings) -> Result<()> {
         Some(addr) => crate::metrics::serve(addr).await?.to_string(),
         None => "off".to_owned(),
     };
-    prepare(&parts.load()).await;
+    prepare(&parts.load()).await?;
     if let Some(interval) = settings.keep_warm {
         tokio::spawn(keep_warm(parts.clone(), interval));
     }
@@ -134,13 +134,23 @@ pub async fn check_online(settings: &Settings) -> Vec<(String, bool)> {
     .await;
     let mut lines: Vec<(String, bool)> = verdicts.into_iter().map(|v| (v.line, v.ok)).collect();
     if let Some(state) = &settings.state {
-        lines.push(match crate::state::Store::new(state) {
-            Ok(store) => match store.ping(Duration::from_secs(2)).await {
-                Ok(()) => (format!("state store {} answers PING", state.shown), true),
-                Err(failed) => (format!("state store {} {failed}", state.shown), false),
-            },
-            Err(e) => (format!("state store {}: {e:#}", state.shown), false),
-        });
+        match crate::state::Store::new(state) {
+            Ok(store) => {
+                store.set_limits(&settings.guard.rate_limits.describe());
+                match store.probe(Duration::from_secs(2), false).await {
+                    Ok(()) => {
+                        lines.push((format!("state store {} takes writes", state.shown), true));
+                        let agreement = store.agreement();
+                        let agreed = agreement == crate::state::AGREED;
+                        lines.push((format!("state store instances: {agreement}"), agreed));
+                    }
+                    Err(failed) => {
+                        lines.push((format!("state store {} {failed}", state.shown), false))
+                    }
+                }
+            }
+            Err(e) => lines.push((format!("state store {}: {e:#}", state.shown), false)),
+        }
     }
     lines
 }

@@ -17,9 +17,12 @@ pub async fn reload(options: &Options, shared: &Shared, parts: &SharedParts) {
     let running = parts.load_full();
     let outcome = Settings::resolve(options, &|name| std::env::var(name).ok())
         .and_then(|new| build(&new, Some(&running)));
+    let outcome = match outcome {
+        Ok((live, new)) => prepare(&new).await.map(|()| (live, new)),
+        Err(e) => Err(e),
+    };
     match outcome {
         Ok((live, new)) => {
-            prepare(&new).await;
             for what in needs_restart(&running.settings, &new.settings) {
                 tracing::warn!("{what} changed: it takes effect at the next restart");
             }

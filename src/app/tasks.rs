@@ -17,8 +17,9 @@ pub type SharedParts = Arc<ArcSwap<Parts>>;
 
 /// What the first call must not pay for, done before it takes over (at start, before READY;
 /// on reload, before the swap): the numbering plan (~100 ms) when geo rules are on, and the
-/// Twilio connection when warming is on.
-pub async fn prepare(parts: &Parts) {
+/// Twilio connection when warming is on. A store that can never work (a Redis Cluster) refuses
+/// the start or the reload; one that is only down is a fallback, as ever.
+pub async fn prepare(parts: &Parts) -> anyhow::Result<()> {
     let settings = &parts.settings;
     if settings.guard.geo.active() || settings.call.region.is_some() {
         let _ = tokio::task::spawn_blocking(crate::guard::geo::load_numbering_plan).await;
@@ -26,12 +27,18 @@ pub async fn prepare(parts: &Parts) {
     if settings.keep_warm.is_some() {
         warm_up(&parts.backend, settings.call.deadline).await;
     }
-    // Connects to the shared store now; one that does not answer was logged by the store.
+    // Connects to the shared store now (and reads its clock); one that does not answer was
+    // logged by the store.
     if let Some(store) = &parts.store {
-        if store.ping(settings.call.deadline).await.is_ok() {
-            tracing::info!("state store {} answers", store.settings().shown);
+        match store.probe(settings.call.deadline, true).await {
+            Ok(()) => tracing::info!("state store {} answers", store.settings().shown),
+            Err(failed) if failed.is_cluster() => {
+                anyhow::bail!("state store {} {failed}", store.settings().shown)
+            }
+            Err(_) => {}
         }
     }
+    Ok(())
 }
 
 /// Opens the Twilio connection (TLS included) before the first OTP needs it.
@@ -111,14 +118,15 @@ pub async fn sweep_rate_limits(parts: SharedParts) {
     }
 }
 
-/// Asks the shared store every second whether it answers, so `health` tells a store that went
-/// away (or came back) without waiting for a call, and the connection is remade in between.
+/// Probes the shared store every second with a write like a call's, so `health` tells a store
+/// that went away, came back or stopped taking writes without waiting for a call; a connection
+/// that is gone (or was refused, a wrong password since fixed) is remade in between.
 pub async fn watch_state(parts: SharedParts) {
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let store = parts.load().store.clone();
         if let Some(store) = store {
-            let _ = store.ping(store.timeout()).await;
+            let _ = store.probe(store.timeout(), true).await;
         }
     }
 }

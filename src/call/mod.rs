@@ -133,7 +133,11 @@ impl Dispatcher {
             }
             Call::Ping => (Ok("pong".into()), CallLog::default()),
             Call::Health => {
-                let report = HEALTH.report(self.backend.mode(), self.guards.state_status());
+                let report = HEALTH.report(
+                    self.backend.mode(),
+                    self.guards.state_status(),
+                    self.guards.store.as_ref().map(|store| store.agreement()),
+                );
                 (Ok(report), CallLog::default())
             }
         }

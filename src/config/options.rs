@@ -349,7 +349,8 @@ pub struct Options {
 
     /// Where the rate limits and the Lookup cache are kept: "memory" (this process only), or a
     /// Redis/Valkey every instance shares: redis://HOST:PORT/DB, rediss://HOST:PORT/DB (TLS),
-    /// unix:///PATH/redis.sock. The password comes from OTP_SIDECAR_STATE_PASSWORD (env, a
+    /// unix:///PATH/redis.sock, or through Sentinel:
+    /// redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE[/DB]. The password comes from OTP_SIDECAR_STATE_PASSWORD (env, a
     /// credentials file or $CREDENTIALS_DIRECTORY), never from the URL; the keys' secret from
     /// OTP_SIDECAR_STATE_KEY the same way.
     #[arg(
@@ -369,7 +370,7 @@ pub struct Options {
     )]
     pub state_prefix: Option<String>,
 
-    /// How long one operation on the shared store may take, 1-5000 ms (never past the call's
+    /// How long a call may spend on the shared store in all, 1-5000 ms (never past the call's
     /// deadline).
     #[arg(
         long,

@@ -55,12 +55,14 @@ impl LookupGuard {
 
     /// Looks the number up (or takes the cached answer) and applies the rules; says the line
     /// type when Lookup told it. Lookup gets at most half of the time left before `deadline`,
-    /// so the send keeps the other half.
+    /// so the send keeps the other half; the shared cache is read until `store_until` (what is
+    /// left of the call's store budget).
     pub async fn check(
         &self,
         client: &TwilioClient,
         phone: &str,
         deadline: Instant,
+        store_until: Instant,
     ) -> Result<Option<String>, CallError> {
         let key = self.hasher.hash_one(phone);
         let shared_key = self
@@ -69,7 +71,7 @@ impl LookupGuard {
             .map(|store| (store, store.key("lookup", phone.as_bytes())));
         let cached = match &shared_key {
             // A store that fails costs a lookup at most (never a refusal): the local cache.
-            Some((store, name)) => match store.get(name, deadline).await {
+            Some((store, name)) => match store.get(name, store_until).await {
                 Ok(bytes) => bytes.and_then(|b| serde_json::from_slice::<LineInfo>(&b).ok()),
                 Err(_) => self.cached(key),
             },

@@ -65,8 +65,18 @@ impl Guards {
             ip: context.ip,
             user: context.user.as_deref(),
         };
+        // One store budget for the whole call (the limits, then the Lookup cache): a store
+        // that hangs costs a call state_timeout_ms in all, not once per operation.
+        let store_until = match &self.store {
+            Some(store) => deadline.min(Instant::now() + store.timeout()),
+            None => deadline,
+        };
         let limited = match &self.store {
-            Some(store) => self.limiter.check_shared(store, &caller, deadline).await?,
+            Some(store) => {
+                self.limiter
+                    .check_shared(store, &caller, store_until)
+                    .await?
+            }
             None => self.limiter.check(&caller),
         };
         if let Err((scope, wait)) = limited {
@@ -76,7 +86,7 @@ impl Guards {
             });
         }
         match (&self.lookup, twilio) {
-            (Some(guard), Some(client)) => guard.check(client, phone, deadline).await,
+            (Some(guard), Some(client)) => guard.check(client, phone, deadline, store_until).await,
             _ => Ok(None),
         }
     }

@@ -112,6 +112,20 @@ pub struct RateLimits {
     pub max_keys: usize,
 }
 
+impl RateLimits {
+    /// `phone=3/10m ip=off user=off global=off`: what instances sharing a store compare.
+    pub fn describe(&self) -> String {
+        let shown = |rate: Option<Rate>| rate.map_or("off".to_owned(), |r| r.to_string());
+        format!(
+            "phone={} ip={} user={} global={}",
+            shown(self.phone),
+            shown(self.ip),
+            shown(self.user),
+            shown(self.global)
+        )
+    }
+}
+
 /// What a call is counted against.
 pub struct Caller<'a> {
     pub phone: &'a str,

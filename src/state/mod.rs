@@ -4,22 +4,29 @@
 //! deadline); when one fails the caller either falls back to its own in-process state
 //! (`local`) or refuses (`closed`), as configured. Without a store (`memory`) nothing here runs.
 
-mod connection;
+mod agree;
+mod bounded;
+mod clock;
 mod keys;
+mod link;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use redis::aio::ConnectionManager;
 use redis::Script;
 use tokio::time::Instant;
 
-pub use connection::check_url;
+use agree::Agreement;
+pub use agree::AGREED;
+use clock::Clock;
 use keys::Keys;
+pub use link::{check_sentinel_url, sentinel_rest};
+use link::{Held, Link};
 
-use crate::error::CallError;
+use crate::error::{sanitize, CallError};
 use crate::metrics::METRICS;
 use crate::twilio::credentials::Secret;
 
@@ -70,6 +77,13 @@ pub struct Limit {
 #[derive(Debug)]
 pub struct Failed(String);
 
+impl Failed {
+    /// The store is a Redis Cluster node, which no retry will change.
+    pub fn is_cluster(&self) -> bool {
+        self.0.contains(link::CLUSTER_REFUSED)
+    }
+}
+
 impl std::fmt::Display for Failed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
@@ -78,13 +92,23 @@ impl std::fmt::Display for Failed {
 
 pub struct Store {
     settings: StoreSettings,
-    connection: ConnectionManager,
+    link: Arc<Link>,
     keys: Keys,
     gcra: Script,
-    /// Set from a failed operation until one succeeds: the warning is logged once per episode
-    /// and `health` says so.
+    probe: Script,
+    /// Set from a failed operation (a call's or the heartbeat's, which writes like a call)
+    /// until one succeeds: the warning is logged once per episode and `health` says so.
     degraded: AtomicBool,
+    /// Heartbeats in a row that got no answer: a connection silent for long is remade.
+    silent: AtomicU32,
+    clock: Clock,
+    agreement: Agreement,
 }
+
+/// How long an instance's record lasts without a heartbeat.
+const RECORD_LASTS: Duration = Duration::from_secs(10);
+/// Heartbeats without an answer before the connection is remade.
+const SILENT_BEATS: u32 = 3;
 
 impl Store {
     /// Makes the client; connecting waits for the first operation.
@@ -92,13 +116,31 @@ impl Store {
         if tokio::runtime::Handle::try_current().is_err() {
             anyhow::bail!("internal: the state store was made outside the runtime");
         }
+        let keys = Keys::new(&settings.prefix, &settings.key);
+        // A keyed hash of nothing: equal only where the key is.
+        let fingerprint = keys.hashed("key-fingerprint", b"");
+        let fingerprint = fingerprint[fingerprint.len() - 16..].to_owned();
         Ok(Store {
-            connection: connection::connect(settings)?,
-            keys: Keys::new(&settings.prefix, &settings.key),
+            link: Link::new(settings)?,
+            keys,
             gcra: Script::new(include_str!("gcra.lua")),
+            probe: Script::new(include_str!("probe.lua")),
             degraded: AtomicBool::new(false),
+            silent: AtomicU32::new(0),
+            clock: Clock::new(),
+            agreement: Agreement::new(fingerprint),
             settings: settings.clone(),
         })
+    }
+
+    /// The rate limits this instance runs, as its record shows them to the others.
+    pub fn set_limits(&self, limits: &str) {
+        self.agreement.set_limits(limits);
+    }
+
+    /// `agreed`, or how another instance on this prefix disagrees.
+    pub fn agreement(&self) -> String {
+        self.agreement.verdict()
     }
 
     pub fn settings(&self) -> &StoreSettings {
@@ -117,34 +159,48 @@ impl Store {
 
     /// Checks and charges `limits` in one round trip (atomic across instances): `None` when
     /// all admit the send, or the index of the first that refuses and how long until it would
-    /// not. A refusal charges nothing.
+    /// not. A refusal charges nothing, and so does a script the store runs only after this
+    /// call stopped waiting for it (a store paused, then resumed).
     pub async fn gcra(
         &self,
         limits: &[Limit],
-        deadline: Instant,
+        until: Instant,
     ) -> Result<Option<(usize, Duration)>, Failed> {
+        let (held, budget) = self.hold("rate", until)?;
         let mut invocation = self.gcra.prepare_invoke();
+        invocation.arg(self.clock.store_time(Instant::now() + budget));
         for limit in limits {
             invocation
                 .key(&limit.key)
                 .arg(micros(limit.interval))
                 .arg(micros(limit.window));
         }
-        let mut connection = self.connection.clone();
-        let (index, wait_us): (usize, u64) = self
-            .attempt("rate", deadline, invocation.invoke_async(&mut connection))
+        let mut connection = held.connection.clone();
+        let (index, wait_us): (i64, u64) = self
+            .attempt(
+                "rate",
+                &held,
+                budget,
+                invocation.invoke_async(&mut connection),
+            )
             .await?;
-        Ok(match index {
-            0 => None,
-            i => Some((i - 1, Duration::from_micros(wait_us))),
-        })
+        match usize::try_from(index) {
+            Ok(0) => Ok(None),
+            Ok(i) => Ok(Some((i - 1, Duration::from_micros(wait_us)))),
+            // Only when this host's idea of the store's clock is off: charged nothing.
+            Err(_) => Err(Failed(
+                "answered that the call's deadline had passed".into(),
+            )),
+        }
     }
 
-    pub async fn get(&self, key: &str, deadline: Instant) -> Result<Option<Vec<u8>>, Failed> {
-        let mut connection = self.connection.clone();
+    /// GET within the call's store budget (`until`).
+    pub async fn get(&self, key: &str, until: Instant) -> Result<Option<Vec<u8>>, Failed> {
+        let (held, budget) = self.hold("get", until)?;
+        let mut connection = held.connection.clone();
         let mut get = redis::cmd("GET");
         get.arg(key);
-        self.attempt("get", deadline, get.query_async(&mut connection))
+        self.attempt("get", &held, budget, get.query_async(&mut connection))
             .await
     }
 
@@ -154,25 +210,74 @@ impl Store {
         key: &str,
         value: &[u8],
         ttl: Duration,
-        deadline: Instant,
+        until: Instant,
     ) -> Result<(), Failed> {
-        let mut connection = self.connection.clone();
+        let (held, budget) = self.hold("set", until)?;
+        let mut connection = held.connection.clone();
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let mut set = redis::cmd("SET");
         set.arg(key).arg(value).arg("PX").arg(ttl_ms);
-        self.attempt("set", deadline, set.query_async::<()>(&mut connection))
+        self.attempt("set", &held, budget, set.query_async::<()>(&mut connection))
             .await
     }
 
-    /// Asks the store whether it answers (the watch task's heartbeat, and `check --online`).
-    pub async fn ping(&self, within: Duration) -> Result<(), Failed> {
-        let mut connection = self.connection.clone();
-        let ping = redis::cmd("PING");
-        let deadline = Instant::now() + within;
-        let answer = ping.query_async::<String>(&mut connection);
-        self.attempt_within("ping", deadline, within, answer)
-            .await
-            .map(drop)
+    /// The heartbeat (and the start's and `check --online`'s question): connects when there is
+    /// no connection, then runs a write like a call's, reads the store's clock and the other
+    /// instances' records. `record`: leave this instance's record (a daemon; not `check`).
+    pub async fn probe(&self, within: Duration, record: bool) -> Result<(), Failed> {
+        let held = match self.link.get_or_connect().await {
+            Ok(held) => held,
+            Err(why) => {
+                METRICS.count_state("ping", "failed");
+                let failed = Failed(format!("cannot connect: {}", sanitize(&why)));
+                self.mark_degraded(&failed);
+                return Err(failed);
+            }
+        };
+        let mut invocation = self.probe.prepare_invoke();
+        invocation
+            .key(self.keys.plain("instances"))
+            .key(self.keys.plain("probe"))
+            .arg(agree::instance_id())
+            .arg(self.agreement.own())
+            .arg(micros(RECORD_LASTS))
+            .arg(u8::from(record));
+        let mut connection = held.connection.clone();
+        let sent = Instant::now();
+        let answer = self
+            .attempt(
+                "ping",
+                &held,
+                within,
+                invocation.invoke_async(&mut connection),
+            )
+            .await;
+        let (store_now, others): (u64, Vec<String>) = match answer {
+            Ok(answer) => answer,
+            Err(failed) => {
+                if failed.0.starts_with("did not answer")
+                    && self.silent.fetch_add(1, Ordering::Relaxed) + 1 >= SILENT_BEATS
+                {
+                    self.silent.store(0, Ordering::Relaxed);
+                    self.link.forget(&held);
+                }
+                return Err(failed);
+            }
+        };
+        self.silent.store(0, Ordering::Relaxed);
+        self.clock.learn(sent, Instant::now(), store_now);
+        let verdict = self.agreement.judge(&others);
+        if self.agreement.settle(&verdict) {
+            if verdict == AGREED {
+                tracing::info!(
+                    "state store {}: the instances agree again",
+                    self.settings.shown
+                );
+            } else {
+                tracing::warn!("state store {}: {verdict}", self.settings.shown);
+            }
+        }
+        Ok(())
     }
 
     /// What to do after `failed`: `Ok` to go on with this instance's own state (`local`), or
@@ -182,7 +287,15 @@ impl Store {
         METRICS.count_state_fallback(policy.name());
         match policy {
             Failure::Local => Ok(()),
-            Failure::Closed => Err(CallError::Unavailable(format!("state store {}", failed.0))),
+            // The store's own words stay in the log (logged once per episode by the store).
+            Failure::Closed => {
+                tracing::debug!(
+                    "state store {}: refusing ({})",
+                    self.settings.shown,
+                    failed.0
+                );
+                Err(CallError::StateStore)
+            }
         }
     }
 
@@ -221,25 +334,38 @@ impl Store {
         }
     }
 
+    /// The connection and the time an operation may take: at most `state_timeout_ms`, and
+    /// never past `until` (the call's own store budget). No connection, or no time left,
+    /// fails at once.
+    fn hold(&self, op: &'static str, until: Instant) -> Result<(Held, Duration), Failed> {
+        let budget = self
+            .settings
+            .timeout
+            .min(until.saturating_duration_since(Instant::now()));
+        if budget.is_zero() {
+            // The call spent its store budget on an earlier operation: not the store's fault.
+            METRICS.count_state(op, "timeout");
+            return Err(Failed("no time left for the store in this call".into()));
+        }
+        match self.link.get() {
+            Some(held) => Ok((held, budget)),
+            None => {
+                METRICS.count_state(op, "failed");
+                let failed = Failed("is not connected".into());
+                self.mark_degraded(&failed);
+                Err(failed)
+            }
+        }
+    }
+
+    /// Runs one operation on `held` for at most `budget`.
     async fn attempt<T>(
         &self,
         op: &'static str,
-        deadline: Instant,
+        held: &Held,
+        budget: Duration,
         work: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, Failed> {
-        self.attempt_within(op, deadline, self.settings.timeout, work)
-            .await
-    }
-
-    /// Runs one operation for at most `limit`, and never past `deadline`.
-    async fn attempt_within<T>(
-        &self,
-        op: &'static str,
-        deadline: Instant,
-        limit: Duration,
-        work: impl Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, Failed> {
-        let budget = limit.min(deadline.saturating_duration_since(Instant::now()));
         let failed = match tokio::time::timeout(budget, work).await {
             Ok(Ok(value)) => {
                 METRICS.count_state(op, "ok");
@@ -250,7 +376,10 @@ impl Store {
             }
             Ok(Err(e)) => {
                 METRICS.count_state(op, "failed");
-                Failed(format!("failed: {}", one_line(&e)))
+                if remakes_connection(&e) {
+                    self.link.forget(held);
+                }
+                Failed(format!("failed: {}", sanitize(&one_line(&e))))
             }
             Err(_) => {
                 METRICS.count_state(op, "timeout");
@@ -260,6 +389,19 @@ impl Store {
         self.mark_degraded(&failed);
         Err(failed)
     }
+}
+
+/// An error after which the connection is of no more use: it closed or broke, the server
+/// refused our credentials, or it is no longer the primary (behind Sentinel the next
+/// connection asks again where the primary is).
+fn remakes_connection(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_unrecoverable_error()
+        || matches!(
+            e.code(),
+            Some("READONLY" | "NOAUTH" | "WRONGPASS" | "MASTERDOWN")
+        )
 }
 
 fn micros(d: Duration) -> u64 {

@@ -178,8 +178,9 @@ async fn read_capped(mut body: Incoming) -> Result<Vec<u8>, hyper::Error> {
     Ok(out)
 }
 
-/// rustls with the platform's verifier (system roots), plus any extra roots given.
-fn tls_config(extra_ca_pem: Option<&[u8]>) -> anyhow::Result<rustls::ClientConfig> {
+/// rustls with the platform's verifier (system roots), plus any extra roots given (also the
+/// state store's `rediss://`).
+pub fn tls_config(extra_ca_pem: Option<&[u8]>) -> anyhow::Result<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let verifier = match extra_ca_pem {
         None => rustls_platform_verifier::Verifier::new(provider.clone())?,

@@ -15,6 +15,8 @@ pub struct RedisServer {
     password: Option<String>,
     /// Extra arguments (TLS), kept for a restart.
     extra: Vec<String>,
+    /// Further arguments on the plain port (a replica's `--replicaof`), kept for a restart.
+    more: Vec<String>,
 }
 
 impl RedisServer {
@@ -30,9 +32,56 @@ impl RedisServer {
             dir: tempfile::tempdir().expect("temp dir"),
             password: password.map(str::to_owned),
             extra,
+            more: Vec::new(),
         };
         server.run();
         server
+    }
+
+    /// A replica of `primary` (same password), on a port of its own.
+    pub fn replica_of(primary: &RedisServer) -> RedisServer {
+        let password = primary.password.clone();
+        let mut server = RedisServer {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().expect("temp dir"),
+            more: vec![
+                "--replicaof".into(),
+                "127.0.0.1".into(),
+                primary.port.to_string(),
+            ],
+            password,
+            extra: Vec::new(),
+        };
+        if let Some(password) = &server.password {
+            server
+                .more
+                .extend(["--masterauth".into(), password.clone()]);
+        }
+        server.run();
+        server
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to the server: a store that hangs, then resumes.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{signal}");
+    }
+
+    /// Runs one command over a connection of its own; the answer as text, or the error's.
+    pub fn command(&self, args: &[&str]) -> String {
+        let mut conn = self.connection().expect("redis connection");
+        let mut cmd = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            cmd.arg(*arg);
+        }
+        match cmd.query::<redis::Value>(&mut conn) {
+            Ok(value) => format!("{value:?}"),
+            Err(e) => e.to_string(),
+        }
     }
 
     /// redis://127.0.0.1:PORT/0 (the password is never in a URL the daemon sees).
@@ -56,6 +105,7 @@ impl RedisServer {
             .arg(self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        cmd.args(&self.more);
         if self.extra.is_empty() {
             cmd.args(["--port", &self.port.to_string()]);
         } else {
@@ -109,7 +159,7 @@ impl RedisServer {
         redis::Client::open(url).ok()?.get_connection().ok()
     }
 
-    /// Every key and its value (all of them are strings), found with SCAN.
+    /// Every key and its value (a hash's as `field=value` lines), found with SCAN.
     pub fn dump(&self) -> Vec<(String, Vec<u8>)> {
         let mut conn = self.connection().expect("redis connection");
         let mut keys = Vec::new();
@@ -129,7 +179,17 @@ impl RedisServer {
         }
         keys.into_iter()
             .map(|key| {
-                let value: Vec<u8> = redis::cmd("GET").arg(&key).query(&mut conn).expect("GET");
+                let kind: String = redis::cmd("TYPE").arg(&key).query(&mut conn).expect("TYPE");
+                let value: Vec<u8> = if kind == "hash" {
+                    let all: Vec<(String, String)> = redis::cmd("HGETALL")
+                        .arg(&key)
+                        .query(&mut conn)
+                        .expect("HGETALL");
+                    let lines: Vec<String> = all.iter().map(|(f, v)| format!("{f}={v}")).collect();
+                    lines.join("\n").into_bytes()
+                } else {
+                    redis::cmd("GET").arg(&key).query(&mut conn).expect("GET")
+                };
                 (key, value)
             })
             .collect()

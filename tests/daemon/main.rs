@@ -20,6 +20,8 @@ mod protocol;
 mod secrets;
 mod service;
 mod state;
+mod state_faults;
+mod state_sentinel;
 mod templates;
 mod twilio;
 mod verify;
