@@ -2,6 +2,7 @@
 //! in flight on each, limits on all of it, and a drain that answers every call on shutdown.
 
 mod connection;
+mod later;
 mod open;
 mod sockets;
 mod tls;
@@ -17,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
@@ -59,29 +60,29 @@ pub enum Inherited {
 pub struct Listeners {
     unix: Vec<UnixListener>,
     tcp: Vec<TcpListener>,
+    /// A TCP address that could not be bound at start: bound once it can be, while the Unix
+    /// socket serves (its first error, for the log).
+    tcp_later: Option<(SocketAddr, std::io::Error)>,
     /// The socket file this process made, removed on exit (not one systemd made).
     owned_path: Option<PathBuf>,
 }
 
 impl Listeners {
-    /// Binds the Unix socket (and TCP, if asked); errors name the path and the fix.
+    /// Binds the Unix socket (errors name the path and the fix) and TCP, if asked; a TCP
+    /// address that cannot be bound yet is bound later, while the Unix socket serves.
     pub async fn bind(unix_path: &Path, tcp: Option<SocketAddr>) -> Result<Listeners> {
         let unix = bind_unix(unix_path)?;
-        let tcp = match tcp {
+        let (tcp, tcp_later) = match tcp {
             Some(addr) => match TcpListener::bind(addr).await {
-                Ok(listener) => vec![listener],
-                Err(e) => {
-                    // Nobody will serve the socket file just made: leave no trace of it.
-                    drop(unix);
-                    let _ = std::fs::remove_file(unix_path);
-                    return Err(e).with_context(|| format!("cannot listen on TCP {addr}"));
-                }
+                Ok(listener) => (vec![listener], None),
+                Err(e) => (vec![], Some((addr, e))),
             },
-            None => vec![],
+            None => (vec![], None),
         };
         Ok(Listeners {
             unix: vec![unix],
             tcp,
+            tcp_later,
             owned_path: Some(unix_path.to_owned()),
         })
     }
@@ -91,6 +92,7 @@ impl Listeners {
         let mut listeners = Listeners {
             unix: vec![],
             tcp: vec![],
+            tcp_later: None,
             owned_path: None,
         };
         for socket in sockets {
@@ -115,13 +117,18 @@ impl Listeners {
         )
     }
 
-    /// The TCP addresses, for the log.
+    /// The TCP addresses, for the log (one still to be bound says so).
     pub fn tcp_addrs(&self) -> String {
         listed(
             self.tcp
                 .iter()
                 .filter_map(|l| l.local_addr().ok())
-                .map(|a| a.to_string()),
+                .map(|a| a.to_string())
+                .chain(
+                    self.tcp_later
+                        .iter()
+                        .map(|(a, _)| format!("{a} (not yet: retrying)")),
+                ),
         )
     }
 
@@ -142,6 +149,13 @@ impl Listeners {
         }
         for listener in self.tcp {
             accepting.spawn(server.clone().accept_loop(listener));
+        }
+        if let Some((addr, first)) = self.tcp_later {
+            let server = server.clone();
+            accepting.spawn(async move {
+                let listener = later::bind_when_there(addr, first).await;
+                server.accept_loop(listener).await;
+            });
         }
         shutdown.cancelled().await;
         accepting.shutdown().await;

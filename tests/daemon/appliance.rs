@@ -41,3 +41,110 @@ fn install_upgrade_rollback_and_uninstall_on_a_simulated_bigip() {
         "the simulation stopped early:\n{stdout}"
     );
 }
+
+/// A network namespace of the test's own (only its loopback device), removed on drop.
+struct NetNs(String);
+
+impl NetNs {
+    fn new(name: &str) -> NetNs {
+        let ns = NetNs(format!("{name}-{}", std::process::id()));
+        ns.ip(&["netns", "add", &ns.0]);
+        ns.run("ip", &["link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn ip(&self, args: &[&str]) {
+        let status = Command::new("ip").args(args).status().expect("ip");
+        assert!(status.success(), "ip {args:?}");
+    }
+
+    /// Runs `program` inside the namespace and says whether it succeeded.
+    fn run(&self, program: &str, args: &[&str]) -> bool {
+        Command::new("ip")
+            .args(["netns", "exec", &self.0, program])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("ip netns exec")
+            .success()
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// Polls `ok` every 100 ms for up to `secs` seconds (a bound on waiting, not a speed claim).
+fn eventually(secs: u64, mut ok: impl FnMut() -> bool) -> bool {
+    for _ in 0..secs * 10 {
+        if ok() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    false
+}
+
+/// The sideband's address belongs to BIG-IP's `tmm` interface, which comes up with TMM, maybe
+/// after the daemon: the Unix socket serves from the start, and the TCP address is bound once
+/// it exists (here: added to the namespace's loopback after the daemon is up).
+#[test]
+fn a_tcp_address_that_appears_later_is_bound_while_the_unix_socket_serves() {
+    assert_root("the network namespace");
+    let ns = NetNs::new("otp-later");
+    let dir = tempfile::tempdir().unwrap();
+    let unix = dir.path().join("otp.sock");
+    let unix = unix.to_str().unwrap();
+    let log = std::fs::File::create(dir.path().join("log")).unwrap();
+    let bin = env!("CARGO_BIN_EXE_otp-sidecar");
+    let addr = "10.77.0.1:7777";
+    let mut daemon = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.0,
+            bin,
+            "serve",
+            "--dry-run",
+            "--unix",
+            unix,
+        ])
+        .args(["--tcp", addr, "--allow-unauthenticated-tcp"])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start the daemon in the namespace");
+    let ping_unix = || {
+        Command::new(bin)
+            .args(["ping", "--unix", unix, "--timeout-ms", "2000"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let ping_tcp = || ns.run(bin, &["ping", "--tcp", addr, "--timeout-ms", "2000"]);
+
+    assert!(
+        eventually(20, ping_unix),
+        "the Unix socket never answered while {addr} was missing"
+    );
+    assert!(!ping_tcp(), "{addr} answered before it existed");
+    assert!(
+        daemon.try_wait().unwrap().is_none(),
+        "the daemon exited over a TCP address that is not there yet"
+    );
+    ns.run("ip", &["addr", "add", "10.77.0.1/32", "dev", "lo"]);
+    let bound = eventually(30, ping_tcp);
+    let unix_still = ping_unix();
+    let _ = Command::new("kill").arg(daemon.id().to_string()).status();
+    let _ = daemon.wait();
+    let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
+    assert!(bound, "{addr} was never bound after it appeared:\n{log}");
+    assert!(unix_still, "the Unix socket stopped answering:\n{log}");
+    assert!(
+        log.contains("cannot listen on TCP 10.77.0.1:7777 yet")
+            && log.contains("now listening on TCP"),
+        "{log}"
+    );
+}
