@@ -9,7 +9,7 @@ mod tls;
 
 pub use open::reserve_descriptors;
 use sockets::{accept_failed, bind_unix, Acceptor, ACCEPT_FAILING};
-pub use sockets::{check_unix_path, Stream};
+pub use sockets::{check_unix_path, Stream, UnixGroup};
 pub use tls::{Tls, TlsFiles, HANDSHAKE_TIMEOUT};
 
 use std::net::SocketAddr;
@@ -70,8 +70,12 @@ pub struct Listeners {
 impl Listeners {
     /// Binds the Unix socket (errors name the path and the fix) and TCP, if asked; a TCP
     /// address that cannot be bound yet is bound later, while the Unix socket serves.
-    pub async fn bind(unix_path: &Path, tcp: Option<SocketAddr>) -> Result<Listeners> {
-        let unix = bind_unix(unix_path)?;
+    pub async fn bind(
+        unix_path: &Path,
+        unix_group: Option<&UnixGroup>,
+        tcp: Option<SocketAddr>,
+    ) -> Result<Listeners> {
+        let unix = bind_unix(unix_path, unix_group)?;
         let (tcp, tcp_later) = match tcp {
             Some(addr) => match TcpListener::bind(addr).await {
                 Ok(listener) => (vec![listener], None),

@@ -148,3 +148,80 @@ fn a_tcp_address_that_appears_later_is_bound_while_the_unix_socket_serves() {
         "{log}"
     );
 }
+
+/// `unix_group`: the socket and the folder the daemon owns get the group (the ILX Node user's),
+/// so its members may connect; a group the host does not know stops `check` and `serve`.
+#[test]
+fn unix_group_hands_the_socket_and_its_folder_to_the_group() {
+    assert_root("handing a socket to another group");
+    use std::os::unix::fs::MetadataExt;
+    let bin = env!("CARGO_BIN_EXE_otp-sidecar");
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("run");
+    std::fs::create_dir(&folder).unwrap();
+    let unix = folder.join("otp.sock");
+    let unix = unix.to_str().unwrap();
+    // `daemon` (gid 1 on Debian and CentOS alike), by name; the check reports it.
+    let group = std::fs::read_to_string("/etc/group").unwrap();
+    let gid: u32 = group
+        .lines()
+        .find_map(|l| l.strip_prefix("daemon:x:"))
+        .and_then(|rest| rest.split(':').next())
+        .and_then(|n| n.parse().ok())
+        .expect("a daemon group in /etc/group");
+    let check = Command::new(bin)
+        .args([
+            "check",
+            "--dry-run",
+            "--unix",
+            unix,
+            "--unix-group",
+            "daemon",
+        ])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{report}");
+    assert!(
+        report.contains(&format!("unix group:   daemon (gid {gid})")),
+        "{report}"
+    );
+
+    let mut daemon = Command::new(bin)
+        .args(["serve", "--dry-run", "--unix", unix])
+        .env("OTP_SIDECAR_UNIX_GROUP", "daemon")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let up = eventually(20, || {
+        Command::new(bin)
+            .args(["ping", "--unix", unix, "--timeout-ms", "2000"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    let socket_gid = std::fs::metadata(unix).map(|m| m.gid());
+    let folder_gid = std::fs::metadata(&folder).map(|m| m.gid());
+    let _ = Command::new("kill").arg(daemon.id().to_string()).status();
+    let _ = daemon.wait();
+    assert!(up, "the daemon with --unix-group never answered");
+    assert_eq!(socket_gid.unwrap(), gid, "the socket's group");
+    assert_eq!(folder_gid.unwrap(), gid, "the socket's folder's group");
+
+    let unknown = Command::new(bin)
+        .args([
+            "check",
+            "--dry-run",
+            "--unix",
+            unix,
+            "--unix-group",
+            "no-such-group-7",
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&unknown.stderr);
+    assert!(!unknown.status.success());
+    assert!(
+        said.contains("unix_group no-such-group-7: no such group"),
+        "{said}"
+    );
+}
