@@ -16,6 +16,7 @@ cp "$repo/examples/systemd/otp-sidecar.service" "$repo/examples/systemd/otp-side
   "$repo/examples/systemd/otp-sidecar.service.systemd219" "$dir/systemd/"
 install -m 0755 "$repo/examples/bigip/otp-sidecar-boot.sh" "$dir/boot.sh"
 install -m 0755 "$repo/examples/bigip/otp-sidecar-sync-peer.sh" "$dir/sync-peer.sh"
+install -m 0755 "$repo/examples/bigip/otp-sidecar-restart-gap.sh" "$dir/otp-sidecar-restart-gap.sh"
 cp "$repo/examples/otp-sidecar.toml" "$dir/"
 cp -R "$repo/irules" "$dir/"
 cp "$repo/README.md" "$dir/"
