@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
@@ -68,8 +68,9 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// Binds the Unix socket (errors name the path and the fix) and TCP, if asked; a TCP
-    /// address that cannot be bound yet is bound later, while the Unix socket serves.
+    /// Binds the Unix socket (errors name the path and the fix) and TCP, if asked. A TCP
+    /// address that is not on the host yet is bound later, while the Unix socket serves; any
+    /// other TCP error (a port in use, no permission) stops the start, as a misconfiguration.
     pub async fn bind(
         unix_path: &Path,
         unix_group: Option<&UnixGroup>,
@@ -79,7 +80,15 @@ impl Listeners {
         let (tcp, tcp_later) = match tcp {
             Some(addr) => match TcpListener::bind(addr).await {
                 Ok(listener) => (vec![listener], None),
-                Err(e) => (vec![], Some((addr, e))),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {
+                    (vec![], Some((addr, e)))
+                }
+                Err(e) => {
+                    // Nobody will serve the socket file just made: leave no trace of it.
+                    drop(unix);
+                    let _ = std::fs::remove_file(unix_path);
+                    return Err(e).with_context(|| format!("cannot listen on TCP {addr}"));
+                }
             },
             None => (vec![], None),
         };
