@@ -178,7 +178,8 @@ otp_boot_main() {
   otp_ensure_run_dir
   [ -z "$changed" ] || otp_systemctl daemon-reload
   if [ "$start" = yes ]; then
-    otp_systemctl start otp-sidecar.service
+    # --no-block: /config/startup must not wait for the service to be ready.
+    otp_systemctl start --no-block otp-sidecar.service
     otp_say "started $(cat "$release/VERSION" 2>/dev/null || echo '(unknown version)')"
   fi
 }
