@@ -41,7 +41,7 @@ pub async fn run(options: Options, settings: Settings) -> Result<()> {
     }
     let inherited = systemd::inherited_listeners()?;
     let listeners = if inherited.is_empty() {
-        Listeners::bind(&settings.unix, settings.tcp).await?
+        Listeners::bind(&settings.unix, settings.unix_group.as_ref(), settings.tcp).await?
     } else {
         tracing::info!(
             sockets = inherited.len(),

@@ -54,6 +54,7 @@ pub async fn reload(options: &Options, shared: &Shared, parts: &SharedParts) {
 fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
     [
         ("unix", old.unix != new.unix),
+        ("unix_group", old.unix_group != new.unix_group),
         ("tcp", old.tcp != new.tcp),
         ("threads", old.threads != new.threads),
         ("metrics", old.metrics != new.metrics),

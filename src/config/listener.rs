@@ -9,12 +9,22 @@ use anyhow::{bail, Result};
 
 use super::options::Options;
 use crate::call::callers::Callers;
-use crate::server::{Tls, TlsFiles};
+use crate::server::{Tls, TlsFiles, UnixGroup};
 
 /// The listeners' authentication, read from its files.
 pub(super) struct Auth {
     pub tls: Option<Tls>,
     pub callers: Option<Arc<Callers>>,
+}
+
+/// `unix_group`: a group this host knows (by name, or a number).
+pub(super) fn unix_group(given: Option<&str>) -> Result<Option<UnixGroup>> {
+    let Some(name) = given else { return Ok(None) };
+    let fine = |c: char| c.is_ascii_alphanumeric() || "._-$".contains(c);
+    if name.is_empty() || name.len() > 64 || !name.chars().all(fine) {
+        bail!("unix_group {name:?} is not a group name or number (1-64 letters, digits, . _ - $)");
+    }
+    UnixGroup::lookup(name).map(Some)
 }
 
 pub(super) fn resolve(o: &Options, warnings: &mut Vec<String>) -> Result<Auth> {

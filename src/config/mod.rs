@@ -45,6 +45,8 @@ pub const ILX_CALL_TIMEOUT_MS: u64 = 3000;
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub unix: PathBuf,
+    /// The Unix socket's group (`None`: the daemon's own).
+    pub unix_group: Option<crate::server::UnixGroup>,
     pub tcp: Option<SocketAddr>,
     /// TLS on the TCP listener.
     pub tls: Option<crate::server::Tls>,
@@ -258,6 +260,7 @@ impl Settings {
         };
         Ok(Settings {
             unix: given(o.unix, "unix")?,
+            unix_group: listener::unix_group(o.unix_group.as_deref())?,
             tcp,
             tls: auth.tls,
             metrics: o.metrics,

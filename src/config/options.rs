@@ -72,6 +72,12 @@ pub struct Options {
     #[arg(long, hide = true, env = "OTP_SIDECAR_ALLOW_REMOTE_TCP", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
     pub allow_remote_tcp: Option<bool>,
 
+    /// Give the Unix socket (and its folder, when the daemon owns it) this group, by name or
+    /// number: the group the ILX Node processes run in, so they may connect. The daemon must
+    /// be a member (the BIG-IP unit gets it as SupplementaryGroups=). Default: the daemon's.
+    #[arg(long, env = "OTP_SIDECAR_UNIX_GROUP", value_name = "GROUP")]
+    pub unix_group: Option<String>,
+
     /// Twilio API base URL: regional edges (https://api.dublin.ie1.twilio.com) or a local mock.
     #[arg(
         long,

@@ -14,6 +14,9 @@ pub fn report(settings: &Settings) -> String {
     }
     line!("configuration OK");
     line!("  unix socket:  {}", settings.unix.display());
+    if let Some(group) = &settings.unix_group {
+        line!("  unix group:   {} (gid {})", group.name, group.gid);
+    }
     line!(
         "  tcp:          {}",
         or_off(settings.tcp, |a| a.to_string())

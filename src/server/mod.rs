@@ -2,13 +2,14 @@
 //! in flight on each, limits on all of it, and a drain that answers every call on shutdown.
 
 mod connection;
+mod later;
 mod open;
 mod sockets;
 mod tls;
 
 pub use open::reserve_descriptors;
 use sockets::{accept_failed, bind_unix, Acceptor, ACCEPT_FAILING};
-pub use sockets::{check_unix_path, Stream};
+pub use sockets::{check_unix_path, Stream, UnixGroup};
 pub use tls::{Tls, TlsFiles, HANDSHAKE_TIMEOUT};
 
 use std::net::SocketAddr;
@@ -59,17 +60,29 @@ pub enum Inherited {
 pub struct Listeners {
     unix: Vec<UnixListener>,
     tcp: Vec<TcpListener>,
+    /// A TCP address that could not be bound at start: bound once it can be, while the Unix
+    /// socket serves (its first error, for the log).
+    tcp_later: Option<(SocketAddr, std::io::Error)>,
     /// The socket file this process made, removed on exit (not one systemd made).
     owned_path: Option<PathBuf>,
 }
 
 impl Listeners {
-    /// Binds the Unix socket (and TCP, if asked); errors name the path and the fix.
-    pub async fn bind(unix_path: &Path, tcp: Option<SocketAddr>) -> Result<Listeners> {
-        let unix = bind_unix(unix_path)?;
-        let tcp = match tcp {
+    /// Binds the Unix socket (errors name the path and the fix) and TCP, if asked. A TCP
+    /// address that is not on the host yet is bound later, while the Unix socket serves; any
+    /// other TCP error (a port in use, no permission) stops the start, as a misconfiguration.
+    pub async fn bind(
+        unix_path: &Path,
+        unix_group: Option<&UnixGroup>,
+        tcp: Option<SocketAddr>,
+    ) -> Result<Listeners> {
+        let unix = bind_unix(unix_path, unix_group)?;
+        let (tcp, tcp_later) = match tcp {
             Some(addr) => match TcpListener::bind(addr).await {
-                Ok(listener) => vec![listener],
+                Ok(listener) => (vec![listener], None),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {
+                    (vec![], Some((addr, e)))
+                }
                 Err(e) => {
                     // Nobody will serve the socket file just made: leave no trace of it.
                     drop(unix);
@@ -77,11 +90,12 @@ impl Listeners {
                     return Err(e).with_context(|| format!("cannot listen on TCP {addr}"));
                 }
             },
-            None => vec![],
+            None => (vec![], None),
         };
         Ok(Listeners {
             unix: vec![unix],
             tcp,
+            tcp_later,
             owned_path: Some(unix_path.to_owned()),
         })
     }
@@ -91,6 +105,7 @@ impl Listeners {
         let mut listeners = Listeners {
             unix: vec![],
             tcp: vec![],
+            tcp_later: None,
             owned_path: None,
         };
         for socket in sockets {
@@ -115,13 +130,18 @@ impl Listeners {
         )
     }
 
-    /// The TCP addresses, for the log.
+    /// The TCP addresses, for the log (one still to be bound says so).
     pub fn tcp_addrs(&self) -> String {
         listed(
             self.tcp
                 .iter()
                 .filter_map(|l| l.local_addr().ok())
-                .map(|a| a.to_string()),
+                .map(|a| a.to_string())
+                .chain(
+                    self.tcp_later
+                        .iter()
+                        .map(|(a, _)| format!("{a} (not yet: retrying)")),
+                ),
         )
     }
 
@@ -142,6 +162,13 @@ impl Listeners {
         }
         for listener in self.tcp {
             accepting.spawn(server.clone().accept_loop(listener));
+        }
+        if let Some((addr, first)) = self.tcp_later {
+            let server = server.clone();
+            accepting.spawn(async move {
+                let listener = later::bind_when_there(addr, first).await;
+                server.accept_loop(listener).await;
+            });
         }
         shutdown.cancelled().await;
         accepting.shutdown().await;

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::io;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -128,7 +128,84 @@ pub fn check_unix_path(path: &Path) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn bind_unix(path: &Path) -> Result<UnixListener> {
+/// The group the Unix socket is given (`unix_group`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnixGroup {
+    pub name: String,
+    pub gid: u32,
+}
+
+impl UnixGroup {
+    /// `name` as this host's group database has it (a number is taken as it is).
+    pub fn lookup(name: &str) -> Result<UnixGroup> {
+        if let Ok(gid) = name.parse::<u32>() {
+            return Ok(UnixGroup {
+                name: name.to_owned(),
+                gid,
+            });
+        }
+        let c_name = std::ffi::CString::new(name)
+            .with_context(|| format!("unix_group {name:?} holds a NUL byte"))?;
+        let mut buf = vec![0u8; 4096];
+        loop {
+            // SAFETY: every pointer is valid for the call; getgrnam_r writes the group into
+            // `group` and its strings into `buf`, and `found` is null or points at `group`.
+            let mut group: libc::group = unsafe { std::mem::zeroed() };
+            let mut found: *mut libc::group = std::ptr::null_mut();
+            let rc = unsafe {
+                libc::getgrnam_r(
+                    c_name.as_ptr(),
+                    &mut group,
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    &mut found,
+                )
+            };
+            match rc {
+                0 if found.is_null() => {
+                    bail!("unix_group {name}: no such group on this host (`getent group {name}`)")
+                }
+                0 => {
+                    return Ok(UnixGroup {
+                        name: name.to_owned(),
+                        gid: group.gr_gid,
+                    })
+                }
+                libc::ERANGE if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
+                _ => {
+                    return Err(io::Error::from_raw_os_error(rc))
+                        .with_context(|| format!("unix_group {name}: cannot look it up"))
+                }
+            }
+        }
+    }
+}
+
+/// Gives the socket `group`, and its folder too when this process owns the folder (systemd's
+/// RuntimeDirectory=, 0750): members of the group may then reach the socket and connect.
+fn hand_to_group(path: &Path, group: &UnixGroup) -> Result<()> {
+    let why = || {
+        format!(
+            "cannot give {} to group {} (gid {}): the daemon must be a member of it (the unit's \
+             SupplementaryGroups=, which boot.sh adds from unix_group) or run as root",
+            path.display(),
+            group.name,
+            group.gid
+        )
+    };
+    std::os::unix::fs::chown(path, None, Some(group.gid)).with_context(why)?;
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent {
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        if std::fs::metadata(parent).is_ok_and(|m| m.uid() == me) {
+            std::os::unix::fs::chown(parent, None, Some(group.gid)).with_context(why)?;
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn bind_unix(path: &Path, group: Option<&UnixGroup>) -> Result<UnixListener> {
     check_unix_path(path)?;
     if matches!(std::fs::symlink_metadata(path), Ok(meta) if meta.file_type().is_socket()) {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -144,5 +221,8 @@ pub(super) fn bind_unix(path: &Path) -> Result<UnixListener> {
         UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("cannot set mode 0660 on {}", path.display()))?;
+    if let Some(group) = group {
+        hand_to_group(path, group)?;
+    }
     Ok(listener)
 }

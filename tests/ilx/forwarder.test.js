@@ -639,6 +639,86 @@ test('non-ASCII phone and context round-trip as UTF-8, replies split mid-charact
   });
 });
 
+/**
+ * Runs index.js as its own process, as ILX runs an extension: `args` as its command
+ * arguments, no OTP_SIDECAR_* in its environment; sends `calls` through the stand-in ILX's
+ * stdin; resolves with { log, replies }.
+ */
+function runAsIlx(args, calls) {
+  return new Promise((resolve, reject) => {
+    const env = { PATH: process.env.PATH, NODE_PATH: process.env.NODE_PATH, F5_STUB_ILX_STDIO: '1' };
+    const child = spawn(process.execPath,
+      [path.join(__dirname, '../../irules/ilx/otp_sidecar_forwarder/index.js')].concat(args),
+      { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    children.push(child);
+    let out = '';
+    const replies = [];
+    const log = [];
+    child.stderr.setEncoding('utf8');
+    child.stderr.on('data', (chunk) => log.push(chunk));
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (chunk) => {
+      out += chunk;
+      let nl = out.indexOf('\n');
+      while (nl >= 0) {
+        const line = out.slice(0, nl);
+        out = out.slice(nl + 1);
+        replies.push(JSON.parse(line));
+        nl = out.indexOf('\n');
+      }
+      if (replies.length === calls.length) child.stdin.end();
+    });
+    child.on('error', reject);
+    child.on('close', () => resolve({ log: log.join(''), replies }));
+    calls.forEach((call) => child.stdin.write(`${JSON.stringify(call)}\n`));
+  });
+}
+
+test('settings as ILX passes them: the extension\'s command arguments, no environment', () => {
+  const TOKEN = 'tok-ilx-args-5e4d3c2b1a09f8e7d6c5';
+  const tokens = path.join(dir, 'tokens-args');
+  const tokenFile = path.join(dir, 'ilx_token');
+  fs.writeFileSync(tokens, `bigip-ilx ${TOKEN}\n`);
+  fs.writeFileSync(tokenFile, `${TOKEN}\n`);
+  const send = ['sendOTP', '918273', '+31612345678', 'ACME'];
+  return withDaemon(['--dry-run', '--caller-tokens-file', tokens], () => series([
+    // One string, as tmsh's command-arguments holds it, and as separate arguments.
+    () => runAsIlx([`--unix=${socketPath} --token-file=${tokenFile} --timeout-ms=2500`], [send]),
+    (r) => {
+      like(r.replies[0], /^SM[0-9a-f]{32}$/);
+      like(r.log, new RegExp(`socket ${socketPath}, timeout 2500 ms, .*caller token: file ${tokenFile}`));
+      assert.ok(r.log.indexOf(TOKEN) < 0, 'the token was logged');
+      return runAsIlx([`--unix=${socketPath}`, '--idle-ms=5000'], [send]);
+    },
+    (r) => {
+      like(r.replies[0], /^ERR unauthorized: /);
+      like(r.log, /idle close 5000 ms, caller token: none/);
+      return runAsIlx([`--unix=${socketPath}`, `--token-file=${tokenFile}.missing`, '--timeout-ms=99999', TOKEN], [send]);
+    },
+    (r) => {
+      like(r.replies[0], /^ERR unauthorized: /);
+      like(r.log, /timeout 2800 ms.*not --name=value.*timeout-ms must be a whole number from 100 to 60000.*cannot read the token file/);
+      assert.ok(r.log.indexOf(TOKEN) < 0, 'a stray argument was logged');
+      return runAsIlx([], [send]);
+    },
+    (r) => {
+      like(r.replies[0], /^ERR unavailable: /);
+      like(r.log, /socket \/run\/otp-sidecar\/otp\.sock/);
+    },
+  ]));
+});
+
+test('command arguments win over the environment, which still counts elsewhere', () => {
+  const s = forwarderModule.settingsFrom(['--unix=/a.sock'], {
+    OTP_SIDECAR_UNIX: '/b.sock', OTP_SIDECAR_ILX_IDLE_MS: '7000', OTP_SIDECAR_CALLER_TOKEN: 'tok-env',
+  });
+  assert.strictEqual(s.path, '/a.sock');
+  assert.strictEqual(s.idleMs, 7000);
+  assert.strictEqual(s.token, 'tok-env');
+  assert.strictEqual(s.tokenFrom, 'OTP_SIDECAR_CALLER_TOKEN');
+  assert.ok(forwarderModule.describeSettings(s).indexOf('tok-env') < 0);
+});
+
 test('the default socket path and timeout', () => {
   delete process.env.OTP_SIDECAR_UNIX;
   const f = new forwarderModule.Forwarder();

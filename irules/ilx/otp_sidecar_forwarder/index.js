@@ -6,11 +6,25 @@
 // when the daemon cannot be reached, and "ERR timeout: ..." when it does not answer in time.
 // Never a string starting with SM on failure, never an exception into ILX.
 //
+// Settings come from the extension's command arguments, which is how ILX hands an extension
+// its settings (it passes no environment of ours): `--unix=PATH`, `--timeout-ms=N`,
+// `--idle-ms=N`, `--token-file=PATH`, set with
+//   tmsh modify ilx plugin otp_sidecar_plugin extensions { otp_sidecar_forwarder {
+//     command-arguments "--unix=/run/otp-sidecar/otp.sock --token-file=/config/otp-sidecar/ilx_token" } }
+// Elsewhere (tests, a plain Node), OTP_SIDECAR_UNIX, OTP_SIDECAR_ILX_TIMEOUT_MS,
+// OTP_SIDECAR_ILX_IDLE_MS, OTP_SIDECAR_CALLER_TOKEN_FILE and OTP_SIDECAR_CALLER_TOKEN still
+// count; a command argument wins. The token is read from a file, never given as an argument
+// (arguments show in `ps` and in bigip.conf, hence in every UCS and qkview).
+//
+// In ILX's default `dedicated` mode each TMM has its own Node process running this file: each
+// keeps its own one connection to the daemon (so the daemon sees one connection per TMM).
+//
 // Runs on every Node.js iRulesLX runs: 6.9.1 (most BIG-IPs), 8.x, and later ones. So: no
 // async/await, no BigInt, no Buffer#subarray (a plain Uint8Array on Node 6: Buffer.concat
 // then throws), nothing past what Node 6.9.1 has; tests/bigip.rs runs the tests on each.
 'use strict';
 
+const fs = require('fs');
 const net = require('net');
 
 const DEFAULT_SOCKET = '/run/otp-sidecar/otp.sock';
@@ -25,6 +39,68 @@ const MAX_BUFFERED = 64 * 1024;
 // token with every sendOTP and confirmOTP ('' sends none; OTP_SIDECAR_CALLER_TOKEN overrides
 // it, and a token the iRule passes wins over both). A secret: never logged here.
 const CALLER_TOKEN = '';
+
+// ---- Settings: command arguments, then the environment, then the defaults ----
+
+/** A whole number in [min, max] from `text`, or undefined (with a warning) when it is not. */
+function boundedInt(name, text, min, max, warnings) {
+  if (text === undefined || text === '') return undefined;
+  const n = Number(text);
+  if (Number.isInteger(n) && n >= min && n <= max) return n;
+  warnings.push(`${name} must be a whole number from ${min} to ${max}: ignored`);
+  return undefined;
+}
+
+/**
+ * The forwarder's settings from `argv` (the extension's command arguments: `--name=value`
+ * words, as separate arguments or as one string) and `env`. Never throws: a bad value is
+ * left out with a warning, a token file that cannot be read gives no token (the daemon then
+ * answers ERR unauthorized, which says what is wrong).
+ */
+function settingsFrom(argv, env) {
+  const given = {};
+  const warnings = [];
+  argv.join(' ').split(/\s+/).filter((w) => w !== '').forEach((word) => {
+    const m = /^--(unix|timeout-ms|idle-ms|token-file)=(.*)$/.exec(word);
+    if (m) given[m[1]] = m[2];
+    // Only an option's name is ever repeated: a stray word might be a secret.
+    else if (/^--[a-z-]+(=|$)/.test(word)) warnings.push(`unknown command argument ${word.split('=')[0]}: ignored`);
+    else warnings.push('a command argument that is not --name=value: ignored');
+  });
+  const pick = (arg, name) => (given[arg] !== undefined && given[arg] !== '' ? given[arg] : env[name]);
+  const settings = {
+    path: pick('unix', 'OTP_SIDECAR_UNIX') || DEFAULT_SOCKET,
+    timeoutMs: boundedInt('timeout-ms', pick('timeout-ms', 'OTP_SIDECAR_ILX_TIMEOUT_MS'), 100, 60000,
+      warnings) || DEFAULT_TIMEOUT_MS,
+    idleMs: boundedInt('idle-ms', pick('idle-ms', 'OTP_SIDECAR_ILX_IDLE_MS'), 1000, 3600000, warnings)
+      || DEFAULT_IDLE_MS,
+    token: CALLER_TOKEN,
+    tokenFrom: CALLER_TOKEN ? 'index.js' : 'none',
+    warnings,
+  };
+  const tokenFile = pick('token-file', 'OTP_SIDECAR_CALLER_TOKEN_FILE');
+  if (tokenFile) {
+    try {
+      settings.token = fs.readFileSync(tokenFile, 'utf8').trim();
+      settings.tokenFrom = `file ${tokenFile}`;
+    } catch (err) {
+      settings.token = '';
+      settings.tokenFrom = 'none';
+      warnings.push(`cannot read the token file ${tokenFile} (${err.code || err.message}): no token sent`);
+    }
+  } else if (env.OTP_SIDECAR_CALLER_TOKEN) {
+    settings.token = env.OTP_SIDECAR_CALLER_TOKEN;
+    settings.tokenFrom = 'OTP_SIDECAR_CALLER_TOKEN';
+  }
+  return settings;
+}
+
+/** One line for the log (on stderr, which ILX logs; see docs/deploy-bigip.md): never the token. */
+function describeSettings(s) {
+  return `otp_sidecar_forwarder pid ${process.pid}: socket ${s.path}, timeout ${s.timeoutMs} ms, `
+    + `idle close ${s.idleMs} ms, caller token: ${s.tokenFrom}`
+    + s.warnings.map((w) => `; ${w}`).join('');
+}
 
 // ---- MessagePack: the subset used by MessagePack-RPC requests and otp-sidecar replies ----
 
@@ -163,14 +239,13 @@ function decodeAt(buf, pos, depth) {
  * Many calls may be in flight; replies are matched by msgid.
  */
 class Forwarder {
-  constructor(options = {}) {
-    this.path = options.path || process.env.OTP_SIDECAR_UNIX || DEFAULT_SOCKET;
-    this.timeoutMs = options.timeoutMs || Number(process.env.OTP_SIDECAR_ILX_TIMEOUT_MS)
-      || DEFAULT_TIMEOUT_MS;
-    this.idleMs = options.idleMs || Number(process.env.OTP_SIDECAR_ILX_IDLE_MS)
-      || DEFAULT_IDLE_MS;
-    this.token = options.token !== undefined ? options.token
-      : (process.env.OTP_SIDECAR_CALLER_TOKEN || CALLER_TOKEN);
+  /** `options` wins over `settings` (default: this process's arguments and environment). */
+  constructor(options = {}, settings = settingsFrom(process.argv.slice(2), process.env)) {
+    this.settings = settings;
+    this.path = options.path || settings.path;
+    this.timeoutMs = options.timeoutMs || settings.timeoutMs;
+    this.idleMs = options.idleMs || settings.idleMs;
+    this.token = options.token !== undefined ? options.token : settings.token;
     this.socket = null;
     this.buffer = Buffer.alloc(0);
     this.pending = new Map();
@@ -321,9 +396,10 @@ const f5 = require('f5-nodejs');
 
 const ilx = new f5.ILXServer();
 const forwarder = new Forwarder();
+console.error(describeSettings(forwarder.settings));
 register(ilx, forwarder);
 ilx.listen();
 
 module.exports = {
-  Forwarder, encodeRequest, sendOtpParams, confirmOtpParams, decodeAt, INCOMPLETE, forwarder,
+  Forwarder, settingsFrom, describeSettings, encodeRequest, sendOtpParams, confirmOtpParams, decodeAt, INCOMPLETE, forwarder,
 };
