@@ -164,7 +164,8 @@ pub struct Options {
     )]
     pub keep_warm_secs: Option<u64>,
 
-    /// Open connections allowed (1-100000); at the cap the longest-idle one makes room.
+    /// Open connections allowed (1-100000), an eighth kept for the Unix socket; at the cap one
+    /// that never completed a call makes room, never one that was served.
     #[arg(
         long,
         env = "OTP_SIDECAR_MAX_CONNECTIONS",

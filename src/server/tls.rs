@@ -183,6 +183,7 @@ impl Server {
             Ok(Ok(stream)) => {
                 HANDSHAKES_FAILING.store(false, Ordering::Relaxed);
                 METRICS.count_handshake("ok");
+                conn.handshake_done();
                 stream
             }
             Ok(Err(e)) => return handshake_failed(why(&e), &e.to_string()),

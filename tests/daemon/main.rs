@@ -12,6 +12,7 @@ mod conformance;
 mod failover;
 mod guards;
 mod layout;
+mod listener;
 mod offbox;
 mod protocol;
 mod secrets;

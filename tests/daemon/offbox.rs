@@ -24,18 +24,18 @@ const TOKEN_A: &str = "tok-a-5e1f0c9d8b7a6f5e4d3c2b1a";
 const TOKEN_B: &str = "tok-b-0a1b2c3d4e5f60718293a4b5";
 
 /// A test CA that signs server and client certificates.
-struct Ca {
+pub(crate) struct Ca {
     issuer: CertifiedIssuer<'static, KeyPair>,
 }
 
 /// A certificate and its key, PEM.
-struct Leaf {
+pub(crate) struct Leaf {
     cert: String,
     key: String,
 }
 
 impl Ca {
-    fn new(name: &str) -> Ca {
+    pub(crate) fn new(name: &str) -> Ca {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name.push(DnType::CommonName, name);
@@ -45,7 +45,7 @@ impl Ca {
         }
     }
 
-    fn pem(&self) -> String {
+    pub(crate) fn pem(&self) -> String {
         self.issuer.pem()
     }
 
@@ -61,25 +61,25 @@ impl Ca {
         }
     }
 
-    fn server(&self) -> Leaf {
+    pub(crate) fn server(&self) -> Leaf {
         self.leaf("127.0.0.1", ExtendedKeyUsagePurpose::ServerAuth)
     }
 
-    fn client(&self) -> Leaf {
+    pub(crate) fn client(&self) -> Leaf {
         self.leaf("bigip-a.example", ExtendedKeyUsagePurpose::ClientAuth)
     }
 }
 
 /// The daemon's TLS files in `dir`: server.pem, server.key and, with a client CA, client-ca.pem.
-struct Files {
+pub(crate) struct Files {
     cert: PathBuf,
     key: PathBuf,
-    client_ca: PathBuf,
+    pub(crate) client_ca: PathBuf,
     tokens: PathBuf,
 }
 
 impl Files {
-    fn new(dir: &Path) -> Files {
+    pub(crate) fn new(dir: &Path) -> Files {
         Files {
             cert: dir.join("server.pem"),
             key: dir.join("server.key"),
@@ -88,19 +88,19 @@ impl Files {
         }
     }
 
-    fn write_server(&self, leaf: &Leaf) {
+    pub(crate) fn write_server(&self, leaf: &Leaf) {
         std::fs::write(&self.cert, &leaf.cert).unwrap();
         std::fs::write(&self.key, &leaf.key).unwrap();
     }
 
-    fn tls_args(&self) -> Vec<String> {
+    pub(crate) fn tls_args(&self) -> Vec<String> {
         vec![
             format!("--tls-cert={}", self.cert.display()),
             format!("--tls-key={}", self.key.display()),
         ]
     }
 
-    fn client_ca_arg(&self) -> String {
+    pub(crate) fn client_ca_arg(&self) -> String {
         format!("--tls-client-ca={}", self.client_ca.display())
     }
 
@@ -114,7 +114,7 @@ fn provider() -> Arc<tokio_rustls::rustls::crypto::CryptoProvider> {
 }
 
 /// A TLS connection to `addr` trusting `server_ca`, presenting `client` when given.
-async fn tls_connect(
+pub(crate) async fn tls_connect(
     addr: std::net::SocketAddr,
     server_ca: &str,
     client: Option<&Leaf>,
@@ -147,7 +147,7 @@ async fn tls_connect(
 }
 
 /// A client over TLS, or the error of its handshake.
-async fn tls_client(
+pub(crate) async fn tls_client(
     addr: std::net::SocketAddr,
     server_ca: &str,
     client: Option<&Leaf>,
@@ -157,7 +157,10 @@ async fn tls_client(
 }
 
 /// sendOTP with a context holding `token` (when given) and nothing else.
-async fn send_token(client: &mut Client, token: Option<rmpv::Value>) -> Result<String, String> {
+pub(crate) async fn send_token(
+    client: &mut Client,
+    token: Option<rmpv::Value>,
+) -> Result<String, String> {
     let ctx = match token {
         Some(t) => rmpv::Value::Map(vec![("token".into(), t)]),
         None => rmpv::Value::Map(vec![]),

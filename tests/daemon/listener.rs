@@ -1,0 +1,111 @@
+//! The listener under a flood of strangers: at the connection cap, connections that never
+//! completed a call make room (TLS handshakes first), served callers stay, and the Unix socket
+//! keeps its reserve whatever happens on TCP.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::common::*;
+use crate::offbox::{send_token, tls_client, Ca, Files};
+
+const PING: &[u8] = b"\x94\x00\x01\xa4ping\x90";
+const PONG: &[u8] = b"\x94\x01\x01\xc0\xa4pong";
+
+/// Opens `n` TCP connections that send nothing, and keeps them.
+async fn strangers(addr: std::net::SocketAddr, n: usize) -> Vec<tokio::net::TcpStream> {
+    let mut held = Vec::new();
+    for _ in 0..n {
+        held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    // Let the daemon accept them all (and close the ones that make room).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    held
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn served_callers_outlast_a_flood_of_strangers() {
+    let twilio = twilio_answering(created(SID)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let files = Files::new(dir.path());
+    let (server_ca, client_ca) = (Ca::new("server CA"), Ca::new("client CA"));
+    files.write_server(&server_ca.server());
+    std::fs::write(&files.client_ca, client_ca.pem()).unwrap();
+    let daemon = Daemon::start(
+        &twilio.uri(),
+        Options::default()
+            .args(files.tls_args())
+            .arg(files.client_ca_arg())
+            .args(["--max-connections", "12", "--keep-warm-secs", "0"]),
+    );
+    // A mutual-TLS caller and an idle Unix caller (the forwarder's one connection), served.
+    let mut tls = tls_client(daemon.tcp, &server_ca.pem(), Some(&client_ca.client()))
+        .await
+        .expect("handshake");
+    assert_eq!(send_token(&mut tls, None).await, Ok(SID.to_owned()));
+    let mut unix = daemon.unix_client().await;
+    assert_eq!(
+        unix.send_otp(OTP, PHONE, "ACME").await.unwrap(),
+        Ok(SID.to_owned())
+    );
+
+    // A TLS client that finished its handshake but has not called yet: it goes after the
+    // connections still in their handshake.
+    let mut quiet = tls_client(daemon.tcp, &server_ca.pem(), Some(&client_ca.client()))
+        .await
+        .expect("handshake");
+
+    // More strangers than the cap, saying nothing: they push out only one another.
+    let held = strangers(daemon.tcp, 30).await;
+    assert_eq!(send_token(&mut tls, None).await, Ok(SID.to_owned()));
+    assert_eq!(
+        unix.send_otp(OTP, PHONE, "ACME").await.unwrap(),
+        Ok(SID.to_owned())
+    );
+    assert_eq!(send_token(&mut quiet, None).await, Ok(SID.to_owned()));
+    assert_eq!(sends(&twilio).await.len(), 5);
+    daemon.wait_for_log("closing connections that have not completed a call");
+    drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_on_tcp_never_costs_the_unix_socket_its_callers() {
+    let twilio = twilio_answering(created(SID)).await;
+    let daemon = Daemon::start(
+        &twilio.uri(),
+        Options::default().args(["--max-connections", "12", "--keep-warm-secs", "0"]),
+    );
+    // A Unix caller that connected but has not called yet.
+    let mut early = tokio::net::UnixStream::connect(&daemon.unix).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A flood on TCP, going on while the Unix socket is used.
+    let addr = daemon.tcp;
+    let flood = tokio::spawn(async move {
+        let mut held = Vec::new();
+        for _ in 0..200 {
+            if let Ok(s) = tokio::net::TcpStream::connect(addr).await {
+                held.push(s);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        held
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The early caller is still open and answered; new Unix callers get in and are answered.
+    early.write_all(PING).await.unwrap();
+    let mut reply = [0u8; PONG.len()];
+    let read = tokio::time::timeout(Duration::from_secs(5), early.read_exact(&mut reply)).await;
+    assert!(
+        matches!(read, Ok(Ok(_))),
+        "the Unix caller was closed: {read:?}"
+    );
+    assert_eq!(&reply, PONG);
+    for _ in 0..5 {
+        let mut client = daemon.unix_client().await;
+        let pong = tokio::time::timeout(Duration::from_secs(5), client.call("ping", vec![])).await;
+        assert_eq!(pong.expect("a pong").unwrap(), Ok("pong".into()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let held = flood.await.unwrap();
+    assert!(held.len() > 12, "the flood got {} connections", held.len());
+}
