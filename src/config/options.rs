@@ -204,6 +204,16 @@ pub struct Options {
     )]
     pub twilio_max_concurrency: Option<usize>,
 
+    /// The longest a Twilio 429's Retry-After may pause every send (0-60 s); calls meanwhile
+    /// are answered busy at once.
+    #[arg(
+        long,
+        env = "OTP_SIDECAR_TWILIO_MAX_RETRY_AFTER_SECS",
+        value_name = "SECONDS",
+        default_value = "5"
+    )]
+    pub twilio_max_retry_after_secs: Option<u64>,
+
     /// Close a connection that has no call in flight and sends no complete request for this
     /// long; 0-86400 s, 0 never closes.
     #[arg(

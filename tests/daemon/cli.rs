@@ -445,6 +445,20 @@ fn a_deadline_over_ilx_timeout_is_warned_about() {
     assert!(!stderr.contains("3000 ms"), "{stderr}");
 }
 
+/// A deadline that leaves no room for the first guess of an answer's time is warned about.
+#[test]
+fn a_deadline_under_the_first_answer_time_guess_is_warned_about() {
+    let (passed, _, stderr) = check(&["--deadline-ms", "250"]);
+    assert!(passed, "{stderr}");
+    assert!(
+        stderr.contains("deadline_ms 250 leaves no room for the 250 ms"),
+        "{stderr}"
+    );
+    let (passed, _, stderr) = check(&["--deadline-ms", "251"]);
+    assert!(passed);
+    assert!(!stderr.contains("leaves no room"), "{stderr}");
+}
+
 /// `uptime_s` counts from the daemon's start, not from the first `health` call.
 #[test]
 fn uptime_counts_from_the_start() {
