@@ -102,6 +102,16 @@ impl Listeners {
         Ok(listeners)
     }
 
+    /// Closes the listeners without serving, removing the socket file this process made (a
+    /// later step of the start failed).
+    pub fn abandon(self) {
+        let path = self.owned_path.clone();
+        drop(self);
+        if let Some(path) = path {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
     /// The Unix socket paths, for the log.
     pub fn unix_paths(&self) -> String {
         listed(

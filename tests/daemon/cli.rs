@@ -522,6 +522,22 @@ fn a_failed_tcp_bind_leaves_no_socket_file() {
     assert!(!sock.exists(), "the socket file was left behind");
 }
 
+#[test]
+fn a_failed_metrics_bind_leaves_no_socket_file() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("otp.sock");
+    let out = command()
+        .args(["serve", "--dry-run", "--unix"])
+        .arg(&sock)
+        .arg("--metrics")
+        .arg(taken.local_addr().unwrap().to_string())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(!sock.exists(), "the socket file was left behind");
+}
+
 /// Latencies in the log are whole microseconds (3 decimals of ms), not raw floats.
 #[test]
 fn log_latencies_are_rounded_to_microseconds() {
