@@ -17,7 +17,7 @@ use super::{Limits, Server};
 use crate::call::log::CallLog;
 use crate::call::Dispatcher;
 use crate::error::CallError;
-use crate::rpc::{Incoming, MsgpackCodec, Request, Response};
+use crate::rpc::{CodecError, Incoming, MsgpackCodec, Request, Response};
 use crate::slots::Slot;
 
 /// Read and write buffer each connection starts with; requests are about 60 bytes.
@@ -71,6 +71,11 @@ impl Server {
                     let value = match frame {
                         Some(Ok(value)) => value,
                         // Read nothing more, answer what is in flight, then close.
+                        Some(Err(CodecError::Io(e))) => {
+                            reading = false;
+                            end = Some(format!("read failed: {e}"));
+                            continue;
+                        }
                         Some(Err(e)) => {
                             reading = false;
                             end = Some(format!("bad frame: {e}"));

@@ -109,3 +109,83 @@ async fn a_flood_on_tcp_never_costs_the_unix_socket_its_callers() {
     let held = flood.await.unwrap();
     assert!(held.len() > 12, "the flood got {} connections", held.len());
 }
+
+/// `openssl s_client -tls1_2` to `addr`, its stdin kept open (EOF would end it).
+fn s_client(addr: std::net::SocketAddr) -> std::process::Child {
+    std::process::Command::new("openssl")
+        .args(["s_client", "-tls1_2", "-connect"])
+        .arg(addr.to_string())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl (Debian's openssl package; .ci/run installs it)")
+}
+
+/// Waits up to `within` for `child` to exit; kills it if it has not.
+fn exited_within(child: &mut std::process::Child, within: Duration) -> bool {
+    let until = std::time::Instant::now() + within;
+    while std::time::Instant::now() < until {
+        if let Ok(Some(_)) = child.try_wait() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    false
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_tls_renegotiation_closes_the_connection_at_once() {
+    use std::io::{BufRead, BufReader, Write};
+    let twilio = twilio_answering(created(SID)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let files = Files::new(dir.path());
+    let server_ca = Ca::new("server CA");
+    files.write_server(&server_ca.server());
+    let daemon = Daemon::start(
+        &twilio.uri(),
+        Options::default()
+            .args(files.tls_args())
+            .args(["--idle-timeout-secs", "60", "--keep-warm-secs", "0"])
+            .env("RUST_LOG", "otp_sidecar=debug"),
+    );
+    let mut client = s_client(daemon.tcp);
+    // The handshake is done once s_client prints its session summary.
+    let stdout = client.stdout.take().unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if !sent && line.contains("Verify return code") {
+                sent = true;
+                let _ = done_tx.send(());
+            }
+        }
+    });
+    done_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the TLS 1.2 handshake");
+    // `R` asks s_client to renegotiate.
+    let mut stdin = client.stdin.take().unwrap();
+    stdin.write_all(b"R\n").unwrap();
+    stdin.flush().unwrap();
+    // Closed at once, not after the 60 s idle timeout.
+    assert!(
+        exited_within(&mut client, Duration::from_secs(10)),
+        "the renegotiating client was left waiting"
+    );
+    drop(stdin);
+    daemon.wait_for_log("connection closed: read failed: TLS renegotiation refused");
+
+    // A normal exchange, then the client drops the connection without close_notify: a clean
+    // end, not an error.
+    let mut good = tls_client(daemon.tcp, &server_ca.pem(), None)
+        .await
+        .expect("handshake");
+    assert_eq!(send_token(&mut good, None).await, Ok(SID.to_owned()));
+    drop(good);
+    daemon.wait_for_log("connection closed: done");
+    assert!(!daemon.log().contains("close_notify"), "{}", daemon.log());
+}
