@@ -175,7 +175,8 @@ impl Listeners {
 
 /// Serves one connected stream as an accepted connection is served — the same loop, limits
 /// and call tasks — until it ends; says why it ended. No listener, no drain: for driving the
-/// connection handling directly (the fuzz target). `None` when the connection cap is reached.
+/// connection handling directly (the fuzz target). `None` when the connection cap is reached
+/// and no connection can make room.
 pub async fn serve_stream<S: Stream>(shared: Shared, stream: S) -> Option<String> {
     let live = shared.load_full();
     let cap = connection_cap(live.limits.max_connections);
