@@ -189,3 +189,44 @@ async fn a_refused_tls_renegotiation_closes_the_connection_at_once() {
     daemon.wait_for_log("connection closed: done");
     assert!(!daemon.log().contains("close_notify"), "{}", daemon.log());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_caller_tokens_only_an_authenticated_call_makes_a_caller_served() {
+    let twilio = twilio_answering(created(SID)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "bigip-a tok-a-5e1f0c9d8b7a6f5e4d3c2b1a\n").unwrap();
+    // 4 slots, one kept for the Unix socket: TCP holds 3.
+    let daemon = Daemon::start(
+        &twilio.uri(),
+        Options::default()
+            .arg(format!("--caller-tokens-file={}", tokens.display()))
+            .args(["--max-connections", "4", "--keep-warm-secs", "0"]),
+    );
+    let token = |t: &str| Some(rmpv::Value::from(t));
+    let mut good = daemon.tcp_client().await;
+    assert_eq!(
+        send_token(&mut good, token("tok-a-5e1f0c9d8b7a6f5e4d3c2b1a")).await,
+        Ok(SID.to_owned())
+    );
+    // Answered, but refused: still a stranger.
+    let mut wrong = daemon.tcp_client().await;
+    let refused = send_token(&mut wrong, token("tok-x-0000000000000000000000")).await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.starts_with("ERR unauthorized")),
+        "{refused:?}"
+    );
+    let held = strangers(daemon.tcp, 3).await;
+    let pong = tokio::time::timeout(Duration::from_secs(2), wrong.call("ping", vec![])).await;
+    assert!(
+        !matches!(pong, Ok(Ok(Ok(_)))),
+        "the unauthenticated caller kept its slot"
+    );
+    assert_eq!(
+        send_token(&mut good, token("tok-a-5e1f0c9d8b7a6f5e4d3c2b1a")).await,
+        Ok(SID.to_owned())
+    );
+    drop(held);
+}
