@@ -110,6 +110,8 @@ pub struct Metrics {
     /// Calls answered `ERR unavailable: busy …` without a request, by reason.
     pub shed: Family<ReasonLabel, Counter>,
     pub twilio_429: Counter,
+    /// Requests let through to relearn the answer time when it left no room (one per 10 s).
+    pub budget_probes: Counter,
     /// TLS handshakes on the TCP listener, by result (`ok` or why it failed).
     pub tls_handshakes: Family<ResultLabel, Counter>,
     /// Calls that needed a caller token, by caller (`none`: no token or a wrong one).
@@ -227,6 +229,11 @@ impl Metrics {
             "twilio_429",
             "HTTP 429 answers from Twilio (each shrinks the request budget)",
         );
+        let budget_probes = registered(
+            r,
+            "twilio_budget_probes",
+            "Requests let through to relearn Twilio's answer time when the learned one left no room before the deadline",
+        );
         let tls_handshakes = registered(
             r,
             "tls_handshakes",
@@ -266,6 +273,7 @@ impl Metrics {
             budget_wait_seconds,
             shed,
             twilio_429,
+            budget_probes,
             tls_handshakes,
             caller_calls,
         }

@@ -50,7 +50,14 @@ pub async fn run(options: Options, settings: Settings) -> Result<()> {
         Listeners::inherited(inherited)?
     };
     let metrics = match settings.metrics {
-        Some(addr) => crate::metrics::serve(addr).await?.to_string(),
+        Some(addr) => match crate::metrics::serve(addr).await {
+            Ok(addr) => addr.to_string(),
+            Err(e) => {
+                // Nobody will serve the socket file just made: leave no trace of it.
+                listeners.abandon();
+                return Err(e);
+            }
+        },
         None => "off".to_owned(),
     };
     prepare(&parts.load()).await?;

@@ -24,6 +24,7 @@ pub const RANGES: &[(&str, RangeInclusive<u64>)] = &[
     ("max_in_flight", 1..=100_000),
     ("max_in_flight_per_connection", 1..=10_000),
     ("twilio_max_concurrency", 1..=10_000),
+    ("twilio_max_retry_after_secs", 0..=60),
     ("idle_timeout_secs", 0..=86_400),
     ("rate_limit_max_keys", 2..=10_000_000),
     ("lookup_cache_secs", 0..=30 * 86_400),

@@ -131,6 +131,15 @@ impl Settings {
             ));
         }
         let deadline = Duration::from_millis(deadline_ms);
+        if deadline <= crate::twilio::budget::FIRST_GUESS {
+            warnings.push(format!(
+                "deadline_ms {deadline_ms} leaves no room for the {} ms a Twilio answer is assumed \
+                 to take until one has been timed: sends are answered busy except one probe \
+                 every {} s until the answers teach a shorter time",
+                crate::twilio::budget::FIRST_GUESS.as_millis(),
+                crate::twilio::budget::PROBE_INTERVAL.as_secs()
+            ));
+        }
 
         if let Some(store) = &state {
             if store.timeout * 4 > deadline {
@@ -257,6 +266,10 @@ impl Settings {
             connect_timeout: deadline / (1 + failover.len() as u32),
             validity_period,
             max_concurrency: given(o.twilio_max_concurrency, "twilio_max_concurrency")?,
+            max_retry_after: Duration::from_secs(given(
+                o.twilio_max_retry_after_secs,
+                "twilio_max_retry_after_secs",
+            )?),
         };
         Ok(Settings {
             unix: given(o.unix, "unix")?,

@@ -170,7 +170,8 @@ pub struct Options {
     )]
     pub keep_warm_secs: Option<u64>,
 
-    /// Open connections allowed (1-100000); at the cap the longest-idle one makes room.
+    /// Open connections allowed (1-100000), an eighth kept for the Unix socket; at the cap one
+    /// that never completed a call makes room, never one that was served.
     #[arg(
         long,
         env = "OTP_SIDECAR_MAX_CONNECTIONS",
@@ -208,6 +209,16 @@ pub struct Options {
         default_value = "100"
     )]
     pub twilio_max_concurrency: Option<usize>,
+
+    /// The longest a Twilio 429's Retry-After may pause every send (0-60 s); calls meanwhile
+    /// are answered busy at once.
+    #[arg(
+        long,
+        env = "OTP_SIDECAR_TWILIO_MAX_RETRY_AFTER_SECS",
+        value_name = "SECONDS",
+        default_value = "5"
+    )]
+    pub twilio_max_retry_after_secs: Option<u64>,
 
     /// Close a connection that has no call in flight and sends no complete request for this
     /// long; 0-86400 s, 0 never closes.

@@ -65,8 +65,9 @@ pub fn report(settings: &Settings) -> String {
             .map_or_else(|| "never".to_owned(), |t| format!("{} s", t.as_secs()))
     );
     line!(
-        "  twilio budget: {} requests in flight per account",
-        settings.twilio.max_concurrency
+        "  twilio budget: {} requests in flight per account; a 429 pauses sends {} s at most",
+        settings.twilio.max_concurrency,
+        settings.twilio.max_retry_after.as_secs()
     );
     let rates = &settings.guard.rate_limits;
     let rate = |r: Option<crate::guard::ratelimit::Rate>| or_off(r, |r| r.to_string());

@@ -90,9 +90,15 @@ impl GeoRules {
     }
 }
 
-/// Loads the numbering plan now, so the first call does not wait for it.
+/// Loads the numbering plan now (the crate loads it on first use), so that the first call
+/// with a number in directory format does not wait for it.
 pub fn load_numbering_plan() {
+    let started = std::time::Instant::now();
     let _ = phonenumber::parse(None, "+14155550100");
+    tracing::debug!(
+        took_ms = started.elapsed().as_millis() as u64,
+        "phone numbering plan loaded"
+    );
 }
 
 /// `default_region`: a country whose national numbers libphonenumber can read (`NL`); blank

@@ -17,7 +17,7 @@ use super::{Limits, Server};
 use crate::call::log::CallLog;
 use crate::call::Dispatcher;
 use crate::error::CallError;
-use crate::rpc::{Incoming, MsgpackCodec, Request, Response};
+use crate::rpc::{CodecError, Incoming, MsgpackCodec, Request, Response};
 use crate::slots::Slot;
 
 /// Read and write buffer each connection starts with; requests are about 60 bytes.
@@ -71,6 +71,11 @@ impl Server {
                     let value = match frame {
                         Some(Ok(value)) => value,
                         // Read nothing more, answer what is in flight, then close.
+                        Some(Err(CodecError::Io(e))) => {
+                            reading = false;
+                            end = Some(format!("read failed: {e}"));
+                            continue;
+                        }
                         Some(Err(e)) => {
                             reading = false;
                             end = Some(format!("bad frame: {e}"));
@@ -119,12 +124,14 @@ impl Server {
                     // are formatted after it (dropping a CallLog writes it). The Vec
                     // allocates only when a second reply joins the write.
                     let mut more_logs = Vec::new();
-                    let mut written = framed.feed(reply).await;
+                    let mut served = reply.served;
+                    let mut written = framed.feed(reply.response).await;
                     while written.is_ok() {
                         match in_flight.next().now_or_never() {
                             Some(Some((more, more_log))) => {
                                 more_logs.push(more_log);
-                                written = framed.feed(more).await;
+                                served |= more.served;
+                                written = framed.feed(more.response).await;
                             }
                             _ => break,
                         }
@@ -138,6 +145,9 @@ impl Server {
                     }
                     idle_at = idle_after(Instant::now());
                     conn.active(in_flight.len() + usize::from(waiting.is_some()));
+                    if served {
+                        conn.served();
+                    }
                 }
                 // Shutting down: read nothing more, answer what is in flight.
                 () = self.shutdown.cancelled(), if reading => reading = false,
@@ -155,7 +165,14 @@ impl Server {
 
 /// Why a connection chosen to make room ended.
 pub(super) const EVICTED: &str =
-    "closed for a new connection at the connection limit (it was idle longest)";
+    "closed for a new connection at the connection limit (it had not completed a call)";
+
+/// A reply to write, and whether it makes its connection one that was served.
+struct Reply {
+    response: Response,
+    /// A call other than `ping` and `health`, answered past the caller-token check.
+    served: bool,
+}
 
 /// A request and when it was read: its deadline starts then.
 struct Arrived {
@@ -208,7 +225,7 @@ enum CallTask {
         msgid: rmpv::Integer,
         handle: JoinHandle<(Result<rmpv::Value, CallError>, CallLog)>,
     },
-    Answered(Option<(Response, CallLog)>),
+    Answered(Option<(Reply, CallLog)>),
 }
 
 impl CallTask {
@@ -231,6 +248,10 @@ impl CallTask {
             msgid: request.msgid,
             outcome: result.map_err(|e| e.to_string()),
         };
+        let reply = Reply {
+            response: reply,
+            served: false,
+        };
         Ok(CallTask::Answered(Some((reply, log))))
     }
 
@@ -250,7 +271,7 @@ impl CallTask {
 
 impl std::future::Future for CallTask {
     /// The reply, and the call's log line to drop once the reply is written.
-    type Output = (Response, CallLog);
+    type Output = (Reply, CallLog);
 
     fn poll(
         self: std::pin::Pin<&mut Self>,
@@ -266,14 +287,18 @@ impl std::future::Future for CallTask {
             }
         };
         let joined = std::task::ready!(std::pin::Pin::new(handle).poll(cx));
-        let (outcome, log) = match joined {
-            Ok((result, log)) => (result.map_err(|e| e.to_string()), log),
+        let (outcome, log, served) = match joined {
+            Ok((result, log)) => {
+                let served = !matches!(result, Err(CallError::Unauthorized(_)));
+                (result.map_err(|e| e.to_string()), log, served)
+            }
             Err(e) => {
                 tracing::error!("call task failed: {e}");
                 let failed = CallError::Internal("the call failed unexpectedly".into());
-                (Err(failed.to_string()), CallLog::default())
+                (Err(failed.to_string()), CallLog::default(), false)
             }
         };
-        std::task::Poll::Ready((Response { msgid, outcome }, log))
+        let response = Response { msgid, outcome };
+        std::task::Poll::Ready((Reply { response, served }, log))
     }
 }

@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::call::Dispatcher;
 use crate::metrics::METRICS;
-use open::{connection_cap, CONNECTIONS, OPEN};
+use open::{connection_cap, unix_reserve, Admitted, Listener, Refused, Stage, OPEN};
 
 /// What serving needs and a reload may replace: calls pick up the newest at once,
 /// connections take their own limits when they open.
@@ -117,6 +117,16 @@ impl Listeners {
         Ok(listeners)
     }
 
+    /// Closes the listeners without serving, removing the socket file this process made (a
+    /// later step of the start failed).
+    pub fn abandon(self) {
+        let path = self.owned_path.clone();
+        drop(self);
+        if let Some(path) = path {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
     /// The Unix socket paths, for the log.
     pub fn unix_paths(&self) -> String {
         listed(
@@ -192,10 +202,11 @@ impl Listeners {
 
 /// Serves one connected stream as an accepted connection is served — the same loop, limits
 /// and call tasks — until it ends; says why it ended. No listener, no drain: for driving the
-/// connection handling directly (the fuzz target). `None` when the connection cap is reached.
+/// connection handling directly (the fuzz target). `None` when the connection cap is reached
+/// and no connection can make room.
 pub async fn serve_stream<S: Stream>(shared: Shared, stream: S) -> Option<String> {
     let live = shared.load_full();
-    let slot = CONNECTIONS.try_take(connection_cap(live.limits.max_connections))?;
+    let cap = connection_cap(live.limits.max_connections);
     let server = Server {
         shared,
         shutdown: CancellationToken::new(),
@@ -203,7 +214,10 @@ pub async fn serve_stream<S: Stream>(shared: Shared, stream: S) -> Option<String
         ids: Arc::new(AtomicU64::new(0)),
     };
     let id = server.ids.fetch_add(1, Ordering::Relaxed);
-    let registered = OPEN.register(id, slot);
+    let registered = OPEN
+        .admit(id, Listener::Unix, Stage::Stranger, cap)
+        .ok()?
+        .registered;
     let end = server
         .serve_connection(stream, &live.limits, live.max_frame, &registered.conn)
         .await;
@@ -239,46 +253,52 @@ impl Server {
             };
             let live = self.shared.load_full();
             let cap = connection_cap(live.limits.max_connections);
-            let slot = match CONNECTIONS.try_take(cap) {
-                Some(slot) => {
+            let id = self.ids.fetch_add(1, Ordering::Relaxed);
+            let stage = match (A::LISTENER, &live.tls) {
+                (Listener::Tcp, Some(_)) => Stage::Handshake,
+                _ => Stage::Stranger,
+            };
+            let registered = match OPEN.admit(id, A::LISTENER, stage, cap) {
+                Ok(Admitted {
+                    registered,
+                    evicted: false,
+                }) => {
                     AT_CAPACITY.store(false, Ordering::Relaxed);
                     EVICTING.store(false, Ordering::Relaxed);
-                    slot
+                    registered
                 }
-                // At the cap: the longest-idle connection with nothing in flight makes room.
-                None => match OPEN.evict_idlest() {
-                    Some(slot) => {
-                        if !EVICTING.swap(true, Ordering::Relaxed) {
-                            tracing::warn!(
-                                max_connections = cap,
-                                "connection limit reached: closing the longest-idle connection \
-                                 for each new one"
-                            );
-                        }
-                        // The victim frees its descriptor when its task next runs; let it run
-                        // before accepting more, or a burst of newcomers outruns the closes
-                        // and the process runs out of descriptors.
-                        let until = tokio::time::Instant::now() + Duration::from_millis(50);
-                        while OPEN.count() >= cap && tokio::time::Instant::now() < until {
-                            tokio::task::yield_now().await;
-                        }
-                        slot
+                // At the cap: a connection that was never served made room.
+                Ok(Admitted { registered, .. }) => {
+                    if !EVICTING.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            max_connections = cap,
+                            "connection limit reached: closing connections that have not \
+                             completed a call (TLS handshakes first, then the oldest) for new ones"
+                        );
                     }
-                    None => {
-                        METRICS.connections_refused.inc();
-                        if !AT_CAPACITY.swap(true, Ordering::Relaxed) {
-                            tracing::warn!(
-                                max_connections = cap,
-                                "connection limit reached and every connection has a call in \
-                                 flight: closing new connections until one ends"
-                            );
-                        }
-                        continue; // dropping the stream closes it
+                    // The victim frees its descriptor when its task next runs; let it run
+                    // before accepting more, or a burst of newcomers outruns the closes
+                    // and the process runs out of descriptors.
+                    let until = tokio::time::Instant::now() + Duration::from_millis(50);
+                    while OPEN.count() > cap && tokio::time::Instant::now() < until {
+                        tokio::task::yield_now().await;
                     }
-                },
+                    registered
+                }
+                Err(Refused::Full) => {
+                    METRICS.connections_refused.inc();
+                    if !AT_CAPACITY.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            max_connections = cap,
+                            unix_reserve = unix_reserve(cap),
+                            kind = A::KIND,
+                            "connection limit reached and every connection has a call in \
+                             flight or was served: closing new connections until one ends"
+                        );
+                    }
+                    continue; // dropping the stream closes it
+                }
             };
-            let id = self.ids.fetch_add(1, Ordering::Relaxed);
-            let registered = OPEN.register(id, slot);
             let server = self.clone();
             self.connections.spawn(async move {
                 tracing::debug!(conn = id, kind = A::KIND, "connection opened");

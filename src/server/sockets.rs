@@ -12,13 +12,14 @@ use tokio::io::DuplexStream;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
-use super::open::Conn;
+use super::open::{Conn, Listener};
 use super::{Live, Server};
 
 /// A listener of either kind.
 pub(super) trait Acceptor: Send + 'static {
     type Stream: Stream;
     const KIND: &'static str;
+    const LISTENER: Listener;
     fn accept_stream(&self) -> impl Future<Output = io::Result<Self::Stream>> + Send;
     /// Serves one accepted stream (TCP over TLS when the live settings have it).
     fn serve<'a>(
@@ -37,6 +38,7 @@ pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {
 impl Acceptor for UnixListener {
     type Stream = UnixStream;
     const KIND: &'static str = "unix";
+    const LISTENER: Listener = Listener::Unix;
     async fn accept_stream(&self) -> io::Result<UnixStream> {
         self.accept().await.map(|(s, _)| s)
     }
@@ -53,6 +55,7 @@ impl Acceptor for UnixListener {
 impl Acceptor for TcpListener {
     type Stream = TcpStream;
     const KIND: &'static str = "tcp";
+    const LISTENER: Listener = Listener::Tcp;
     async fn accept_stream(&self) -> io::Result<TcpStream> {
         let (stream, _) = self.accept().await?;
         stream.set_nodelay(true)?;

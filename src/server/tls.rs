@@ -4,8 +4,10 @@
 //! plain.
 
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -14,6 +16,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
@@ -140,9 +143,107 @@ fn client_roots(path: &Path) -> Result<Arc<RootCertStore>> {
     Ok(Arc::new(roots))
 }
 
+/// A served TLS connection. Two things tokio-rustls leaves to its user:
+///
+/// - rustls answers a TLS 1.2 renegotiation request (a ClientHello after the handshake) by
+///   queueing a `no_renegotiation` alert, which only a write would send; with no reply due,
+///   the client waited for the idle timeout. The alert is flushed at once and the connection
+///   closed (a client that renegotiates gets nothing more from this daemon).
+/// - a peer that closes without `close_notify` is a read error to rustls; here it is a plain
+///   end of stream, since MessagePack frames carry their own length and a truncated one is
+///   still reported by the codec.
+pub struct TlsConn {
+    inner: TlsStream<TcpStream>,
+    /// A renegotiation was refused: flush the alert, then end the connection.
+    refused: bool,
+}
+
+/// Why a connection that asked to renegotiate ended.
+const RENEGOTIATION_REFUSED: &str = "TLS renegotiation refused";
+
+impl TlsConn {
+    /// rustls has something to send although no reply was written: in TLS 1.2, only the
+    /// alert refusing a renegotiation. (TLS 1.3's post-handshake answers are flushed too.)
+    fn alert_pending(&self) -> bool {
+        let (_, session) = self.inner.get_ref();
+        session.wants_write()
+            && session.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_2)
+    }
+}
+
+impl tokio::io::AsyncRead for TlsConn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let read = if this.refused {
+            Poll::Pending
+        } else {
+            Pin::new(&mut this.inner).poll_read(cx, buf)
+        };
+        // A failed read has its own answer (rustls may have queued a fatal alert for it).
+        let failed = matches!(read, Poll::Ready(Err(_)));
+        if !this.refused && !failed && this.alert_pending() {
+            this.refused = true;
+            tracing::debug!("{RENEGOTIATION_REFUSED}: sending the alert and closing");
+        }
+        // Bytes read along with the request are handed on first; the next read closes.
+        if this.refused && (read.is_pending() || buf.filled().len() == before) {
+            std::task::ready!(Pin::new(&mut this.inner).poll_flush(cx))?;
+            let refused = std::io::Error::other(RENEGOTIATION_REFUSED);
+            return Poll::Ready(Err(refused));
+        }
+        match read {
+            Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for TlsConn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
 /// A TLS connection: rustls may already hold decrypted bytes the socket no longer shows, so
 /// it always counts as readable (the read itself waits).
-impl super::Stream for TlsStream<TcpStream> {
+impl super::Stream for TlsConn {
     fn readable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send {
         std::future::ready(Ok(()))
     }
@@ -183,6 +284,7 @@ impl Server {
             Ok(Ok(stream)) => {
                 HANDSHAKES_FAILING.store(false, Ordering::Relaxed);
                 METRICS.count_handshake("ok");
+                conn.handshake_done();
                 stream
             }
             Ok(Err(e)) => return handshake_failed(why(&e), &e.to_string()),
@@ -190,6 +292,10 @@ impl Server {
                 let detail = format!("not finished within {} ms", limit.as_millis());
                 return handshake_failed("timeout", &detail);
             }
+        };
+        let stream = TlsConn {
+            inner: stream,
+            refused: false,
         };
         Box::pin(self.serve_connection(stream, &live.limits, live.max_frame, conn)).await
     }

@@ -9,10 +9,17 @@
 //! up.
 //!
 //! A 429 is a signal for everyone: the budget halves (at most once per round trip), honours
-//! `Retry-After` by admitting nothing until then, and grows back by one slot per budget-full of
+//! `Retry-After` (capped by `twilio_max_retry_after_secs`, so a hostile or broken upstream
+//! cannot switch sends off for an hour) by admitting nothing until then, and grows back by one slot per budget-full of
 //! answers without a 429 (AIMD). An answer's `Twilio-Concurrent-Requests` (the account's
 //! requests in flight as Twilio counts them, other senders' included) shrinks it to the share
 //! the others leave.
+//!
+//! The answer-time estimate only moves when an answer arrives. When it leaves no room (a
+//! deadline under the first guess, a reload shortening the deadline below the learned p90)
+//! nothing would ever be sent again, so nothing would be learned: after [`PROBE_INTERVAL`]
+//! without an answer, one request is let through anyway, a probe. Its caller is answered as
+//! any other: the SID if the answer comes in time, `ERR timeout` if it does not.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -25,7 +32,16 @@ use crate::metrics::{ReasonLabel, METRICS};
 use crate::slots::{Slot, Slots};
 
 /// What answer times are assumed before any has been seen.
-const FIRST_GUESS: Duration = Duration::from_millis(250);
+pub const FIRST_GUESS: Duration = Duration::from_millis(250);
+
+/// How long without an answer before one request is let through although the estimate says
+/// it cannot be answered in time. 10 s: far below anything Twilio limits or a storm sends, so
+/// a probe costs nothing measurable; at most one caller in 10 s risks a late answer; and the
+/// estimate (down 1/16 per faster answer) recovers from the first guess within a minute.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The default cap on a 429's pause (`twilio_max_retry_after_secs`).
+pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 pub struct Budget {
     slots: Slots,
@@ -41,6 +57,14 @@ pub struct Budget {
     /// Answer times, µs: a running mean and a running 90th percentile.
     mean_us: AtomicU64,
     p90_us: AtomicU64,
+    /// The longest a 429's Retry-After may hold admissions, ms (a reload may change it).
+    max_retry_after_ms: AtomicU64,
+    /// Set from a 429 until the next answer without one: its Retry-After is logged once.
+    in_429: AtomicBool,
+    /// When an answer last arrived or a probe went out: ms since `born`, plus
+    /// [`PROBE_INTERVAL`] (so that before any answer a probe may go at once).
+    heard_ms: AtomicU64,
+    born: Instant,
     state: Mutex<State>,
 }
 
@@ -107,8 +131,29 @@ impl Budget {
             paused: AtomicBool::new(false),
             mean_us: AtomicU64::new(guess),
             p90_us: AtomicU64::new(guess),
+            max_retry_after_ms: AtomicU64::new(DEFAULT_MAX_RETRY_AFTER.as_millis() as u64),
+            in_429: AtomicBool::new(false),
+            heard_ms: AtomicU64::new(0),
+            born: Instant::now(),
             state: Mutex::new(State::default()),
         }
+    }
+
+    /// Caps the pause a 429's Retry-After imposes.
+    pub fn set_max_retry_after(&self, cap: Duration) {
+        let ms = cap.as_millis().min(u128::from(u64::MAX)) as u64;
+        self.max_retry_after_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// The longest a 429's Retry-After may pause sends.
+    pub fn max_retry_after(&self) -> Duration {
+        Duration::from_millis(self.max_retry_after_ms.load(Ordering::Relaxed))
+    }
+
+    /// `at` on the clock of `heard_ms`.
+    fn clock_ms(&self, at: Instant) -> u64 {
+        let since = at.saturating_duration_since(self.born).as_millis() as u64;
+        since + PROBE_INTERVAL.as_millis() as u64
     }
 
     pub fn max(&self) -> usize {
@@ -137,6 +182,9 @@ impl Budget {
         let now = Instant::now();
         let last_start = deadline.checked_sub(self.p90()).unwrap_or(now);
         if last_start <= now {
+            if let Some(ticket) = self.probe(now, deadline) {
+                return Ok(ticket);
+            }
             return Err(busy(
                 "no_time",
                 "too little time left for Twilio to answer before the deadline",
@@ -182,6 +230,39 @@ impl Budget {
         }
     }
 
+    /// A slot for a request the estimate says cannot be answered by `deadline`, when no answer
+    /// has arrived for [`PROBE_INTERVAL`] and no other probe went out meanwhile: without it a
+    /// deadline shorter than the estimate would refuse every send for good. Never while a
+    /// 429's pause holds, nor past the budget.
+    fn probe(&self, now: Instant, deadline: Instant) -> Option<Ticket<'_>> {
+        if self.paused.load(Ordering::Relaxed) && self.paused_until(now).is_some() {
+            return None;
+        }
+        let heard = self.heard_ms.load(Ordering::Relaxed);
+        let at = self.clock_ms(now);
+        if at < heard + PROBE_INTERVAL.as_millis() as u64 {
+            return None;
+        }
+        // One probe per interval, whoever races for it.
+        self.heard_ms
+            .compare_exchange(heard, at, Ordering::Relaxed, Ordering::Relaxed)
+            .ok()?;
+        let slot = self.slots.try_take(self.size())?;
+        tracing::info!(
+            p90_ms = self.p90().as_millis() as u64,
+            left_ms = deadline.saturating_duration_since(now).as_millis() as u64,
+            "no Twilio answer for {} s and the learned answer time leaves no room before the \
+             deadline: sending one request to learn it again (its caller gets ERR timeout if \
+             the answer is late)",
+            PROBE_INTERVAL.as_secs()
+        );
+        METRICS.budget_probes.inc();
+        Some(Ticket {
+            _slot: slot,
+            started: now,
+        })
+    }
+
     /// Until when a Retry-After holds admissions, if it still does.
     fn paused_until(&self, now: Instant) -> Option<Instant> {
         let mut state = self.state();
@@ -209,9 +290,11 @@ impl Budget {
     pub fn answered(&self, ticket: Ticket<'_>, took: Duration, answer: Answered) {
         // Counted as in flight when Twilio answered, this request included.
         let ours = self.slots.taken().max(1);
+        let heard = self.clock_ms(ticket.started + took);
         drop(ticket);
         if answer.timed {
             self.learn(took);
+            self.heard_ms.fetch_max(heard, Ordering::Relaxed);
         }
         if let Some(theirs) = answer.concurrent.map(|all| all.saturating_sub(ours)) {
             let share = self.max.saturating_sub(theirs);
@@ -222,13 +305,28 @@ impl Budget {
         }
         if answer.too_many {
             METRICS.twilio_429.inc();
-            self.back_off(answer.retry_after);
+            let cap = self.max_retry_after();
+            if !self.in_429.swap(true, Ordering::Relaxed) {
+                // Once per episode: a burst of 429s says the same thing many times.
+                let asked = answer.retry_after.map(|d| d.as_secs());
+                tracing::warn!(
+                    retry_after_secs = asked,
+                    paused_secs = asked.map(|a| a.min(cap.as_secs())),
+                    max_retry_after_secs = cap.as_secs(),
+                    "Twilio answered 429 (too many requests): sends pause for Retry-After, \
+                     at most twilio_max_retry_after_secs; logged once until an answer without 429"
+                );
+            }
+            self.back_off(answer.retry_after.map(|d| d.min(cap)));
         } else if self.size() < self.max {
             let size = self.size();
             if self.grown.fetch_add(1, Ordering::Relaxed) + 1 >= size {
                 self.grown.store(0, Ordering::Relaxed);
                 self.resize(size + 1);
             }
+        }
+        if !answer.too_many && self.in_429.load(Ordering::Relaxed) {
+            self.in_429.store(false, Ordering::Relaxed);
         }
     }
 
@@ -285,168 +383,5 @@ impl Drop for InLine<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn fine() -> Answered {
-        Answered {
-            timed: true,
-            ..Answered::default()
-        }
-    }
-
-    fn too_many() -> Answered {
-        Answered {
-            too_many: true,
-            ..fine()
-        }
-    }
-
-    fn retry_after(secs: u64) -> Answered {
-        Answered {
-            retry_after: Some(Duration::from_secs(secs)),
-            ..too_many()
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn others_on_the_account_leave_a_smaller_share() {
-        let budget = Budget::new(100);
-        let ticket = budget
-            .admit(Instant::now() + Duration::from_secs(3))
-            .await
-            .unwrap();
-        // Twilio counts 61 in flight, one of them ours: the others hold 60.
-        let answer = Answered {
-            concurrent: Some(61),
-            ..fine()
-        };
-        budget.answered(ticket, Duration::from_millis(250), answer);
-        assert_eq!(budget.size(), 40);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_p90_settles_where_one_answer_in_ten_is_slower() {
-        let budget = Budget::new(10);
-        // Answers spread evenly over 50..450 ms (a fixed pseudo-random order): once settled,
-        // about one in ten must come slower than the estimate it meets.
-        let mut seed = 12345u64;
-        let mut answer = || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            Duration::from_millis(50 + (seed >> 33) % 400)
-        };
-        for _ in 0..500 {
-            budget.learn(answer());
-        }
-        let (mut slower, mut estimates) = (0, Vec::new());
-        for _ in 0..4000 {
-            let took = answer();
-            slower += usize::from(took > budget.p90());
-            budget.learn(took);
-            estimates.push(budget.p90().as_millis());
-        }
-        let share = slower as f64 / estimates.len() as f64;
-        assert!(
-            (0.07..=0.13).contains(&share),
-            "{share} slower than the p90"
-        );
-        // The true p90 is 410 ms; the estimate wanders around it.
-        estimates.sort_unstable();
-        let median = estimates[estimates.len() / 2];
-        assert!((370..=450).contains(&median), "{median}");
-        let mean = budget.mean().as_millis();
-        assert!((150..=350).contains(&mean), "{mean}");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_429_halves_the_budget_once_per_round_trip_and_answers_grow_it_back() {
-        let budget = Budget::new(8);
-        for _ in 0..3 {
-            let ticket = budget.admit(Instant::now() + Duration::from_secs(3)).await;
-            budget.answered(ticket.unwrap(), Duration::from_millis(250), too_many());
-        }
-        assert_eq!(budget.size(), 4, "a burst of 429s cuts once");
-        tokio::time::advance(Duration::from_secs(1)).await;
-        let ticket = budget.admit(Instant::now() + Duration::from_secs(3)).await;
-        budget.answered(ticket.unwrap(), Duration::from_millis(250), too_many());
-        assert_eq!(budget.size(), 2);
-        for _ in 0..20 {
-            let ticket = budget.admit(Instant::now() + Duration::from_secs(3)).await;
-            budget.answered(ticket.unwrap(), Duration::from_millis(250), fine());
-        }
-        assert!(budget.size() > 2, "{}", budget.size());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_call_that_cannot_be_answered_in_time_is_busy_at_once() {
-        let budget = Budget::new(1);
-        let first = budget
-            .admit(Instant::now() + Duration::from_secs(3))
-            .await
-            .unwrap();
-        // 250 ms per answer assumed, one ahead: a 300 ms deadline cannot be met.
-        let started = Instant::now();
-        let refused = budget
-            .admit(Instant::now() + Duration::from_millis(300))
-            .await;
-        let error = refused.err().expect("busy").to_string();
-        assert!(error.starts_with("ERR unavailable: busy"), "{error}");
-        assert_eq!(
-            started.elapsed(),
-            Duration::ZERO,
-            "answered without waiting"
-        );
-        drop(first);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_waiting_call_gets_the_slot_freed_in_time() {
-        let budget = std::sync::Arc::new(Budget::new(1));
-        let first = budget
-            .admit(Instant::now() + Duration::from_secs(3))
-            .await
-            .unwrap();
-        let waiter = {
-            let budget = budget.clone();
-            tokio::spawn(async move {
-                budget
-                    .admit(Instant::now() + Duration::from_secs(2))
-                    .await
-                    .map(drop)
-                    .map_err(|e| e.to_string())
-            })
-        };
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        budget.answered(first, Duration::from_millis(250), fine());
-        assert_eq!(waiter.await.unwrap(), Ok(()));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn retry_after_admits_nothing_until_it_has_passed() {
-        let budget = Budget::new(4);
-        let ticket = budget
-            .admit(Instant::now() + Duration::from_secs(3))
-            .await
-            .unwrap();
-        budget.answered(ticket, Duration::from_millis(250), retry_after(1));
-        let started = Instant::now();
-        let ticket = budget
-            .admit(Instant::now() + Duration::from_secs(3))
-            .await
-            .unwrap();
-        assert!(started.elapsed() >= Duration::from_secs(1));
-        drop(ticket);
-        // A Retry-After past the deadline: busy at once.
-        let ticket = budget
-            .admit(Instant::now() + Duration::from_secs(3))
-            .await
-            .unwrap();
-        budget.answered(ticket, Duration::from_millis(250), retry_after(10));
-        assert!(budget
-            .admit(Instant::now() + Duration::from_secs(3))
-            .await
-            .is_err());
-    }
-}
+#[path = "budget_tests.rs"]
+mod tests;

@@ -60,6 +60,8 @@ pub struct Settings {
     pub validity_period: Option<u32>,
     /// Requests in flight per account, across every API (Twilio's concurrency limit).
     pub max_concurrency: usize,
+    /// The longest a 429's Retry-After may pause sends (`twilio_max_retry_after_secs`).
+    pub max_retry_after: Duration,
 }
 
 #[derive(Debug)]
@@ -96,6 +98,7 @@ impl TwilioClient {
             .map(|r| r.budget.clone())
             .filter(|b| b.max() == settings.max_concurrency)
             .unwrap_or_else(|| Arc::new(Budget::new(settings.max_concurrency)));
+        budget.set_max_retry_after(settings.max_retry_after);
         let http = HttpClient::new(&HttpOptions {
             proxy: settings.proxy.as_ref().map(Url::as_str),
             extra_ca_pem: settings.ca_pem.as_deref(),
@@ -117,7 +120,9 @@ impl TwilioClient {
         let budget = if credentials.account_sid == self.account_sid {
             self.budget.clone()
         } else {
-            Arc::new(Budget::new(self.budget.max()))
+            let budget = Budget::new(self.budget.max());
+            budget.set_max_retry_after(self.budget.max_retry_after());
+            Arc::new(budget)
         };
         let shared = Shared {
             http: self.http.clone(),

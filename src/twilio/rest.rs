@@ -118,7 +118,11 @@ impl TwilioClient {
             let (error, wait) = match self.attempt(uri, &form, kind, deadline).await {
                 Attempt::Accepted(resource) => return Ok(resource),
                 Attempt::Failed(refusal) => return Err(not_reached(refusal)),
-                Attempt::Retry { error, wait } => (error, wait.unwrap_or(backoff)),
+                // A Retry-After is capped as the budget's pause is.
+                Attempt::Retry { error, wait } => (
+                    error,
+                    wait.map_or(backoff, |w| w.min(self.budget.max_retry_after())),
+                ),
             };
             if attempt >= MAX_ATTEMPTS || Instant::now() + wait >= deadline {
                 return Err(not_reached(Refusal {

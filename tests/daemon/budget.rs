@@ -222,3 +222,119 @@ async fn a_reload_in_a_storm_keeps_the_budget_and_its_requests_in_flight() {
         "{peak} POSTs in flight at once with a budget of 2"
     );
 }
+
+#[tokio::test]
+async fn a_retry_after_of_an_hour_pauses_sends_for_the_cap_only() {
+    // Two 429s asking for an hour (one episode), then 201s.
+    let twilio = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            twilio_error(429, 20429, "Too Many Requests").insert_header("retry-after", "3600"),
+        )
+        .up_to_n_times(2)
+        .with_priority(1)
+        .mount(&twilio)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(created(SID))
+        .mount(&twilio)
+        .await;
+    let daemon = Daemon::start(
+        &twilio.uri(),
+        Options::default().args(["--twilio-max-retry-after-secs=2", "--keep-warm-secs=0"]),
+    );
+    // The capped Retry-After (2 s) fits the deadline once: retried, 429 again, and a second
+    // wait would not fit.
+    let first = daemon.send("ACME").await;
+    assert!(
+        first
+            .as_ref()
+            .is_err_and(|e| e.starts_with("ERR twilio 20429")),
+        "{first:?}"
+    );
+    // Hour-long pause or not, sends go through again after about the cap.
+    let started = Instant::now();
+    let resumed = loop {
+        let reply = daemon.send("ACME").await;
+        if reply.is_ok() || started.elapsed() > Duration::from_secs(10) {
+            break reply;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(resumed, Ok(SID.to_owned()));
+    // The header's value, logged once for the episode's two 429s.
+    let log = daemon.wait_for_log("Twilio answered 429");
+    assert!(log.contains("retry_after_secs=3600"), "{log}");
+    assert_eq!(daemon.count_log("Twilio answered 429"), 1);
+}
+
+#[tokio::test]
+async fn while_a_429_pauses_calls_are_busy_at_once_and_sends_resume_after_the_cap() {
+    let twilio = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            twilio_error(429, 20429, "Too Many Requests").insert_header("retry-after", "3600"),
+        )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&twilio)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(created(SID))
+        .mount(&twilio)
+        .await;
+    // The default cap, 5 s: longer than the deadline, so the 429's call is not retried.
+    let daemon = Daemon::start(&twilio.uri(), Options::default().arg("--keep-warm-secs=0"));
+    let first = daemon.send("ACME").await;
+    assert!(
+        first
+            .as_ref()
+            .is_err_and(|e| e.starts_with("ERR twilio 20429")),
+        "{first:?}"
+    );
+    let paused = daemon.send("ACME").await;
+    assert!(
+        paused
+            .as_ref()
+            .is_err_and(|e| e.starts_with("ERR unavailable: busy")),
+        "{paused:?}"
+    );
+    // After about the cap (not the hour asked for), a send goes through.
+    let started = Instant::now();
+    let resumed = loop {
+        let reply = daemon.send("ACME").await;
+        if reply.is_ok() || started.elapsed() > Duration::from_secs(12) {
+            break reply;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(resumed, Ok(SID.to_owned()));
+    // Nothing was sent for the busy answers: the 429 and the one that went through.
+    assert_eq!(twilio.received_requests().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_deadline_under_the_first_guess_still_lets_a_probe_through() {
+    let twilio = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(created(SID))
+        .mount(&twilio)
+        .await;
+    // 200 ms: under the 250 ms assumed before any answer was timed.
+    let daemon = Daemon::start(
+        &twilio.uri(),
+        Options::default().args(["--deadline-ms=200", "--keep-warm-secs=0"]),
+    );
+    daemon.wait_for_log("leaves no room for the 250 ms");
+    // The first call is the probe (nothing learned yet): its caller gets the SID.
+    assert_eq!(daemon.send("ACME").await, Ok(SID.to_owned()));
+    // One probe per interval: the next is busy, nothing sent for it.
+    let next = daemon.send("ACME").await;
+    assert!(
+        next.as_ref()
+            .is_err_and(|e| e.starts_with("ERR unavailable: busy")),
+        "{next:?}"
+    );
+    assert_eq!(twilio.received_requests().await.unwrap().len(), 1);
+    daemon.wait_for_log("sending one request to learn it again");
+}

@@ -470,6 +470,20 @@ fn a_deadline_over_ilx_timeout_is_warned_about() {
     assert!(!stderr.contains("3000 ms"), "{stderr}");
 }
 
+/// A deadline that leaves no room for the first guess of an answer's time is warned about.
+#[test]
+fn a_deadline_under_the_first_answer_time_guess_is_warned_about() {
+    let (passed, _, stderr) = check(&["--deadline-ms", "250"]);
+    assert!(passed, "{stderr}");
+    assert!(
+        stderr.contains("deadline_ms 250 leaves no room for the 250 ms"),
+        "{stderr}"
+    );
+    let (passed, _, stderr) = check(&["--deadline-ms", "251"]);
+    assert!(passed);
+    assert!(!stderr.contains("leaves no room"), "{stderr}");
+}
+
 /// `uptime_s` counts from the daemon's start, not from the first `health` call.
 #[test]
 fn uptime_counts_from_the_start() {
@@ -526,6 +540,22 @@ fn a_failed_tcp_bind_leaves_no_socket_file() {
         .args(["serve", "--dry-run", "--unix"])
         .arg(&sock)
         .arg("--tcp")
+        .arg(taken.local_addr().unwrap().to_string())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(!sock.exists(), "the socket file was left behind");
+}
+
+#[test]
+fn a_failed_metrics_bind_leaves_no_socket_file() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("otp.sock");
+    let out = command()
+        .args(["serve", "--dry-run", "--unix"])
+        .arg(&sock)
+        .arg("--metrics")
         .arg(taken.local_addr().unwrap().to_string())
         .output()
         .unwrap();

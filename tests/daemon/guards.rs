@@ -651,3 +651,24 @@ fn check_shows_the_default_region_and_refuses_a_bad_one() {
     );
     check_refuses(&["--default-region=Netherlands"], "default_region");
 }
+
+/// Any number not in strict E.164 needs the numbering plan, which the crate loads on first
+/// use (about 90 ms): it is loaded before the daemon says it is ready, also without geo rules
+/// or a default region, so the first caller with `+1 (415) 555-0100` does not pay for it.
+#[tokio::test]
+async fn the_numbering_plan_is_loaded_before_ready() {
+    let twilio = twilio_answering(created(SID)).await;
+    let daemon = Daemon::start(
+        &twilio.uri(),
+        Options::default()
+            .args(["--keep-warm-secs=0"])
+            .env("RUST_LOG", "otp_sidecar=debug"),
+    );
+    let log = daemon.log();
+    let loaded = log.find("phone numbering plan loaded").expect(&log);
+    let ready = log.find(&daemon.ready).expect("the ready line");
+    assert!(loaded < ready, "{log}");
+    let mut client = daemon.unix_client().await;
+    let reply = client.send_otp(OTP, "+1 (415) 555-0100", "ACME").await;
+    assert_eq!(reply.unwrap(), Ok(SID.to_owned()));
+}

@@ -14,6 +14,7 @@ mod disk;
 mod failover;
 mod guards;
 mod layout;
+mod listener;
 mod monitor;
 mod numbers;
 pub(crate) mod offbox;

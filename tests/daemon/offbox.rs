@@ -114,7 +114,7 @@ fn provider() -> Arc<tokio_rustls::rustls::crypto::CryptoProvider> {
 }
 
 /// A TLS connection to `addr` trusting `server_ca`, presenting `client` when given.
-async fn tls_connect(
+pub(crate) async fn tls_connect(
     addr: std::net::SocketAddr,
     server_ca: &str,
     client: Option<&Leaf>,
@@ -147,7 +147,7 @@ async fn tls_connect(
 }
 
 /// A client over TLS, or the error of its handshake.
-async fn tls_client(
+pub(crate) async fn tls_client(
     addr: std::net::SocketAddr,
     server_ca: &str,
     client: Option<&Leaf>,
@@ -157,7 +157,10 @@ async fn tls_client(
 }
 
 /// sendOTP with a context holding `token` (when given) and nothing else.
-async fn send_token(client: &mut Client, token: Option<rmpv::Value>) -> Result<String, String> {
+pub(crate) async fn send_token(
+    client: &mut Client,
+    token: Option<rmpv::Value>,
+) -> Result<String, String> {
     let ctx = match token {
         Some(t) => rmpv::Value::Map(vec![("token".into(), t)]),
         None => rmpv::Value::Map(vec![]),

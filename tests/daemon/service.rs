@@ -261,32 +261,38 @@ async fn sent_reply<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> rmpv::Va
 }
 
 #[tokio::test]
-async fn at_the_connection_cap_the_longest_idle_connection_makes_room() {
-    let twilio = slow_twilio(Duration::from_millis(1500)).await;
+async fn at_the_connection_cap_strangers_make_room_and_served_callers_stay() {
+    let twilio = slow_twilio(Duration::from_millis(500)).await;
+    // 4 slots, one kept for the Unix socket: TCP holds at most 3.
     let daemon = Daemon::start(&twilio.uri(), Options::default().arg("--max-connections=4"));
     // The oldest connection has a call in flight: it is never the one closed.
     let mut busy = tokio::net::UnixStream::connect(&daemon.unix).await.unwrap();
     start_send(&mut busy).await;
     until_sent(&twilio, 1).await;
-    let mut b = pinged(daemon.tcp).await;
+    // b was served; c and d never completed a call (a ping does not count).
+    let mut b = tokio::net::TcpStream::connect(daemon.tcp).await.unwrap();
+    start_send(&mut b).await;
+    assert_eq!(sent_reply(&mut b).await, rmpv::Value::from(SID));
     let mut c = pinged(daemon.tcp).await;
-    let mut d = pinged(daemon.tcp).await;
-    // A fifth: answered, and b (idle longest) is closed for it.
-    let mut e = pinged(daemon.tcp).await;
-    assert!(closed_within(&mut b, Duration::from_secs(3)).await);
-    daemon.wait_for_log("closing the longest-idle connection");
-    // d is used again, so c is now the one idle longest.
-    ping_on(&mut d).await;
-    let mut f = pinged(daemon.tcp).await;
+    let mut d = tokio::net::TcpStream::connect(daemon.tcp).await.unwrap();
+    // A newcomer: the oldest stranger, c, is closed for it, not b (idle longer).
+    let mut e = tokio::net::TcpStream::connect(daemon.tcp).await.unwrap();
     assert!(closed_within(&mut c, Duration::from_secs(3)).await);
-    for stream in [&mut d, &mut e, &mut f] {
+    daemon.wait_for_log("closing connections that have not completed a call");
+    start_send(&mut e).await;
+    assert_eq!(sent_reply(&mut e).await, rmpv::Value::from(SID));
+    let mut f = tokio::net::TcpStream::connect(daemon.tcp).await.unwrap();
+    assert!(closed_within(&mut d, Duration::from_secs(3)).await);
+    start_send(&mut f).await;
+    assert_eq!(sent_reply(&mut f).await, rmpv::Value::from(SID));
+    // Only served callers left on TCP: a newcomer is refused, none of them closed.
+    let mut g = tokio::net::TcpStream::connect(daemon.tcp).await.unwrap();
+    assert!(closed_within(&mut g, Duration::from_secs(3)).await);
+    daemon.wait_for_log("every connection has a call in flight or was served");
+    for stream in [&mut b, &mut e, &mut f] {
         ping_on(stream).await;
     }
     assert_eq!(sent_reply(&mut busy).await, rmpv::Value::from(SID));
-    assert_eq!(
-        daemon.count_log("connection limit reached and every connection"),
-        0
-    );
 }
 
 #[tokio::test]
