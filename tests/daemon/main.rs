@@ -11,6 +11,7 @@ mod budget;
 mod cli;
 mod conformance;
 mod disk;
+mod docs;
 mod failover;
 mod guards;
 mod layout;
