@@ -32,11 +32,24 @@ fn table_rows<'a>(lines: &[&'a str]) -> Vec<Vec<&'a str>> {
         .collect()
 }
 
-/// `serve --help`'s options: the flag, its env var and its default, as clap prints them.
+/// `serve --help`'s options: the flag, its env var, its default and its range, as `--help`
+/// prints them.
 struct HelpOption {
     flag: String,
     env: Option<String>,
     default: Option<String>,
+    range: Option<(u64, u64)>,
+}
+
+/// The first `LOW-HIGH` in an option's text (`(100-60000)`); an example such as an MCC-MNC,
+/// `310-260`, is no range.
+fn range_in(text: &str) -> Option<(u64, u64)> {
+    let range = regex_lite::Regex::new(r"\b([0-9]+)-([0-9]+)\b").unwrap();
+    let first = range.captures_iter(text).find_map(|c| {
+        let (low, high) = (c[1].parse().ok()?, c[2].parse().ok()?);
+        (low <= high).then_some((low, high))
+    });
+    first
 }
 
 fn serve_options() -> Vec<HelpOption> {
@@ -64,6 +77,7 @@ fn serve_options() -> Vec<HelpOption> {
         .map(|(flag, text)| HelpOption {
             env: env.captures(&text).map(|c| c[1].to_owned()),
             default: default.captures(&text).map(|c| c[1].to_owned()),
+            range: range_in(&text),
             flag,
         })
         .collect();
@@ -131,6 +145,15 @@ fn the_configuration_reference_has_a_row_for_every_serve_option_and_no_other() {
             if !default_cell.contains(default) {
                 wrong.push(format!(
                     "{}: default {default:?}, the row says {default_cell}",
+                    option.flag
+                ));
+            }
+        }
+        if let Some((low, high)) = option.range {
+            let range_cell = &cells[4];
+            if !range_cell.contains(&format!("{low}–{high}")) {
+                wrong.push(format!(
+                    "{}: range {low}–{high}, the row says {range_cell}",
                     option.flag
                 ));
             }
