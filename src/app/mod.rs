@@ -124,6 +124,7 @@ pub fn start_clock() {
 /// passed.
 pub async fn check_online(settings: &Settings) -> Vec<(String, bool)> {
     let backups: Vec<Backup> = settings
+        .backend
         .failover
         .iter()
         .map(|p| Backup {
@@ -133,9 +134,9 @@ pub async fn check_online(settings: &Settings) -> Vec<(String, bool)> {
         })
         .collect();
     let verdicts = crate::twilio::online::check_online(
-        &settings.twilio,
-        settings.credentials.as_ref(),
-        settings.verify.as_ref(),
+        &settings.backend.twilio,
+        settings.backend.credentials.as_ref(),
+        settings.backend.verify.as_ref(),
         &backups,
     )
     .await;
