@@ -50,7 +50,7 @@ pub async fn run(options: Options, settings: Settings) -> Result<()> {
         Listeners::inherited(inherited)?
     };
     let metrics = match settings.metrics {
-        Some(addr) => match crate::metrics::serve(addr).await {
+        Some(addr) => match crate::server::serve_metrics(addr).await {
             Ok(addr) => addr.to_string(),
             Err(e) => {
                 // Nobody will serve the socket file just made: leave no trace of it.

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::config::{Options, Settings};
-use crate::metrics::{ResultLabel, METRICS};
+use crate::metrics::METRICS;
 use crate::server::Shared;
 
 use super::build::build;
@@ -29,10 +29,7 @@ pub async fn reload(options: &Options, shared: &Shared, parts: &SharedParts) {
             shared.store(Arc::new(live));
             parts.store(Arc::new(new));
             tracing::info!("SIGHUP: configuration reloaded");
-            METRICS
-                .reloads
-                .get_or_create(&ResultLabel { result: "applied" })
-                .inc();
+            METRICS.count_reload(true);
         }
         Err(e) => {
             // One line, however many the parser's message has.
@@ -41,10 +38,7 @@ pub async fn reload(options: &Options, shared: &Shared, parts: &SharedParts) {
                 .collect::<Vec<_>>()
                 .join(" ");
             tracing::error!("SIGHUP: reload refused, the running configuration stays: {why}");
-            METRICS
-                .reloads
-                .get_or_create(&ResultLabel { result: "refused" })
-                .inc();
+            METRICS.count_reload(false);
         }
     }
     systemd::ready("serving");

@@ -3,10 +3,12 @@
 
 mod connection;
 mod later;
+mod metrics_http;
 mod open;
 mod sockets;
 mod tls;
 
+pub use metrics_http::serve as serve_metrics;
 pub use open::reserve_descriptors;
 use sockets::{accept_failed, bind_unix, Acceptor, ACCEPT_FAILING};
 pub use sockets::{check_unix_path, Stream, UnixGroup};
@@ -286,7 +288,7 @@ impl Server {
                     registered
                 }
                 Err(Refused::Full) => {
-                    METRICS.connections_refused.inc();
+                    METRICS.count_connection_refused();
                     if !AT_CAPACITY.swap(true, Ordering::Relaxed) {
                         tracing::warn!(
                             max_connections = cap,
