@@ -16,7 +16,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Options, Settings};
-use crate::server::{Listeners, Live, Shared};
+use crate::server::{Listeners, Live, LiveSwap};
 use crate::twilio::online::Backup;
 use build::build;
 use reload::reload;
@@ -28,7 +28,7 @@ pub async fn run(options: Options, settings: Settings) -> Result<()> {
     // systemd may send) is handled instead of killing the process.
     let mut signals = Signals::install()?;
     let (live, parts) = build(&settings, None)?;
-    let shared: Shared = Arc::new(ArcSwap::from_pointee(live));
+    let shared: LiveSwap = Arc::new(ArcSwap::from_pointee(live));
     let parts: SharedParts = Arc::new(ArcSwap::from_pointee(parts));
     let (open_files, room) = crate::server::reserve_descriptors();
     if room < settings.limits.max_connections {

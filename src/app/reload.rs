@@ -5,14 +5,14 @@ use std::sync::Arc;
 
 use crate::config::{Options, Settings};
 use crate::metrics::METRICS;
-use crate::server::Shared;
+use crate::server::LiveSwap;
 
 use super::build::build;
 use super::systemd;
 use super::tasks::{prepare, SharedParts};
 
 /// Re-reads the configuration from `options` (the flags and env vars the daemon started with).
-pub async fn reload(options: &Options, shared: &Shared, parts: &SharedParts) {
+pub async fn reload(options: &Options, shared: &LiveSwap, parts: &SharedParts) {
     systemd::reloading();
     let running = parts.load_full();
     let outcome = Settings::resolve(options, &|name| std::env::var(name).ok())
