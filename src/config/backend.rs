@@ -35,11 +35,10 @@ pub(super) fn resolve(
     dry_run: bool,
 ) -> Result<BackendSettings> {
     let allow_insecure = o.allow_insecure_twilio_url.unwrap_or(false);
-    let api_url = parse_api_url(
-        "twilio_api_url",
-        &given(o.twilio_api_url.clone(), "twilio_api_url")?,
-        allow_insecure,
-    )?;
+    let api = |name: &str, value: &Option<String>| {
+        parse_api_url(name, &given(value.clone(), name)?, allow_insecure)
+    };
+    let api_url = api("twilio_api_url", &o.twilio_api_url)?;
     let proxy = match &o.proxy {
         Some(p) => {
             let url = parse_http_url("proxy", p)?;
@@ -60,16 +59,8 @@ pub(super) fn resolve(
         Some(path) => Some(read_ca(path)?),
         None => None,
     };
-    let lookup_url = parse_api_url(
-        "lookup_api_url",
-        &given(o.lookup_api_url.clone(), "lookup_api_url")?,
-        allow_insecure,
-    )?;
-    let verify_api_url = parse_api_url(
-        "verify_api_url",
-        &given(o.verify_api_url.clone(), "verify_api_url")?,
-        allow_insecure,
-    )?;
+    let lookup_url = api("lookup_api_url", &o.lookup_api_url)?;
+    let verify_api_url = api("verify_api_url", &o.verify_api_url)?;
     let verify = match &o.verify_service_sid {
         Some(sid) => Some(VerifyService::new(&verify_api_url, sid.trim())?),
         None => None,
