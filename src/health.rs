@@ -79,8 +79,8 @@ impl Health {
         }
         report.extend([
             ("uptime_s".into(), self.started.elapsed().as_secs().into()),
-            ("connections".into(), METRICS.connections.get().into()),
-            ("in_flight".into(), METRICS.in_flight.get().into()),
+            ("connections".into(), METRICS.open_connections().into()),
+            ("in_flight".into(), METRICS.calls_in_flight().into()),
             ("last_twilio".into(), last),
         ]);
         Value::Map(report)

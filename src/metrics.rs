@@ -1,26 +1,18 @@
-//! Prometheus metrics: one process-wide set, and the loopback HTTP endpoint that serves it.
+//! Prometheus metrics: one process-wide set that every part counts into through its methods.
+//! The loopback HTTP endpoint that serves it is `server::metrics_http`.
 //!
 //! Labels only ever carry values from fixed lists (method names we know, reason tokens), so
 //! a caller cannot grow the set by sending odd method names.
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CallLabels {
@@ -86,22 +78,22 @@ struct BuildLabels {
 
 pub struct Metrics {
     registry: Registry,
-    pub calls: Family<CallLabels, Counter>,
+    calls: Family<CallLabels, Counter>,
     /// Seconds per HTTP request to Twilio (each attempt, warm-ups included).
     pub twilio_seconds: Histogram,
     pub twilio_retries: Counter,
-    pub in_flight: Gauge,
-    pub connections: Gauge,
-    pub connections_refused: Counter,
-    pub reloads: Family<ResultLabel, Counter>,
-    pub rate_limited: Family<LimitLabel, Counter>,
-    pub blocked: Family<RuleLabel, Counter>,
-    pub context_ignored: Family<FieldLabel, Counter>,
-    pub lookups: Family<ResultLabel, Counter>,
-    pub state_operations: Family<StateLabels, Counter>,
-    pub state_fallbacks: Family<PolicyLabel, Counter>,
+    in_flight: Gauge,
+    connections: Gauge,
+    connections_refused: Counter,
+    reloads: Family<ResultLabel, Counter>,
+    rate_limited: Family<LimitLabel, Counter>,
+    blocked: Family<RuleLabel, Counter>,
+    context_ignored: Family<FieldLabel, Counter>,
+    lookups: Family<ResultLabel, Counter>,
+    state_operations: Family<StateLabels, Counter>,
+    state_fallbacks: Family<PolicyLabel, Counter>,
     pub failovers: Counter,
-    pub breaker_open: Family<ProviderLabel, Gauge>,
+    breaker_open: Family<ProviderLabel, Gauge>,
     /// Twilio requests holding a slot of the request budget now, and the budget's size.
     pub budget_in_use: Gauge,
     pub budget_size: Gauge,
@@ -113,9 +105,9 @@ pub struct Metrics {
     /// Requests let through to relearn the answer time when it left no room (one per 10 s).
     pub budget_probes: Counter,
     /// TLS handshakes on the TCP listener, by result (`ok` or why it failed).
-    pub tls_handshakes: Family<ResultLabel, Counter>,
+    tls_handshakes: Family<ResultLabel, Counter>,
     /// Calls that needed a caller token, by caller (`none`: no token or a wrong one).
-    pub caller_calls: Family<CallerLabels, Counter>,
+    caller_calls: Family<CallerLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -279,6 +271,35 @@ impl Metrics {
         }
     }
 
+    /// The gauge of open connections, for the server's connection slots to move.
+    pub fn connections_gauge(&self) -> Gauge {
+        self.connections.clone()
+    }
+
+    /// The gauge of calls running, for the server's call slots to move.
+    pub fn in_flight_gauge(&self) -> Gauge {
+        self.in_flight.clone()
+    }
+
+    pub fn open_connections(&self) -> i64 {
+        self.connections.get()
+    }
+
+    pub fn calls_in_flight(&self) -> i64 {
+        self.in_flight.get()
+    }
+
+    /// A connection closed at once because max_connections were open.
+    pub fn count_connection_refused(&self) {
+        self.connections_refused.inc();
+    }
+
+    /// A SIGHUP reload, applied or refused.
+    pub fn count_reload(&self, applied: bool) {
+        let result = if applied { "applied" } else { "refused" };
+        self.reloads.get_or_create(&ResultLabel { result }).inc();
+    }
+
     pub fn count_handshake(&self, result: &'static str) {
         self.tls_handshakes
             .get_or_create(&ResultLabel { result })
@@ -379,89 +400,4 @@ where
     let metric = M::default();
     registry.register(name, help, metric.clone());
     metric
-}
-
-/// Binds the metrics listener now (so a taken port fails the start), serves it in the
-/// background.
-pub async fn serve(addr: SocketAddr) -> Result<SocketAddr> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen for metrics on {addr}"))?;
-    let local = listener.local_addr()?;
-    tokio::spawn(async move {
-        loop {
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!("metrics accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            // Past the cap a connection is closed at once: idle scrapers cannot take the
-            // descriptors the RPC sockets need.
-            let Some(open) = MetricsConnection::open() else {
-                if !METRICS_AT_CAPACITY.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        max = MAX_METRICS_CONNECTIONS,
-                        "metrics connection limit reached: closing new ones until one ends"
-                    );
-                }
-                continue;
-            };
-            METRICS_AT_CAPACITY.store(false, Ordering::Relaxed);
-            tokio::spawn(async move {
-                let _open = open;
-                let service = hyper::service::service_fn(answer);
-                // A scraper that hangs up early is not worth a log line.
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(10))
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    Ok(local)
-}
-
-/// Metrics connections open at once; more are accepted and closed.
-pub const MAX_METRICS_CONNECTIONS: usize = 32;
-
-static METRICS_OPEN: AtomicUsize = AtomicUsize::new(0);
-static METRICS_AT_CAPACITY: AtomicBool = AtomicBool::new(false);
-
-/// One open metrics connection, counted against [`MAX_METRICS_CONNECTIONS`] until dropped.
-struct MetricsConnection;
-
-impl MetricsConnection {
-    fn open() -> Option<MetricsConnection> {
-        if METRICS_OPEN.fetch_add(1, Ordering::Relaxed) < MAX_METRICS_CONNECTIONS {
-            Some(MetricsConnection)
-        } else {
-            METRICS_OPEN.fetch_sub(1, Ordering::Relaxed);
-            None
-        }
-    }
-}
-
-impl Drop for MetricsConnection {
-    fn drop(&mut self) {
-        METRICS_OPEN.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-async fn answer(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let response = match (request.method(), request.uri().path()) {
-        (&Method::GET, "/metrics") => Response::builder()
-            .header(
-                hyper::header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )
-            .body(Full::new(Bytes::from(METRICS.render()))),
-        _ => Response::builder()
-            .status(StatusCode::NOT_FOUND)
-            .body(Full::new(Bytes::from_static(b"try /metrics\n"))),
-    };
-    Ok(response.unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))))
 }

@@ -18,7 +18,7 @@ use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use otp_sidecar::config::{Options, Settings};
 use otp_sidecar::rpc::{Incoming, MsgpackCodec};
-use otp_sidecar::server::{serve_stream, Shared};
+use otp_sidecar::server::{serve_stream, LiveSwap};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::codec::Decoder;
 
@@ -33,7 +33,7 @@ static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
         .expect("runtime")
 });
 
-static SHARED: LazyLock<Shared> = LazyLock::new(|| {
+static SHARED: LazyLock<LiveSwap> = LazyLock::new(|| {
     // Per-phone and global limits off: with them on, sends would soon all be refused and
     // the rest of the path would go unexplored. The IP and user limits stay on.
     let options = Options {

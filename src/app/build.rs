@@ -35,7 +35,7 @@ pub struct Parts {
 /// when the state settings did not.
 pub fn build(settings: &Settings, running: Option<&Parts>) -> Result<(Live, Parts)> {
     // Verify writes its own text: the templates' warnings would be about nothing sent.
-    if settings.verify.is_none() {
+    if settings.backend.verify.is_none() {
         for warning in settings.call.templates.warnings() {
             tracing::warn!("{warning}");
         }
@@ -101,10 +101,10 @@ pub fn build(settings: &Settings, running: Option<&Parts>) -> Result<(Live, Part
 /// Where codes go: Messages through the providers, Verify, or a dry run.
 /// `running`: the client serving now, whose request budget a reload keeps.
 fn backend(settings: &Settings, running: Option<&TwilioClient>) -> Result<Backend> {
-    let credentials = match &settings.credentials {
+    let credentials = match &settings.backend.credentials {
         Some(credentials) if !settings.dry_run => credentials,
         _ => {
-            let sids = if settings.verify.is_some() {
+            let sids = if settings.backend.verify.is_some() {
                 "VE…"
             } else {
                 "SM… (CA… for a call)"
@@ -112,12 +112,12 @@ fn backend(settings: &Settings, running: Option<&TwilioClient>) -> Result<Backen
             tracing::warn!(
                 "DRY RUN: nothing will be sent; every sendOTP answers with a made-up {sids} SID"
             );
-            return Ok(Backend::dry_run(settings.verify.is_some()));
+            return Ok(Backend::dry_run(settings.backend.verify.is_some()));
         }
     };
-    let client = TwilioClient::replacing(&settings.twilio, credentials, running)?;
+    let client = TwilioClient::replacing(&settings.backend.twilio, credentials, running)?;
     let client = Box::new(client);
-    Ok(match &settings.verify {
+    Ok(match &settings.backend.verify {
         Some(service) => {
             tracing::info!(
                 service = service.service_sid(),
@@ -127,7 +127,7 @@ fn backend(settings: &Settings, running: Option<&TwilioClient>) -> Result<Backen
             Backend::Verify(client, service.clone())
         }
         None => {
-            tracing::info!(twilio = %settings.twilio.api_url, "sending through {}", credentials.describe());
+            tracing::info!(twilio = %settings.backend.twilio.api_url, "sending through {}", credentials.describe());
             Backend::Messages(providers(settings, credentials, *client)?)
         }
     })
@@ -139,8 +139,8 @@ fn providers(
     credentials: &Credentials,
     primary: TwilioClient,
 ) -> Result<Providers> {
-    let mut list = Vec::with_capacity(1 + settings.failover.len());
-    for p in &settings.failover {
+    let mut list = Vec::with_capacity(1 + settings.backend.failover.len());
+    for p in &settings.backend.failover {
         let account = p.credentials.as_ref().unwrap_or(credentials);
         let client = primary.sibling(&p.api_url, account)?;
         tracing::info!(provider = %p.name, twilio = %p.api_url, "failover: then through {}", account.describe());
@@ -148,12 +148,12 @@ fn providers(
             p.name.clone(),
             client,
             p.sender.clone(),
-            settings.breaker,
+            settings.backend.breaker,
         ));
     }
     list.insert(
         0,
-        Provider::new(PRIMARY.to_owned(), primary, None, settings.breaker),
+        Provider::new(PRIMARY.to_owned(), primary, None, settings.backend.breaker),
     );
     Ok(Providers::new(list))
 }

@@ -16,7 +16,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Options, Settings};
-use crate::server::{Listeners, Live, Shared};
+use crate::server::{Listeners, Live, LiveSwap};
 use crate::twilio::online::Backup;
 use build::build;
 use reload::reload;
@@ -28,7 +28,7 @@ pub async fn run(options: Options, settings: Settings) -> Result<()> {
     // systemd may send) is handled instead of killing the process.
     let mut signals = Signals::install()?;
     let (live, parts) = build(&settings, None)?;
-    let shared: Shared = Arc::new(ArcSwap::from_pointee(live));
+    let shared: LiveSwap = Arc::new(ArcSwap::from_pointee(live));
     let parts: SharedParts = Arc::new(ArcSwap::from_pointee(parts));
     let (open_files, room) = crate::server::reserve_descriptors();
     if room < settings.limits.max_connections {
@@ -50,7 +50,7 @@ pub async fn run(options: Options, settings: Settings) -> Result<()> {
         Listeners::inherited(inherited)?
     };
     let metrics = match settings.metrics {
-        Some(addr) => match crate::metrics::serve(addr).await {
+        Some(addr) => match crate::server::serve_metrics(addr).await {
             Ok(addr) => addr.to_string(),
             Err(e) => {
                 // Nobody will serve the socket file just made: leave no trace of it.
@@ -124,6 +124,7 @@ pub fn start_clock() {
 /// passed.
 pub async fn check_online(settings: &Settings) -> Vec<(String, bool)> {
     let backups: Vec<Backup> = settings
+        .backend
         .failover
         .iter()
         .map(|p| Backup {
@@ -133,9 +134,9 @@ pub async fn check_online(settings: &Settings) -> Vec<(String, bool)> {
         })
         .collect();
     let verdicts = crate::twilio::online::check_online(
-        &settings.twilio,
-        settings.credentials.as_ref(),
-        settings.verify.as_ref(),
+        &settings.backend.twilio,
+        settings.backend.credentials.as_ref(),
+        settings.backend.verify.as_ref(),
         &backups,
     )
     .await;

@@ -4,15 +4,15 @@
 use std::sync::Arc;
 
 use crate::config::{Options, Settings};
-use crate::metrics::{ResultLabel, METRICS};
-use crate::server::Shared;
+use crate::metrics::METRICS;
+use crate::server::LiveSwap;
 
 use super::build::build;
 use super::systemd;
 use super::tasks::{prepare, SharedParts};
 
 /// Re-reads the configuration from `options` (the flags and env vars the daemon started with).
-pub async fn reload(options: &Options, shared: &Shared, parts: &SharedParts) {
+pub async fn reload(options: &Options, shared: &LiveSwap, parts: &SharedParts) {
     systemd::reloading();
     let running = parts.load_full();
     let outcome = Settings::resolve(options, &|name| std::env::var(name).ok())
@@ -29,10 +29,7 @@ pub async fn reload(options: &Options, shared: &Shared, parts: &SharedParts) {
             shared.store(Arc::new(live));
             parts.store(Arc::new(new));
             tracing::info!("SIGHUP: configuration reloaded");
-            METRICS
-                .reloads
-                .get_or_create(&ResultLabel { result: "applied" })
-                .inc();
+            METRICS.count_reload(true);
         }
         Err(e) => {
             // One line, however many the parser's message has.
@@ -41,10 +38,7 @@ pub async fn reload(options: &Options, shared: &Shared, parts: &SharedParts) {
                 .collect::<Vec<_>>()
                 .join(" ");
             tracing::error!("SIGHUP: reload refused, the running configuration stays: {why}");
-            METRICS
-                .reloads
-                .get_or_create(&ResultLabel { result: "refused" })
-                .inc();
+            METRICS.count_reload(false);
         }
     }
     systemd::ready("serving");

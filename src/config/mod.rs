@@ -3,6 +3,8 @@
 //!
 //! Precedence, highest first: command-line flag, `OTP_SIDECAR_*` env var, config file, default.
 
+mod backend;
+mod call;
 mod checks;
 mod credentials;
 mod exposure;
@@ -14,28 +16,24 @@ mod listener;
 mod options;
 mod os_path;
 mod report;
+mod server;
 mod state;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 pub use checks::{parse_bool, redact_url};
 pub use failover::ProviderSettings;
 pub use options::{Options, DEFAULT_UNIX};
 pub use report::report;
 
-use crate::call::template::Templates;
-use crate::guard::geo::default_region;
+pub use backend::BackendSettings;
+
 use crate::logging::LogFormat;
 use crate::server::Limits;
-use crate::twilio::calls::VoiceSettings;
-use crate::twilio::failover::{BreakerSettings, PRIMARY};
-use crate::twilio::verify::VerifyService;
-use crate::twilio::Channel;
-use checks::{parse_api_url, parse_http_url, read_ca};
 use credentials::Sources;
 
 /// `ILX::call`'s default timeout: a deadline past it answers nobody.
@@ -60,14 +58,8 @@ pub struct Settings {
     pub limits: Limits,
     pub call: crate::call::Settings,
     pub guard: crate::guard::Settings,
-    pub twilio: crate::twilio::Settings,
-    /// Verify mode, when set.
-    pub verify: Option<VerifyService>,
-    /// Providers after the primary, in order (Messages mode).
-    pub failover: Vec<ProviderSettings>,
-    pub breaker: BreakerSettings,
-    /// `None` only in dry-run mode.
-    pub credentials: Option<crate::twilio::credentials::Credentials>,
+    /// Twilio, Verify, failover and the credentials: what the backend is built from.
+    pub backend: BackendSettings,
     /// The shared state store; `None`: in this process's memory.
     pub state: Option<crate::state::StoreSettings>,
     /// What is allowed but probably wrong: `serve` logs these at WARN, `check` prints them.
@@ -114,189 +106,36 @@ impl Settings {
         let credentials = secrets.load()?;
         let state = state::store(&o, &secrets)?;
         let guard = guard::settings(&o)?;
-
-        let tcp = o.tcp;
         let auth = listener::resolve(&o, &mut warnings)?;
-        let allow_insecure = o.allow_insecure_twilio_url.unwrap_or(false);
-        let api_url = parse_api_url(
-            "twilio_api_url",
-            &given(o.twilio_api_url, "twilio_api_url")?,
-            allow_insecure,
-        )?;
-        let deadline_ms = given(o.deadline_ms, "deadline_ms")?;
-        if deadline_ms > ILX_CALL_TIMEOUT_MS {
-            warnings.push(format!(
-                "deadline_ms {deadline_ms} is over ILX::call's default {ILX_CALL_TIMEOUT_MS} ms \
-                 timeout: an ILX caller gives up before a slow call is answered"
-            ));
-        }
-        let deadline = Duration::from_millis(deadline_ms);
-        if deadline <= crate::twilio::budget::FIRST_GUESS {
-            warnings.push(format!(
-                "deadline_ms {deadline_ms} leaves no room for the {} ms a Twilio answer is assumed \
-                 to take until one has been timed: sends are answered busy except one probe \
-                 every {} s until the answers teach a shorter time",
-                crate::twilio::budget::FIRST_GUESS.as_millis(),
-                crate::twilio::budget::PROBE_INTERVAL.as_secs()
-            ));
-        }
-
+        let call = call::settings(&o, auth.callers, &mut warnings)?;
         if let Some(store) = &state {
-            if store.timeout * 4 > deadline {
+            if store.timeout * 4 > call.deadline {
                 warnings.push(format!(
-                    "state_timeout_ms {} is over a quarter of deadline_ms {deadline_ms}: a slow \
-                     store leaves little of the deadline to Twilio",
-                    store.timeout.as_millis()
+                    "state_timeout_ms {} is over a quarter of deadline_ms {}: a slow store \
+                     leaves little of the deadline to Twilio",
+                    store.timeout.as_millis(),
+                    call.deadline.as_millis()
                 ));
             }
         }
-
-        let lifetime = o.otp_lifetime_secs;
-        let templates = Templates::new(
-            &given(o.body_template, "body_template")?,
-            &o.templates,
-            o.webotp_domain.as_deref(),
-            lifetime.map(|s| Duration::from_secs(s.into())),
-        )?;
-        let validity_period = o.validity_period.or(lifetime);
-
-        let proxy = match o.proxy {
-            Some(p) => {
-                let url = parse_http_url("proxy", &p)?;
-                // HTTPS to Twilio goes through the proxy with CONNECT; TLS to the proxy itself
-                // is not supported.
-                if url.scheme() != "http" {
-                    bail!(
-                        "proxy must be an http:// URL (HTTPS to Twilio is tunnelled through it), \
-                         not {}",
-                        redact_url(&p)
-                    );
-                }
-                Some(url)
-            }
-            None => None,
-        };
-        let ca_pem = match &o.twilio_ca_file {
-            Some(path) => Some(read_ca(path)?),
-            None => None,
-        };
-        let limits = Limits {
-            max_connections: given(o.max_connections, "max_connections")?,
-            max_in_flight: given(o.max_in_flight, "max_in_flight")?,
-            max_in_flight_per_connection: given(
-                o.max_in_flight_per_connection,
-                "max_in_flight_per_connection",
-            )?,
-            idle_timeout: secs_or_off(given(o.idle_timeout_secs, "idle_timeout_secs")?),
-        };
-        if let Some(addr) = o.metrics {
-            if !addr.ip().is_loopback() {
-                bail!(
-                    "metrics {addr} is not a loopback address; metrics are served on loopback only"
-                );
-            }
-        }
-        let region = match &o.default_region {
-            Some(text) => default_region(text).context("default_region")?,
-            None => None,
-        };
-
-        let lookup_url = parse_api_url(
-            "lookup_api_url",
-            &given(o.lookup_api_url, "lookup_api_url")?,
-            allow_insecure,
-        )?;
-        let verify_api_url = parse_api_url(
-            "verify_api_url",
-            &given(o.verify_api_url, "verify_api_url")?,
-            allow_insecure,
-        )?;
-        let verify = match &o.verify_service_sid {
-            Some(sid) => Some(VerifyService::new(&verify_api_url, sid.trim())?),
-            None => None,
-        };
-
-        let channel = match given(o.channel, "channel")?.as_str() {
-            "sms" => Channel::Sms,
-            "voice" => Channel::Voice,
-            other => bail!("channel must be \"sms\" or \"voice\", not {other:?}"),
-        };
-        let voice = VoiceSettings {
-            from: o.voice_from,
-            language: given(o.voice_language, "voice_language")?,
-            template: given(o.voice_template, "voice_template")?,
-            fallback: o.voice_fallback.unwrap_or(false),
-        };
-        voice.validate()?;
-
-        let breaker = BreakerSettings {
-            failures: given(o.breaker_failures, "breaker_failures")?,
-            cooldown: Duration::from_secs(given(o.breaker_cooldown_secs, "breaker_cooldown_secs")?),
-        };
-        let failover = o
-            .failover
-            .iter()
-            .map(|p| p.resolve(&api_url, allow_insecure, source.as_ref()))
-            .collect::<Result<Vec<_>>>()?;
-        let mut names: Vec<&str> = vec![PRIMARY];
-        for provider in &failover {
-            if names.contains(&provider.name.as_str()) {
-                bail!("failover: the name {:?} is used twice", provider.name);
-            }
-            names.push(&provider.name);
-        }
-        if verify.is_some() && !failover.is_empty() {
-            bail!("failover applies to Messages, not to Verify mode (verify_service_sid)");
-        }
-
-        if credentials.is_none() && !dry_run {
-            bail!(
-                "no Twilio credentials: set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN (or \
-                 TWILIO_API_KEY and TWILIO_API_SECRET), name files under [credentials] in the \
-                 config, or use --dry-run"
-            );
-        }
-
-        let twilio = crate::twilio::Settings {
-            api_url,
-            lookup_url,
-            proxy,
-            ca_pem,
-            // With failover, a provider that cannot be reached must leave time for the next.
-            connect_timeout: deadline / (1 + failover.len() as u32),
-            validity_period,
-            max_concurrency: given(o.twilio_max_concurrency, "twilio_max_concurrency")?,
-            max_retry_after: Duration::from_secs(given(
-                o.twilio_max_retry_after_secs,
-                "twilio_max_retry_after_secs",
-            )?),
-        };
+        let limits = server::limits(&o)?;
+        let metrics = server::metrics(&o)?;
+        let backend = backend::resolve(&o, source.as_ref(), credentials, call.deadline, dry_run)?;
         Ok(Settings {
             unix: given(o.unix, "unix")?,
             unix_group: listener::unix_group(o.unix_group.as_deref())?,
-            tcp,
+            tcp: o.tcp,
             tls: auth.tls,
-            metrics: o.metrics,
+            metrics,
             threads: given(o.threads, "threads")?,
             log_format: given(o.log_format, "log_format")?,
             keep_warm: secs_or_off(given(o.keep_warm_secs, "keep_warm_secs")?),
             dry_run,
             max_frame_bytes: given(o.max_frame_bytes, "max_frame_bytes")?,
             limits,
-            call: crate::call::Settings {
-                deadline,
-                templates,
-                channel,
-                voice,
-                region,
-                callers: auth.callers,
-            },
+            call,
             guard,
-            twilio,
-            verify,
-            failover,
-            breaker,
-            credentials,
+            backend,
             state,
             warnings,
         })
@@ -326,7 +165,7 @@ mod tests {
         let s = Settings::resolve(&Options::default(), &with_creds).unwrap();
         assert_eq!(s.unix, PathBuf::from(DEFAULT_UNIX));
         assert_eq!(s.tcp, None);
-        assert_eq!(s.twilio.api_url.as_str(), "https://api.twilio.com/");
+        assert_eq!(s.backend.twilio.api_url.as_str(), "https://api.twilio.com/");
         assert_eq!(s.call.deadline, Duration::from_millis(2500));
         assert_eq!(s.max_frame_bytes, 65536);
         assert_eq!(s.threads, 1);
@@ -346,6 +185,7 @@ mod tests {
         };
         assert!(Settings::resolve(&args, &no_env)
             .unwrap()
+            .backend
             .credentials
             .is_none());
     }
@@ -423,7 +263,7 @@ mod tests {
         assert_eq!(s.call.deadline, Duration::from_millis(2000));
         assert_eq!(s.call.templates.render("42", None), "Code 42");
         assert_eq!(s.unix, PathBuf::from("/tmp/x.sock"));
-        assert_eq!(s.credentials.unwrap().basic(), (AC, "secret"));
+        assert_eq!(s.backend.credentials.unwrap().basic(), (AC, "secret"));
     }
 
     #[test]

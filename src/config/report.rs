@@ -47,10 +47,12 @@ pub fn report(settings: &Settings) -> String {
             c.path().display()
         ))
     );
-    line!("  twilio api:   {}", settings.twilio.api_url);
+    line!("  twilio api:   {}", settings.backend.twilio.api_url);
     line!(
         "  proxy:        {}",
-        or_off(settings.twilio.proxy.as_ref(), |p| redact_url(p.as_str()))
+        or_off(settings.backend.twilio.proxy.as_ref(), |p| redact_url(
+            p.as_str()
+        ))
     );
     line!("  deadline:     {} ms", settings.call.deadline.as_millis());
     line!("  threads:      {}", settings.threads);
@@ -66,8 +68,8 @@ pub fn report(settings: &Settings) -> String {
     );
     line!(
         "  twilio budget: {} requests in flight per account; a 429 pauses sends {} s at most",
-        settings.twilio.max_concurrency,
-        settings.twilio.max_retry_after.as_secs()
+        settings.backend.twilio.max_concurrency,
+        settings.backend.twilio.max_retry_after.as_secs()
     );
     let rates = &settings.guard.rate_limits;
     let rate = |r: Option<crate::guard::ratelimit::Rate>| or_off(r, |r| r.to_string());
@@ -116,6 +118,7 @@ pub fn report(settings: &Settings) -> String {
         ))
     );
     let failover: Vec<String> = settings
+        .backend
         .failover
         .iter()
         .map(|p| {
@@ -134,8 +137,8 @@ pub fn report(settings: &Settings) -> String {
             format!(
                 "{}; a provider is skipped after {} faults in a row, for {} s",
                 failover.join(", then "),
-                settings.breaker.failures,
-                settings.breaker.cooldown.as_secs()
+                settings.backend.breaker.failures,
+                settings.backend.breaker.cooldown.as_secs()
             )
         }
     );
@@ -147,7 +150,7 @@ pub fn report(settings: &Settings) -> String {
         voice.language,
         if voice.fallback { "on" } else { "off" }
     );
-    match &settings.verify {
+    match &settings.backend.verify {
         // Verify writes the text itself, from the service's template.
         Some(service) => line!(
             "  verify:       {} (its own message text and lifetime)",
@@ -159,7 +162,9 @@ pub fn report(settings: &Settings) -> String {
             }
             line!(
                 "  validity:     {}",
-                or_off(settings.twilio.validity_period, |v| format!("{v} s"))
+                or_off(settings.backend.twilio.validity_period, |v| format!(
+                    "{v} s"
+                ))
             );
         }
     }
@@ -171,7 +176,7 @@ pub fn report(settings: &Settings) -> String {
         "  metrics:      {}",
         or_off(settings.metrics, |a| format!("http://{a}/metrics"))
     );
-    match (&settings.credentials, settings.dry_run) {
+    match (&settings.backend.credentials, settings.dry_run) {
         (_, true) => line!("  mode:         DRY RUN (nothing is sent)"),
         (Some(c), false) => line!("  credentials:  {} (from {})", c.describe(), c.origin),
         (None, false) => {}

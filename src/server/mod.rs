@@ -3,10 +3,12 @@
 
 mod connection;
 mod later;
+mod metrics_http;
 mod open;
 mod sockets;
 mod tls;
 
+pub use metrics_http::serve as serve_metrics;
 pub use open::reserve_descriptors;
 use sockets::{accept_failed, bind_unix, Acceptor, ACCEPT_FAILING};
 pub use sockets::{check_unix_path, Stream, UnixGroup};
@@ -38,7 +40,8 @@ pub struct Live {
     pub tls: Option<Tls>,
 }
 
-pub type Shared = Arc<ArcSwap<Live>>;
+/// The [`Live`] settings every connection reads and a reload swaps in whole.
+pub type LiveSwap = Arc<ArcSwap<Live>>;
 
 /// Bounds on what callers can make the daemon hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,7 +160,7 @@ impl Listeners {
 
     /// Accepts until `shutdown` is cancelled; then stops accepting, lets every connection
     /// answer what it has in flight (for at most `drain`), and removes the socket file.
-    pub async fn serve(self, shared: Shared, shutdown: CancellationToken, drain: Duration) {
+    pub async fn serve(self, shared: LiveSwap, shutdown: CancellationToken, drain: Duration) {
         let connections = TaskTracker::new();
         let ids = Arc::new(AtomicU64::new(0));
         let mut accepting = tokio::task::JoinSet::new();
@@ -204,7 +207,7 @@ impl Listeners {
 /// and call tasks — until it ends; says why it ended. No listener, no drain: for driving the
 /// connection handling directly (the fuzz target). `None` when the connection cap is reached
 /// and no connection can make room.
-pub async fn serve_stream<S: Stream>(shared: Shared, stream: S) -> Option<String> {
+pub async fn serve_stream<S: Stream>(shared: LiveSwap, stream: S) -> Option<String> {
     let live = shared.load_full();
     let cap = connection_cap(live.limits.max_connections);
     let server = Server {
@@ -227,7 +230,7 @@ pub async fn serve_stream<S: Stream>(shared: Shared, stream: S) -> Option<String
 /// What every accept loop and connection shares.
 #[derive(Clone)]
 struct Server {
-    shared: Shared,
+    shared: LiveSwap,
     shutdown: CancellationToken,
     connections: TaskTracker,
     ids: Arc<AtomicU64>,
@@ -286,7 +289,7 @@ impl Server {
                     registered
                 }
                 Err(Refused::Full) => {
-                    METRICS.connections_refused.inc();
+                    METRICS.count_connection_refused();
                     if !AT_CAPACITY.swap(true, Ordering::Relaxed) {
                         tracing::warn!(
                             max_connections = cap,

@@ -22,9 +22,9 @@ use crate::metrics::METRICS;
 use crate::slots::{Slot, Slots};
 
 /// Open connections.
-pub static CONNECTIONS: LazyLock<Slots> = LazyLock::new(|| Slots::new(METRICS.connections.clone()));
+pub static CONNECTIONS: LazyLock<Slots> = LazyLock::new(|| Slots::new(METRICS.connections_gauge()));
 /// Calls running, all connections.
-pub static CALLS: LazyLock<Slots> = LazyLock::new(|| Slots::new(METRICS.in_flight.clone()));
+pub static CALLS: LazyLock<Slots> = LazyLock::new(|| Slots::new(METRICS.in_flight_gauge()));
 /// The open RPC connections, for [`Open::admit`].
 pub static OPEN: LazyLock<Open> = LazyLock::new(Open::default);
 

@@ -5,8 +5,11 @@
 #![allow(dead_code)]
 
 pub mod proxy;
+mod read;
 pub mod store;
 pub mod tls;
+
+pub use read::*;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

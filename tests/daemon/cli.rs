@@ -9,14 +9,6 @@ fn run(args: &[&str]) -> Output {
     command().args(args).output().expect("run otp-sidecar")
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn dry_daemon() -> Daemon {
-    Daemon::start("http://127.0.0.1:9", Options::default().arg("--dry-run"))
-}
-
 #[test]
 fn send_exit_codes_follow_the_reply() {
     let daemon = dry_daemon();

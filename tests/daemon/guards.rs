@@ -412,14 +412,6 @@ async fn twilio_with_lookup(lines: &[(&str, &str, &str, &str)]) -> wiremock::Moc
     server
 }
 
-/// The Lookup GETs the stand-in received.
-async fn lookups(server: &wiremock::MockServer) -> usize {
-    let all = server.received_requests().await.unwrap();
-    all.iter()
-        .filter(|r| r.url.path().starts_with("/v2/PhoneNumbers/"))
-        .count()
-}
-
 #[tokio::test]
 async fn lookup_blocks_line_types_and_carriers_and_caches_answers() {
     // Every line type Lookup reports; the defaults block premium, tollFree, sharedCost, uan,

@@ -58,13 +58,9 @@ async fn assert_closed<S: AsyncRead + Unpin>(stream: &mut S) {
     assert!(closed.is_ok(), "the daemon kept the connection open");
 }
 
-async fn dry_daemon() -> Daemon {
-    Daemon::start("http://127.0.0.1:9", Options::default().arg("--dry-run"))
-}
-
 #[tokio::test]
 async fn a_request_split_at_every_byte_is_answered() {
-    let daemon = dry_daemon().await;
+    let daemon = dry_daemon();
     let bytes = encoded(&request(77u32, "sendOTP", send_otp_params()));
     let mut stream = TcpStream::connect(daemon.tcp).await.unwrap();
     stream.set_nodelay(true).unwrap();
@@ -126,7 +122,7 @@ async fn replies_come_back_out_of_order_when_calls_finish_out_of_order() {
 
 #[tokio::test]
 async fn any_integer_msgid_is_echoed() {
-    let daemon = dry_daemon().await;
+    let daemon = dry_daemon();
     let mut framed = Framed::new(
         TcpStream::connect(daemon.tcp).await.unwrap(),
         MsgpackCodec::default(),
@@ -147,7 +143,7 @@ async fn any_integer_msgid_is_echoed() {
 
 #[tokio::test]
 async fn a_binary_method_name_works() {
-    let daemon = dry_daemon().await;
+    let daemon = dry_daemon();
     let raw = Value::Array(vec![
         0.into(),
         5.into(),
@@ -165,7 +161,7 @@ async fn a_binary_method_name_works() {
 
 #[tokio::test]
 async fn notifications_get_no_reply_and_unknown_methods_and_bad_arguments_keep_the_connection() {
-    let daemon = dry_daemon().await;
+    let daemon = dry_daemon();
     let mut framed = Framed::new(
         UnixStream::connect(&daemon.unix).await.unwrap(),
         MsgpackCodec::default(),
@@ -214,7 +210,7 @@ async fn notifications_get_no_reply_and_unknown_methods_and_bad_arguments_keep_t
 
 #[tokio::test]
 async fn requests_with_a_msgid_but_bad_shape_get_err_bad_request() {
-    let daemon = dry_daemon().await;
+    let daemon = dry_daemon();
     for (raw, want) in [
         (
             Value::Array(vec![0.into(), 1.into(), 42.into(), Value::Array(vec![])]),
@@ -267,7 +263,7 @@ async fn abuse_closes_only_its_own_connection(daemon: &Daemon, abuse: &[u8]) {
 
 #[tokio::test]
 async fn garbage_closes_only_its_own_connection() {
-    let daemon = dry_daemon().await;
+    let daemon = dry_daemon();
     for abuse in [
         &b"\xc1"[..],                                  // never-used marker
         b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",          // not an array
@@ -315,7 +311,7 @@ async fn oversized_frames_close_only_their_own_connection() {
 
 #[tokio::test]
 async fn a_client_that_closes_its_write_side_still_gets_its_replies() {
-    let daemon = dry_daemon().await;
+    let daemon = dry_daemon();
     let mut stream = TcpStream::connect(daemon.tcp).await.unwrap();
     let mut bytes = encoded(&request(1u32, "sendOTP", send_otp_params()));
     bytes.extend(encoded(&request(2u32, "ping", vec![])));

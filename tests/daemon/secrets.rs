@@ -47,10 +47,6 @@ fn assert_clean(what: &str, text: &str) {
     }
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 fn output(cmd: &mut std::process::Command) -> (Option<i32>, String) {
     let out = cmd.output().expect("run otp-sidecar");
     (

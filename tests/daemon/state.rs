@@ -141,13 +141,6 @@ pub(crate) async fn twilio_with_any_lookup() -> wiremock::MockServer {
     server
 }
 
-async fn lookups(server: &wiremock::MockServer) -> usize {
-    let all = server.received_requests().await.unwrap();
-    all.iter()
-        .filter(|r| r.url.path().starts_with("/v2/PhoneNumbers/"))
-        .count()
-}
-
 #[tokio::test]
 async fn the_lookup_cache_is_shared_also_over_a_unix_socket() {
     let redis = RedisServer::start(Some(PASSWORD));
@@ -230,12 +223,6 @@ async fn a_store_that_dies_falls_back_per_instance_and_is_shared_again_when_back
         metrics.contains(r#"otp_sidecar_state_fallbacks_total{policy="local"} 3"#),
         "{metrics}"
     );
-}
-
-/// The daemon's metrics page.
-pub(crate) async fn metrics_of(daemon: &Daemon) -> (u16, String) {
-    let addr = log_field(&daemon.ready, "metrics").expect("a metrics address");
-    scrape(&addr, "/metrics").await
 }
 
 #[tokio::test]

@@ -3,12 +3,6 @@
 
 use crate::common::*;
 
-fn field(request: &wiremock::Request, name: &str) -> Option<String> {
-    form(request)
-        .into_iter()
-        .find_map(|(k, v)| (k == name).then_some(v))
-}
-
 #[tokio::test]
 async fn the_callers_locale_picks_the_template_and_the_autofill_line_ends_it() {
     let twilio = twilio_answering(created(SID)).await;

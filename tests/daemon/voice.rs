@@ -43,14 +43,6 @@ async fn posted(server: &MockServer) -> Vec<String> {
         .collect()
 }
 
-fn field(request: &wiremock::Request, name: &str) -> String {
-    form(request)
-        .into_iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v)
-        .unwrap_or_else(|| panic!("no {name} in {:?}", form(request)))
-}
-
 #[tokio::test]
 async fn a_caller_asking_for_voice_gets_a_call_that_reads_the_code_twice() {
     let twilio = twilio(created(SID)).await;
@@ -71,15 +63,21 @@ async fn a_caller_asking_for_voice_gets_a_call_that_reads_the_code_twice() {
     let call = &requests[0];
     assert_eq!(call.url.path(), calls_path());
     assert_eq!(
-        (field(call, "To"), field(call, "From")),
+        (
+            field(call, "To").expect("To in the form"),
+            field(call, "From").expect("From in the form")
+        ),
         (PHONE.to_owned(), FROM.to_owned())
     );
     let say = "<Say language=\"en-US\">Your code is 9, 1, 8, 2, 7, 3.</Say>";
     assert_eq!(
-        field(call, "Twiml"),
+        field(call, "Twiml").expect("Twiml in the form"),
         format!("<Response>{say}<Pause length=\"1\"/>{say}</Response>")
     );
-    assert_eq!(field(call, "TimeLimit"), "60");
+    assert_eq!(
+        field(call, "TimeLimit").expect("TimeLimit in the form"),
+        "60"
+    );
     assert!(!daemon.log().contains(OTP));
 }
 
@@ -103,8 +101,11 @@ async fn voice_by_configuration_with_its_own_caller_id_language_and_text() {
     assert_eq!(reply, Ok(SID.into()));
 
     let requests = sends(&twilio).await;
-    assert_eq!(field(&requests[0], "From"), "+3197010000000");
-    let twiml = field(&requests[0], "Twiml");
+    assert_eq!(
+        field(&requests[0], "From").expect("From in the form"),
+        "+3197010000000"
+    );
+    let twiml = field(&requests[0], "Twiml").expect("Twiml in the form");
     assert!(
         twiml.contains("<Say language=\"nl-NL\">Uw code is 9, 1, 8, 2, 7, 3.</Say>"),
         "{twiml}"

@@ -1,0 +1,85 @@
+//! The loopback HTTP endpoint that serves the metrics: `GET /metrics`, a cap on the scrape
+//! connections open at once so that idle scrapers cannot take the descriptors the RPC
+//! sockets need.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::net::TcpListener;
+
+use crate::metrics::METRICS;
+use crate::slots::Slots;
+
+/// Metrics connections open at once; more are accepted and closed.
+pub const MAX_METRICS_CONNECTIONS: usize = 32;
+
+/// The open scrape connections (their gauge is not exported: nobody asked for it).
+static SCRAPES: LazyLock<Slots> = LazyLock::new(|| Slots::new(Gauge::default()));
+static AT_CAPACITY: AtomicBool = AtomicBool::new(false);
+
+/// Binds the metrics listener now (so a taken port fails the start), serves it in the
+/// background.
+pub async fn serve(addr: SocketAddr) -> Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+    let local = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!("metrics accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            // Past the cap a connection is closed at once.
+            let Some(open) = SCRAPES.try_take(MAX_METRICS_CONNECTIONS) else {
+                if !AT_CAPACITY.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        max = MAX_METRICS_CONNECTIONS,
+                        "metrics connection limit reached: closing new ones until one ends"
+                    );
+                }
+                continue;
+            };
+            AT_CAPACITY.store(false, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let _open = open;
+                let service = hyper::service::service_fn(answer);
+                // A scraper that hangs up early is not worth a log line.
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10))
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(local)
+}
+
+async fn answer(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let response = match (request.method(), request.uri().path()) {
+        (&Method::GET, "/metrics") => Response::builder()
+            .header(
+                hyper::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )
+            .body(Full::new(Bytes::from(METRICS.render()))),
+        _ => Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .body(Full::new(Bytes::from_static(b"try /metrics\n"))),
+    };
+    Ok(response.unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))))
+}
