@@ -3,8 +3,9 @@
 //! with `SM`. The reason token, the field a log line and a metric name besides it, and what
 //! an error says of Twilio's health are all decided here.
 //!
-//! Every stage answers in these terms (guards, Twilio clients, the call), so the type sits
-//! below all of them rather than inside `call`.
+//! The guards and the call answer in these terms, so the type sits below them rather than
+//! inside `call`. The Twilio clients answer in their own terms (`twilio::Error`), translated
+//! once, in `call/twilio_error.rs`.
 
 use std::fmt;
 

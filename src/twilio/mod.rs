@@ -11,6 +11,10 @@
 //!
 //! Twilio's answers are checked, never trusted: a 2xx is a result only when it names the
 //! resource the API called creates (`SM`, `CA` or `VE` + exactly 32 hex digits).
+//!
+//! Every API has one shape, `client.<api>(&what, deadline) -> Result<_, twilio::Error>`
+//! (`create_message`, `create_call`, `start_verification`, `approve_verification`, `lookup`);
+//! the [`Error`] says what came of a request and whether what it asked for may exist.
 
 pub mod budget;
 pub mod calls;
