@@ -3,8 +3,9 @@
 //! with `SM`. The reason token, the field a log line and a metric name besides it, and what
 //! an error says of Twilio's health are all decided here.
 //!
-//! Every stage answers in these terms (guards, Twilio clients, the call), so the type sits
-//! below all of them rather than inside `call`.
+//! The guards and the call answer in these terms, so the type sits below them rather than
+//! inside `call`. The Twilio clients answer in their own terms (`twilio::Error`), translated
+//! once, in `call/twilio_error.rs`.
 
 use std::fmt;
 
@@ -31,8 +32,12 @@ pub enum CallError {
         retry_in_s: u64,
         limit: &'static str,
     },
-    /// Twilio could not be reached.
+    /// Twilio could not be reached, or failed.
     Unavailable(String),
+    /// The Twilio request budget shed the request: nothing was sent, Twilio was never asked.
+    /// On the wire it is `unavailable` (`ERR unavailable: busy: …`); it says nothing of
+    /// Twilio's health.
+    Busy(String),
     /// The shared state store failed and `state_failure = closed`: `ERR unavailable: state
     /// store`, nothing more (the store's own words go to the log only).
     StateStore,
@@ -44,14 +49,22 @@ pub enum CallError {
 }
 
 impl CallError {
-    /// The text after `ERR <reason>: `, as it would be sent.
+    /// The text after `ERR <reason>: ` (after `ERR twilio ` for Twilio's refusals: its code,
+    /// then its message), as it is sent.
     pub fn text(&self) -> String {
-        let text = self.to_string();
-        let reason = self.reason();
-        text.strip_prefix("ERR ")
-            .and_then(|t| t.strip_prefix(reason))
-            .map(|t| t.trim_start_matches(':').trim_start().to_owned())
-            .unwrap_or(text)
+        match self {
+            CallError::BadRequest(d)
+            | CallError::InvalidPhone(d)
+            | CallError::Unavailable(d)
+            | CallError::Busy(d)
+            | CallError::Unauthorized(d)
+            | CallError::Internal(d) => sanitize(d),
+            CallError::Twilio { code, message, .. } => format!("{code}: {}", sanitize(message)),
+            CallError::Timeout { deadline_ms } => format!("no answer within {deadline_ms} ms"),
+            CallError::Blocked(rule) => (*rule).to_owned(),
+            CallError::StateStore => "state store".to_owned(),
+            CallError::RateLimited { retry_in_s, .. } => format!("retry in {retry_in_s} s"),
+        }
     }
 
     /// The stable reason token, for the wire, logs and metrics.
@@ -63,7 +76,7 @@ impl CallError {
             CallError::Timeout { .. } => "timeout",
             CallError::RateLimited { .. } => "rate_limited",
             CallError::Blocked(_) => "blocked",
-            CallError::Unavailable(_) | CallError::StateStore => "unavailable",
+            CallError::Unavailable(_) | CallError::Busy(_) | CallError::StateStore => "unavailable",
             CallError::Unauthorized(_) => "unauthorized",
             CallError::Internal(_) => "internal",
         }
@@ -105,6 +118,7 @@ impl CallError {
             | CallError::RateLimited { .. }
             | CallError::Blocked(_)
             | CallError::StateStore
+            | CallError::Busy(_)
             | CallError::Unauthorized(_) => None,
             CallError::Twilio { code, .. } => {
                 Some((!ACCOUNT_PROBLEMS.contains(code), format!("twilio {code}")))
@@ -136,22 +150,9 @@ impl fmt::Display for CallError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let reason = self.reason();
         match self {
-            CallError::BadRequest(d)
-            | CallError::InvalidPhone(d)
-            | CallError::Unavailable(d)
-            | CallError::Unauthorized(d)
-            | CallError::Internal(d) => write!(f, "ERR {reason}: {}", sanitize(d)),
-            CallError::Twilio { code, message, .. } => {
-                write!(f, "ERR {reason} {code}: {}", sanitize(message))
-            }
-            CallError::Timeout { deadline_ms } => {
-                write!(f, "ERR {reason}: no answer within {deadline_ms} ms")
-            }
-            CallError::Blocked(rule) => write!(f, "ERR {reason}: {rule}"),
-            CallError::StateStore => write!(f, "ERR {reason}: state store"),
-            CallError::RateLimited { retry_in_s, .. } => {
-                write!(f, "ERR {reason}: retry in {retry_in_s} s")
-            }
+            // `ERR twilio 21211: …`: Twilio's code belongs to the reason.
+            CallError::Twilio { .. } => write!(f, "ERR {reason} {}", self.text()),
+            _ => write!(f, "ERR {reason}: {}", self.text()),
         }
     }
 }
@@ -207,9 +208,28 @@ mod tests {
         );
         assert!(CallError::StateStore.twilio_health().is_none());
         assert!(CallError::Blocked("country").twilio_health().is_none());
+        let busy = CallError::Busy("busy: no room".into());
+        assert_eq!(busy.to_string(), "ERR unavailable: busy: no room");
+        assert!(busy.twilio_health().is_none());
         assert_eq!(
             CallError::Unauthorized("no caller token".into()).to_string(),
             "ERR unauthorized: no caller token"
+        );
+    }
+
+    #[test]
+    fn the_text_is_what_follows_the_reason() {
+        let twilio = CallError::Twilio {
+            code: 21211,
+            message: "Invalid\n number".into(),
+            status: 400,
+        };
+        assert_eq!(twilio.text(), "21211: Invalid  number");
+        assert_eq!(CallError::StateStore.text(), "state store");
+        assert_eq!(CallError::Blocked("carrier").text(), "carrier");
+        assert_eq!(
+            CallError::Timeout { deadline_ms: 9 }.text(),
+            "no answer within 9 ms"
         );
     }
 

@@ -383,6 +383,35 @@ impl Metrics {
         self.twilio_seconds.observe(took.as_secs_f64());
     }
 
+    /// A request the Twilio budget shed (`reason`: no_time, queue, late): nothing was sent.
+    pub fn count_shed(&self, reason: &'static str) {
+        self.shed.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    pub fn count_twilio_retry(&self) {
+        self.twilio_retries.inc();
+    }
+
+    pub fn count_twilio_429(&self) {
+        self.twilio_429.inc();
+    }
+
+    pub fn count_failover(&self) {
+        self.failovers.inc();
+    }
+
+    pub fn count_budget_probe(&self) {
+        self.budget_probes.inc();
+    }
+
+    pub fn set_budget_size(&self, size: usize) {
+        self.budget_size.set(size as i64);
+    }
+
+    pub fn observe_budget_wait(&self, waited: Duration) {
+        self.budget_wait_seconds.observe(waited.as_secs_f64());
+    }
+
     /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
         let mut text = String::new();

@@ -8,6 +8,7 @@ pub mod log;
 pub mod request;
 mod send;
 pub mod template;
+mod twilio_error;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -185,7 +186,7 @@ impl Dispatcher {
         let result = match &*self.backend {
             Backend::Verify(client, service) => {
                 let deadline = started + self.settings.deadline;
-                self.within(deadline, service.approve(client, target, deadline))
+                self.within(deadline, send::approve(client, service, target, deadline))
                     .await
             }
             Backend::DryRun { sids, verify: true } => Ok(if target.starts_with("VE") {

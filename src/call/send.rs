@@ -9,9 +9,10 @@ use super::request::SendOtp;
 use super::Dispatcher;
 use crate::error::CallError;
 use crate::metrics::METRICS;
-use crate::twilio::calls as voice;
+use crate::twilio::calls::{self as voice, VoiceCall, VoiceSettings};
 use crate::twilio::failover::Providers;
-use crate::twilio::verify::Verification;
+use crate::twilio::lookup::LineType;
+use crate::twilio::verify::{Approval, Verification, VerifyService};
 use crate::twilio::{Channel, Sender, Sms, TwilioClient};
 
 /// One code on its way, checked.
@@ -22,7 +23,7 @@ struct Delivery<'a> {
     locale: Option<&'a str>,
     channel: Channel,
     /// What Lookup said the number is, when it was asked.
-    line_type: Option<String>,
+    line_type: Option<LineType>,
 }
 
 impl Dispatcher {
@@ -61,22 +62,21 @@ impl Dispatcher {
                 // Verify sends from the service's own sender: `sender` was only checked.
                 Backend::Verify(client, service) => {
                     let verification = Verification {
+                        service,
                         to: phone,
                         code: otp,
                         channel: delivery.channel,
                         locale: context.locale,
                     };
-                    service.start(client, &verification, deadline).await
+                    Ok(client.start_verification(&verification, deadline).await?)
                 }
                 Backend::DryRun { sids, verify } => {
                     Ok(sids.next(match (verify, delivery.channel) {
                         (true, _) => "VE",
                         // A call a real run could not place is refused here too.
-                        (false, Channel::Voice) => self
-                            .settings
-                            .voice
-                            .caller_id_for(delivery.sender)
-                            .map(|_| "CA")?,
+                        (false, Channel::Voice) => {
+                            caller_id(&self.settings.voice, delivery.sender).map(|_| "CA")?
+                        }
                         (false, Channel::Sms) => "SM",
                     }))
                 }
@@ -98,7 +98,7 @@ impl Dispatcher {
         let client = providers.primary();
         let fallback =
             self.settings.voice.fallback && self.settings.voice.can_call(delivery.sender);
-        let landline = delivery.line_type.as_deref() == Some("landline");
+        let landline = delivery.line_type == Some(LineType::Landline);
         if delivery.channel == Channel::Voice || (fallback && landline) {
             return self.place_call(client, delivery, deadline).await;
         }
@@ -111,12 +111,12 @@ impl Dispatcher {
             sender: delivery.sender,
             body: &body,
         };
-        match providers.send(&sms, deadline).await {
-            Err(refused) if fallback && voice::can_fix(&refused.error) => {
-                tracing::info!(reason = %refused.error, "Twilio refused the SMS; calling instead");
+        match providers.create_message(&sms, deadline).await {
+            Err(refused) if fallback && voice::can_fix(&refused) => {
+                tracing::info!(reason = %refused, "Twilio refused the SMS; calling instead");
                 self.place_call(client, delivery, deadline).await
             }
-            sent => sent.map_err(CallError::from),
+            sent => Ok(sent?),
         }
     }
 
@@ -126,15 +126,33 @@ impl Dispatcher {
         delivery: &Delivery<'_>,
         deadline: Instant,
     ) -> Result<String, CallError> {
-        self.settings
-            .voice
-            .call(
-                client,
-                delivery.to,
-                delivery.sender,
-                delivery.code,
-                deadline,
-            )
-            .await
+        let voice = &self.settings.voice;
+        let call = VoiceCall {
+            to: delivery.to,
+            from: caller_id(voice, delivery.sender)?,
+            twiml: &voice.twiml(delivery.code),
+        };
+        Ok(client.create_call(&call, deadline).await?)
     }
+}
+
+/// The caller ID a call is placed from, or the error a caller gets without one.
+fn caller_id<'a>(voice: &'a VoiceSettings, sender: &'a Sender) -> Result<&'a str, CallError> {
+    voice.caller_id(sender).ok_or_else(|| {
+        CallError::BadRequest(
+            "a voice call needs a caller ID number: set voice_from, or send from an E.164 number"
+                .into(),
+        )
+    })
+}
+
+/// confirmOTP in Verify mode: tells Twilio the code was right; the verification's SID.
+pub(super) async fn approve(
+    client: &TwilioClient,
+    service: &VerifyService,
+    target: &str,
+    deadline: Instant,
+) -> Result<String, CallError> {
+    let approval = Approval { service, target };
+    Ok(client.approve_verification(&approval, deadline).await?)
 }

@@ -16,8 +16,8 @@ use crate::error::CallError;
 use crate::guard::bounded::BoundedMap;
 use crate::metrics::METRICS;
 use crate::state::Store;
-use crate::twilio::lookup::LineInfo;
-use crate::twilio::TwilioClient;
+use crate::twilio::lookup::{LineInfo, LineType};
+use crate::twilio::{Error as TwilioError, TwilioClient};
 
 /// Line types blocked unless configured otherwise: the ones SMS pumping uses.
 pub const DEFAULT_BLOCKED_LINE_TYPES: &str = "premium,tollFree,sharedCost,uan,pager,voicemail";
@@ -26,6 +26,8 @@ const CACHE_KEYS: usize = 100_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LookupRules {
+    /// Twilio's names of the line types refused (configured text: a type Twilio adds later
+    /// can be named before this daemon knows it).
     pub block_line_types: HashSet<String>,
     /// (MCC, MNC) pairs.
     pub block_carriers: HashSet<(String, String)>,
@@ -63,7 +65,7 @@ impl LookupGuard {
         phone: &str,
         deadline: Instant,
         store_until: Instant,
-    ) -> Result<Option<String>, CallError> {
+    ) -> Result<Option<LineType>, CallError> {
         let key = self.hasher.hash_one(phone);
         let shared_key = self
             .store
@@ -91,7 +93,7 @@ impl LookupGuard {
                 .await
                 {
                     Ok(answer) => answer,
-                    Err(_) => Err(format!("no answer within {} ms", budget.as_millis())),
+                    Err(_) => Err(TwilioError::Timeout(budget)),
                 };
                 match answer {
                     Ok(info) => {
@@ -99,9 +101,9 @@ impl LookupGuard {
                         self.remember(key, shared_key, &info);
                         info
                     }
-                    Err(why) => {
+                    Err(failed) => {
                         METRICS.count_lookup("failed");
-                        return self.on_failure(&why).map(|()| None);
+                        return self.on_failure(&failed).map(|()| None);
                     }
                 }
             }
@@ -139,24 +141,31 @@ impl LookupGuard {
         }
     }
 
-    fn on_failure(&self, why: &str) -> Result<(), CallError> {
+    fn on_failure(&self, failed: &TwilioError) -> Result<(), CallError> {
+        // Lookup's refusals are told by their status alone.
+        let why = match failed {
+            TwilioError::Rejected { status, .. } => format!("HTTP {status}"),
+            other => other.to_string(),
+        };
         if self.rules.fail_open {
             tracing::warn!(
                 "Twilio Lookup failed ({why}); sending unchecked (lookup_failure = open)"
             );
-            Ok(())
-        } else {
-            Err(CallError::Unavailable(format!(
-                "Twilio Lookup failed: {why}"
-            )))
+            return Ok(());
         }
+        let detail = format!("Twilio Lookup failed: {why}");
+        // A lookup the budget shed was never put to Twilio: no news of its health.
+        Err(match failed {
+            TwilioError::Busy(_) => CallError::Busy(detail),
+            _ => CallError::Unavailable(detail),
+        })
     }
 
     fn verdict(&self, info: &LineInfo) -> Result<(), CallError> {
         if info
             .line_type
             .as_ref()
-            .is_some_and(|t| self.rules.block_line_types.contains(t))
+            .is_some_and(|t| self.rules.block_line_types.contains(t.name()))
         {
             return Err(CallError::Blocked("line_type"));
         }
@@ -238,7 +247,7 @@ mod tests {
 
     fn info(line_type: &str, mcc: &str, mnc: &str) -> LineInfo {
         LineInfo {
-            line_type: Some(line_type.into()),
+            line_type: Some(LineType::from(line_type.to_owned())),
             mobile_country_code: Some(mcc.into()),
             mobile_network_code: Some(mnc.into()),
         }

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use crate::error::CallError;
 use crate::state::Store;
+use crate::twilio::lookup::LineType;
 use crate::twilio::TwilioClient;
 use geo::GeoRules;
 use lookup::{LookupGuard, LookupRules};
@@ -55,7 +56,7 @@ impl Guards {
         context: &Context<'_>,
         twilio: Option<&TwilioClient>,
         deadline: Instant,
-    ) -> Result<Option<String>, CallError> {
+    ) -> Result<Option<LineType>, CallError> {
         self.geo.check(phone).map_err(|(error, country)| {
             tracing::debug!(country = %country, "refused by the geo rules");
             error

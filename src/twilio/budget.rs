@@ -27,8 +27,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::error::CallError;
-use crate::metrics::{ReasonLabel, METRICS};
+use super::error::{Error, Shed};
+use crate::metrics::METRICS;
 use crate::slots::{Slot, Slots};
 
 /// What answer times are assumed before any has been seen.
@@ -113,14 +113,14 @@ impl std::fmt::Debug for Budget {
 }
 
 /// The busy answer: nothing was sent.
-fn busy(reason: &'static str, detail: &str) -> CallError {
-    METRICS.shed.get_or_create(&ReasonLabel { reason }).inc();
-    CallError::Unavailable(format!("busy: {detail}"))
+fn busy(shed: Shed) -> Error {
+    METRICS.count_shed(shed.label());
+    Error::Busy(shed)
 }
 
 impl Budget {
     pub fn new(max: usize) -> Budget {
-        METRICS.budget_size.set(max as i64);
+        METRICS.set_budget_size(max);
         let guess = FIRST_GUESS.as_micros() as u64;
         Budget {
             slots: Slots::new(METRICS.budget_in_use.clone()),
@@ -178,17 +178,14 @@ impl Budget {
     }
 
     /// A slot for a request whose answer must be back by `deadline`, or busy.
-    pub async fn admit(&self, deadline: Instant) -> Result<Ticket<'_>, CallError> {
+    pub async fn admit(&self, deadline: Instant) -> Result<Ticket<'_>, Error> {
         let now = Instant::now();
         let last_start = deadline.checked_sub(self.p90()).unwrap_or(now);
         if last_start <= now {
             if let Some(ticket) = self.probe(now, deadline) {
                 return Ok(ticket);
             }
-            return Err(busy(
-                "no_time",
-                "too little time left for Twilio to answer before the deadline",
-            ));
+            return Err(busy(Shed::NoTime));
         }
         let paused_until = match self.paused.load(Ordering::Relaxed) {
             false => None,
@@ -208,10 +205,7 @@ impl Budget {
         let ahead = self.waiting.load(Ordering::Relaxed) as u32 + 1;
         let wait = self.mean() * ahead / size.max(1) as u32;
         if paused_until.unwrap_or(now) + wait > last_start {
-            return Err(busy(
-                "queue",
-                "Twilio requests in flight leave no time to answer before the deadline",
-            ));
+            return Err(busy(Shed::Queue));
         }
         self.waiting.fetch_add(1, Ordering::Relaxed);
         let _in_line = InLine(&self.waiting);
@@ -223,10 +217,7 @@ impl Budget {
         };
         match tokio::time::timeout_at(last_start, slot).await {
             Ok(slot) => Ok(self.ticket(slot, now)),
-            Err(_) => Err(busy(
-                "late",
-                "no Twilio request slot came free in time to answer before the deadline",
-            )),
+            Err(_) => Err(busy(Shed::Late)),
         }
     }
 
@@ -256,7 +247,7 @@ impl Budget {
              the answer is late)",
             PROBE_INTERVAL.as_secs()
         );
-        METRICS.budget_probes.inc();
+        METRICS.count_budget_probe();
         Some(Ticket {
             _slot: slot,
             started: now,
@@ -276,9 +267,7 @@ impl Budget {
 
     fn ticket<'a>(&'a self, slot: Slot<'a>, asked: Instant) -> Ticket<'a> {
         let started = Instant::now();
-        METRICS
-            .budget_wait_seconds
-            .observe((started - asked).as_secs_f64());
+        METRICS.observe_budget_wait(started - asked);
         Ticket {
             _slot: slot,
             started,
@@ -304,7 +293,7 @@ impl Budget {
             }
         }
         if answer.too_many {
-            METRICS.twilio_429.inc();
+            METRICS.count_twilio_429();
             let cap = self.max_retry_after();
             if !self.in_429.swap(true, Ordering::Relaxed) {
                 // Once per episode: a burst of 429s says the same thing many times.
@@ -350,7 +339,7 @@ impl Budget {
     fn resize(&self, size: usize) {
         let size = size.clamp(1, self.max);
         self.size.store(size, Ordering::Relaxed);
-        METRICS.budget_size.set(size as i64);
+        METRICS.set_budget_size(size);
     }
 
     /// A running mean (1/4 weight per answer) and a running p90: up by 9 steps on an answer

@@ -3,8 +3,8 @@
 
 use tokio::time::Instant;
 
+use super::error::Error;
 use super::{is_e164, Sender};
-use crate::error::CallError;
 use crate::twilio::{Kind, TwilioClient};
 
 pub const DEFAULT_VOICE_TEMPLATE: &str = "Your code is {digits}.";
@@ -63,8 +63,8 @@ impl VoiceSettings {
         Ok(())
     }
 
-    /// The caller ID for a call the sendOTP `sender` asked for.
-    fn caller_id<'a>(&'a self, sender: &'a Sender) -> Option<&'a str> {
+    /// The caller ID for a call the sendOTP `sender` asked for, if there is one.
+    pub fn caller_id<'a>(&'a self, sender: &'a Sender) -> Option<&'a str> {
         match (&self.from, sender) {
             (Some(from), _) => Some(from),
             (None, Sender::From(number)) if is_e164(number) => Some(number),
@@ -77,17 +77,6 @@ impl VoiceSettings {
         self.caller_id(sender).is_some()
     }
 
-    /// The caller ID, or the error a caller gets without one.
-    pub fn caller_id_for<'a>(&'a self, sender: &'a Sender) -> Result<&'a str, CallError> {
-        self.caller_id(sender).ok_or_else(|| {
-            CallError::BadRequest(
-                "a voice call needs a caller ID number: set voice_from, or send from an E.164 \
-                 number"
-                    .into(),
-            )
-        })
-    }
-
     /// The TwiML: the text, a pause, the text again.
     pub fn twiml(&self, code: &str) -> String {
         let text = xml_escape(&self.template.replace("{digits}", &spell(code)));
@@ -97,25 +86,31 @@ impl VoiceSettings {
              <Say language=\"{language}\">{text}</Say></Response>"
         )
     }
+}
 
+/// One call to place: who is called, from which number, and what is said (TwiML).
+#[derive(Debug)]
+pub struct VoiceCall<'a> {
+    pub to: &'a str,
+    pub from: &'a str,
+    pub twiml: &'a str,
+}
+
+impl TwilioClient {
     /// Places the call; returns its `CA…` SID.
-    pub async fn call(
+    pub async fn create_call(
         &self,
-        twilio: &TwilioClient,
-        to: &str,
-        sender: &Sender,
-        code: &str,
+        call: &VoiceCall<'_>,
         deadline: Instant,
-    ) -> Result<String, CallError> {
-        let from = self.caller_id_for(sender)?;
+    ) -> Result<String, Error> {
         let form = form_urlencoded::Serializer::new(String::with_capacity(320))
-            .append_pair("To", to)
-            .append_pair("From", from)
-            .append_pair("Twiml", &self.twiml(code))
+            .append_pair("To", call.to)
+            .append_pair("From", call.from)
+            .append_pair("Twiml", call.twiml)
             .append_pair("TimeLimit", TIME_LIMIT_SECS)
             .finish();
-        Ok(twilio
-            .post(twilio.calls_uri(), form, Kind::Call, deadline)
+        Ok(self
+            .post(&self.calls_uri, form, Kind::Call, deadline)
             .await?
             .sid)
     }
@@ -123,8 +118,8 @@ impl VoiceSettings {
 
 /// Whether an SMS that failed this way may reach the user by a call instead. Twilio
 /// refused the SMS, so nothing was sent.
-pub fn can_fix(error: &CallError) -> bool {
-    matches!(error, CallError::Twilio { code, .. } if VOICE_CAN_FIX.contains(code))
+pub fn can_fix(error: &Error) -> bool {
+    matches!(error, Error::Rejected { code: Some(code), .. } if VOICE_CAN_FIX.contains(code))
 }
 
 /// `918273` → `9, 1, 8, 2, 7, 3`: one character at a time, with a pause between.
@@ -208,13 +203,13 @@ mod tests {
 
     #[test]
     fn only_sms_failures_a_call_can_get_past_fall_back() {
-        let twilio = |code| CallError::Twilio {
-            code,
+        let twilio = |code| Error::Rejected {
+            code: Some(code),
             message: String::new(),
             status: 400,
         };
         assert!(can_fix(&twilio(21614)));
         assert!(!can_fix(&twilio(21211)));
-        assert!(!can_fix(&CallError::Unavailable("x".into())));
+        assert!(!can_fix(&Error::Unreachable("x".into())));
     }
 }

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::Sender;
 use crate::metrics::METRICS;
-use crate::twilio::{Refusal, Sms, TwilioClient};
+use crate::twilio::{Error, Sms, TwilioClient};
 
 /// The name the top-level credentials go by in logs and metrics.
 pub const PRIMARY: &str = "primary";
@@ -80,27 +80,27 @@ impl Providers {
     }
 
     /// Sends one SMS through the first provider that takes it.
-    pub async fn send(&self, sms: &Sms<'_>, deadline: Instant) -> Result<String, Refusal> {
+    pub async fn create_message(&self, sms: &Sms<'_>, deadline: Instant) -> Result<String, Error> {
         // Nothing to fail over to: a breaker would skip nothing, so none is kept (and no
         // lock is taken on the default path).
         if let [only] = self.list.as_slice() {
-            return only.client.send(sms, deadline).await;
+            return only.client.create_message(sms, deadline).await;
         }
         // Providers whose breaker is open are skipped; when every one is, all are tried in
         // order anyway: an attempt beats a certain error.
         let all_open = self.list.iter().all(|p| p.breaker.is_open());
-        let mut refusal: Option<Refusal> = None;
+        let mut refused: Option<Error> = None;
         for provider in &self.list {
             if !all_open && !provider.breaker.admits() {
                 continue;
             }
-            if let Some(previous) = &refusal {
+            if let Some(previous) = &refused {
                 tracing::warn!(
                     provider = %provider.name,
-                    reason = %previous.error,
+                    reason = %previous,
                     "the previous provider did not take the message; trying the next"
                 );
-                METRICS.failovers.inc();
+                METRICS.count_failover();
             }
             let sms = Sms {
                 sender: provider.sender.as_ref().unwrap_or(sms.sender),
@@ -109,23 +109,25 @@ impl Providers {
             // The caller bounds the call by the deadline: should it cut this one off, the
             // guard tells the breaker (no timer of our own, which would cost a driver wake).
             let pending = Pending(Some(provider));
-            let outcome = provider.client.send(&sms, deadline).await;
+            let outcome = provider.client.create_message(&sms, deadline).await;
             pending.answered();
             match outcome {
                 Ok(sid) => {
                     provider.breaker.record(&provider.name, true);
                     return Ok(sid);
                 }
-                Err(r) => {
-                    provider.breaker.record(&provider.name, !r.provider_fault);
-                    if !r.not_accepted || Instant::now() >= deadline {
-                        return Err(r);
+                Err(error) => {
+                    provider
+                        .breaker
+                        .record(&provider.name, !error.provider_fault());
+                    if !error.not_accepted() || Instant::now() >= deadline {
+                        return Err(error);
                     }
-                    refusal = Some(r);
+                    refused = Some(error);
                 }
             }
         }
-        Err(refusal.expect("at least one provider is asked"))
+        Err(refused.expect("at least one provider is asked"))
     }
 }
 

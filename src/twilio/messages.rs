@@ -2,8 +2,8 @@
 
 use tokio::time::Instant;
 
-use super::rest::{Kind, Refusal};
-use super::{is_e164, is_sid, TwilioClient};
+use super::rest::Kind;
+use super::{is_e164, is_sid, Error, TwilioClient};
 
 /// One SMS to send.
 #[derive(Debug)]
@@ -14,9 +14,9 @@ pub struct Sms<'a> {
 }
 
 impl TwilioClient {
-    /// Sends one SMS and returns its SID. Retries stay inside `deadline`; the caller also
-    /// bounds the whole call by it.
-    pub async fn send(&self, sms: &Sms<'_>, deadline: Instant) -> Result<String, Refusal> {
+    /// Sends one SMS and returns its `SM…` SID. Retries stay inside `deadline`; the caller
+    /// also bounds the whole call by it.
+    pub async fn create_message(&self, sms: &Sms<'_>, deadline: Instant) -> Result<String, Error> {
         let (sender_field, sender) = match sms.sender {
             Sender::From(from) => ("From", from.as_str()),
             Sender::MessagingService(sid) => ("MessagingServiceSid", sid.as_str()),

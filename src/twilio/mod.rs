@@ -11,10 +11,15 @@
 //!
 //! Twilio's answers are checked, never trusted: a 2xx is a result only when it names the
 //! resource the API called creates (`SM`, `CA` or `VE` + exactly 32 hex digits).
+//!
+//! Every API has one shape, `client.<api>(&what, deadline) -> Result<_, twilio::Error>`
+//! (`create_message`, `create_call`, `start_verification`, `approve_verification`, `lookup`);
+//! the [`Error`] says what came of a request and whether what it asked for may exist.
 
 pub mod budget;
 pub mod calls;
 pub mod credentials;
+pub mod error;
 pub mod failover;
 pub mod http;
 pub mod lookup;
@@ -36,9 +41,10 @@ use crate::health::HEALTH;
 use crate::metrics::METRICS;
 use budget::Budget;
 use credentials::Credentials;
+pub use error::Error;
 use http::{HttpClient, HttpOptions};
 pub use messages::{Sender, Sms};
-pub use rest::{refuses_credentials, Kind, Refusal};
+pub use rest::Kind;
 
 /// The account's requests in flight as Twilio counts them, on some answers.
 static TWILIO_CONCURRENT_REQUESTS: hyper::header::HeaderName =
@@ -105,13 +111,13 @@ impl TwilioClient {
             connect_timeout: settings.connect_timeout,
             max_connections: settings.max_concurrency,
         })?;
-        let shared = Shared {
+        let base = Base {
             http,
             lookup_url: settings.lookup_url.clone(),
             validity_period: settings.validity_period.map(|v| v.to_string()),
             budget,
         };
-        Self::with(shared, &settings.api_url, credentials)
+        Self::with(base, &settings.api_url, credentials)
     }
 
     /// A client for another account or region that shares this one's connection pool, and,
@@ -124,16 +130,16 @@ impl TwilioClient {
             budget.set_max_retry_after(self.budget.max_retry_after());
             Arc::new(budget)
         };
-        let shared = Shared {
+        let base = Base {
             http: self.http.clone(),
             lookup_url: self.lookup_url.clone(),
             validity_period: self.validity_period.clone(),
             budget,
         };
-        Self::with(shared, api_url, credentials)
+        Self::with(base, api_url, credentials)
     }
 
-    fn with(shared: Shared, api_url: &Url, credentials: &Credentials) -> anyhow::Result<Self> {
+    fn with(base: Base, api_url: &Url, credentials: &Credentials) -> anyhow::Result<Self> {
         let account = format!("{}.json", credentials.account_sid);
         let messages_uri = api_uri(api_url, &[&credentials.account_sid, "Messages.json"])?;
         let calls_uri = api_uri(api_url, &[&credentials.account_sid, "Calls.json"])?;
@@ -146,14 +152,14 @@ impl TwilioClient {
         authorization.set_sensitive(true);
 
         Ok(TwilioClient {
-            http: shared.http,
+            http: base.http,
             messages_uri,
             calls_uri,
             account_uri,
-            lookup_url: shared.lookup_url,
+            lookup_url: base.lookup_url,
             authorization,
-            validity_period: shared.validity_period,
-            budget: shared.budget,
+            validity_period: base.validity_period,
+            budget: base.budget,
             account_sid: credentials.account_sid.clone(),
         })
     }
@@ -166,7 +172,7 @@ impl TwilioClient {
         uri: &Uri,
         form: Option<String>,
         deadline: Instant,
-    ) -> Result<Result<http::Answer, http::Failure>, crate::error::CallError> {
+    ) -> Result<http::Answer, Error> {
         let ticket = self.budget.admit(deadline).await?;
         let timed = form.is_some();
         let sent = self.http.send(method, uri, &self.authorization, form).await;
@@ -191,17 +197,16 @@ impl TwilioClient {
             }
             Err(_) => drop(ticket),
         }
-        Ok(sent)
-    }
-
-    /// The Calls resource, `…/Accounts/{AC}/Calls.json`.
-    pub fn calls_uri(&self) -> &Uri {
-        &self.calls_uri
+        sent.map_err(|failure| match failure.before_sending {
+            true => Error::Unreachable(failure.detail),
+            false => Error::Lost(failure.detail),
+        })
     }
 
     /// Opens (or reuses) the connection with an authenticated GET of the account, so the next
-    /// send finds it ready. Says how Twilio answered; records it for health reports.
-    pub async fn warm(&self, timeout: Duration) -> Result<StatusCode, String> {
+    /// send finds it ready. Says how Twilio answered; records it for health reports (a
+    /// request the budget shed was never put to Twilio, and says nothing of it).
+    pub async fn warm(&self, timeout: Duration) -> Result<StatusCode, Error> {
         let outcome = self.touch(timeout).await;
         match &outcome {
             Ok(status) => HEALTH.record(
@@ -209,14 +214,15 @@ impl TwilioClient {
                 !refuses_credentials(*status),
                 format!("HTTP {}", status.as_u16()),
             ),
-            Err(_) => HEALTH.record("warm", false, "unavailable"),
+            Err(e) if e.answered_by_twilio() => HEALTH.record("warm", false, "unavailable"),
+            Err(_) => {}
         }
         outcome
     }
 
     /// The authenticated GET of [`warm`](Self::warm), without a health record (failover
     /// providers: health reports speak of the primary).
-    pub async fn touch(&self, timeout: Duration) -> Result<StatusCode, String> {
+    pub async fn touch(&self, timeout: Duration) -> Result<StatusCode, Error> {
         let deadline = Instant::now() + timeout;
         let sent = tokio::time::timeout_at(
             deadline,
@@ -224,20 +230,25 @@ impl TwilioClient {
         )
         .await;
         match sent {
-            Ok(Ok(Ok(answer))) => Ok(answer.status),
-            Ok(Ok(Err(failure))) => Err(failure.detail),
-            Ok(Err(busy)) => Err(busy.text()),
-            Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+            Ok(answered) => answered.map(|answer| answer.status),
+            Err(_) => Err(Error::Timeout(timeout)),
         }
     }
 }
 
-/// What the clients of one daemon share, whatever their account or region.
-struct Shared {
+/// What a client is built on: the daemon's one connection pool and API settings, and its
+/// account's request budget.
+struct Base {
     http: HttpClient,
     lookup_url: Url,
     validity_period: Option<String>,
     budget: Arc<Budget>,
+}
+
+/// An answer that says the credentials are wrong (or the account may not do this): every
+/// send will fail too.
+pub fn refuses_credentials(status: StatusCode) -> bool {
+    error::credentials_refused(status.as_u16())
 }
 
 /// `{api}/2010-04-01/Accounts/{rest…}`.

@@ -1,5 +1,5 @@
 //! One request to Twilio and what its answer means: the retry rule (only what Twilio provably
-//! did not take in is asked again), the check of every SID, and the refusal a failure is.
+//! did not take in is asked again), the check of every SID, and the [`Error`] a failure is.
 
 use std::time::Duration;
 
@@ -8,46 +8,25 @@ use hyper::{Method, StatusCode, Uri};
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use super::http::{Answer, Failure};
+use super::error::{is_too_many, Error, TOO_MANY_REQUESTS};
+use super::http::Answer;
 use super::{is_sid, TwilioClient};
-use crate::error::CallError;
 use crate::metrics::METRICS;
 
 /// Attempts per call, the first included.
 const MAX_ATTEMPTS: u32 = 4;
 /// First wait after a refused connection or a 429 without Retry-After; doubles each time.
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-/// Twilio's code for "too many requests", safe to retry.
-const TOO_MANY_REQUESTS: u32 = 20429;
 
 /// What one HTTP attempt came to.
 enum Attempt {
     Accepted(Resource),
     /// Not accepted, safe to try again after the wait (Twilio's, if it named one).
     Retry {
-        error: CallError,
+        error: Error,
         wait: Option<Duration>,
     },
-    Failed(Refusal),
-}
-
-/// A request that did not create anything, and what that says.
-#[derive(Debug)]
-pub struct Refusal {
-    pub error: CallError,
-    /// Twilio provably did not accept it (never sent, 429, 401/403): another provider may
-    /// be asked without risking a second delivery. No 5xx is proof: a proxy or edge in the
-    /// path may answer one after the request reached Twilio.
-    pub not_accepted: bool,
-    /// The fault is the provider's (unreachable, overloaded, failing, refusing our
-    /// credentials), not the request's: counts against its circuit breaker.
-    pub provider_fault: bool,
-}
-
-impl From<Refusal> for CallError {
-    fn from(refusal: Refusal) -> Self {
-        refusal.error
-    }
+    Failed(Error),
 }
 
 /// The resource Twilio created or updated: a message, a verification, a call.
@@ -85,10 +64,6 @@ pub fn valid_sid(sid: &str, kind: Kind) -> bool {
     is_sid(sid, kind.prefix())
 }
 
-/// What a caller gets for a 2xx that does not name a valid resource. The request may have
-/// done its work (a message sent), so it is never retried and never failed over.
-pub const NO_VALID_SID: &str = "Twilio answered without a valid SID";
-
 #[derive(Deserialize)]
 struct Created {
     /// Kept loose (any JSON) so that a SID of the wrong type is reported as such.
@@ -97,7 +72,7 @@ struct Created {
 }
 
 #[derive(Deserialize)]
-struct TwilioError {
+struct ErrorBody {
     code: Option<u32>,
     message: Option<String>,
 }
@@ -111,13 +86,13 @@ impl TwilioClient {
         form: String,
         kind: Kind,
         deadline: Instant,
-    ) -> Result<Resource, Refusal> {
+    ) -> Result<Resource, Error> {
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 1;
         loop {
             let (error, wait) = match self.attempt(uri, &form, kind, deadline).await {
                 Attempt::Accepted(resource) => return Ok(resource),
-                Attempt::Failed(refusal) => return Err(not_reached(refusal)),
+                Attempt::Failed(error) => return Err(not_reached(error)),
                 // A Retry-After is capped as the budget's pause is.
                 Attempt::Retry { error, wait } => (
                     error,
@@ -125,21 +100,16 @@ impl TwilioClient {
                 ),
             };
             if attempt >= MAX_ATTEMPTS || Instant::now() + wait >= deadline {
-                return Err(not_reached(Refusal {
-                    error,
-                    not_accepted: true,
-                    provider_fault: true,
-                }));
+                return Err(not_reached(error));
             }
             tracing::debug!(
                 attempt,
                 wait_ms = wait.as_millis() as u64,
-                reason = error.reason(),
                 error = %error,
                 "retrying Twilio"
             );
             tokio::time::sleep(wait).await;
-            METRICS.twilio_retries.inc();
+            METRICS.count_twilio_retry();
             backoff *= 2;
             attempt += 1;
         }
@@ -149,49 +119,27 @@ impl TwilioClient {
         let sent = self
             .request(Method::POST, uri, Some(form.to_owned()), deadline)
             .await;
-        let sent = match sent {
-            Ok(sent) => sent,
-            // Busy: nothing was sent, and it is no fault of the provider's.
-            Err(error) => {
-                return Attempt::Failed(Refusal {
-                    error,
-                    not_accepted: true,
-                    provider_fault: false,
-                })
-            }
-        };
         match sent {
             Ok(answer) => interpret(&answer, kind),
-            Err(Failure {
-                before_sending: true,
-                detail,
-            }) => Attempt::Retry {
-                error: CallError::Unavailable(detail),
-                wait: None,
-            },
-            // Lost after sending: Twilio may have accepted it.
-            Err(Failure { detail, .. }) => Attempt::Failed(Refusal {
-                error: CallError::Unavailable(detail),
-                not_accepted: false,
-                provider_fault: true,
-            }),
+            // The connection never came up: nothing left, safe to ask again.
+            Err(error @ Error::Unreachable(_)) => Attempt::Retry { error, wait: None },
+            // Busy (nothing sent), or lost after sending (Twilio may have accepted it).
+            Err(error) => Attempt::Failed(error),
         }
     }
 }
 
-/// Logs why Twilio could not be reached (the call's own line carries only the reason): the
-/// detail names a proxy that failed, by `host:port`, never with its credentials.
-fn not_reached(refusal: Refusal) -> Refusal {
-    if let CallError::Unavailable(_) = &refusal.error {
-        tracing::warn!(error = %refusal.error, "Twilio unavailable");
+/// Logs why Twilio could not be reached or failed (the call's own line carries only the
+/// reason): the detail names a proxy that failed, by `host:port`, never with its credentials.
+/// A busy answer is no news of Twilio's: the shed metric counts it.
+fn not_reached(error: Error) -> Error {
+    if matches!(
+        error,
+        Error::Unreachable(_) | Error::Lost(_) | Error::Rejected { code: None, .. }
+    ) {
+        tracing::warn!(error = %error, "Twilio unavailable");
     }
-    refusal
-}
-
-/// An answer that says the credentials are wrong (or the account may not do this): every
-/// send will fail too.
-pub fn refuses_credentials(status: StatusCode) -> bool {
-    matches!(status.as_u16(), 401 | 403)
+    error
 }
 
 /// The resource of `kind` a 2xx answer names, or what is wrong with it (for the log: never
@@ -228,57 +176,56 @@ fn interpret(answer: &Answer, kind: Kind) -> Attempt {
                 tracing::warn!(
                     status = status.as_u16(),
                     expected = kind.prefix(),
-                    "{NO_VALID_SID}: {why}; not retried (it may have been carried out)"
+                    "{}: {why}; not retried (it may have been carried out)",
+                    Error::NoValidSid
                 );
                 // It may have been carried out: never asked again, here or elsewhere. A
                 // provider answering like this is failing.
-                Attempt::Failed(Refusal {
-                    error: CallError::Internal(NO_VALID_SID.into()),
-                    not_accepted: false,
-                    provider_fault: true,
-                })
+                Attempt::Failed(Error::NoValidSid)
             }
         };
     }
-    let parsed = serde_json::from_slice::<TwilioError>(body).ok();
+    let error = rejected(status, body);
+    // Only an HTTP 429 says "not taken in, ask again": a 5xx whose body says 20429 is still
+    // a 5xx, which may have created the message. A 429 with a code of its own (Verify's
+    // 60203, "max send attempts") would say the same thing again. Whom a refusal may be
+    // handed on to, and whose fault it is, the error says (401/403: our credentials refused
+    // there, nothing taken in; any 5xx, a 503 too, may have created the message).
+    match error {
+        Error::Rejected { code, .. } if is_too_many(status.as_u16(), code) => Attempt::Retry {
+            error,
+            wait: retry_after(answer.headers.get(RETRY_AFTER)),
+        },
+        error => Attempt::Failed(error),
+    }
+}
+
+/// The error an answer with an error `status` is: Twilio's code and message when its body
+/// names them (a 429 without one is Twilio's 20429).
+pub(super) fn rejected(status: StatusCode, body: &[u8]) -> Error {
+    let parsed = serde_json::from_slice::<ErrorBody>(body).ok();
     let code = parsed.as_ref().and_then(|e| e.code);
-    let error = match code {
-        Some(code) => CallError::Twilio {
-            code,
+    let status = status.as_u16();
+    match code {
+        Some(code) => Error::Rejected {
+            code: Some(code),
             // Twilio's text names the number it refuses: masked before anyone reads it.
             message: parsed
                 .and_then(|e| e.message)
                 .map(|m| crate::mask::scrub::scrub_numbers(&m).into_owned())
-                .unwrap_or_else(|| format!("HTTP {}", status.as_u16())),
-            status: status.as_u16(),
+                .unwrap_or_else(|| format!("HTTP {status}")),
+            status,
         },
-        None if status == StatusCode::TOO_MANY_REQUESTS => CallError::Twilio {
-            code: TOO_MANY_REQUESTS,
+        None if status == 429 => Error::Rejected {
+            code: Some(TOO_MANY_REQUESTS),
             message: "Too Many Requests".into(),
-            status: status.as_u16(),
+            status,
         },
-        None => CallError::Unavailable(format!("Twilio answered HTTP {}", status.as_u16())),
-    };
-    // Only an HTTP 429 says "not taken in, ask again": a 5xx whose body says 20429 is still
-    // a 5xx, which may have created the message. A 429 with a code of its own (Verify's
-    // 60203, "max send attempts") would say the same thing again.
-    let too_many =
-        status == StatusCode::TOO_MANY_REQUESTS && matches!(code, None | Some(TOO_MANY_REQUESTS));
-    if too_many {
-        Attempt::Retry {
-            error,
-            wait: retry_after(answer.headers.get(RETRY_AFTER)),
-        }
-    } else {
-        // 401/403: our credentials are refused there, nothing was taken in. Any 5xx (a 503
-        // too: a proxy or edge may answer it after the request reached Twilio) may have
-        // created the message: it counts against the provider but is never handed on.
-        let refused_whole = refuses_credentials(status);
-        Attempt::Failed(Refusal {
-            error,
-            not_accepted: refused_whole,
-            provider_fault: refused_whole || status.is_server_error(),
-        })
+        None => Error::Rejected {
+            code: None,
+            message: String::new(),
+            status,
+        },
     }
 }
 
@@ -304,11 +251,11 @@ mod tests {
         }
     }
 
-    fn error_of(a: Attempt) -> (CallError, bool) {
+    fn error_of(a: Attempt) -> (Error, bool) {
         match a {
             Attempt::Accepted(r) => panic!("unexpected success {}", r.sid),
             Attempt::Retry { error, .. } => (error, true),
-            Attempt::Failed(refusal) => (refusal.error, false),
+            Attempt::Failed(error) => (error, false),
         }
     }
 
@@ -341,14 +288,14 @@ mod tests {
         .into_iter()
         .chain([wrong_api])
         {
-            let Attempt::Failed(refusal) = bad else {
+            let Attempt::Failed(error) = bad else {
                 panic!("accepted or retried");
             };
-            assert_eq!(
-                refusal.error.to_string(),
-                "ERR internal: Twilio answered without a valid SID"
+            assert_eq!(error, Error::NoValidSid);
+            assert!(
+                !error.not_accepted() && error.may_exist(),
+                "it may have been sent"
             );
-            assert!(!refusal.not_accepted, "it may have been sent");
         }
     }
 
@@ -379,7 +326,7 @@ mod tests {
         assert!(!retry);
         assert_eq!(
             e.to_string(),
-            "ERR twilio 21408: SMS is not enabled for this region"
+            "twilio 21408: SMS is not enabled for this region"
         );
     }
 
@@ -406,7 +353,14 @@ mod tests {
             &answer(StatusCode::INTERNAL_SERVER_ERROR, b"oops", None),
             Kind::Message,
         ));
-        assert_eq!(e.reason(), "unavailable");
+        assert!(matches!(
+            e,
+            Error::Rejected {
+                code: None,
+                status: 500,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -414,22 +368,21 @@ mod tests {
         for status in [500, 502, 503, 504] {
             for body in [br#"{"code":20429}"#.as_slice(), b"", br#"{"code":20500}"#] {
                 let status = StatusCode::from_u16(status).unwrap();
-                let Attempt::Failed(refusal) =
-                    interpret(&answer(status, body, None), Kind::Message)
+                let Attempt::Failed(error) = interpret(&answer(status, body, None), Kind::Message)
                 else {
                     panic!("{status} retried");
                 };
-                assert!(!refusal.not_accepted, "{status}");
-                assert!(refusal.provider_fault, "{status}");
+                assert!(!error.not_accepted(), "{status}");
+                assert!(error.provider_fault(), "{status}");
             }
         }
-        let Attempt::Failed(refusal) = interpret(
+        let Attempt::Failed(error) = interpret(
             &answer(StatusCode::UNAUTHORIZED, br#"{"code":20003}"#, None),
             Kind::Message,
         ) else {
             panic!("401 retried");
         };
-        assert!(refusal.not_accepted && refusal.provider_fault);
+        assert!(error.not_accepted() && error.provider_fault());
     }
 
     #[test]

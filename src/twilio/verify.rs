@@ -6,8 +6,7 @@ use hyper::Uri;
 use tokio::time::Instant;
 use url::Url;
 
-use super::{is_sid, Channel};
-use crate::error::CallError;
+use super::{is_sid, Channel, Error};
 use crate::twilio::{Kind, TwilioClient};
 
 pub const DEFAULT_VERIFY_URL: &str = "https://verify.twilio.com";
@@ -58,14 +57,16 @@ impl VerifyService {
         }
         url
     }
+}
 
-    /// Starts a verification that carries `code`; returns its `VE…` SID.
-    pub async fn start(
+impl TwilioClient {
+    /// Starts a verification that carries its code; returns its `VE…` SID.
+    pub async fn start_verification(
         &self,
-        twilio: &TwilioClient,
         verification: &Verification<'_>,
         deadline: Instant,
-    ) -> Result<String, CallError> {
+    ) -> Result<String, Error> {
+        let uri = &verification.service.verifications_uri;
         let locale = verification.locale.and_then(verify_locale);
         let form = |locale: Option<&str>| {
             let mut form = form_urlencoded::Serializer::new(String::with_capacity(96));
@@ -77,29 +78,17 @@ impl VerifyService {
             }
             form.finish()
         };
-        let started = twilio
-            .post(
-                &self.verifications_uri,
-                form(locale.as_deref()),
-                Kind::Verification,
-                deadline,
-            )
-            .await
-            .map_err(CallError::from);
+        let started = self
+            .post(uri, form(locale.as_deref()), Kind::Verification, deadline)
+            .await;
         let resource = match started {
             // Twilio's advice for a locale it does not know: ask again without one, and let
             // it choose by the number's country. A 404 created nothing, so this sends once.
-            Err(CallError::Twilio {
+            Err(Error::Rejected {
                 status: NOT_FOUND, ..
             }) if locale.is_some() => {
                 tracing::debug!("Verify does not know the locale; asking again without it");
-                twilio
-                    .post(
-                        &self.verifications_uri,
-                        form(None),
-                        Kind::Verification,
-                        deadline,
-                    )
+                self.post(uri, form(None), Kind::Verification, deadline)
                     .await?
             }
             other => other?,
@@ -107,33 +96,31 @@ impl VerifyService {
         Ok(resource.sid)
     }
 
-    /// Tells Twilio the code was right. `target` is the `VE…` SID or the phone number (Twilio
-    /// then approves that number's pending verification). Returns the verification's SID.
-    pub async fn approve(
+    /// Tells Twilio the code was right (the feedback Fraud Guard learns from). Returns the
+    /// verification's SID.
+    pub async fn approve_verification(
         &self,
-        twilio: &TwilioClient,
-        target: &str,
+        approval: &Approval<'_>,
         deadline: Instant,
-    ) -> Result<String, CallError> {
-        let mut url = self.verifications.clone();
+    ) -> Result<String, Error> {
+        let target = approval.target;
+        let mut url = approval.service.verifications.clone();
         url.path_segments_mut()
-            .map_err(|()| CallError::Internal("verify_api_url cannot be a base URL".into()))?
+            .map_err(|()| Error::Unmade("verify_api_url cannot be a base URL".into()))?
             .push(target);
-        let uri = Uri::try_from(url.as_str()).map_err(|e| CallError::Internal(e.to_string()))?;
+        let uri = Uri::try_from(url.as_str()).map_err(|e| Error::Unmade(e.to_string()))?;
         let form = "Status=approved".to_owned();
-        let resource = twilio
-            .post(&uri, form, Kind::Verification, deadline)
-            .await?;
+        let resource = self.post(&uri, form, Kind::Verification, deadline).await?;
         // Asked by SID, the answer must be about that verification.
         if is_sid(target, "VE") && resource.sid != target {
-            return Err(CallError::Internal(format!(
+            return Err(Error::Unexpected(format!(
                 "Twilio answered about verification {}, not {target}",
                 resource.sid
             )));
         }
         match resource.status.as_deref() {
             Some("approved") => Ok(resource.sid),
-            other => Err(CallError::Internal(format!(
+            other => Err(Error::Unexpected(format!(
                 "Twilio left verification {} {}, not approved",
                 resource.sid,
                 other.unwrap_or("without a status")
@@ -145,10 +132,19 @@ impl VerifyService {
 /// What to verify, and how.
 #[derive(Debug)]
 pub struct Verification<'a> {
+    pub service: &'a VerifyService,
     pub to: &'a str,
     pub code: &'a str,
     pub channel: Channel,
     pub locale: Option<&'a str>,
+}
+
+/// A verification whose code APM accepted: `target` is its `VE…` SID or the phone number
+/// (Twilio then approves that number's pending verification).
+#[derive(Debug)]
+pub struct Approval<'a> {
+    pub service: &'a VerifyService,
+    pub target: &'a str,
 }
 
 /// The `Locale` to send for a caller's language tag: Verify's spelling of a regional locale

@@ -338,3 +338,33 @@ async fn a_deadline_under_the_first_guess_still_lets_a_probe_through() {
     assert_eq!(twilio.received_requests().await.unwrap().len(), 1);
     daemon.wait_for_log("sending one request to learn it again");
 }
+
+#[tokio::test]
+async fn a_busy_answer_leaves_twilio_healthy() {
+    let twilio = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(created(SID))
+        .mount(&twilio)
+        .await;
+    // As above: the first send is the probe, the next is shed by the budget, unsent.
+    let daemon = Daemon::start(
+        &twilio.uri(),
+        Options::default().args(["--deadline-ms=200", "--keep-warm-secs=0"]),
+    );
+    daemon.wait_for_log("leaves no room for the 250 ms");
+    assert_eq!(daemon.send("ACME").await, Ok(SID.to_owned()));
+    let busy = daemon.send("ACME").await;
+    assert!(
+        busy.as_ref()
+            .is_err_and(|e| e.starts_with("ERR unavailable: busy")),
+        "{busy:?}"
+    );
+    // Twilio never answered the busy one: its health is still that of the last answer.
+    let out = crate::common::command()
+        .args(["ping", "--unix", daemon.unix.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert!(report.contains("last_twilio.healthy: true"), "{report}");
+}
