@@ -118,7 +118,7 @@ impl Client {
         self.framed
             .send(Request {
                 msgid: msgid.into(),
-                method: method.to_owned(),
+                method: method.into(),
                 params,
             })
             .await?;

@@ -86,7 +86,7 @@ fn requests(data: &[u8]) -> HashMap<u64, Vec<Option<String>>> {
         match Incoming::parse(value) {
             Ok(Incoming::Request(r)) => {
                 let key = msgid_key(&r.msgid);
-                sent.entry(key).or_default().push(Some(r.method));
+                sent.entry(key).or_default().push(Some(r.method.name().to_owned()));
             }
             Ok(Incoming::Malformed { msgid, .. }) => {
                 sent.entry(msgid_key(&msgid)).or_default().push(None)

@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use rmpv::Value;
 use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 
 use crate::error::CallError;
+use crate::guard::validate::Token;
 
 /// Tokens are 16–128 printable ASCII characters.
 pub const MIN_TOKEN: usize = 16;
@@ -122,21 +122,22 @@ impl Callers {
         self.callers.iter().map(|c| &*c.name)
     }
 
-    /// The caller whose token `context` (the call's context map) carries; otherwise
-    /// [`CallError::Unauthorized`], saying what was wrong but never echoing a token.
-    pub fn identify(&self, context: Option<&Value>) -> Result<Arc<str>, CallError> {
-        let presented = match presented(context) {
-            Presented::Missing => {
+    /// The caller whose token the call's context carries (read with the rest of the
+    /// context); otherwise [`CallError::Unauthorized`], saying what was wrong but never
+    /// echoing a token.
+    pub fn identify(&self, token: Token<'_>) -> Result<Arc<str>, CallError> {
+        let presented = match token {
+            Token::Missing => {
                 return Err(CallError::Unauthorized(
                     "a caller token is required (context.token)".into(),
                 ))
             }
-            Presented::NotText => {
+            Token::NotText => {
                 return Err(CallError::Unauthorized(
                     "context.token must be a string".into(),
                 ))
             }
-            Presented::Text(bytes) => bytes,
+            Token::Text(bytes) => bytes,
         };
         self.matching(presented)
             .map(|i| self.callers[i].name.clone())
@@ -187,36 +188,11 @@ fn is_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// `context.token` as the caller sent it.
-enum Presented<'a> {
-    Missing,
-    NotText,
-    Text(&'a [u8]),
-}
-
-fn presented(context: Option<&Value>) -> Presented<'_> {
-    let Some(Value::Map(entries)) = context else {
-        return Presented::Missing;
-    };
-    let value = entries.iter().find_map(|(key, value)| {
-        let key = match key {
-            Value::String(s) => s.as_bytes(),
-            Value::Binary(b) => b,
-            _ => return None,
-        };
-        (key == b"token").then_some(value)
-    });
-    match value {
-        None | Some(Value::Nil) => Presented::Missing,
-        Some(Value::String(s)) if s.as_bytes().is_empty() => Presented::Missing,
-        Some(Value::String(s)) => Presented::Text(s.as_bytes()),
-        Some(_) => Presented::NotText,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::guard::validate::context;
+    use rmpv::Value;
 
     const A: &str = "tok-aaaaaaaaaaaaaaaaaaaaaaaa";
     const B: &str = "tok-bbbbbbbbbbbbbbbbbbbbbbbb";
@@ -236,9 +212,15 @@ mod tests {
     fn identifies_callers_by_token() {
         let c = callers(&format!("# the pool\n\nbigip-a {A}\n  bigip-b\t{B}  \n")).unwrap();
         assert_eq!(c.names().collect::<Vec<_>>(), ["bigip-a", "bigip-b"]);
-        assert_eq!(&*c.identify(Some(&ctx(A.into()))).unwrap(), "bigip-a");
-        assert_eq!(&*c.identify(Some(&ctx(B.into()))).unwrap(), "bigip-b");
-        let refused = |v: Option<&Value>| c.identify(v).unwrap_err().to_string();
+        assert_eq!(&*c.identify(Token::Text(B.as_bytes())).unwrap(), "bigip-b");
+        fn token(v: Option<&Value>) -> Token<'_> {
+            context(v).token
+        }
+        assert_eq!(
+            &*c.identify(token(Some(&ctx(A.into())))).unwrap(),
+            "bigip-a"
+        );
+        let refused = |v: Option<&Value>| c.identify(token(v)).unwrap_err().to_string();
         assert_eq!(
             refused(Some(&ctx("tok-aaaaaaaaaaaaaaaaaaaaaaa".into()))),
             "ERR unauthorized: caller token not accepted"

@@ -7,9 +7,10 @@
 
 use tokio::time::Instant;
 
-use super::request::{Method, Target};
+use super::request::Target;
 use crate::error::{CallError, Detail};
 use crate::mask::mask_phone;
+use crate::rpc::Method;
 
 /// The line of one sendOTP or confirmOTP call; empty for the other methods.
 #[derive(Default)]
@@ -38,7 +39,7 @@ enum Outcome {
 impl CallLog {
     /// The line of a call that began at `started` and ended now with `result`.
     pub fn new(
-        method: Method,
+        method: &Method,
         target: Target,
         result: &Result<String, CallError>,
         started: Instant,
@@ -53,7 +54,7 @@ impl CallLog {
             },
         };
         CallLog(Some(Line {
-            method,
+            method: method.clone(),
             target,
             outcome,
             latency_ms,
@@ -91,7 +92,7 @@ impl Line {
         let latency_ms = self.latency_ms;
         // Left out of the line when no tokens file is configured.
         let caller = self.caller.as_deref();
-        match (self.method, &self.outcome) {
+        match (&self.method, &self.outcome) {
             (Method::SendOtp, Outcome::Done { sid }) => {
                 tracing::info!(method = "sendOTP", phone = %target, outcome = "sent", sid = %sid, caller, latency_ms)
             }
@@ -116,7 +117,7 @@ impl Line {
                 tracing::warn!(method = "confirmOTP", target = %target, outcome = "error", reason, caller, latency_ms)
             }
             // The other methods get no line.
-            (Method::Ping | Method::Health | Method::Unknown, _) => {}
+            (Method::Ping | Method::Health | Method::Unknown(_), _) => {}
         }
     }
 }

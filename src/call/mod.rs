@@ -20,13 +20,13 @@ use crate::error::CallError;
 use crate::guard::Guards;
 use crate::health::HEALTH;
 use crate::metrics::METRICS;
-use crate::rpc::Request;
+use crate::rpc::{Method, Request};
 use crate::twilio::calls::VoiceSettings;
 use crate::twilio::Channel;
 use backend::Backend;
-use callers::{Callers, NO_CALLER};
+use callers::Callers;
 use log::CallLog;
-use request::{Call, Confirmed, Method, Refused, Target};
+use request::{Call, Confirmed, Parsed, Probe, Rejected, Target};
 use template::Templates;
 
 /// The call's settings.
@@ -67,20 +67,15 @@ impl Dispatcher {
         request: &Request,
         started: Instant,
     ) -> (Result<Value, CallError>, CallLog) {
-        let method = Method::of(&request.method);
-        // The optional context is advice and never blocks an OTP; a caller token is the one
-        // deliberate exception, and only when a tokens file is configured: checked first, so
-        // an unknown caller learns nothing of its arguments and is charged to no limit.
-        let caller = match (&self.settings.callers, method.token_at()) {
-            (Some(callers), Some(at)) => match callers.identify(request.params.get(at)) {
-                Ok(name) => Some(name),
-                Err(error) => return self.unauthorized(method, error, started),
-            },
-            _ => None,
-        };
-        let (result, log) = match Call::parse(method, request, self.settings.region) {
+        let method = &request.method;
+        let Parsed { caller, call } = Call::parse(
+            request,
+            self.settings.region,
+            self.settings.callers.as_deref(),
+        );
+        let (result, log) = match call {
             Ok(call) => self.run(call, started).await,
-            Err(Refused { error, shown }) => {
+            Err(Rejected { error, shown }) => {
                 let result = Err(error);
                 let log = match shown {
                     Some(target) => self.finish(method, target, &result, started),
@@ -103,20 +98,26 @@ impl Dispatcher {
         (result, log)
     }
 
-    /// A call refused for its caller token: answered, counted and logged (as caller `none`),
-    /// and nothing else.
-    fn unauthorized(
-        &self,
-        method: Method,
-        error: CallError,
-        started: Instant,
-    ) -> (Result<Value, CallError>, CallLog) {
-        let result: Result<String, CallError> = Err(error);
-        METRICS.count_call(method.label(), Err("unauthorized"));
-        METRICS.count_caller(NO_CALLER, method.label(), false);
-        let log =
-            CallLog::new(method, Target::Shown("-".into()), &result, started).by(NO_CALLER.into());
-        (result.map(Value::from), log)
+    /// Answers `ping` and `health` here and now, and counts them: they await nothing, so
+    /// they need no task and never wait for a call slot. `None` for every other method.
+    pub fn probe(&self, request: &Request) -> Option<Result<Value, CallError>> {
+        let result = Probe::of(request)?.map(|probe| self.answer(probe));
+        METRICS.count_call(
+            request.method.label(),
+            result.as_ref().map(|_| ()).map_err(CallError::reason),
+        );
+        Some(result)
+    }
+
+    fn answer(&self, probe: Probe) -> Value {
+        match probe {
+            Probe::Ping => "pong".into(),
+            Probe::Health => HEALTH.report(
+                self.backend.mode(),
+                self.guards.state_status(),
+                self.guards.store.as_ref().map(|store| store.agreement()),
+            ),
+        }
     }
 
     async fn run(&self, call: Call<'_>, started: Instant) -> (Result<Value, CallError>, CallLog) {
@@ -124,23 +125,15 @@ impl Dispatcher {
             Call::SendOtp(send) => {
                 let target = Target::Phone(send.phone.as_str().to_owned());
                 let result = self.send_otp(&send, started).await;
-                let log = self.finish(Method::SendOtp, target, &result, started);
+                let log = self.finish(&Method::SendOtp, target, &result, started);
                 (result.map(Value::from), log)
             }
             Call::ConfirmOtp(confirmed) => {
                 let (target, result) = self.confirm_otp(&confirmed, started).await;
-                let log = self.finish(Method::ConfirmOtp, target, &result, started);
+                let log = self.finish(&Method::ConfirmOtp, target, &result, started);
                 (result.map(Value::from), log)
             }
-            Call::Ping => (Ok("pong".into()), CallLog::default()),
-            Call::Health => {
-                let report = HEALTH.report(
-                    self.backend.mode(),
-                    self.guards.state_status(),
-                    self.guards.store.as_ref().map(|store| store.agreement()),
-                );
-                (Ok(report), CallLog::default())
-            }
+            Call::Probe(probe) => (Ok(self.answer(probe)), CallLog::default()),
         }
     }
 
@@ -148,12 +141,12 @@ impl Dispatcher {
     /// record (of a real send), the refusal's counter, and its log line.
     fn finish(
         &self,
-        method: Method,
+        method: &Method,
         target: Target,
         result: &Result<String, CallError>,
         started: Instant,
     ) -> CallLog {
-        if method == Method::SendOtp {
+        if *method == Method::SendOtp {
             // A dry run never talks to Twilio, so its sends say nothing of Twilio's health.
             if self.backend.twilio().is_some() {
                 match result {
@@ -244,9 +237,10 @@ mod tests {
         let dispatcher = Dispatcher::new(settings.call, guards, backend);
         let request = Request {
             msgid: 1.into(),
-            method: "ping".into(),
-            params: Vec::new(),
+            method: Method::SendOtp,
+            params: vec!["123456".into(), "+31612345678".into(), "ACME".into()],
         };
+        // sendOTP's: ping and health are answered without a future (`probe`).
         let call = dispatcher.call(&request, Instant::now());
         let size = std::mem::size_of_val(&call);
         assert!(size <= 8 * 1024, "the call future is {size} bytes");

@@ -1,18 +1,27 @@
-//! The typed call: an `rpc::Request` parsed once, at the edge, into checked values borrowed
-//! from its params. Everything after this works on [`Call`], never on raw params.
+//! The typed call: an `rpc::Request` (its method already matched) parsed once, at the edge,
+//! into checked values borrowed from its params, context and caller token included.
+//! Everything after this works on [`Call`], never on raw params.
 //!
-//! The checks run in the contract's order (arity, otp, phone, sender, then the context, which
-//! is advice and never refuses), so the first refusal is the one the README documents.
+//! The checks run in the contract's order (the caller token when a tokens file is configured,
+//! then arity, otp, phone, sender; the context is advice and never refuses), so the first
+//! rejection is the one the README documents. Each rejection says, where it is made, what the
+//! call's log line may show.
+//!
+//! The phone number, sender and SID rules stay pure functions of `guard::phone` and `twilio`:
+//! they are the number plan's and Twilio's formats, which config and the Twilio clients read
+//! too. The OTP's rule is the request's alone, so it lives here.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use phonenumber::country::Id;
 use rmpv::Value;
 
+use super::callers::{Callers, NO_CALLER};
 use crate::error::CallError;
 use crate::guard::phone;
 use crate::guard::validate::{self, Context};
-use crate::rpc::Request;
+use crate::rpc::{Method, Request};
 use crate::twilio::{is_sid, messages, Sender};
 
 /// A one-time password: 4–12 ASCII letters or digits. Never logged, never echoed.
@@ -20,6 +29,19 @@ use crate::twilio::{is_sid, messages, Sender};
 pub struct Otp<'a>(&'a str);
 
 impl<'a> Otp<'a> {
+    /// 4–12 ASCII letters or digits: what APM's OTP generator and most policies produce.
+    fn parse(otp: &'a str) -> Result<Otp<'a>, CallError> {
+        let ok = (4..=12).contains(&otp.len()) && otp.bytes().all(|b| b.is_ascii_alphanumeric());
+        if ok {
+            Ok(Otp(otp))
+        } else {
+            // Never echo the OTP back, not even a bad one: it lands in the policy's session log.
+            Err(CallError::BadRequest(
+                "otp must be 4 to 12 letters or digits".into(),
+            ))
+        }
+    }
+
     pub fn as_str(&self) -> &'a str {
         self.0
     }
@@ -57,92 +79,126 @@ pub enum Confirmed<'a> {
 pub enum Call<'a> {
     SendOtp(SendOtp<'a>),
     ConfirmOtp(Confirmed<'a>),
+    Probe(Probe),
+}
+
+/// The calls that send and check nothing and await nothing (monitors call them): answered
+/// at once by a plain function, without a task, a call slot or a caller token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
     Ping,
     Health,
 }
 
-/// A request refused before it ran: the error, and what its log line shows (`None`: it gets
+/// A request rejected before it ran: the error, and what its log line shows (`None`: it gets
 /// no line, as a malformed call of an unknown shape does not).
-pub struct Refused {
+pub struct Rejected {
     pub error: CallError,
     pub shown: Option<Target>,
 }
 
-impl Refused {
-    fn unlogged(error: CallError) -> Refused {
-        Refused { error, shown: None }
+impl Rejected {
+    fn unlogged(error: CallError) -> Rejected {
+        Rejected { error, shown: None }
     }
 }
 
-/// The methods, as the metric label and the log line name them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
-    SendOtp,
-    ConfirmOtp,
-    Ping,
-    Health,
-    Unknown,
+/// A request parsed: who it is charged to, and the call or why it was rejected.
+pub struct Parsed<'a> {
+    /// With a tokens file, for the methods that need a token: the caller its token names, or
+    /// `none` when the token was refused (then `call` is that refusal).
+    pub caller: Option<Arc<str>>,
+    pub call: Result<Call<'a>, Rejected>,
 }
 
-impl Method {
-    pub fn of(name: &str) -> Method {
-        match name {
-            "sendOTP" => Method::SendOtp,
-            "confirmOTP" => Method::ConfirmOtp,
-            "ping" => Method::Ping,
-            "health" => Method::Health,
-            _ => Method::Unknown,
-        }
-    }
-
-    /// Where the call's context map (holding `token`) is among its params, for the methods
-    /// that need a caller token when a tokens file is configured; `None` for `ping`, `health`
-    /// (which send and check nothing: monitors may call them) and unknown methods.
-    pub fn token_at(self) -> Option<usize> {
-        match self {
-            Method::SendOtp => Some(3),
-            Method::ConfirmOtp => Some(1),
-            Method::Ping | Method::Health | Method::Unknown => None,
-        }
-    }
-
-    /// The `method` label of `otp_sidecar_calls_total`.
-    pub fn label(self) -> &'static str {
-        match self {
-            Method::SendOtp => "sendOTP",
-            Method::ConfirmOtp => "confirmOTP",
-            Method::Ping => "ping",
-            Method::Health => "health",
-            Method::Unknown => "unknown",
-        }
+/// Where the call's context map (holding `token`) is among its params, for the methods
+/// that need a caller token when a tokens file is configured; `None` for `ping`, `health`
+/// (which send and check nothing: monitors may call them) and unknown methods.
+fn context_at(method: &Method) -> Option<usize> {
+    match method {
+        Method::SendOtp => Some(3),
+        Method::ConfirmOtp => Some(1),
+        Method::Ping | Method::Health | Method::Unknown(_) => None,
     }
 }
 
 impl<'a> Call<'a> {
-    /// Parses `request` as `method` (from [`Method::of`] its name); `region` reads national
-    /// numbers.
+    /// Parses `request` in one pass; `region` reads national numbers, `callers` (the tokens
+    /// file, when configured) checks the caller token.
     pub fn parse(
-        method: Method,
         request: &'a Request,
         region: Option<Id>,
-    ) -> Result<Call<'a>, Refused> {
+        callers: Option<&Callers>,
+    ) -> Parsed<'a> {
         let params = request.params.as_slice();
-        match method {
-            Method::SendOtp => send_otp(params, region).map(Call::SendOtp),
+        // The context is read once, its token with it. It is advice and never blocks an
+        // OTP; the caller token is the one deliberate exception, and only when a tokens file
+        // is configured: checked first, so an unknown caller learns nothing of its arguments
+        // and is charged to no limit.
+        let context = context_at(&request.method).map(|at| validate::context(params.get(at)));
+        let caller = match (callers, &context) {
+            (Some(callers), Some(context)) => match callers.identify(context.token) {
+                Ok(name) => Some(name),
+                Err(error) => {
+                    return Parsed {
+                        caller: Some(NO_CALLER.into()),
+                        call: Err(Rejected {
+                            error,
+                            shown: Some(Target::Shown("-".into())),
+                        }),
+                    }
+                }
+            },
+            _ => None,
+        };
+        let call = match &request.method {
+            Method::SendOtp => {
+                send_otp(params, region, context.unwrap_or_default()).map(Call::SendOtp)
+            }
             Method::ConfirmOtp => confirm_otp(params, region).map(Call::ConfirmOtp),
-            Method::Ping => arity("ping", params, 0).map(|()| Call::Ping),
-            Method::Health => arity("health", params, 0).map(|()| Call::Health),
-            Method::Unknown => Err(Refused::unlogged(CallError::BadRequest(format!(
+            Method::Ping => Probe::Ping.parse(params).map(Call::Probe),
+            Method::Health => Probe::Health.parse(params).map(Call::Probe),
+            Method::Unknown(name) => Err(Rejected::unlogged(CallError::BadRequest(format!(
                 "unknown method '{}' (known: sendOTP, confirmOTP, ping, health)",
-                request.method.chars().take(40).collect::<String>()
+                name.chars().take(40).collect::<String>()
             )))),
-        }
+        };
+        Parsed { caller, call }
     }
 }
 
-fn send_otp(params: &[Value], region: Option<Id>) -> Result<SendOtp<'_>, Refused> {
+impl Probe {
+    /// The probe `request` names, checked; `None` when it names another method.
+    pub fn of(request: &Request) -> Option<Result<Probe, CallError>> {
+        let probe = match request.method {
+            Method::Ping => Probe::Ping,
+            Method::Health => Probe::Health,
+            _ => return None,
+        };
+        Some(
+            probe
+                .parse(&request.params)
+                .map_err(|rejected| rejected.error),
+        )
+    }
+
+    fn parse(self, params: &[Value]) -> Result<Probe, Rejected> {
+        let name = match self {
+            Probe::Ping => "ping",
+            Probe::Health => "health",
+        };
+        arity(name, params, 0).map(|()| self)
+    }
+}
+
+/// sendOTP's arguments; `context` is its fourth, already read.
+fn send_otp<'a>(
+    params: &'a [Value],
+    region: Option<Id>,
+    context: Context<'a>,
+) -> Result<SendOtp<'a>, Rejected> {
     if !(3..=4).contains(&params.len()) {
-        return Err(Refused::unlogged(CallError::BadRequest(format!(
+        return Err(Rejected::unlogged(CallError::BadRequest(format!(
             "sendOTP takes 3 arguments and an optional context map, got {}",
             params.len()
         ))));
@@ -155,14 +211,14 @@ fn send_otp(params: &[Value], region: Option<Id>) -> Result<SendOtp<'_>, Refused
     // Only a valid number is logged (masked, as E.164): a caller that swapped its arguments
     // would otherwise put most of an OTP into the log. An OTP is never a `+` number, but may
     // read as a national one: so with a bad OTP only a `+` number is shown.
-    let otp = match string_param(params, 0, "otp").and_then(validate::otp) {
-        Ok(otp) => Otp(otp),
+    let otp = match string_param(params, 0, "otp").and_then(Otp::parse) {
+        Ok(otp) => otp,
         Err(error) => {
             let shown = match &phone {
                 Ok(p) if written_with_plus => Target::Phone(p.to_string()),
                 _ => Target::invalid(),
             };
-            return Err(Refused {
+            return Err(Rejected {
                 error,
                 shown: Some(shown),
             });
@@ -171,7 +227,7 @@ fn send_otp(params: &[Value], region: Option<Id>) -> Result<SendOtp<'_>, Refused
     let phone = match phone {
         Ok(p) => Phone(p),
         Err(error) => {
-            return Err(Refused {
+            return Err(Rejected {
                 error,
                 shown: Some(Target::invalid()),
             })
@@ -182,14 +238,12 @@ fn send_otp(params: &[Value], region: Option<Id>) -> Result<SendOtp<'_>, Refused
     let sender = match sender {
         Ok(sender) => sender,
         Err(error) => {
-            return Err(Refused {
+            return Err(Rejected {
                 error,
                 shown: Some(Target::Phone(phone.0.into_owned())),
             })
         }
     };
-    // Advice, never a refusal: what it could not use is noted and left out.
-    let context = validate::context(params.get(3));
     Ok(SendOtp {
         otp,
         phone,
@@ -198,15 +252,15 @@ fn send_otp(params: &[Value], region: Option<Id>) -> Result<SendOtp<'_>, Refused
     })
 }
 
-fn confirm_otp(params: &[Value], region: Option<Id>) -> Result<Confirmed<'_>, Refused> {
-    // The optional second argument is a context map, read only for its `token`.
+fn confirm_otp(params: &[Value], region: Option<Id>) -> Result<Confirmed<'_>, Rejected> {
+    // The optional second argument is a context map, read (in `Call::parse`) for its `token`.
     let target = match (params.len(), params.first(), params.get(1)) {
         (1, Some(Value::String(s)), _)
         | (2, Some(Value::String(s)), Some(Value::Map(_) | Value::Nil)) => {
             s.as_str().unwrap_or_default()
         }
         _ => {
-            return Err(Refused::unlogged(CallError::BadRequest(
+            return Err(Rejected::unlogged(CallError::BadRequest(
                 "confirmOTP takes 1 argument: the phone number or the VE… SID (and an \
                  optional context map)"
                     .into(),
@@ -219,17 +273,17 @@ fn confirm_otp(params: &[Value], region: Option<Id>) -> Result<Confirmed<'_>, Re
     } else if is_sid(target, "VE") {
         Ok(Confirmed::Verification(target))
     } else {
-        Err(Refused::unlogged(CallError::BadRequest(
+        Err(Rejected::unlogged(CallError::BadRequest(
             "confirmOTP needs an E.164 phone number or a VE… verification SID".into(),
         )))
     }
 }
 
-fn arity(method: &str, params: &[Value], n: usize) -> Result<(), Refused> {
+fn arity(method: &str, params: &[Value], n: usize) -> Result<(), Rejected> {
     if params.len() == n {
         Ok(())
     } else {
-        Err(Refused::unlogged(CallError::BadRequest(format!(
+        Err(Rejected::unlogged(CallError::BadRequest(format!(
             "{method} takes {n} arguments, got {}",
             params.len()
         ))))
@@ -256,5 +310,59 @@ impl Target {
     /// What stands for a number not fit to show.
     pub fn invalid() -> Target {
         Target::Shown("(invalid)".to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn otp_rules() {
+        for good in ["1234", "123456", "ABCdef123456"] {
+            assert!(Otp::parse(good).is_ok(), "{good}");
+        }
+        for bad in ["123", "1234567890123", "12 34", "12-34", "١٢٣٤", ""] {
+            assert!(Otp::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_context_is_read_once_and_its_first_token_counts() {
+        let request = |method: &str, params: Vec<Value>| Request {
+            msgid: 1.into(),
+            method: method.into(),
+            params,
+        };
+        let context = Value::Map(vec![
+            ("token".into(), "the-first-token-counts".into()),
+            ("token".into(), "tok-aaaaaaaaaaaaaaaaaaaaaaaa".into()),
+            ("user".into(), "alice".into()),
+        ]);
+        let send = request(
+            "sendOTP",
+            vec![
+                "123456".into(),
+                "+31612345678".into(),
+                "ACME".into(),
+                context,
+            ],
+        );
+        let Parsed { caller, call } = Call::parse(&send, None, None);
+        let Ok(Call::SendOtp(send)) = call else {
+            panic!("sendOTP parses without a tokens file");
+        };
+        assert!(caller.is_none());
+        assert_eq!(send.context.user.as_deref(), Some("alice"));
+        assert_eq!(
+            send.context.token,
+            validate::Token::Text(b"the-first-token-counts")
+        );
+        // A probe has no context and no caller: nothing is read past its arity.
+        let ping = request("ping", vec![]);
+        let Parsed { caller, call } = Call::parse(&ping, None, None);
+        assert!(caller.is_none() && matches!(call, Ok(Call::Probe(Probe::Ping))));
+        assert!(Probe::of(&request("ping", vec![1.into()])).is_some_and(|p| p.is_err()));
+        assert!(Probe::of(&request("sendOTP", vec![])).is_none());
     }
 }

@@ -19,7 +19,7 @@ use crate::twilio::lookup::LineType;
 use crate::twilio::TwilioClient;
 use geo::GeoRules;
 use lookup::{LookupGuard, LookupRules};
-use ratelimit::{Caller, RateLimiter, RateLimits};
+use ratelimit::{LimitKeys, RateLimiter, RateLimits};
 use validate::Context;
 
 /// The guards' settings.
@@ -61,7 +61,7 @@ impl Guards {
             tracing::debug!(country = %country, "refused by the geo rules");
             error
         })?;
-        let caller = Caller {
+        let keys = LimitKeys {
             phone,
             ip: context.ip,
             user: context.user.as_deref(),
@@ -73,12 +73,8 @@ impl Guards {
             None => deadline,
         };
         let limited = match &self.store {
-            Some(store) => {
-                self.limiter
-                    .check_shared(store, &caller, store_until)
-                    .await?
-            }
-            None => self.limiter.check(&caller),
+            Some(store) => self.limiter.check_shared(store, &keys, store_until).await?,
+            None => self.limiter.check(&keys),
         };
         if let Err((scope, wait)) = limited {
             return Err(CallError::RateLimited {

@@ -126,8 +126,9 @@ impl RateLimits {
     }
 }
 
-/// What a call is counted against.
-pub struct Caller<'a> {
+/// What a call is counted against: its recipient and, when the context names them, the end
+/// user's address and name. (Not the BIG-IP that called: that is `call::callers`.)
+pub struct LimitKeys<'a> {
     pub phone: &'a str,
     pub ip: Option<std::net::IpAddr>,
     pub user: Option<&'a str>,
@@ -168,19 +169,15 @@ impl RateLimiter {
 
     /// Counts one send, or says which limit refuses it and how long until it would not.
     /// A refused call is counted against nothing.
-    pub fn check(&self, caller: &Caller<'_>) -> Result<(), (Scope, Duration)> {
+    pub fn check(&self, keys: &LimitKeys<'_>) -> Result<(), (Scope, Duration)> {
         let now = self.now();
         let keys = [
-            (
-                Scope::Phone,
-                self.limits.phone,
-                Some(self.key(caller.phone)),
-            ),
-            (Scope::Ip, self.limits.ip, caller.ip.map(|ip| self.key(ip))),
+            (Scope::Phone, self.limits.phone, Some(self.key(keys.phone))),
+            (Scope::Ip, self.limits.ip, keys.ip.map(|ip| self.key(ip))),
             (
                 Scope::User,
                 self.limits.user,
-                caller.user.map(|u| self.key(u)),
+                keys.user.map(|u| self.key(u)),
             ),
         ];
         let Ok(mut state) = self.state.lock() else {
@@ -218,14 +215,14 @@ impl RateLimiter {
     pub async fn check_shared(
         &self,
         store: &Store,
-        caller: &Caller<'_>,
+        keys: &LimitKeys<'_>,
         deadline: Instant,
     ) -> Result<Result<(), (Scope, Duration)>, CallError> {
-        let ip = caller.ip.map(|ip| ip.to_string());
+        let ip = keys.ip.map(|ip| ip.to_string());
         let subjects = [
-            (Scope::Phone, self.limits.phone, Some(caller.phone)),
+            (Scope::Phone, self.limits.phone, Some(keys.phone)),
             (Scope::Ip, self.limits.ip, ip.as_deref()),
-            (Scope::User, self.limits.user, caller.user),
+            (Scope::User, self.limits.user, keys.user),
         ];
         let mut scopes = Vec::with_capacity(4);
         let mut limits = Vec::with_capacity(4);
@@ -251,7 +248,7 @@ impl RateLimiter {
             ))),
             Err(failed) => {
                 store.fall_back(failed)?;
-                Ok(self.check(caller))
+                Ok(self.check(keys))
             }
         }
     }
@@ -313,8 +310,8 @@ mod tests {
         }
     }
 
-    fn caller(phone: &str) -> Caller<'_> {
-        Caller {
+    fn keys(phone: &str) -> LimitKeys<'_> {
+        LimitKeys {
             phone,
             ip: None,
             user: None,
@@ -343,22 +340,22 @@ mod tests {
     async fn a_burst_of_n_then_one_per_interval() {
         let limiter = RateLimiter::new(limits("3/30s"));
         for _ in 0..3 {
-            assert!(limiter.check(&caller("+31612345678")).is_ok());
+            assert!(limiter.check(&keys("+31612345678")).is_ok());
         }
-        let (scope, wait) = limiter.check(&caller("+31612345678")).unwrap_err();
+        let (scope, wait) = limiter.check(&keys("+31612345678")).unwrap_err();
         assert_eq!(scope, Scope::Phone);
         assert!(
             wait <= Duration::from_secs(10) && wait > Duration::from_secs(9),
             "{wait:?}"
         );
         // Another phone is not affected; a refusal charged nothing.
-        assert!(limiter.check(&caller("+31687654321")).is_ok());
+        assert!(limiter.check(&keys("+31687654321")).is_ok());
         tokio::time::advance(Duration::from_secs(10)).await;
-        assert!(limiter.check(&caller("+31612345678")).is_ok());
-        assert!(limiter.check(&caller("+31612345678")).is_err());
+        assert!(limiter.check(&keys("+31612345678")).is_ok());
+        assert!(limiter.check(&keys("+31612345678")).is_err());
         tokio::time::advance(Duration::from_secs(30)).await;
         for _ in 0..3 {
-            assert!(limiter.check(&caller("+31612345678")).is_ok());
+            assert!(limiter.check(&keys("+31612345678")).is_ok());
         }
     }
 
@@ -371,13 +368,13 @@ mod tests {
             global: Some("2/1m".parse().unwrap()),
             max_keys: 1000,
         });
-        assert!(limiter.check(&caller("+31600000001")).is_ok());
+        assert!(limiter.check(&keys("+31600000001")).is_ok());
         for _ in 0..5 {
-            let (scope, _) = limiter.check(&caller("+31600000001")).unwrap_err();
+            let (scope, _) = limiter.check(&keys("+31600000001")).unwrap_err();
             assert_eq!(scope, Scope::Phone);
         }
-        assert!(limiter.check(&caller("+31600000002")).is_ok());
-        let (scope, _) = limiter.check(&caller("+31600000003")).unwrap_err();
+        assert!(limiter.check(&keys("+31600000002")).is_ok());
+        let (scope, _) = limiter.check(&keys("+31600000003")).unwrap_err();
         assert_eq!(scope, Scope::Global);
     }
 
@@ -386,7 +383,7 @@ mod tests {
         let limiter = RateLimiter::new(limits("3/10m"));
         for n in 0..100_000u32 {
             let phone = format!("+1555{n:07}");
-            assert!(limiter.check(&caller(&phone)).is_ok());
+            assert!(limiter.check(&keys(&phone)).is_ok());
         }
         assert!(limiter.state.lock().unwrap().keyed[0].len() <= 1000);
         tokio::time::advance(Duration::from_secs(601)).await;

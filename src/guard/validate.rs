@@ -1,23 +1,9 @@
-//! The checks of sendOTP's arguments that are not a phone number: the OTP, and the context
-//! (advice, never a refusal).
+//! The context a call's caller sends (sendOTP's fourth argument, confirmOTP's second): advice,
+//! never a refusal, read in one pass with the caller token it may carry.
 
 use std::borrow::Cow;
 
-use crate::error::CallError;
 use crate::twilio::Channel;
-
-/// 4–12 ASCII letters or digits: what APM's OTP generator and most policies produce.
-pub fn otp(otp: &str) -> Result<&str, CallError> {
-    let ok = (4..=12).contains(&otp.len()) && otp.bytes().all(|b| b.is_ascii_alphanumeric());
-    if ok {
-        Ok(otp)
-    } else {
-        // Never echo the OTP back, not even a bad one: it lands in the policy's session log.
-        Err(CallError::BadRequest(
-            "otp must be 4 to 12 letters or digits".into(),
-        ))
-    }
-}
 
 /// sendOTP's optional fourth argument: who is asking, as the iRule saw it.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -31,6 +17,31 @@ pub struct Context<'a> {
     pub channel: Option<Channel>,
     /// What was left out or used in part, by field.
     pub ignored: Ignored,
+    /// `token`, for the caller check (`call::callers`) when a tokens file is configured.
+    pub token: Token<'a>,
+}
+
+/// `context.token` as the caller sent it (the first `token` key). Never shown: its `Debug`
+/// says only which kind it is.
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+pub enum Token<'a> {
+    /// No token key, nil, an empty string, or a context that is not a map.
+    #[default]
+    Missing,
+    /// Another type (a bin included).
+    NotText,
+    /// A str, as its bytes.
+    Text(&'a [u8]),
+}
+
+impl std::fmt::Debug for Token<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Token::Missing => "Missing",
+            Token::NotText => "NotText",
+            Token::Text(_) => "Text(..)",
+        })
+    }
 }
 
 /// The parts of a context that were ignored (or, for `user`, used with replaced bytes).
@@ -93,7 +104,7 @@ fn field(value: &rmpv::Value) -> Field<'_> {
 }
 
 /// A map of `ip`, `user`, `locale`, `channel` (strings; nil or empty means absent), or nil;
-/// `token` is known and left to the caller check.
+/// `token` is kept as sent for the caller check.
 ///
 /// Advice only, so it never refuses a call: a value that is not UTF-8 is read with its bad
 /// bytes replaced, a locale that is not a language tag, an `ip` that is not an address, an
@@ -111,6 +122,7 @@ pub fn context(value: Option<&rmpv::Value>) -> Context<'_> {
         }
     };
     let ignored = &mut context.ignored;
+    let mut token_seen = false;
     for (key, value) in entries {
         let key = match key {
             rmpv::Value::String(s) => s.as_bytes(),
@@ -120,6 +132,15 @@ pub fn context(value: Option<&rmpv::Value>) -> Context<'_> {
                 continue;
             }
         };
+        if key == b"token" {
+            // Checked by the caller check (call::callers), when a tokens file is configured;
+            // otherwise unused. Never logged, never counted.
+            if !token_seen {
+                token_seen = true;
+                context.token = token(value);
+            }
+            continue;
+        }
         let value = field(value);
         match (key, value) {
             (_, Field::Absent) => {}
@@ -176,13 +197,19 @@ pub fn context(value: Option<&rmpv::Value>) -> Context<'_> {
             (b"channel", _) => {
                 ignored.note("channel", "not a string; ignored (the configured channel)")
             }
-            // The caller token: checked before the call is parsed (call::callers), when a
-            // tokens file is configured; otherwise unused. Never logged, never counted.
-            (b"token", _) => {}
             _ => ignored.note("other", "a key this version does not know; ignored"),
         }
     }
     context
+}
+
+fn token(value: &rmpv::Value) -> Token<'_> {
+    match value {
+        rmpv::Value::Nil => Token::Missing,
+        rmpv::Value::String(s) if s.as_bytes().is_empty() => Token::Missing,
+        rmpv::Value::String(s) => Token::Text(s.as_bytes()),
+        _ => Token::NotText,
+    }
 }
 
 /// A language tag as templates take it: `nl`, `pt-BR`, `pt_BR`.
@@ -294,15 +321,5 @@ mod tests {
             (c.ip, c.user.as_deref(), c.locale),
             (None, Some("bob"), Some("de"))
         );
-    }
-
-    #[test]
-    fn otp_rules() {
-        for good in ["1234", "123456", "ABCdef123456"] {
-            assert!(otp(good).is_ok(), "{good}");
-        }
-        for bad in ["123", "1234567890123", "12 34", "12-34", "١٢٣٤", ""] {
-            assert!(otp(bad).is_err(), "{bad}");
-        }
     }
 }

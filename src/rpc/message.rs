@@ -7,6 +7,8 @@ use std::io;
 
 use rmpv::{Integer, Value};
 
+use super::method::Method;
+
 const REQUEST: u64 = 0;
 const RESPONSE: u64 = 1;
 const NOTIFICATION: u64 = 2;
@@ -27,7 +29,7 @@ pub enum Incoming {
         detail: String,
     },
     Notification {
-        method: String,
+        method: Method,
     },
     /// A response sent to us; the server issues no requests, so it is ignored.
     Response(Response),
@@ -37,7 +39,7 @@ pub enum Incoming {
 pub struct Request {
     /// Echoed back as it came: the spec says uint32, but any integer is answered.
     pub msgid: Integer,
-    pub method: String,
+    pub method: Method,
     pub params: Vec<Value>,
 }
 
@@ -115,11 +117,12 @@ fn integer(v: Option<Value>) -> Result<Integer, NotAMessage> {
     }
 }
 
-/// Method names arrive as str or bin (older msgpack encoders have no str type).
-fn method_name(v: Value) -> Option<String> {
+/// Method names arrive as str or bin (older msgpack encoders have no str type); matched
+/// here, once.
+fn method_name(v: Value) -> Option<Method> {
     match v {
-        Value::String(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        Value::Binary(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+        Value::String(s) => Some(Method::of(s.as_bytes())),
+        Value::Binary(b) => Some(Method::of(&b)),
         _ => None,
     }
 }
@@ -168,7 +171,7 @@ impl Encode for Request {
         rmp::encode::write_array_len(w, 4).map_err(write_err)?;
         rmp::encode::write_uint(w, REQUEST).map_err(write_err)?;
         write_integer(w, &self.msgid)?;
-        write_str(w, &self.method)?;
+        write_str(w, self.method.name())?;
         rmp::encode::write_array_len(w, self.params.len() as u32).map_err(write_err)?;
         for p in &self.params {
             rmpv::encode::write_value(w, p).map_err(io::Error::other)?;
@@ -221,7 +224,7 @@ mod tests {
                 Incoming::parse(v),
                 Ok(Incoming::Request(Request {
                     msgid: 3.into(),
-                    method: "ping".into(),
+                    method: Method::Ping,
                     params: vec![],
                 }))
             );
