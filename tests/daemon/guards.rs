@@ -656,6 +656,8 @@ async fn the_numbering_plan_is_loaded_before_ready() {
             .args(["--keep-warm-secs=0"])
             .env("RUST_LOG", "otp_sidecar=debug"),
     );
+    // The ready line may reach the log a moment after the socket answers.
+    daemon.wait_for_log(&daemon.ready);
     let log = daemon.log();
     let loaded = log.find("phone numbering plan loaded").expect(&log);
     let ready = log.find(&daemon.ready).expect("the ready line");
