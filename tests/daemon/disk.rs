@@ -5,6 +5,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::common::*;
 
@@ -210,5 +211,13 @@ async fn a_tokens_file_with_a_byte_order_mark_and_crlf_is_read() {
     }
     let ctx = context(&[("token", "tok-nobody-0a1b2c3d4e5f6071")]);
     assert!(send_with(&mut client, PHONE, ctx).await.is_err());
-    assert!(daemon.log().contains("caller=\"bigip-a\"") || daemon.log().contains("caller=bigip-a"));
+    // A call's log line is written after its reply.
+    poll_until(
+        Duration::from_secs(5),
+        || {
+            let log = daemon.log();
+            (log.contains("caller=\"bigip-a\"") || log.contains("caller=bigip-a")).then_some(())
+        },
+        || daemon.log(),
+    );
 }
