@@ -313,40 +313,15 @@ async fn while_a_429_pauses_calls_are_busy_at_once_and_sends_resume_after_the_ca
     assert_eq!(twilio.received_requests().await.unwrap().len(), 2);
 }
 
-#[tokio::test]
-async fn a_deadline_under_the_first_guess_still_lets_a_probe_through() {
+/// A daemon whose 200 ms deadline is under the 250 ms assumed before any answer was timed:
+/// its first send is the probe (nothing learned yet), answered with the SID; the next is busy,
+/// with nothing sent for it.
+async fn a_probe_then_a_busy_answer() -> (MockServer, Daemon) {
     let twilio = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(created(SID))
         .mount(&twilio)
         .await;
-    // 200 ms: under the 250 ms assumed before any answer was timed.
-    let daemon = Daemon::start(
-        &twilio.uri(),
-        Options::default().args(["--deadline-ms=200", "--keep-warm-secs=0"]),
-    );
-    daemon.wait_for_log("leaves no room for the 250 ms");
-    // The first call is the probe (nothing learned yet): its caller gets the SID.
-    assert_eq!(daemon.send("ACME").await, Ok(SID.to_owned()));
-    // One probe per interval: the next is busy, nothing sent for it.
-    let next = daemon.send("ACME").await;
-    assert!(
-        next.as_ref()
-            .is_err_and(|e| e.starts_with("ERR unavailable: busy")),
-        "{next:?}"
-    );
-    assert_eq!(twilio.received_requests().await.unwrap().len(), 1);
-    daemon.wait_for_log("sending one request to learn it again");
-}
-
-#[tokio::test]
-async fn a_busy_answer_leaves_twilio_healthy() {
-    let twilio = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(created(SID))
-        .mount(&twilio)
-        .await;
-    // As above: the first send is the probe, the next is shed by the budget, unsent.
     let daemon = Daemon::start(
         &twilio.uri(),
         Options::default().args(["--deadline-ms=200", "--keep-warm-secs=0"]),
@@ -359,6 +334,20 @@ async fn a_busy_answer_leaves_twilio_healthy() {
             .is_err_and(|e| e.starts_with("ERR unavailable: busy")),
         "{busy:?}"
     );
+    (twilio, daemon)
+}
+
+#[tokio::test]
+async fn a_deadline_under_the_first_guess_still_lets_a_probe_through() {
+    // One probe per interval: the send after it is busy.
+    let (twilio, daemon) = a_probe_then_a_busy_answer().await;
+    assert_eq!(twilio.received_requests().await.unwrap().len(), 1);
+    daemon.wait_for_log("sending one request to learn it again");
+}
+
+#[tokio::test]
+async fn a_busy_answer_leaves_twilio_healthy() {
+    let (_twilio, daemon) = a_probe_then_a_busy_answer().await;
     // Twilio never answered the busy one: its health is still that of the last answer.
     let out = crate::common::command()
         .args(["ping", "--unix", daemon.unix.to_str().unwrap()])
