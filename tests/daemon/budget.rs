@@ -223,15 +223,14 @@ async fn a_reload_in_a_storm_keeps_the_budget_and_its_requests_in_flight() {
     );
 }
 
-#[tokio::test]
-async fn a_retry_after_of_an_hour_pauses_sends_for_the_cap_only() {
-    // Two 429s asking for an hour (one episode), then 201s.
+/// A Twilio stand-in answering its first `n` POSTs 429 with `Retry-After: 3600`, then 201.
+async fn hour_long_429s_then_created(n: u64) -> MockServer {
     let twilio = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(
             twilio_error(429, 20429, "Too Many Requests").insert_header("retry-after", "3600"),
         )
-        .up_to_n_times(2)
+        .up_to_n_times(n)
         .with_priority(1)
         .mount(&twilio)
         .await;
@@ -239,6 +238,25 @@ async fn a_retry_after_of_an_hour_pauses_sends_for_the_cap_only() {
         .respond_with(created(SID))
         .mount(&twilio)
         .await;
+    twilio
+}
+
+/// Sends every 250 ms until one is sent or `limit` has passed; the last reply.
+async fn send_until_sent(daemon: &Daemon, limit: Duration) -> Result<String, String> {
+    let started = Instant::now();
+    loop {
+        let reply = daemon.send("ACME").await;
+        if reply.is_ok() || started.elapsed() > limit {
+            return reply;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_retry_after_of_an_hour_pauses_sends_for_the_cap_only() {
+    // Two 429s asking for an hour (one episode), then 201s.
+    let twilio = hour_long_429s_then_created(2).await;
     let daemon = Daemon::start(
         &twilio.uri(),
         Options::default().args(["--twilio-max-retry-after-secs=2", "--keep-warm-secs=0"]),
@@ -253,14 +271,7 @@ async fn a_retry_after_of_an_hour_pauses_sends_for_the_cap_only() {
         "{first:?}"
     );
     // Hour-long pause or not, sends go through again after about the cap.
-    let started = Instant::now();
-    let resumed = loop {
-        let reply = daemon.send("ACME").await;
-        if reply.is_ok() || started.elapsed() > Duration::from_secs(10) {
-            break reply;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let resumed = send_until_sent(&daemon, Duration::from_secs(10)).await;
     assert_eq!(resumed, Ok(SID.to_owned()));
     // The header's value, logged once for the episode's two 429s.
     let log = daemon.wait_for_log("Twilio answered 429");
@@ -270,19 +281,7 @@ async fn a_retry_after_of_an_hour_pauses_sends_for_the_cap_only() {
 
 #[tokio::test]
 async fn while_a_429_pauses_calls_are_busy_at_once_and_sends_resume_after_the_cap() {
-    let twilio = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(
-            twilio_error(429, 20429, "Too Many Requests").insert_header("retry-after", "3600"),
-        )
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&twilio)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(created(SID))
-        .mount(&twilio)
-        .await;
+    let twilio = hour_long_429s_then_created(1).await;
     // The default cap, 5 s: longer than the deadline, so the 429's call is not retried.
     let daemon = Daemon::start(&twilio.uri(), Options::default().arg("--keep-warm-secs=0"));
     let first = daemon.send("ACME").await;
@@ -300,14 +299,7 @@ async fn while_a_429_pauses_calls_are_busy_at_once_and_sends_resume_after_the_ca
         "{paused:?}"
     );
     // After about the cap (not the hour asked for), a send goes through.
-    let started = Instant::now();
-    let resumed = loop {
-        let reply = daemon.send("ACME").await;
-        if reply.is_ok() || started.elapsed() > Duration::from_secs(12) {
-            break reply;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let resumed = send_until_sent(&daemon, Duration::from_secs(12)).await;
     assert_eq!(resumed, Ok(SID.to_owned()));
     // Nothing was sent for the busy answers: the 429 and the one that went through.
     assert_eq!(twilio.received_requests().await.unwrap().len(), 2);
