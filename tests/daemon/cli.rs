@@ -522,16 +522,16 @@ fn a_closed_stdout_is_no_panic() {
     }
 }
 
-/// A TCP port in use stops the start and leaves no Unix socket file behind.
-#[test]
-fn a_failed_tcp_bind_leaves_no_socket_file() {
+/// `serve` with a port in use for `flag` (`--tcp`, `--metrics`): the start fails (exit 1)
+/// and leaves no Unix socket file behind.
+fn a_port_in_use_leaves_no_socket_file(flag: &str) {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("otp.sock");
     let out = command()
         .args(["serve", "--dry-run", "--unix"])
         .arg(&sock)
-        .arg("--tcp")
+        .arg(flag)
         .arg(taken.local_addr().unwrap().to_string())
         .output()
         .unwrap();
@@ -540,19 +540,13 @@ fn a_failed_tcp_bind_leaves_no_socket_file() {
 }
 
 #[test]
+fn a_failed_tcp_bind_leaves_no_socket_file() {
+    a_port_in_use_leaves_no_socket_file("--tcp");
+}
+
+#[test]
 fn a_failed_metrics_bind_leaves_no_socket_file() {
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("otp.sock");
-    let out = command()
-        .args(["serve", "--dry-run", "--unix"])
-        .arg(&sock)
-        .arg("--metrics")
-        .arg(taken.local_addr().unwrap().to_string())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    assert!(!sock.exists(), "the socket file was left behind");
+    a_port_in_use_leaves_no_socket_file("--metrics");
 }
 
 /// Latencies in the log are whole microseconds (3 decimals of ms), not raw floats.
