@@ -51,11 +51,11 @@ pub fn page(doc: &Value) -> String {
     providers(&mut out, doc);
     pumping(&mut out, doc);
     recent(&mut out, doc);
-    let _ = write!(
+    let _ = writeln!(
         out,
         "<p>The same figures for scripts: <a href=\"/status.json\">/status.json</a>; \
          for Prometheus: <a href=\"/metrics\">/metrics</a>. Reloads every {REFRESH_S} s.</p>\
-         </body></html>\n"
+         </body></html>"
     );
     out
 }

@@ -226,3 +226,40 @@ fn to_json(value: &rmpv::Value) -> Value {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The families the pumping guard and delivery status export, as they will read.
+    #[test]
+    fn countries_and_throttles_come_from_the_agreed_families_once_exported() {
+        let text = "# TYPE otp_sidecar_sent counter\n\
+            otp_sidecar_sent_total{country=\"NL\"} 8\n\
+            otp_sidecar_sent_total{country=\"ZZ\"} 1\n\
+            # TYPE otp_sidecar_confirmed counter\n\
+            otp_sidecar_confirmed_total{country=\"NL\"} 6\n\
+            # TYPE otp_sidecar_delivery counter\n\
+            otp_sidecar_delivery_total{status=\"delivered\",code=\"\",country=\"NL\"} 7\n\
+            otp_sidecar_delivery_total{status=\"undelivered\",code=\"30008\",country=\"NL\"} 1\n\
+            # TYPE otp_sidecar_pumping_throttled gauge\n\
+            otp_sidecar_pumping_throttled{scope=\"country\"} 1\n\
+            otp_sidecar_pumping_throttled{scope=\"range\"} 3\n";
+        let samples = Samples::parse(text);
+        let c = countries(&samples);
+        assert_eq!(c["enabled"], true);
+        assert_eq!(
+            c["rows"][0],
+            json!({"country": "NL", "sent": 8, "confirmed": 6, "conversion_pct": 75,
+                   "delivered": 7, "throttled": null})
+        );
+        assert_eq!(c["rows"][1]["conversion_pct"], 0);
+        assert_eq!(
+            pumping(&samples),
+            json!({"enabled": true, "throttled": {"country": 1, "range": 3}, "deduplicated": 0})
+        );
+        let none = Samples::parse("# TYPE otp_sidecar_calls counter\n");
+        assert_eq!(countries(&none)["enabled"], false);
+        assert_eq!(pumping(&none), json!({"enabled": false}));
+    }
+}
