@@ -185,12 +185,11 @@ async fn the_page_shows_the_same_figures_in_tables_under_a_strict_policy() {
     assert_eq!(scrape(&addr, "/nothing").await.0, 404);
 }
 
-/// A failover provider on another account: its budget is its own series, not mixed in.
-#[tokio::test]
-async fn budget_gauges_name_their_account() {
-    const AC2: &str = "AC00000000000000000000000000000002";
-    let backup = twilio_answering(created(SID)).await;
-    let primary = twilio_answering(created(SID)).await;
+/// The failover provider's account.
+const AC2: &str = "AC00000000000000000000000000000002";
+
+/// A configuration file naming one failover provider, `backup` at `api` on account [`AC2`].
+pub(crate) fn failover_config(api: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("backup_token");
     std::fs::write(&token, "backup-token-5e6f7a8b9c0d1e2f3a4b\n").unwrap();
@@ -198,13 +197,21 @@ async fn budget_gauges_name_their_account() {
     std::fs::write(
         &config,
         format!(
-            "[[failover]]\nname = \"backup\"\ntwilio_api_url = \"{}\"\n\
+            "[[failover]]\nname = \"backup\"\ntwilio_api_url = \"{api}\"\n\
              credentials = {{ account_sid = \"{AC2}\", auth_token_file = \"{}\" }}\n",
-            backup.uri(),
             token.display()
         ),
     )
     .unwrap();
+    (dir, config)
+}
+
+/// A failover provider on another account: its budget is its own series, not mixed in.
+#[tokio::test]
+async fn budget_gauges_name_their_account() {
+    let backup = twilio_answering(created(SID)).await;
+    let primary = twilio_answering(created(SID)).await;
+    let (_dir, config) = failover_config(&backup.uri());
     let daemon = Daemon::start(
         &primary.uri(),
         Options::default().args([
