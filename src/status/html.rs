@@ -318,6 +318,14 @@ fn chart(out: &mut String, caption: &str, series: &[(&[u64], &str)]) {
                 "<polyline points=\"{}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\"/>",
                 points.join(" ")
             );
+            // A dot per minute: a single minute is a point, not a line.
+            for point in &points {
+                let (x, y) = point.split_once(',').unwrap_or_default();
+                let _ = write!(
+                    out,
+                    "<circle cx=\"{x}\" cy=\"{y}\" r=\"2\" fill=\"{colour}\"/>"
+                );
+            }
         }
     }
     let _ = write!(
@@ -334,11 +342,14 @@ fn section(out: &mut String, title: &str, headers: &[&str], rows: &[Vec<String>]
 }
 
 fn table(out: &mut String, headers: &[&str], rows: &[Vec<String>]) {
-    out.push_str("<table><tr>");
-    for h in headers {
-        let _ = write!(out, "<th>{}</th>", esc(h));
+    out.push_str("<table>");
+    if headers.iter().any(|h| !h.is_empty()) {
+        out.push_str("<tr>");
+        for h in headers {
+            let _ = write!(out, "<th>{}</th>", esc(h));
+        }
+        out.push_str("</tr>");
     }
-    out.push_str("</tr>");
     for r in rows {
         out.push_str("<tr>");
         for cell in r {

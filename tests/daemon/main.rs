@@ -30,6 +30,7 @@ mod service;
 mod state;
 mod state_faults;
 mod state_sentinel;
+mod status_browser;
 mod status_dashboards;
 mod status_page;
 mod telemetry;
