@@ -9,6 +9,9 @@ use aws_lc_rs::digest::{digest, SHA256};
 use base64::Engine;
 use serde_json::Value;
 
+use super::esc;
+use super::svg::chart;
+
 /// Seconds between the page's own reloads.
 const REFRESH_S: u32 = 15;
 
@@ -50,6 +53,7 @@ pub fn page(doc: &Value) -> String {
     countries(&mut out, &doc["countries"]);
     providers(&mut out, doc);
     pumping(&mut out, doc);
+    codes(&mut out, doc);
     recent(&mut out, doc);
     let _ = writeln!(
         out,
@@ -188,6 +192,18 @@ fn pumping(out: &mut String, doc: &Value) {
     section(out, "Pumping guard", &["", "now"], &rows);
 }
 
+fn codes(out: &mut String, doc: &Value) {
+    let c = &doc["codes"];
+    if c["enabled"] != Value::Bool(true) {
+        let _ = write!(
+            out,
+            "<h2>Codes</h2><p>Codes issued by the daemon: not enabled.</p>"
+        );
+        return;
+    }
+    section(out, "Codes", &["result", "count"], &pairs(&c["by"]));
+}
+
 fn recent(out: &mut String, doc: &Value) {
     let rows: Vec<Vec<String>> = doc["recent_refusals"]
         .as_array()
@@ -272,68 +288,6 @@ fn last_hour(out: &mut String, doc: &Value) {
         &rows,
     );
     let _ = write!(out, "</details>");
-}
-
-/// Bars (one series) or lines (several) over the minutes, scaled to the largest value.
-fn chart(out: &mut String, caption: &str, series: &[(&[u64], &str)]) {
-    const W: u64 = 360;
-    const H: u64 = 80;
-    let top = series
-        .iter()
-        .flat_map(|(s, _)| s.iter().copied())
-        .max()
-        .unwrap_or(0)
-        .max(1);
-    let _ = write!(
-        out,
-        "<figure><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" \
-         viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"{}\">",
-        esc(caption)
-    );
-    let step = W / 60;
-    for (values, colour) in series {
-        let start = 60usize.saturating_sub(values.len()) as u64;
-        if series.len() == 1 {
-            for (i, v) in values.iter().enumerate() {
-                let h = v * (H - 4) / top;
-                let x = (start + i as u64) * step;
-                let _ = write!(
-                    out,
-                    "<rect x=\"{x}\" y=\"{}\" width=\"{}\" height=\"{h}\" fill=\"{colour}\"/>",
-                    H - h,
-                    step - 1
-                );
-            }
-        } else {
-            let points: Vec<String> = values
-                .iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    let x = (start + i as u64) * step + step / 2;
-                    format!("{x},{}", H - v * (H - 4) / top)
-                })
-                .collect();
-            let _ = write!(
-                out,
-                "<polyline points=\"{}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\"/>",
-                points.join(" ")
-            );
-            // A dot per minute: a single minute is a point, not a line.
-            for point in &points {
-                let (x, y) = point.split_once(',').unwrap_or_default();
-                let _ = write!(
-                    out,
-                    "<circle cx=\"{x}\" cy=\"{y}\" r=\"2\" fill=\"{colour}\"/>"
-                );
-            }
-        }
-    }
-    let _ = write!(
-        out,
-        "<text x=\"2\" y=\"11\" font-size=\"10\" fill=\"#555\">max {top}</text></svg>\
-         <figcaption>{}</figcaption></figure>",
-        esc(caption)
-    );
 }
 
 fn section(out: &mut String, title: &str, headers: &[&str], rows: &[Vec<String>]) {
@@ -426,22 +380,6 @@ fn clock(unix: u64, full: bool) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!("{year:04}-{month:02}-{d:02} {h:02}:{m:02}:{s:02}")
-}
-
-/// HTML-escapes text for an element or a quoted attribute.
-fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -172,6 +172,7 @@ async fn the_page_shows_the_same_figures_in_tables_under_a_strict_policy() {
         "<td>twilio</td><td>21211</td>",
         "By country: not enabled",
         "Pumping guard: not enabled",
+        "Codes issued by the daemon: not enabled",
     ] {
         assert!(page.contains(cell), "{cell} missing from:\n{page}");
     }
