@@ -135,7 +135,19 @@ async fn unusual_traffic() -> String {
             ),
     );
     assert_eq!(daemon.send("ACME").await, Ok(SID.to_owned()));
-    let (_, mut text) = scrape(&log_field(&daemon.ready, "metrics").unwrap(), "/metrics").await;
+    let metrics = log_field(&daemon.ready, "metrics").unwrap();
+    let (_, mut text) = scrape(&metrics, "/metrics").await;
+    // The status page tells the same: the primary's breaker open, the backup's closed.
+    let (_, body) = scrape(&metrics, "/status.json").await;
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let breakers: Vec<(&str, &str)> = doc["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap(), p["breaker"].as_str().unwrap()))
+        .collect();
+    assert_eq!(breakers, [("primary", "open"), ("backup", "closed")]);
+    assert_eq!(doc["state_store"]["fallbacks"]["local"], 1, "{body}");
 
     let twilio = twilio_answering(created(SID)).await;
     let short = Daemon::start(
