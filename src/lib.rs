@@ -22,4 +22,5 @@ pub mod rpc;
 pub mod server;
 mod slots;
 mod state;
+mod status;
 mod twilio;

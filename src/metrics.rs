@@ -71,6 +71,12 @@ pub struct CallerLabels {
     pub outcome: &'static str,
 }
 
+/// A Twilio account, its SID shortened as reports show it (`ACfe…ce`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AccountLabel {
+    pub account: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
@@ -94,9 +100,10 @@ pub struct Metrics {
     state_fallbacks: Family<PolicyLabel, Counter>,
     pub failovers: Counter,
     breaker_open: Family<ProviderLabel, Gauge>,
-    /// Twilio requests holding a slot of the request budget now, and the budget's size.
-    pub budget_in_use: Gauge,
-    pub budget_size: Gauge,
+    /// Twilio requests holding a slot of the request budget now, and the budget's size, by
+    /// account (a failover provider on another account has its own budget).
+    budget_in_use: Family<AccountLabel, Gauge>,
+    budget_size: Family<AccountLabel, Gauge>,
     /// Seconds a request waited for a budget slot.
     pub budget_wait_seconds: Histogram,
     /// Calls answered `ERR unavailable: busy …` without a request, by reason.
@@ -197,12 +204,12 @@ impl Metrics {
         let budget_in_use = registered(
             r,
             "twilio_budget_in_use",
-            "Twilio requests in flight, holding a slot of the request budget",
+            "Twilio requests in flight, holding a slot of the request budget, by account",
         );
         let budget_size = registered(
             r,
             "twilio_budget_size",
-            "Slots of the Twilio request budget now (twilio_max_concurrency, less while backing off a 429)",
+            "Slots of the Twilio request budget now (twilio_max_concurrency, less while backing off a 429), by account",
         );
         // 1 ms .. ~4 s, like the requests themselves.
         let budget_wait_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 13));
@@ -404,8 +411,21 @@ impl Metrics {
         self.budget_probes.inc();
     }
 
-    pub fn set_budget_size(&self, size: usize) {
-        self.budget_size.set(size as i64);
+    /// The gauge of the account's budget slots in use, for its slots to move.
+    pub fn budget_in_use_gauge(&self, account: &str) -> Gauge {
+        self.budget_in_use
+            .get_or_create(&AccountLabel {
+                account: account.to_owned(),
+            })
+            .clone()
+    }
+
+    pub fn set_budget_size(&self, account: &str, size: usize) {
+        self.budget_size
+            .get_or_create(&AccountLabel {
+                account: account.to_owned(),
+            })
+            .set(size as i64);
     }
 
     pub fn observe_budget_wait(&self, waited: Duration) {

@@ -20,7 +20,9 @@ use crate::server::{Listeners, Live, LiveSwap};
 use crate::twilio::online::Backup;
 use build::build;
 use reload::reload;
-use tasks::{keep_warm, prepare, sweep_rate_limits, timer_heartbeat, watch_state, SharedParts};
+use tasks::{
+    keep_warm, prepare, sample_status, sweep_rate_limits, timer_heartbeat, watch_state, SharedParts,
+};
 
 /// Runs the daemon until SIGTERM or SIGINT, then drains. `args` are kept for reloads.
 pub async fn run(options: Options, settings: Settings) -> Result<()> {
@@ -50,7 +52,7 @@ pub async fn run(options: Options, settings: Settings) -> Result<()> {
         Listeners::inherited(inherited)?
     };
     let metrics = match settings.metrics {
-        Some(addr) => match crate::server::serve_metrics(addr).await {
+        Some(addr) => match crate::server::serve_metrics(addr, shared.clone()).await {
             Ok(addr) => addr.to_string(),
             Err(e) => {
                 // Nobody will serve the socket file just made: leave no trace of it.
@@ -61,6 +63,10 @@ pub async fn run(options: Options, settings: Settings) -> Result<()> {
         None => "off".to_owned(),
     };
     prepare(&parts.load()).await?;
+    if settings.metrics.is_some() {
+        // The status page's last hour counts from here.
+        crate::status::history::sample();
+    }
     if let Some(interval) = settings.keep_warm {
         tokio::spawn(keep_warm(parts.clone(), interval));
     }
@@ -82,6 +88,9 @@ pub async fn run(options: Options, settings: Settings) -> Result<()> {
     tokio::spawn(sweep_rate_limits(parts.clone()));
     tokio::spawn(watch_state(parts.clone()));
     tokio::spawn(timer_heartbeat(parts.clone()));
+    if settings.metrics.is_some() {
+        tokio::spawn(sample_status());
+    }
 
     let shutdown = CancellationToken::new();
     let drain = settings.call.deadline + Duration::from_secs(1);

@@ -1,6 +1,6 @@
 //! Background work: what the first call must not pay for (done before READY and before a
 //! reload's swap), keeping the Twilio connection warm, sweeping the limiter and the Lookup
-//! cache, and the timer heartbeat.
+//! cache, the timer heartbeat, and the status page's minute sampler.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -114,6 +114,15 @@ pub async fn sweep_rate_limits(parts: SharedParts) {
         let kept = parts.limiter.sweep();
         let cached = parts.lookup.as_ref().map_or(0, |l| l.sweep());
         tracing::debug!(kept, cached, "rate-limit keys and Lookup answers swept");
+    }
+}
+
+/// Once a minute, a snapshot of the counters the status page's last hour is drawn from (the
+/// first is taken before READY, so no call falls before it).
+pub async fn sample_status() {
+    loop {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        crate::status::history::sample();
     }
 }
 

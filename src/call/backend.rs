@@ -3,7 +3,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::twilio::failover::{Provider, Providers};
+use crate::status::ProviderRow;
+use crate::twilio::failover::{Provider, Providers, PRIMARY};
 use crate::twilio::verify::VerifyService;
 use crate::twilio::TwilioClient;
 
@@ -43,6 +44,25 @@ impl Backend {
             Backend::Messages(providers) => Some(providers.primary()),
             Backend::Verify(client, _) => Some(client),
             Backend::DryRun { .. } => None,
+        }
+    }
+
+    /// The providers and their breakers for the status page, the primary first (none in a
+    /// dry run).
+    pub fn providers(&self) -> Vec<ProviderRow> {
+        let row = |name: &str, client: &TwilioClient, breaker_open| ProviderRow {
+            name: name.to_owned(),
+            account: client.account_shown(),
+            breaker_open,
+        };
+        match self {
+            Backend::Messages(providers) => providers
+                .all()
+                .iter()
+                .map(|p| row(&p.name, &p.client, p.breaker_open()))
+                .collect(),
+            Backend::Verify(client, _) => vec![row(PRIMARY, client, false)],
+            Backend::DryRun { .. } => Vec::new(),
         }
     }
 

@@ -11,6 +11,7 @@ use super::request::Target;
 use crate::error::{CallError, Detail};
 use crate::mask::mask_phone;
 use crate::rpc::Method;
+use crate::status;
 
 /// The line of one sendOTP or confirmOTP call; empty for the other methods.
 #[derive(Default)]
@@ -96,20 +97,23 @@ impl Line {
             (Method::SendOtp, Outcome::Done { sid }) => {
                 tracing::info!(method = "sendOTP", phone = %target, outcome = "sent", sid = %sid, caller, latency_ms)
             }
-            (Method::SendOtp, Outcome::Failed { reason, detail }) => match detail {
-                Detail::TwilioCode(code) => {
-                    tracing::warn!(method = "sendOTP", phone = %target, outcome = "error", reason, twilio_code = code, caller, latency_ms)
+            (Method::SendOtp, Outcome::Failed { reason, detail }) => {
+                status::recent::record(target, reason, shown_detail(*detail));
+                match detail {
+                    Detail::TwilioCode(code) => {
+                        tracing::warn!(method = "sendOTP", phone = %target, outcome = "error", reason, twilio_code = code, caller, latency_ms)
+                    }
+                    Detail::Rule(rule) => {
+                        tracing::warn!(method = "sendOTP", phone = %target, outcome = "error", reason, rule, caller, latency_ms)
+                    }
+                    Detail::Limit(limit) => {
+                        tracing::warn!(method = "sendOTP", phone = %target, outcome = "error", reason, limit, caller, latency_ms)
+                    }
+                    Detail::None => {
+                        tracing::warn!(method = "sendOTP", phone = %target, outcome = "error", reason, caller, latency_ms)
+                    }
                 }
-                Detail::Rule(rule) => {
-                    tracing::warn!(method = "sendOTP", phone = %target, outcome = "error", reason, rule, caller, latency_ms)
-                }
-                Detail::Limit(limit) => {
-                    tracing::warn!(method = "sendOTP", phone = %target, outcome = "error", reason, limit, caller, latency_ms)
-                }
-                Detail::None => {
-                    tracing::warn!(method = "sendOTP", phone = %target, outcome = "error", reason, caller, latency_ms)
-                }
-            },
+            }
             (Method::ConfirmOtp, Outcome::Done { sid }) => {
                 tracing::info!(method = "confirmOTP", target = %target, outcome = "approved", sid = %sid, caller, latency_ms)
             }
@@ -119,5 +123,15 @@ impl Line {
             // The other methods get no line.
             (Method::Ping | Method::Health | Method::Unknown(_), _) => {}
         }
+    }
+}
+
+/// What the status page's last refusals show besides the reason: the rule, the limit or
+/// Twilio's code (the fields of the log line).
+fn shown_detail(detail: Detail) -> String {
+    match detail {
+        Detail::TwilioCode(code) => code.to_string(),
+        Detail::Rule(name) | Detail::Limit(name) => name.to_owned(),
+        Detail::None => String::new(),
     }
 }

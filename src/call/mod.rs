@@ -120,6 +120,15 @@ impl Dispatcher {
         }
     }
 
+    /// What the status page needs of the running parts: the health report as `ping` shows
+    /// it, and the providers.
+    pub fn status(&self) -> crate::status::Live {
+        crate::status::Live {
+            health: self.answer(Probe::Health),
+            providers: self.backend.providers(),
+        }
+    }
+
     async fn run(&self, call: Call<'_>, started: Instant) -> (Result<Value, CallError>, CallLog) {
         match call {
             Call::SendOtp(send) => {

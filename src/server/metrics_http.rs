@@ -1,6 +1,6 @@
-//! The loopback HTTP endpoint that serves the metrics: `GET /metrics`, a cap on the scrape
-//! connections open at once so that idle scrapers cannot take the descriptors the RPC
-//! sockets need.
+//! The loopback HTTP endpoint that serves the metrics (`GET /metrics`) and the operator's
+//! view of them (`GET /status.json`, and the page at `GET /`), with a cap on the connections
+//! open at once so that idle scrapers cannot take the descriptors the RPC sockets need.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -16,8 +16,10 @@ use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpListener;
 
+use super::LiveSwap;
 use crate::metrics::METRICS;
 use crate::slots::Slots;
+use crate::status;
 
 /// Metrics connections open at once; more are accepted and closed.
 pub const MAX_METRICS_CONNECTIONS: usize = 32;
@@ -27,8 +29,8 @@ static SCRAPES: LazyLock<Slots> = LazyLock::new(|| Slots::new(Gauge::default()))
 static AT_CAPACITY: AtomicBool = AtomicBool::new(false);
 
 /// Binds the metrics listener now (so a taken port fails the start), serves it in the
-/// background.
-pub async fn serve(addr: SocketAddr) -> Result<SocketAddr> {
+/// background; the status page reads the running parts from `live`.
+pub async fn serve(addr: SocketAddr, live: LiveSwap) -> Result<SocketAddr> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen for metrics on {addr}"))?;
@@ -54,9 +56,10 @@ pub async fn serve(addr: SocketAddr) -> Result<SocketAddr> {
                 continue;
             };
             AT_CAPACITY.store(false, Ordering::Relaxed);
+            let live = live.clone();
             tokio::spawn(async move {
                 let _open = open;
-                let service = hyper::service::service_fn(answer);
+                let service = hyper::service::service_fn(|request| answer(request, &live));
                 // A scraper that hangs up early is not worth a log line.
                 let _ = hyper::server::conn::http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())
@@ -69,7 +72,10 @@ pub async fn serve(addr: SocketAddr) -> Result<SocketAddr> {
     Ok(local)
 }
 
-async fn answer(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn answer(
+    request: Request<Incoming>,
+    live: &LiveSwap,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let response = match (request.method(), request.uri().path()) {
         (&Method::GET, "/metrics") => Response::builder()
             .header(
@@ -77,9 +83,35 @@ async fn answer(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Inf
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
             )
             .body(Full::new(Bytes::from(METRICS.render()))),
+        (&Method::GET, "/status.json") => {
+            let doc = status::document(live.load().dispatcher.status());
+            Response::builder()
+                .header(hyper::header::CONTENT_TYPE, "application/json")
+                .header(hyper::header::CACHE_CONTROL, "no-store")
+                .body(Full::new(Bytes::from(doc.to_string())))
+        }
+        (&Method::GET, "/") => {
+            let doc = status::document(live.load().dispatcher.status());
+            Response::builder()
+                .header(hyper::header::CONTENT_TYPE, "text/html; charset=utf-8")
+                .header(hyper::header::CACHE_CONTROL, "no-store")
+                .header(
+                    hyper::header::CONTENT_SECURITY_POLICY,
+                    status::CONTENT_SECURITY_POLICY.as_str(),
+                )
+                .header(hyper::header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+                .header(hyper::header::REFERRER_POLICY, "no-referrer")
+                .body(Full::new(Bytes::from(status::page(&doc))))
+        }
+        // Browsers ask for it; an empty answer keeps a 404 out of their console.
+        (&Method::GET, "/favicon.ico") => Response::builder()
+            .status(StatusCode::NO_CONTENT)
+            .body(Full::new(Bytes::new())),
         _ => Response::builder()
             .status(StatusCode::NOT_FOUND)
-            .body(Full::new(Bytes::from_static(b"try /metrics\n"))),
+            .body(Full::new(Bytes::from_static(
+                b"try / (the status page), /status.json or /metrics\n",
+            ))),
     };
     Ok(response.unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))))
 }

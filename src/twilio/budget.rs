@@ -45,6 +45,8 @@ pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 pub struct Budget {
     slots: Slots,
+    /// The account as its metrics name it (`ACfe…ce`).
+    account: String,
     max: usize,
     /// Slots now: `max`, less while backing off a 429.
     size: AtomicUsize,
@@ -119,11 +121,13 @@ fn busy(shed: Shed) -> Error {
 }
 
 impl Budget {
-    pub fn new(max: usize) -> Budget {
-        METRICS.set_budget_size(max);
+    /// The budget of `account` (as metrics name it: `ACfe…ce`).
+    pub fn new(max: usize, account: String) -> Budget {
+        METRICS.set_budget_size(&account, max);
         let guess = FIRST_GUESS.as_micros() as u64;
         Budget {
-            slots: Slots::new(METRICS.budget_in_use.clone()),
+            slots: Slots::new(METRICS.budget_in_use_gauge(&account)),
+            account,
             max,
             size: AtomicUsize::new(max),
             grown: AtomicUsize::new(0),
@@ -339,7 +343,7 @@ impl Budget {
     fn resize(&self, size: usize) {
         let size = size.clamp(1, self.max);
         self.size.store(size, Ordering::Relaxed);
-        METRICS.set_budget_size(size);
+        METRICS.set_budget_size(&self.account, size);
     }
 
     /// A running mean (1/4 weight per answer) and a running p90: up by 9 steps on an answer

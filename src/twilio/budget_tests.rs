@@ -25,7 +25,7 @@ fn retry_after(secs: u64) -> Answered {
 
 #[tokio::test(start_paused = true)]
 async fn others_on_the_account_leave_a_smaller_share() {
-    let budget = Budget::new(100);
+    let budget = Budget::new(100, "ACte…st".into());
     let ticket = budget
         .admit(Instant::now() + Duration::from_secs(3))
         .await
@@ -41,7 +41,7 @@ async fn others_on_the_account_leave_a_smaller_share() {
 
 #[tokio::test(start_paused = true)]
 async fn the_p90_settles_where_one_answer_in_ten_is_slower() {
-    let budget = Budget::new(10);
+    let budget = Budget::new(10, "ACte…st".into());
     // Answers spread evenly over 50..450 ms (a fixed pseudo-random order): once settled,
     // about one in ten must come slower than the estimate it meets.
     let mut seed = 12345u64;
@@ -76,7 +76,7 @@ async fn the_p90_settles_where_one_answer_in_ten_is_slower() {
 
 #[tokio::test(start_paused = true)]
 async fn a_429_halves_the_budget_once_per_round_trip_and_answers_grow_it_back() {
-    let budget = Budget::new(8);
+    let budget = Budget::new(8, "ACte…st".into());
     for _ in 0..3 {
         let ticket = budget.admit(Instant::now() + Duration::from_secs(3)).await;
         budget.answered(ticket.unwrap(), Duration::from_millis(250), too_many());
@@ -95,7 +95,7 @@ async fn a_429_halves_the_budget_once_per_round_trip_and_answers_grow_it_back() 
 
 #[tokio::test(start_paused = true)]
 async fn a_call_that_cannot_be_answered_in_time_is_busy_at_once() {
-    let budget = Budget::new(1);
+    let budget = Budget::new(1, "ACte…st".into());
     let first = budget
         .admit(Instant::now() + Duration::from_secs(3))
         .await
@@ -117,7 +117,7 @@ async fn a_call_that_cannot_be_answered_in_time_is_busy_at_once() {
 
 #[tokio::test(start_paused = true)]
 async fn a_waiting_call_gets_the_slot_freed_in_time() {
-    let budget = std::sync::Arc::new(Budget::new(1));
+    let budget = std::sync::Arc::new(Budget::new(1, "ACte…st".into()));
     let first = budget
         .admit(Instant::now() + Duration::from_secs(3))
         .await
@@ -139,7 +139,7 @@ async fn a_waiting_call_gets_the_slot_freed_in_time() {
 
 #[tokio::test(start_paused = true)]
 async fn retry_after_admits_nothing_until_it_has_passed() {
-    let budget = Budget::new(4);
+    let budget = Budget::new(4, "ACte…st".into());
     let ticket = budget
         .admit(Instant::now() + Duration::from_secs(3))
         .await
@@ -166,7 +166,7 @@ async fn retry_after_admits_nothing_until_it_has_passed() {
 
 #[tokio::test(start_paused = true)]
 async fn a_retry_after_of_an_hour_pauses_no_longer_than_the_cap() {
-    let budget = Budget::new(4);
+    let budget = Budget::new(4, "ACte…st".into());
     budget.set_max_retry_after(Duration::from_secs(5));
     let ticket = budget
         .admit(Instant::now() + Duration::from_secs(3))
@@ -185,7 +185,7 @@ async fn a_retry_after_of_an_hour_pauses_no_longer_than_the_cap() {
 
 #[tokio::test(start_paused = true)]
 async fn a_deadline_under_the_estimate_lets_one_probe_through_per_interval() {
-    let budget = Budget::new(4);
+    let budget = Budget::new(4, "ACte…st".into());
     // Learned: answers take 2 s. Then the deadline shrinks to 1 s (a reload).
     for _ in 0..200 {
         budget.learn(Duration::from_secs(2));
@@ -211,7 +211,7 @@ async fn a_deadline_under_the_estimate_lets_one_probe_through_per_interval() {
 
 #[tokio::test(start_paused = true)]
 async fn no_probe_while_a_429_pauses() {
-    let budget = Budget::new(4);
+    let budget = Budget::new(4, "ACte…st".into());
     budget.set_max_retry_after(Duration::from_secs(60));
     let ticket = budget
         .admit(Instant::now() + Duration::from_secs(3))

@@ -3,6 +3,14 @@
 
 use std::fmt;
 
+/// `ACfe…ce`: enough of a SID to tell which, in a report, a metric label or the status page.
+pub fn short_sid(sid: &str) -> String {
+    match (sid.get(..4), sid.get(sid.len().saturating_sub(2)..)) {
+        (Some(head), Some(tail)) if sid.len() > 6 => format!("{head}…{tail}"),
+        _ => sid.to_owned(),
+    }
+}
+
 /// A secret string. `Debug` and `Display` print a placeholder, so no log line, error chain
 /// or panic message can carry it.
 #[derive(Clone, PartialEq, Eq)]

@@ -54,6 +54,15 @@ impl Provider {
             breaker: Breaker::new(breaker),
         }
     }
+
+    /// Whether its breaker is open (skipping it, or letting one call try it again).
+    pub fn breaker_open(&self) -> bool {
+        self.breaker
+            .state
+            .lock()
+            .map(|s| s.open_until.is_some())
+            .unwrap_or(false)
+    }
 }
 
 /// The providers in order, the primary first.
@@ -72,6 +81,11 @@ impl Providers {
     /// The primary's client: warm-ups, Lookup, calls and Verify go through it.
     pub fn primary(&self) -> &TwilioClient {
         &self.list[0].client
+    }
+
+    /// Every provider, the primary first.
+    pub fn all(&self) -> &[Provider] {
+        &self.list
     }
 
     /// The providers after the primary.

@@ -103,7 +103,10 @@ impl TwilioClient {
             .filter(|r| r.account_sid == credentials.account_sid)
             .map(|r| r.budget.clone())
             .filter(|b| b.max() == settings.max_concurrency)
-            .unwrap_or_else(|| Arc::new(Budget::new(settings.max_concurrency)));
+            .unwrap_or_else(|| {
+                let account = credentials::short_sid(&credentials.account_sid);
+                Arc::new(Budget::new(settings.max_concurrency, account))
+            });
         budget.set_max_retry_after(settings.max_retry_after);
         let http = HttpClient::new(&HttpOptions {
             proxy: settings.proxy.as_ref().map(Url::as_str),
@@ -126,7 +129,8 @@ impl TwilioClient {
         let budget = if credentials.account_sid == self.account_sid {
             self.budget.clone()
         } else {
-            let budget = Budget::new(self.budget.max());
+            let account = credentials::short_sid(&credentials.account_sid);
+            let budget = Budget::new(self.budget.max(), account);
             budget.set_max_retry_after(self.budget.max_retry_after());
             Arc::new(budget)
         };
@@ -162,6 +166,11 @@ impl TwilioClient {
             budget: base.budget,
             account_sid: credentials.account_sid.clone(),
         })
+    }
+
+    /// The account SID as reports show it (`ACfe…ce`).
+    pub fn account_shown(&self) -> String {
+        credentials::short_sid(&self.account_sid)
     }
 
     /// One request inside the account's budget: admitted in time to be answered by

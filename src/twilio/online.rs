@@ -5,7 +5,7 @@ use std::time::Duration;
 use hyper::{Method, Uri};
 use url::Url;
 
-use super::credentials::Credentials;
+use super::credentials::{short_sid, Credentials};
 use super::verify::VerifyService;
 use super::{is_sid, Settings, TwilioClient};
 
@@ -90,14 +90,6 @@ pub async fn check_online(
         verdicts.push(verdict);
     }
     verdicts
-}
-
-/// `ACfe…ce`: enough of a SID to tell which, in a report.
-fn short_sid(sid: &str) -> String {
-    match (sid.get(..4), sid.get(sid.len().saturating_sub(2)..)) {
-        (Some(head), Some(tail)) if sid.len() > 6 => format!("{head}…{tail}"),
-        _ => sid.to_owned(),
-    }
 }
 
 impl TwilioClient {

@@ -168,7 +168,10 @@ async fn a_429_burst_shrinks_the_budget_for_everyone_and_answers_grow_it_back() 
         "the burst met the limit"
     );
     let (_, text) = scrape(&metrics, "/metrics").await;
-    let size = metric(&text, "otp_sidecar_twilio_budget_size");
+    let size = metric(
+        &text,
+        r#"otp_sidecar_twilio_budget_size{account="ACfe…ce"}"#,
+    );
     assert!(size < 16.0, "budget {size} after 429s");
     assert!(metric(&text, "otp_sidecar_twilio_429_total") > 0.0);
     assert!(replies.iter().any(|(r, _)| r.is_ok()));
@@ -177,7 +180,10 @@ async fn a_429_burst_shrinks_the_budget_for_everyone_and_answers_grow_it_back() 
         assert!(daemon.send("ACME").await.is_ok());
     }
     let (_, text) = scrape(&metrics, "/metrics").await;
-    let grown = metric(&text, "otp_sidecar_twilio_budget_size");
+    let grown = metric(
+        &text,
+        r#"otp_sidecar_twilio_budget_size{account="ACfe…ce"}"#,
+    );
     assert!(grown > size, "{size} → {grown}");
 }
 

@@ -57,7 +57,7 @@ async fn metrics_count_known_traffic() {
         );
     }
     assert!(!text.contains(OTP), "no OTP in metrics");
-    assert_eq!(scrape(&addr, "/").await.0, 404);
+    assert_eq!(scrape(&addr, "/nothing").await.0, 404);
 }
 
 #[test]
