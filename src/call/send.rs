@@ -42,6 +42,11 @@ impl Dispatcher {
         if Instant::now() >= deadline {
             return Err(self.timed_out());
         }
+        // APM running its agent again, a user pressing refresh: the first SID, nothing sent.
+        if let Some(sid) = self.guards.sent.duplicate(phone, otp) {
+            METRICS.pumping.count_deduplicated();
+            return Ok(sid);
+        }
         let line_type = self
             .guards
             .check(phone, context, self.backend.twilio(), deadline)
@@ -82,7 +87,10 @@ impl Dispatcher {
                 }
             }
         };
-        self.within(deadline, send).await
+        let sent = self.within(deadline, send).await?;
+        let subject = self.guards.pumping.subject(phone);
+        self.guards.sent.record(phone, otp, &sent, subject);
+        Ok(sent)
     }
 
     /// Programmable Messaging: an SMS, or a call when the caller asked for one, when Lookup

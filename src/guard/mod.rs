@@ -1,12 +1,16 @@
 //! The checks a code meets before it may leave, in order: the arguments (validation, done
-//! when the call is parsed), the country (geo rules), the rate limits, and Twilio Lookup's
-//! verdict on the line. Each refusal is counted where it is made.
+//! when the call is parsed), the country (geo rules), the resend cooldown, the pumping guard
+//! and the rate limits (decided together, charged only when all admit the send), and Twilio
+//! Lookup's verdict on the line. Each refusal is counted where it is made. What was sent is
+//! remembered for the code's lifetime (`sent`): resends, and confirmOTP's SID.
 
 pub mod bounded;
 pub mod geo;
 pub mod lookup;
 pub mod phone;
+pub mod pumping;
 pub mod ratelimit;
+pub mod sent;
 pub mod validate;
 
 use std::sync::Arc;
@@ -19,7 +23,9 @@ use crate::twilio::lookup::LineType;
 use crate::twilio::TwilioClient;
 use geo::GeoRules;
 use lookup::{LookupGuard, LookupRules};
+use pumping::{Pumping, Throttled};
 use ratelimit::{LimitKeys, RateLimiter, RateLimits};
+use sent::Sent;
 use validate::Context;
 
 /// The guards' settings.
@@ -29,6 +35,8 @@ pub struct Settings {
     pub rate_limits: RateLimits,
     /// `None`: no Lookup before sending.
     pub lookup: Option<LookupRules>,
+    pub pumping: pumping::Settings,
+    pub sent: sent::Settings,
 }
 
 /// The checks after validation. The limiter and the Lookup cache are shared with the
@@ -40,6 +48,10 @@ pub struct Guards {
     pub lookup: Option<Arc<LookupGuard>>,
     /// The shared store the limits are kept in; `None`: in this process only.
     pub store: Option<Arc<Store>>,
+    /// Conversion per country and range, and its throttle.
+    pub pumping: Arc<Pumping>,
+    /// What was sent, for resends and confirmations.
+    pub sent: Arc<Sent>,
 }
 
 impl Guards {
@@ -72,19 +84,59 @@ impl Guards {
             Some(store) => deadline.min(Instant::now() + store.timeout()),
             None => deadline,
         };
-        let limited = match &self.store {
-            Some(store) => self.limiter.check_shared(store, &keys, store_until).await?,
-            None => self.limiter.check(&keys),
+        if let Some(wait) = self.sent.wait(phone) {
+            return Err(rate_limited(wait, "cooldown"));
+        }
+        let admitted = match &self.store {
+            Some(store) => self.check_store(store, phone, &keys, store_until).await?,
+            None => self.pumping.admit(phone, || self.limiter.check(&keys)),
         };
-        if let Err((scope, wait)) = limited {
-            return Err(CallError::RateLimited {
-                retry_in_s: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
-                limit: scope.name(),
-            });
+        match admitted {
+            Ok(Ok(())) => {}
+            Ok(Err(Throttled(_))) => return Err(CallError::Blocked("pumping")),
+            Err((scope, wait)) => return Err(rate_limited(wait, scope.name())),
         }
         match (&self.lookup, twilio) {
             (Some(guard), Some(client)) => guard.check(client, phone, deadline, store_until).await,
             _ => Ok(None),
         }
+    }
+
+    async fn check_store(
+        &self,
+        store: &Store,
+        phone: &str,
+        keys: &LimitKeys<'_>,
+        until: Instant,
+    ) -> Result<Result<Result<(), Throttled>, (ratelimit::Scope, std::time::Duration)>, CallError>
+    {
+        Ok(match self.limiter.check_shared(store, keys, until).await? {
+            Err(refused) => Err(refused),
+            Ok(()) => Ok(self
+                .pumping
+                .admit::<()>(phone, || Ok(()))
+                .unwrap_or(Ok(()))),
+        })
+    }
+
+    /// A code sent to `phone` was confirmed: counted for its country and range. (confirmOTP
+    /// calls it once per message; the lead connects checkOTP's success here too.)
+    pub fn confirmed(&self, phone: &str) {
+        self.sent.end_streak(phone);
+        self.pumping.confirmed(phone);
+    }
+
+    /// A message to `phone` will never arrive: counted against its country and range as one
+    /// more unconfirmed send (the lead connects the delivery status here).
+    pub fn undelivered(&self, phone: &str) {
+        self.pumping.undelivered(phone);
+    }
+}
+
+/// A refusal by a limit that passes after `wait`.
+fn rate_limited(wait: std::time::Duration, limit: &'static str) -> CallError {
+    CallError::RateLimited {
+        retry_in_s: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+        limit,
     }
 }

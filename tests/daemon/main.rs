@@ -10,6 +10,7 @@ mod bigip;
 mod budget;
 mod cli;
 mod conformance;
+mod conversion;
 mod disk;
 mod docs;
 mod failover;
