@@ -109,7 +109,8 @@ pub(super) fn pumping(o: &Options) -> Result<pumping::Settings> {
         "off" => None,
         text => Some(text.parse().context("pumping_trickle")?),
     };
-    let exempt = regions(&p.pumping_exempt.clone().unwrap_or_default()).context("pumping_exempt")?;
+    let exempt =
+        regions(&p.pumping_exempt.clone().unwrap_or_default()).context("pumping_exempt")?;
     Ok(pumping::Settings {
         mode: Mode::parse(&given(p.pumping_mode.clone(), "pumping_mode")?)?,
         min_conversion: given(p.pumping_min_conversion, "pumping_min_conversion")?,

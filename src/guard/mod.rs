@@ -112,10 +112,7 @@ impl Guards {
     {
         Ok(match self.limiter.check_shared(store, keys, until).await? {
             Err(refused) => Err(refused),
-            Ok(()) => Ok(self
-                .pumping
-                .admit::<()>(phone, || Ok(()))
-                .unwrap_or(Ok(()))),
+            Ok(()) => Ok(self.pumping.admit::<()>(phone, || Ok(())).unwrap_or(Ok(()))),
         })
     }
 

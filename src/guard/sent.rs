@@ -125,7 +125,10 @@ impl Sent {
         let until = now + self.settings.lifetime;
         let phone_key = self.hasher.hash_one(phone);
         let sid_key = self.hasher.hash_one(sid);
-        let code_key = self.settings.dedup.then(|| self.hasher.hash_one((phone, code)));
+        let code_key = self
+            .settings
+            .dedup
+            .then(|| self.hasher.hash_one((phone, code)));
         let Ok(mut maps) = self.maps.lock() else {
             return;
         };
@@ -160,7 +163,13 @@ impl Sent {
 
     /// The message `sid` names within its code's lifetime, marked confirmed.
     pub fn confirm_sid(&self, sid: &str) -> Option<Confirmation> {
-        let key = self.maps.lock().ok()?.by_sid.get(self.hasher.hash_one(sid)).copied()?;
+        let key = self
+            .maps
+            .lock()
+            .ok()?
+            .by_sid
+            .get(self.hasher.hash_one(sid))
+            .copied()?;
         self.confirm(key).filter(|c| c.sid == sid)
     }
 
@@ -256,7 +265,10 @@ mod tests {
     async fn the_same_code_again_within_its_lifetime_is_a_duplicate() {
         let sent = sent("off");
         sent.record("+31612345678", "123456", "SM1", None);
-        assert_eq!(sent.duplicate("+31612345678", "123456").as_deref(), Some("SM1"));
+        assert_eq!(
+            sent.duplicate("+31612345678", "123456").as_deref(),
+            Some("SM1")
+        );
         assert_eq!(sent.duplicate("+31612345678", "654321"), None);
         assert_eq!(sent.duplicate("+31612345679", "123456"), None);
         let first = sent.confirm_phone("+31612345678").unwrap();
@@ -281,11 +293,19 @@ mod tests {
         assert_eq!(sent.wait(phone), Some(Duration::from_secs(60)));
         tokio::time::advance(Duration::from_secs(60)).await;
         send();
-        assert_eq!(sent.wait(phone), Some(Duration::from_secs(60)), "the last step stays");
+        assert_eq!(
+            sent.wait(phone),
+            Some(Duration::from_secs(60)),
+            "the last step stays"
+        );
         tokio::time::advance(Duration::from_secs(120)).await;
         assert_eq!(sent.wait(phone), None);
         send();
-        assert_eq!(sent.wait(phone), Some(Duration::from_secs(30)), "a new streak");
+        assert_eq!(
+            sent.wait(phone),
+            Some(Duration::from_secs(30)),
+            "a new streak"
+        );
         sent.end_streak(phone);
         assert_eq!(sent.wait(phone), None, "a confirmation ends the streak");
         assert!(parse_cooldown("30s, 2d").is_err());

@@ -54,7 +54,9 @@ impl TwilioClient {
         let uri = Uri::try_from(format!("{base}/{sid}/Feedback.json"))
             .map_err(|e| Error::Unmade(e.to_string()))?;
         let form = "Outcome=confirmed".to_owned();
-        let answer = self.request(Method::POST, &uri, Some(form), deadline).await?;
+        let answer = self
+            .request(Method::POST, &uri, Some(form), deadline)
+            .await?;
         if answer.status.is_success() {
             Ok(())
         } else {

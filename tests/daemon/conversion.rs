@@ -63,13 +63,25 @@ async fn confirm_otp_in_messages_mode_answers_the_sid_and_sends_feedback_once() 
     assert_eq!(form(feedback), [("Outcome".into(), "confirmed".into())]);
 
     let (_, metrics) = metrics_of(&daemon).await;
-    assert!(metrics.contains("otp_sidecar_sent_total{country=\"NL\"} 1"), "{metrics}");
-    assert!(metrics.contains("otp_sidecar_confirmed_total{country=\"NL\"} 1"), "{metrics}");
-    assert!(metrics.contains("otp_sidecar_message_feedback_total{result=\"ok\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("otp_sidecar_sent_total{country=\"NL\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("otp_sidecar_confirmed_total{country=\"NL\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("otp_sidecar_message_feedback_total{result=\"ok\"} 1"),
+        "{metrics}"
+    );
 
     // A number nothing was sent to: refused, nothing counted.
     let none = confirm(&daemon, "+31687654321").await.unwrap_err();
-    assert!(none.starts_with("ERR bad_request: no message was sent"), "{none}");
+    assert!(
+        none.starts_with("ERR bad_request: no message was sent"),
+        "{none}"
+    );
 }
 
 /// The first Feedback request, once it reached the mock (it is sent after the reply).
@@ -101,7 +113,10 @@ async fn a_failed_or_hanging_feedback_never_costs_the_confirmation() {
         assert!(asked.elapsed() < Duration::from_secs(2));
         daemon.wait_for_log("Message Feedback");
         let (_, metrics) = metrics_of(&daemon).await;
-        assert!(metrics.contains("otp_sidecar_confirmed_total{country=\"NL\"} 1"), "{metrics}");
+        assert!(
+            metrics.contains("otp_sidecar_confirmed_total{country=\"NL\"} 1"),
+            "{metrics}"
+        );
         assert!(
             metrics.contains("otp_sidecar_message_feedback_total{result=\"failed\"} 1"),
             "{metrics}"

@@ -26,6 +26,7 @@ mod offbox_rule;
 mod offbox_tls;
 mod offbox_tokens;
 mod protocol;
+mod pumping;
 mod secrets;
 mod service;
 mod state;

@@ -231,7 +231,15 @@ impl Pumping {
             }
             watched.blocked_until = now + s.block.as_millis() as u64;
             watched.trickle_tat = 0;
-            episode_started(self.settings.mode, scope, country, phone, sent, confirmed, s);
+            episode_started(
+                self.settings.mode,
+                scope,
+                country,
+                phone,
+                sent,
+                confirmed,
+                s,
+            );
         }
         let Some(trickle) = self.settings.trickle else {
             return false;
@@ -360,7 +368,9 @@ pub fn episode_started(
         "SMS pumping suspected: {what} confirmed {confirmed} of {sent} codes in the window \
          (under {} %); {then} to {} for {} s; logged once per episode",
         settings.min_conversion,
-        settings.trickle.map_or("nothing".to_owned(), |t| t.to_string()),
+        settings
+            .trickle
+            .map_or("nothing".to_owned(), |t| t.to_string()),
         settings.block.as_secs()
     );
 }

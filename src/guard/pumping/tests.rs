@@ -29,10 +29,7 @@ async fn a_range_that_never_converts_is_throttled_to_the_trickle() {
     // 20 to learn from, one through the trickle.
     assert_eq!(admitted, 21);
     // Another range of the same country is throttled with the country.
-    assert_eq!(
-        send(&guard, "+23277000001"),
-        Err(Throttled(Scope::Country))
-    );
+    assert_eq!(send(&guard, "+23277000001"), Err(Throttled(Scope::Country)));
     // Other countries are not.
     assert!(send(&guard, "+31612345678").is_ok());
     tokio::time::advance(Duration::from_secs(600)).await;

@@ -91,8 +91,14 @@ mod tests {
         assert!(!converts_too_little(19, 0, 20, 20));
         assert!(converts_too_little(20, 0, 20, 20));
         assert!(converts_too_little(20, 3, 20, 20));
-        assert!(!converts_too_little(20, 4, 20, 20), "exactly 20 % is enough");
+        assert!(
+            !converts_too_little(20, 4, 20, 20),
+            "exactly 20 % is enough"
+        );
         assert!(!converts_too_little(1000, 800, 20, 20));
-        assert_eq!(bucket_of(Duration::from_secs(900), Duration::from_secs(3600)), 1);
+        assert_eq!(
+            bucket_of(Duration::from_secs(900), Duration::from_secs(3600)),
+            1
+        );
     }
 }
