@@ -17,7 +17,7 @@ use rmpv::Value;
 use tokio::time::Instant;
 
 use crate::error::CallError;
-use crate::guard::Guards;
+use crate::guard::{ConfirmTarget, Guards};
 use crate::health::HEALTH;
 use crate::metrics::METRICS;
 use crate::rpc::{Method, Request};
@@ -178,14 +178,15 @@ impl Dispatcher {
             Confirmed::Phone(phone) => (Target::Phone(phone.as_str().to_owned()), phone.as_str()),
             Confirmed::Verification(sid) => (Target::Shown((*sid).to_owned()), *sid),
         };
-        let sent = &self.guards.sent;
+        // The conversion counts here, once per message: APM accepted the code.
+        let deadline = started + self.settings.deadline;
         let found = match confirmed {
-            Confirmed::Phone(phone) => sent.confirm_phone(phone.as_str()),
-            Confirmed::Verification(sid) => sent.confirm_sid(sid),
+            Confirmed::Phone(phone) => ConfirmTarget::Phone(phone.as_str()),
+            Confirmed::Verification(sid) => ConfirmTarget::Sid(sid),
         };
+        let found = self.guards.confirm(found, deadline).await;
         let result = match &*self.backend {
             Backend::Verify(client, service) => {
-                let deadline = started + self.settings.deadline;
                 self.within(deadline, send::approve(client, service, target, deadline))
                     .await
             }
@@ -209,15 +210,6 @@ impl Dispatcher {
                 )),
             },
         };
-        if let (Ok(_), Some(found)) = (&result, found) {
-            if found.first {
-                match (confirmed, found.subject) {
-                    (Confirmed::Phone(phone), _) => self.guards.confirmed(phone.as_str()),
-                    (_, Some(subject)) => self.guards.pumping.confirmed_subject(subject),
-                    _ => {}
-                }
-            }
-        }
         (shown, result)
     }
 

@@ -11,6 +11,7 @@ pub mod phone;
 pub mod pumping;
 pub mod ratelimit;
 pub mod sent;
+mod shared;
 pub mod validate;
 
 use std::sync::Arc;
@@ -26,6 +27,8 @@ use lookup::{LookupGuard, LookupRules};
 use pumping::{Pumping, Throttled};
 use ratelimit::{LimitKeys, RateLimiter, RateLimits};
 use sent::Sent;
+use shared::Shared;
+pub use shared::Target as ConfirmTarget;
 use validate::Context;
 
 /// The guards' settings.
@@ -60,15 +63,23 @@ impl Guards {
         self.store.as_ref().map_or("memory", |store| store.status())
     }
 
-    /// Geo rules, then the rate limits (which charge the send), then Lookup through `twilio`
-    /// within `deadline`. Ok: what Lookup said the line is, when it was asked.
+    /// The resend dedup, the geo rules, the resend cooldown, the pumping guard and the rate
+    /// limits (decided together, charged only when all admit the send), then Lookup through
+    /// `twilio` within `deadline`. With a shared store the dedup, cooldown, pumping and limits
+    /// are one round trip (`shared.rs`).
     pub async fn check(
         &self,
         phone: &str,
+        code: &str,
         context: &Context<'_>,
         twilio: Option<&TwilioClient>,
         deadline: Instant,
-    ) -> Result<Option<LineType>, CallError> {
+    ) -> Result<Checked, CallError> {
+        if self.store.is_none() {
+            if let Some(sid) = self.sent.duplicate(phone, code) {
+                return Ok(Checked::Duplicate(sid));
+            }
+        }
         self.geo.check(phone).map_err(|(error, country)| {
             tracing::debug!(country = %country, "refused by the geo rules");
             error
@@ -84,50 +95,48 @@ impl Guards {
             Some(store) => deadline.min(Instant::now() + store.timeout()),
             None => deadline,
         };
+        let shared = match &self.store {
+            Some(store) => {
+                self.check_shared(store, phone, code, &keys, store_until)
+                    .await?
+            }
+            None => None,
+        };
+        match shared {
+            Some(Shared::Duplicate(sid)) => return Ok(Checked::Duplicate(sid)),
+            Some(Shared::Admitted) => {}
+            // In memory, or the store failed and `state_failure = local`.
+            None => self.check_local(phone, &keys)?,
+        }
+        let line_type = match (&self.lookup, twilio) {
+            (Some(guard), Some(client)) => {
+                guard.check(client, phone, deadline, store_until).await?
+            }
+            _ => None,
+        };
+        Ok(Checked::Send(line_type))
+    }
+
+    /// The cooldown, the pumping guard and the limits in this process.
+    fn check_local(&self, phone: &str, keys: &LimitKeys<'_>) -> Result<(), CallError> {
         if let Some(wait) = self.sent.wait(phone) {
             return Err(rate_limited(wait, "cooldown"));
         }
-        let admitted = match &self.store {
-            Some(store) => self.check_store(store, phone, &keys, store_until).await?,
-            None => self.pumping.admit(phone, || self.limiter.check(&keys)),
-        };
-        match admitted {
-            Ok(Ok(())) => {}
-            Ok(Err(Throttled(_))) => return Err(CallError::Blocked("pumping")),
-            Err((scope, wait)) => return Err(rate_limited(wait, scope.name())),
-        }
-        match (&self.lookup, twilio) {
-            (Some(guard), Some(client)) => guard.check(client, phone, deadline, store_until).await,
-            _ => Ok(None),
+        match self.pumping.admit(phone, || self.limiter.check(keys)) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(Throttled(_))) => Err(CallError::Blocked("pumping")),
+            Err((scope, wait)) => Err(rate_limited(wait, scope.name())),
         }
     }
+}
 
-    async fn check_store(
-        &self,
-        store: &Store,
-        phone: &str,
-        keys: &LimitKeys<'_>,
-        until: Instant,
-    ) -> Result<Result<Result<(), Throttled>, (ratelimit::Scope, std::time::Duration)>, CallError>
-    {
-        Ok(match self.limiter.check_shared(store, keys, until).await? {
-            Err(refused) => Err(refused),
-            Ok(()) => Ok(self.pumping.admit::<()>(phone, || Ok(())).unwrap_or(Ok(()))),
-        })
-    }
-
-    /// A code sent to `phone` was confirmed: counted for its country and range. (confirmOTP
-    /// calls it once per message; the lead connects checkOTP's success here too.)
-    pub fn confirmed(&self, phone: &str) {
-        self.sent.end_streak(phone);
-        self.pumping.confirmed(phone);
-    }
-
-    /// A message to `phone` will never arrive: counted against its country and range as one
-    /// more unconfirmed send (the lead connects the delivery status here).
-    pub fn undelivered(&self, phone: &str) {
-        self.pumping.undelivered(phone);
-    }
+/// What the checks came to when none refused.
+#[derive(Debug)]
+pub enum Checked {
+    /// Send it; what Lookup said the line is, when it was asked.
+    Send(Option<LineType>),
+    /// The same phone and code went out as this SID within its lifetime: nothing to send.
+    Duplicate(String),
 }
 
 /// A refusal by a limit that passes after `wait`.

@@ -51,13 +51,22 @@ async fn simulate(daemons: &[&Daemon]) -> Figures {
             Ok(_) => {
                 figures.converting_sent += 1;
                 if n % 5 != 0 {
+                    // Confirmed through the other instance, once the record is there (it is
+                    // written after the reply; a user takes seconds to type the code).
                     let other = daemons[(n + 1) % daemons.len()];
-                    let confirmed = other
-                        .unix_client()
-                        .await
-                        .call("confirmOTP", vec![phone.as_str().into()])
-                        .await
-                        .unwrap();
+                    let mut client = other.unix_client().await;
+                    let mut tries = 0;
+                    let confirmed = loop {
+                        let reply = client
+                            .call("confirmOTP", vec![phone.as_str().into()])
+                            .await
+                            .unwrap();
+                        tries += 1;
+                        if reply.is_ok() || tries == 100 {
+                            break reply;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    };
                     assert!(confirmed.is_ok(), "{confirmed:?}");
                 }
             }

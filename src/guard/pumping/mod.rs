@@ -119,6 +119,12 @@ pub struct Subject {
     range: u64,
 }
 
+impl Subject {
+    pub fn country(&self) -> Country {
+        self.country
+    }
+}
+
 /// A refusal by the guard: the scope that is throttled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Throttled(pub Scope);
@@ -236,8 +242,7 @@ impl Pumping {
                 scope,
                 country,
                 phone,
-                sent,
-                confirmed,
+                Some((sent, confirmed)),
                 s,
             );
         }
@@ -348,8 +353,7 @@ pub fn episode_started(
     scope: Scope,
     country: Country,
     phone: &str,
-    sent: u64,
-    confirmed: u64,
+    counts: Option<(u64, u64)>,
     settings: &Settings,
 ) {
     METRICS.pumping.episode(scope.name(), settings.block);
@@ -361,12 +365,17 @@ pub fn episode_started(
         Mode::Enforce => "throttled",
         _ => "would be throttled (pumping_mode = monitor)",
     };
+    let counts = match counts {
+        Some((sent, confirmed)) => format!("{confirmed} of {sent}"),
+        None => format!(
+            "under {} % of at least {}",
+            settings.min_conversion, settings.min_sends
+        ),
+    };
     tracing::warn!(
         scope = scope.name(),
-        sent,
-        confirmed,
-        "SMS pumping suspected: {what} confirmed {confirmed} of {sent} codes in the window \
-         (under {} %); {then} to {} for {} s; logged once per episode",
+        "SMS pumping suspected: {what} confirmed {counts} codes in the window (under {} %); \
+         {then} to {} for {} s; logged once per episode",
         settings.min_conversion,
         settings
             .trickle
