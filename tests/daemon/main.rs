@@ -27,6 +27,7 @@ mod offbox_tls;
 mod offbox_tokens;
 mod protocol;
 mod pumping;
+mod resend;
 mod secrets;
 mod service;
 mod state;
