@@ -32,7 +32,10 @@ async fn the_same_code_again_answers_the_first_sid_and_sends_nothing() {
     assert!(send_code(&daemon, "480519", "+31687654321").await.is_ok());
     assert_eq!(sends(&twilio).await.len(), 3);
     let (_, metrics) = metrics_of(&daemon).await;
-    assert!(metrics.contains("otp_sidecar_deduplicated_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("otp_sidecar_deduplicated_total 1"),
+        "{metrics}"
+    );
     assert!(!daemon.log().contains("480519"), "no code in the log");
 
     // Turned off (the harness's default): every call sends.
@@ -52,7 +55,8 @@ async fn the_cooldown_grows_with_each_send_to_a_number() {
     assert!(send_code(&daemon, "111111", PHONE).await.is_ok());
     let refused = send_code(&daemon, "222222", PHONE).await.unwrap_err();
     assert!(
-        refused == "ERR rate_limited: retry in 30 s" || refused == "ERR rate_limited: retry in 29 s",
+        refused == "ERR rate_limited: retry in 30 s"
+            || refused == "ERR rate_limited: retry in 29 s",
         "{refused}"
     );
     daemon.wait_for_log("limit=\"cooldown\"");
@@ -80,9 +84,15 @@ async fn resends_are_recognised_across_instances_sharing_a_store() {
     }
     assert_eq!(again, Ok(SID.into()));
     let refused = send_code(&b, "654321", PHONE).await.unwrap_err();
-    assert!(refused.starts_with("ERR rate_limited: retry in 3"), "{refused}");
+    assert!(
+        refused.starts_with("ERR rate_limited: retry in 3"),
+        "{refused}"
+    );
     assert_eq!(sends(&twilio).await.len(), 1);
     for (key, _) in redis.dump() {
-        assert!(!key.contains("612345678") && !key.contains("480519"), "{key}");
+        assert!(
+            !key.contains("612345678") && !key.contains("480519"),
+            "{key}"
+        );
     }
 }
