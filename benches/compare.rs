@@ -454,8 +454,11 @@ async fn instructions_per_call(dir: &Path, api: &str) -> Result<u64> {
         if i == WARMUP_CALLS {
             control("--zero")?;
         }
+        // A new code each call, as in a login storm: resend dedup (on by default) must miss
+        // and send, not answer from its record.
+        let code = format!("{:06}", 100_000 + i);
         let reply = client
-            .send_otp("918273", "+31612345678", "+14155550100")
+            .send_otp(&code, "+31612345678", "+14155550100")
             .await?;
         if reply.as_deref() != Ok(SID) {
             bail!("unexpected reply {reply:?}");

@@ -146,7 +146,8 @@ proc utf8_decode { b } {
 when ACCESS_POLICY_AGENT_EVENT {
     set agent [ACCESS::policy agent_id]
     if { $agent ne "" && $agent eq $static::otp_ilx_confirm_agent_id } {
-        # The VE... SID sendOTP stored names the verification; without one, the phone does.
+        # In every mode: the VE... SID sendOTP stored names the verification; otherwise
+        # (Messages mode: an SM... status) the phone does, and the daemon answers its SM... SID.
         set target [ACCESS::session data get "session.custom.twilio.status"]
         if { ![regexp {^VE[0-9a-fA-F]{32}$} $target] } {
             set target [ACCESS::session data get $static::otp_ilx_phone_var]
@@ -164,7 +165,7 @@ when ACCESS_POLICY_AGENT_EVENT {
             set reply "ERR unavailable: ILX call failed: $err"
         }
         ACCESS::session data set "session.custom.twilio.confirm" $reply
-        if { [regexp {^VE[0-9a-fA-F]{32}$} $reply] } {
+        if { [regexp {^(VE|SM|CA)[0-9a-fA-F]{32}$} $reply] } {
             log local0.info "otp-sidecar: confirmed $reply"
         } else {
             log local0.warn "otp-sidecar: confirm failed: $reply"

@@ -423,7 +423,8 @@ proc otp_sideband_call { method params } {
 when ACCESS_POLICY_AGENT_EVENT {
     set agent [ACCESS::policy agent_id]
     if { $agent ne "" && $agent eq $static::otp_sb_confirm_agent_id } {
-        # The VE... SID sendOTP stored names the verification; without one, the phone does.
+        # In every mode: the VE... SID sendOTP stored names the verification; otherwise
+        # (Messages mode: an SM... status) the phone does, and the daemon answers its SM... SID.
         set target [ACCESS::session data get "session.custom.twilio.status"]
         if { ![regexp {^VE[0-9a-fA-F]{32}$} $target] } {
             set target [ACCESS::session data get $static::otp_sb_phone_var]
@@ -437,7 +438,7 @@ when ACCESS_POLICY_AGENT_EVENT {
         }
         set reply [call otp_sideband_call confirmOTP $params]
         ACCESS::session data set "session.custom.twilio.confirm" $reply
-        if { [regexp {^VE[0-9a-fA-F]{32}$} $reply] } {
+        if { [regexp {^(VE|SM|CA)[0-9a-fA-F]{32}$} $reply] } {
             log local0.info "otp-sidecar: confirmed $reply"
         } else {
             log local0.warn "otp-sidecar: confirm failed: $reply"

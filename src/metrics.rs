@@ -4,6 +4,8 @@
 //! Labels only ever carry values from fixed lists (method names we know, reason tokens), so
 //! a caller cannot grow the set by sending odd method names.
 
+mod pumping;
+
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -115,6 +117,8 @@ pub struct Metrics {
     tls_handshakes: Family<ResultLabel, Counter>,
     /// Calls that needed a caller token, by caller (`none`: no token or a wrong one).
     caller_calls: Family<CallerLabels, Counter>,
+    /// Issue 25's block: conversion, the pumping guard, resends.
+    pub pumping: pumping::PumpingMetrics,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -243,6 +247,7 @@ impl Metrics {
             "caller_calls",
             "Calls that needed a caller token (sendOTP, confirmOTP), by caller name from the tokens file (none: no token or one not accepted), method and outcome",
         );
+        let pumping = pumping::PumpingMetrics::register(r);
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -275,6 +280,7 @@ impl Metrics {
             budget_probes,
             tls_handshakes,
             caller_calls,
+            pumping,
         }
     }
 

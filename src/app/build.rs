@@ -10,7 +10,9 @@ use crate::call::backend::Backend;
 use crate::call::Dispatcher;
 use crate::config::Settings;
 use crate::guard::lookup::LookupGuard;
+use crate::guard::pumping::Pumping;
 use crate::guard::ratelimit::RateLimiter;
+use crate::guard::sent::Sent;
 use crate::guard::Guards;
 use crate::server::Live;
 use crate::state::Store;
@@ -26,6 +28,8 @@ pub struct Parts {
     pub lookup: Option<Arc<LookupGuard>>,
     /// The shared state store, when there is one (`--state redis://…`).
     pub store: Option<Arc<Store>>,
+    pub pumping: Arc<Pumping>,
+    pub sent: Arc<Sent>,
     pub settings: Settings,
 }
 
@@ -75,11 +79,22 @@ pub fn build(settings: &Settings, running: Option<&Parts>) -> Result<(Live, Part
         (Some(rules), Some(_)) => Some(Arc::new(LookupGuard::new(rules.clone(), store.clone()))),
         _ => None,
     };
+    // The counts and records survive a reload that leaves their settings alone.
+    let pumping = match running.map(|parts| &parts.pumping) {
+        Some(p) if *p.settings() == settings.guard.pumping => p.clone(),
+        _ => Arc::new(Pumping::new(settings.guard.pumping.clone())),
+    };
+    let sent = match running.map(|parts| &parts.sent) {
+        Some(s) if *s.settings() == settings.guard.sent => s.clone(),
+        _ => Arc::new(Sent::new(settings.guard.sent.clone())),
+    };
     let guards = Guards {
         geo: settings.guard.geo.clone(),
         limiter: limiter.clone(),
         lookup: lookup.clone(),
         store: store.clone(),
+        pumping: pumping.clone(),
+        sent: sent.clone(),
     };
     let dispatcher = Dispatcher::new(settings.call.clone(), guards, backend.clone());
     let live = Live {
@@ -93,6 +108,8 @@ pub fn build(settings: &Settings, running: Option<&Parts>) -> Result<(Live, Part
         limiter,
         lookup,
         store,
+        pumping,
+        sent,
         settings: settings.clone(),
     };
     Ok((live, parts))

@@ -113,7 +113,15 @@ pub async fn sweep_rate_limits(parts: SharedParts) {
         let parts = parts.load_full();
         let kept = parts.limiter.sweep();
         let cached = parts.lookup.as_ref().map_or(0, |l| l.sweep());
-        tracing::debug!(kept, cached, "rate-limit keys and Lookup answers swept");
+        let ranges = parts.pumping.sweep();
+        let records = parts.sent.sweep();
+        tracing::debug!(
+            kept,
+            cached,
+            ranges,
+            records,
+            "rate-limit keys, Lookup answers, pumping ranges and sent records swept"
+        );
     }
 }
 

@@ -17,7 +17,7 @@ use rmpv::Value;
 use tokio::time::Instant;
 
 use crate::error::CallError;
-use crate::guard::Guards;
+use crate::guard::{ConfirmTarget, Guards};
 use crate::health::HEALTH;
 use crate::metrics::METRICS;
 use crate::rpc::{Method, Request};
@@ -175,7 +175,9 @@ impl Dispatcher {
         CallLog::new(method, target, result, started)
     }
 
-    /// confirmOTP(phone or VE…): APM accepted the code; Verify mode reports the approval.
+    /// confirmOTP(phone or VE…): APM accepted the code. The conversion is counted (once per
+    /// message) in every mode; Verify mode reports the approval, Messages mode sends Twilio's
+    /// Message Feedback (in the background: it never delays the reply) and answers the SID.
     async fn confirm_otp(
         &self,
         confirmed: &Confirmed<'_>,
@@ -185,9 +187,15 @@ impl Dispatcher {
             Confirmed::Phone(phone) => (Target::Phone(phone.as_str().to_owned()), phone.as_str()),
             Confirmed::Verification(sid) => (Target::Shown((*sid).to_owned()), *sid),
         };
+        // The conversion counts here, once per message: APM accepted the code.
+        let deadline = started + self.settings.deadline;
+        let found = match confirmed {
+            Confirmed::Phone(phone) => ConfirmTarget::Phone(phone.as_str()),
+            Confirmed::Verification(sid) => ConfirmTarget::Sid(sid),
+        };
+        let found = self.guards.confirm(found, deadline).await;
         let result = match &*self.backend {
             Backend::Verify(client, service) => {
-                let deadline = started + self.settings.deadline;
                 self.within(deadline, send::approve(client, service, target, deadline))
                     .await
             }
@@ -196,11 +204,53 @@ impl Dispatcher {
             } else {
                 sids.next("VE")
             }),
-            _ => Err(CallError::BadRequest(
-                "confirmOTP needs Verify mode (verify_service_sid)".into(),
-            )),
+            _ => match (confirmed, &found) {
+                (Confirmed::Phone(_), Some(found)) => {
+                    if found.first {
+                        self.feedback(&found.sid, started);
+                    }
+                    Ok(found.sid.clone())
+                }
+                (Confirmed::Phone(_), None) => Err(CallError::BadRequest(
+                    "no message was sent to this number within the code's lifetime".into(),
+                )),
+                (Confirmed::Verification(_), _) => Err(CallError::BadRequest(
+                    "a VE… SID needs Verify mode (verify_service_sid)".into(),
+                )),
+            },
         };
         (shown, result)
+    }
+
+    /// Message Feedback for `sid`, through the primary provider (whose account sent it, unless
+    /// a failover provider did), bounded by a call's deadline; a failure is logged and counted.
+    fn feedback(&self, sid: &str, started: Instant) {
+        let Backend::Messages(_) = &*self.backend else {
+            return;
+        };
+        if !sid.starts_with("SM") {
+            return; // a voice call has no feedback
+        }
+        let backend = self.backend.clone();
+        let sid = sid.to_owned();
+        let deadline = started.max(Instant::now()) + self.settings.deadline;
+        tokio::spawn(async move {
+            let Some(client) = backend.twilio() else {
+                return;
+            };
+            let sent = tokio::time::timeout_at(deadline, client.message_feedback(&sid, deadline));
+            match sent.await {
+                Ok(Ok(())) => METRICS.pumping.count_feedback("ok"),
+                Ok(Err(e)) => {
+                    METRICS.pumping.count_feedback("failed");
+                    tracing::warn!(error = %e, "Twilio Message Feedback failed (the confirmation counts)");
+                }
+                Err(_) => {
+                    METRICS.pumping.count_feedback("failed");
+                    tracing::warn!("Twilio Message Feedback timed out (the confirmation counts)");
+                }
+            }
+        });
     }
 
     /// Bounds a call to Twilio by the caller's deadline.
@@ -241,6 +291,10 @@ mod tests {
             limiter: Arc::new(RateLimiter::new(settings.guard.rate_limits)),
             lookup: None,
             store: None,
+            pumping: Arc::new(crate::guard::pumping::Pumping::new(
+                settings.guard.pumping.clone(),
+            )),
+            sent: Arc::new(crate::guard::sent::Sent::new(settings.guard.sent.clone())),
         };
         let backend = Arc::new(Backend::dry_run(false));
         let dispatcher = Dispatcher::new(settings.call, guards, backend);

@@ -8,6 +8,7 @@ use super::backend::Backend;
 use super::request::SendOtp;
 use super::Dispatcher;
 use crate::error::CallError;
+use crate::guard::Checked;
 use crate::metrics::METRICS;
 use crate::twilio::calls::{self as voice, VoiceCall, VoiceSettings};
 use crate::twilio::failover::Providers;
@@ -42,10 +43,18 @@ impl Dispatcher {
         if Instant::now() >= deadline {
             return Err(self.timed_out());
         }
-        let line_type = self
+        let checked = self
             .guards
-            .check(phone, context, self.backend.twilio(), deadline)
+            .check(phone, otp, context, self.backend.twilio(), deadline)
             .await?;
+        let line_type = match checked {
+            Checked::Send(line_type) => line_type,
+            // APM running its agent again, a user pressing refresh: the first SID, nothing sent.
+            Checked::Duplicate(sid) => {
+                METRICS.pumping.count_deduplicated();
+                return Ok(sid);
+            }
+        };
         let delivery = Delivery {
             to: phone,
             code: otp,
@@ -82,7 +91,9 @@ impl Dispatcher {
                 }
             }
         };
-        self.within(deadline, send).await
+        let sent = self.within(deadline, send).await?;
+        self.guards.record(phone, otp, &sent);
+        Ok(sent)
     }
 
     /// Programmable Messaging: an SMS, or a call when the caller asked for one, when Lookup

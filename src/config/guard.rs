@@ -59,5 +59,7 @@ pub(super) fn settings(o: &Options) -> Result<crate::guard::Settings> {
         geo,
         rate_limits,
         lookup,
+        pumping: super::pumping::pumping(o)?,
+        sent: super::pumping::sent(o)?,
     })
 }

@@ -31,6 +31,10 @@ pub const RANGES: &[(&str, RangeInclusive<u64>)] = &[
     ("state_timeout_ms", 1..=5000),
     ("breaker_failures", 1..=1000),
     ("breaker_cooldown_secs", 1..=86_400),
+    ("pumping_min_conversion", 0..=100),
+    ("pumping_min_sends", 1..=1_000_000),
+    ("pumping_block_secs", 60..=604_800),
+    ("pumping_window_secs", 60..=604_800),
 ];
 
 /// A layer as a JSON object; unset options are `null`.

@@ -15,6 +15,7 @@ mod layers;
 mod listener;
 mod options;
 mod os_path;
+mod pumping;
 mod report;
 mod server;
 mod state;

@@ -467,6 +467,11 @@ pub struct Options {
     )]
     pub breaker_cooldown_secs: Option<u64>,
 
+    /// The SMS pumping guard and the resend rules: their own block (config/pumping.rs).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub pumping: super::pumping::PumpingOptions,
+
     /// Providers to fail over to, in order, after the primary (file only: `[[failover]]`).
     #[arg(skip)]
     #[serde(default, skip_serializing)]

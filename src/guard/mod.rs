@@ -1,12 +1,17 @@
 //! The checks a code meets before it may leave, in order: the arguments (validation, done
-//! when the call is parsed), the country (geo rules), the rate limits, and Twilio Lookup's
-//! verdict on the line. Each refusal is counted where it is made.
+//! when the call is parsed), the country (geo rules), the resend cooldown, the pumping guard
+//! and the rate limits (decided together, charged only when all admit the send), and Twilio
+//! Lookup's verdict on the line. Each refusal is counted where it is made. What was sent is
+//! remembered for the code's lifetime (`sent`): resends, and confirmOTP's SID.
 
 pub mod bounded;
 pub mod geo;
 pub mod lookup;
 pub mod phone;
+pub mod pumping;
 pub mod ratelimit;
+pub mod sent;
+mod shared;
 pub mod validate;
 
 use std::sync::Arc;
@@ -19,7 +24,11 @@ use crate::twilio::lookup::LineType;
 use crate::twilio::TwilioClient;
 use geo::GeoRules;
 use lookup::{LookupGuard, LookupRules};
+use pumping::{Pumping, Throttled};
 use ratelimit::{LimitKeys, RateLimiter, RateLimits};
+use sent::Sent;
+use shared::Shared;
+pub use shared::Target as ConfirmTarget;
 use validate::Context;
 
 /// The guards' settings.
@@ -29,6 +38,8 @@ pub struct Settings {
     pub rate_limits: RateLimits,
     /// `None`: no Lookup before sending.
     pub lookup: Option<LookupRules>,
+    pub pumping: pumping::Settings,
+    pub sent: sent::Settings,
 }
 
 /// The checks after validation. The limiter and the Lookup cache are shared with the
@@ -40,6 +51,10 @@ pub struct Guards {
     pub lookup: Option<Arc<LookupGuard>>,
     /// The shared store the limits are kept in; `None`: in this process only.
     pub store: Option<Arc<Store>>,
+    /// Conversion per country and range, and its throttle.
+    pub pumping: Arc<Pumping>,
+    /// What was sent, for resends and confirmations.
+    pub sent: Arc<Sent>,
 }
 
 impl Guards {
@@ -48,15 +63,23 @@ impl Guards {
         self.store.as_ref().map_or("memory", |store| store.status())
     }
 
-    /// Geo rules, then the rate limits (which charge the send), then Lookup through `twilio`
-    /// within `deadline`. Ok: what Lookup said the line is, when it was asked.
+    /// The resend dedup, the geo rules, the resend cooldown, the pumping guard and the rate
+    /// limits (decided together, charged only when all admit the send), then Lookup through
+    /// `twilio` within `deadline`. With a shared store the dedup, cooldown, pumping and limits
+    /// are one round trip (`shared.rs`).
     pub async fn check(
         &self,
         phone: &str,
+        code: &str,
         context: &Context<'_>,
         twilio: Option<&TwilioClient>,
         deadline: Instant,
-    ) -> Result<Option<LineType>, CallError> {
+    ) -> Result<Checked, CallError> {
+        if self.store.is_none() {
+            if let Some(sid) = self.sent.duplicate(phone, code) {
+                return Ok(Checked::Duplicate(sid));
+            }
+        }
         self.geo.check(phone).map_err(|(error, country)| {
             tracing::debug!(country = %country, "refused by the geo rules");
             error
@@ -72,19 +95,54 @@ impl Guards {
             Some(store) => deadline.min(Instant::now() + store.timeout()),
             None => deadline,
         };
-        let limited = match &self.store {
-            Some(store) => self.limiter.check_shared(store, &keys, store_until).await?,
-            None => self.limiter.check(&keys),
+        let shared = match &self.store {
+            Some(store) => {
+                self.check_shared(store, phone, code, &keys, store_until)
+                    .await?
+            }
+            None => None,
         };
-        if let Err((scope, wait)) = limited {
-            return Err(CallError::RateLimited {
-                retry_in_s: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
-                limit: scope.name(),
-            });
+        match shared {
+            Some(Shared::Duplicate(sid)) => return Ok(Checked::Duplicate(sid)),
+            Some(Shared::Admitted) => {}
+            // In memory, or the store failed and `state_failure = local`.
+            None => self.check_local(phone, &keys)?,
         }
-        match (&self.lookup, twilio) {
-            (Some(guard), Some(client)) => guard.check(client, phone, deadline, store_until).await,
-            _ => Ok(None),
+        let line_type = match (&self.lookup, twilio) {
+            (Some(guard), Some(client)) => {
+                guard.check(client, phone, deadline, store_until).await?
+            }
+            _ => None,
+        };
+        Ok(Checked::Send(line_type))
+    }
+
+    /// The cooldown, the pumping guard and the limits in this process.
+    fn check_local(&self, phone: &str, keys: &LimitKeys<'_>) -> Result<(), CallError> {
+        if let Some(wait) = self.sent.wait(phone) {
+            return Err(rate_limited(wait, "cooldown"));
         }
+        match self.pumping.admit(phone, || self.limiter.check(keys)) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(Throttled(_))) => Err(CallError::Blocked("pumping")),
+            Err((scope, wait)) => Err(rate_limited(wait, scope.name())),
+        }
+    }
+}
+
+/// What the checks came to when none refused.
+#[derive(Debug)]
+pub enum Checked {
+    /// Send it; what Lookup said the line is, when it was asked.
+    Send(Option<LineType>),
+    /// The same phone and code went out as this SID within its lifetime: nothing to send.
+    Duplicate(String),
+}
+
+/// A refusal by a limit that passes after `wait`.
+fn rate_limited(wait: std::time::Duration, limit: &'static str) -> CallError {
+    CallError::RateLimited {
+        retry_in_s: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+        limit,
     }
 }

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use crate::error::CallError;
 use crate::guard::bounded::BoundedMap;
-use crate::state::{Limit, Store};
+use crate::state::{Limit, Store, Verdict, Watch};
 
 /// "N per window", or off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,45 +210,48 @@ impl RateLimiter {
     }
 
     /// The same limits, checked and charged in the shared store (atomically across the
-    /// instances that share it). When the store fails, the state policy says: this instance's
-    /// own limits (`local`), or the refusal (`closed`).
+    /// instances that share it), in one round trip with what `watch` adds (resends, the
+    /// pumping guard). `None` when the store failed and the state policy says to go on with
+    /// this instance's own state (`local`); the refusal when it says `closed`.
     pub async fn check_shared(
         &self,
         store: &Store,
         keys: &LimitKeys<'_>,
+        watch: &Watch,
         deadline: Instant,
-    ) -> Result<Result<(), (Scope, Duration)>, CallError> {
+    ) -> Result<Option<(Verdict, Vec<Scope>)>, CallError> {
         let ip = keys.ip.map(|ip| ip.to_string());
         let subjects = [
             (Scope::Phone, self.limits.phone, Some(keys.phone)),
             (Scope::Ip, self.limits.ip, ip.as_deref()),
             (Scope::User, self.limits.user, keys.user),
         ];
-        let mut scopes = Vec::with_capacity(4);
         let mut limits = Vec::with_capacity(4);
         for (scope, rate, subject) in subjects {
             if let (Some(rate), Some(subject)) = (rate, subject) {
                 let key = store.key(scope.store_kind(), subject.as_bytes());
-                scopes.push(scope);
-                limits.push(shared(rate, key));
+                limits.push((scope, shared(rate, key)));
             }
         }
         if let Some(rate) = self.limits.global {
-            scopes.push(Scope::Global);
-            limits.push(shared(rate, store.plain_key(Scope::Global.store_kind())));
+            let key = store.plain_key(Scope::Global.store_kind());
+            limits.push((Scope::Global, shared(rate, key)));
         }
-        if limits.is_empty() {
-            return Ok(Ok(()));
+        let nothing = watch.dedup.is_none() && watch.cooldown.is_none() && watch.pumping.is_none();
+        if limits.is_empty() && nothing {
+            let admitted = Verdict::Admitted {
+                monitored: None,
+                episodes: 0,
+            };
+            return Ok(Some((admitted, Vec::new())));
         }
-        match store.gcra(&limits, deadline).await {
-            Ok(None) => Ok(Ok(())),
-            Ok(Some((index, wait))) => Ok(Err((
-                scopes.get(index).copied().unwrap_or(Scope::Global),
-                wait,
-            ))),
+        let (scopes, limits): (Vec<Scope>, Vec<Limit>) = limits.into_iter().unzip();
+        match store.gcra(&limits, watch, deadline).await {
+            // The scopes in the order of the limits: a refusal names its limit's index.
+            Ok(verdict) => Ok(Some((verdict, scopes))),
             Err(failed) => {
                 store.fall_back(failed)?;
-                Ok(self.check(keys))
+                Ok(None)
             }
         }
     }

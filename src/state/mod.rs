@@ -7,6 +7,7 @@
 mod agree;
 mod bounded;
 mod clock;
+mod guard;
 mod keys;
 mod link;
 
@@ -22,6 +23,7 @@ use tokio::time::Instant;
 use agree::Agreement;
 pub use agree::AGREED;
 use clock::Clock;
+pub use guard::{Pumped, Verdict, Watch};
 use keys::Keys;
 pub use link::{check_sentinel_url, sentinel_rest};
 use link::{Held, Link};
@@ -96,6 +98,8 @@ pub struct Store {
     keys: Keys,
     gcra: Script,
     probe: Script,
+    tally: Script,
+    record: Script,
     /// Set from a failed operation (a call's or the heartbeat's, which writes like a call)
     /// until one succeeds: the warning is logged once per episode and `health` says so.
     degraded: AtomicBool,
@@ -125,6 +129,8 @@ impl Store {
             keys,
             gcra: Script::new(include_str!("gcra.lua")),
             probe: Script::new(include_str!("probe.lua")),
+            tally: Script::new(include_str!("tally.lua")),
+            record: Script::new(include_str!("record.lua")),
             degraded: AtomicBool::new(false),
             silent: AtomicU32::new(0),
             clock: Clock::new(),
@@ -155,43 +161,6 @@ impl Store {
     /// The name for what has no subject (`rate:global`).
     pub fn plain_key(&self, kind: &str) -> String {
         self.keys.plain(kind)
-    }
-
-    /// Checks and charges `limits` in one round trip (atomic across instances): `None` when
-    /// all admit the send, or the index of the first that refuses and how long until it would
-    /// not. A refusal charges nothing, and so does a script the store runs only after this
-    /// call stopped waiting for it (a store paused, then resumed).
-    pub async fn gcra(
-        &self,
-        limits: &[Limit],
-        until: Instant,
-    ) -> Result<Option<(usize, Duration)>, Failed> {
-        let (held, budget) = self.hold("rate", until)?;
-        let mut invocation = self.gcra.prepare_invoke();
-        invocation.arg(self.clock.store_time(Instant::now() + budget));
-        for limit in limits {
-            invocation
-                .key(&limit.key)
-                .arg(micros(limit.interval))
-                .arg(micros(limit.window));
-        }
-        let mut connection = held.connection.clone();
-        let (index, wait_us): (i64, u64) = self
-            .attempt(
-                "rate",
-                &held,
-                budget,
-                invocation.invoke_async(&mut connection),
-            )
-            .await?;
-        match usize::try_from(index) {
-            Ok(0) => Ok(None),
-            Ok(i) => Ok(Some((i - 1, Duration::from_micros(wait_us)))),
-            // Only when this host's idea of the store's clock is off: charged nothing.
-            Err(_) => Err(Failed(
-                "answered that the call's deadline had passed".into(),
-            )),
-        }
     }
 
     /// GET within the call's store budget (`until`).
@@ -337,7 +306,11 @@ impl Store {
     /// The connection and the time an operation may take: at most `state_timeout_ms`, and
     /// never past `until` (the call's own store budget). No connection, or no time left,
     /// fails at once.
-    fn hold(&self, op: &'static str, until: Instant) -> Result<(Held, Duration), Failed> {
+    pub(crate) fn hold(
+        &self,
+        op: &'static str,
+        until: Instant,
+    ) -> Result<(Held, Duration), Failed> {
         let budget = self
             .settings
             .timeout
@@ -359,7 +332,7 @@ impl Store {
     }
 
     /// Runs one operation on `held` for at most `budget`.
-    async fn attempt<T>(
+    pub(crate) async fn attempt<T>(
         &self,
         op: &'static str,
         held: &Held,
@@ -404,7 +377,7 @@ fn remakes_connection(e: &redis::RedisError) -> bool {
         )
 }
 
-fn micros(d: Duration) -> u64 {
+pub(crate) fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 

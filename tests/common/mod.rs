@@ -289,6 +289,9 @@ impl Daemon {
                 cmd.env(format!("OTP_SIDECAR_RATE_LIMIT_{limit}"), "off");
             }
         }
+        // Likewise resend dedup (the same code to the same phone is sent once): a test that
+        // wants it passes --resend-dedup.
+        cmd.env("OTP_SIDECAR_RESEND_DEDUP", "false");
         if !options.no_credentials {
             cmd.env("TWILIO_ACCOUNT_SID", AC)
                 .env("TWILIO_AUTH_TOKEN", TOKEN);

@@ -96,6 +96,26 @@ async fn messages_requests_conform_to_twilios_openapi_spec() {
             "sender {sender}"
         );
     }
+
+    // confirmOTP's Message Feedback (Outcome=confirmed on the SID sent): Prism takes it.
+    let feedback = Daemon::start(&api, Options::default().arg("--metrics=127.0.0.1:0"));
+    assert!(feedback.send("ACME").await.is_ok());
+    let confirmed = feedback
+        .unix_client()
+        .await
+        .call("confirmOTP", vec![PHONE.into()])
+        .await
+        .unwrap();
+    assert_eq!(confirmed, Ok("SMaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".into()));
+    for _ in 0..250 {
+        let (_, metrics) = metrics_of(&feedback).await;
+        if metrics.contains("otp_sidecar_message_feedback_total{result=\"ok\"} 1") {
+            return;
+        }
+        assert!(!metrics.contains("result=\"failed\""), "{}", feedback.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("Prism never took the Feedback:\n{}", feedback.log());
 }
 
 #[tokio::test]

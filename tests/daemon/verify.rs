@@ -230,13 +230,15 @@ async fn confirm_otp_refuses_bad_targets_and_reports_what_twilio_says() {
 }
 
 #[tokio::test]
-async fn confirm_otp_needs_verify_mode_and_a_dry_run_answers_in_ve_sids() {
+async fn confirm_otp_of_a_ve_sid_needs_verify_mode_and_a_dry_run_answers_in_ve_sids() {
     let twilio = twilio_answering(created(SID)).await;
     let messages = Daemon::start(&twilio.uri(), Options::default());
-    let reply = confirm(&messages, PHONE).await.unwrap_err();
+    let reply = confirm(&messages, "VE0123456789abcdef0123456789abcdef")
+        .await
+        .unwrap_err();
     assert_eq!(
         reply,
-        "ERR bad_request: confirmOTP needs Verify mode (verify_service_sid)"
+        "ERR bad_request: a VE… SID needs Verify mode (verify_service_sid)"
     );
 
     let dry = Daemon::start(

@@ -58,7 +58,7 @@ function startDaemon(extraArgs) {
 function spawnDaemon(extraArgs) {
   const child = spawn(process.env.OTP_SIDECAR_BIN, [
     'serve', '--unix', socketPath, '--twilio-api-url', process.env.TWILIO_MOCK_URL,
-    '--rate-limit-phone=off', '--rate-limit-global=off'].concat(extraArgs || []), {
+    '--rate-limit-phone=off', '--rate-limit-global=off', '--resend-dedup=false'].concat(extraArgs || []), {
     env: {
       PATH: process.env.PATH,
       TWILIO_ACCOUNT_SID: 'ACfeedfacefeedfacefeedfacefeedface',
@@ -388,7 +388,7 @@ test('daemon restarted between calls: reconnects', () => {
 });
 
 test('Verify mode: sendOTP answers VE..., confirmOTP approves by SID or phone', () => {
-  // A dry run in Verify mode makes up VE... SIDs; a Messages daemon refuses confirmOTP.
+  // A dry run in Verify mode makes up VE... SIDs; a Messages daemon refuses a VE... SID.
   let ve = null;
   return withDaemon(['--dry-run', '--verify-service-sid', 'VA0123456789abcdef0123456789abcdef'], () => series([
     () => ilx.call('sendOTP', '918273', '+31612345678', 'ACME'),
@@ -398,7 +398,7 @@ test('Verify mode: sendOTP answers VE..., confirmOTP approves by SID or phone', 
     (reply) => { like(reply, /^ERR bad_request: /); return ilx.call('confirmOTP'); },
     (reply) => like(reply, /^ERR bad_request: /),
   ])).then(() => withDaemon([], () => ilx.call('confirmOTP', ve)))
-    .then((reply) => like(reply, /^ERR bad_request: confirmOTP needs Verify mode/));
+    .then((reply) => like(reply, /^ERR bad_request: a VE. SID needs Verify mode/));
 });
 
 test('caller tokens: the iRule\'s or the forwarder\'s own reaches the daemon as context.token', () => {

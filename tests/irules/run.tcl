@@ -331,15 +331,27 @@ check "ilx: confirm without a VE status names the phone" {
     logs_clean
 }
 
-check "ilx: confirm against a daemon not in Verify mode: ERR stored and logged" {
+check "ilx: Messages mode: confirm names the phone and stores the SM SID sent to it" {
     reset {*}[session_for $PHONE]
+    set i [load_rule $ilx_rule {}]
+    fire $i ACCESS_POLICY_AGENT_EVENT
+    expect status [status] $SID
+    set agent twilio_confirm
+    fire $i ACCESS_POLICY_AGENT_EVENT
+    expect target [lindex [lindex $ilx_calls 1] 4] $PHONE
+    expect confirm [st_session_get session.custom.twilio.confirm] $SID
+    expect log [lindex $logs end] "local0.info *confirmed $SID"
+    logs_clean
+}
+
+check "ilx: Messages mode: confirm of a number nothing was sent to: ERR stored and logged" {
+    reset {*}[session_for +31699999999]
     set agent twilio_confirm
     set i [load_rule $ilx_rule {}]
     fire $i ACCESS_POLICY_AGENT_EVENT
-    expect confirm [st_session_get session.custom.twilio.confirm] "ERR bad_request: confirmOTP needs Verify mode*"
+    expect confirm [st_session_get session.custom.twilio.confirm] "ERR bad_request: no message was sent to this number*"
     expect status [status] ""
     expect log [lindex $logs 0] "local0.warn *confirm failed*"
-    logs_clean
 }
 
 # ---- the sideband iRule ----
@@ -445,12 +457,20 @@ check "sideband: Verify mode: the VE SID is stored and confirmed after OTP Verif
     logs_clean
 }
 
-check "sideband: confirm against a daemon not in Verify mode: ERR stored" {
+check "sideband: Messages mode: confirm names the phone and stores the SM SID sent to it" {
     reset {*}[session_for $PHONE]
-    set agent twilio_confirm
     set i [load_rule $sb_rule [list otp_sb_dest $env(OTP_SIDECAR_TCP)]]
     fire $i ACCESS_POLICY_AGENT_EVENT
-    expect confirm [st_session_get session.custom.twilio.confirm] "ERR bad_request: confirmOTP needs Verify mode*"
+    expect status [status] $SID
+    set agent twilio_confirm
+    fire $i ACCESS_POLICY_AGENT_EVENT
+    expect confirm [st_session_get session.custom.twilio.confirm] $SID
+    expect log [lindex $logs end] "local0.info *confirmed $SID"
+    # A number nothing was sent to: the ERR is stored and logged.
+    reset {*}[session_for +31699999999]
+    set agent twilio_confirm
+    fire $i ACCESS_POLICY_AGENT_EVENT
+    expect confirm [st_session_get session.custom.twilio.confirm] "ERR bad_request: no message was sent to this number*"
     expect log [lindex $logs 0] "local0.warn *confirm failed*"
 }
 

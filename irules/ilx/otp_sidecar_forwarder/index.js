@@ -1,4 +1,4 @@
-// iRulesLX extension: relays ILX::call sendOTP (and, in Verify mode, confirmOTP) to the otp-sidecar daemon's Unix socket as
+// iRulesLX extension: relays ILX::call sendOTP (and confirmOTP) to the otp-sidecar daemon's Unix socket as
 // MessagePack-RPC. No npm dependencies besides the appliance's own f5-nodejs: the encoder and
 // decoder below cover exactly the types the daemon speaks.
 //
