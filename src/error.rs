@@ -26,8 +26,9 @@ pub enum CallError {
     Timeout { deadline_ms: u64 },
     /// A fraud rule refused the number: `country` (later `line_type`, `carrier`).
     Blocked(&'static str),
-    /// A rate limit (`limit`: phone, ip, user or global) refused the send; it would pass
-    /// after this many seconds. The wire form leaves out which limit.
+    /// A rate limit (`limit`: phone, ip, user, global or country) refused the send; it would
+    /// pass after this many seconds. The wire form leaves out which limit, but for a country
+    /// budget (`country budget`, no wait).
     RateLimited {
         retry_in_s: u64,
         limit: &'static str,
@@ -63,6 +64,10 @@ impl CallError {
             CallError::Timeout { deadline_ms } => format!("no answer within {deadline_ms} ms"),
             CallError::Blocked(rule) => (*rule).to_owned(),
             CallError::StateStore => "state store".to_owned(),
+            // A budget refills over hours: a wait in seconds would only invite retries.
+            CallError::RateLimited {
+                limit: "country", ..
+            } => "country budget".to_owned(),
             CallError::RateLimited { retry_in_s, .. } => format!("retry in {retry_in_s} s"),
         }
     }

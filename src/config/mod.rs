@@ -10,6 +10,7 @@ mod credentials;
 mod exposure;
 mod failover;
 mod file;
+mod fraud_options;
 mod guard;
 mod layers;
 mod listener;

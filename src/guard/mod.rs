@@ -3,8 +3,10 @@
 //! verdict on the line. Each refusal is counted where it is made.
 
 pub mod bounded;
+pub mod budgets;
 pub mod geo;
 pub mod lookup;
+pub mod number_type;
 pub mod phone;
 pub mod ratelimit;
 pub mod validate;
@@ -19,6 +21,8 @@ use crate::twilio::lookup::LineType;
 use crate::twilio::TwilioClient;
 use geo::GeoRules;
 use lookup::{LookupGuard, LookupRules};
+use number_type::NumberTypes;
+use ratelimit::Scope;
 use ratelimit::{LimitKeys, RateLimiter, RateLimits};
 use validate::Context;
 
@@ -26,6 +30,8 @@ use validate::Context;
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub geo: GeoRules,
+    /// Number types refused from the numbering plan (empty: none).
+    pub number_types: NumberTypes,
     pub rate_limits: RateLimits,
     /// `None`: no Lookup before sending.
     pub lookup: Option<LookupRules>,
@@ -35,6 +41,7 @@ pub struct Settings {
 /// composition root, which sweeps them and keeps the limiter's counts across a reload.
 pub struct Guards {
     pub geo: GeoRules,
+    pub number_types: NumberTypes,
     pub limiter: Arc<RateLimiter>,
     /// Only with a Twilio backend: a dry run looks nothing up.
     pub lookup: Option<Arc<LookupGuard>>,
@@ -57,14 +64,24 @@ impl Guards {
         twilio: Option<&TwilioClient>,
         deadline: Instant,
     ) -> Result<Option<LineType>, CallError> {
-        self.geo.check(phone).map_err(|(error, country)| {
-            tracing::debug!(country = %country, "refused by the geo rules");
-            error
-        })?;
+        let budgets = self.limiter.limits().country.as_ref();
+        // The number is parsed once, and only when a rule reads the numbering plan.
+        let parsed = (self.geo.active() || self.number_types.active() || budgets.is_some())
+            .then(|| phonenumber::parse(None, phone).ok())
+            .flatten();
+        self.geo
+            .check_number(parsed.as_ref())
+            .map_err(|(error, country)| {
+                tracing::debug!(country = %country, "refused by the geo rules");
+                error
+            })?;
+        self.number_types.check(parsed.as_ref())?;
+        let budget = budgets.and_then(|b| b.budget_for(parsed.as_ref()));
         let keys = LimitKeys {
             phone,
             ip: context.ip,
             user: context.user.as_deref(),
+            country: budget.as_ref(),
         };
         // One store budget for the whole call (the limits, then the Lookup cache): a store
         // that hangs costs a call state_timeout_ms in all, not once per operation.
@@ -77,6 +94,9 @@ impl Guards {
             None => self.limiter.check(&keys),
         };
         if let Err((scope, wait)) = limited {
+            if let (Scope::Country, Some(budget)) = (scope, &budget) {
+                budgets::refused(budget);
+            }
             return Err(CallError::RateLimited {
                 retry_in_s: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
                 limit: scope.name(),

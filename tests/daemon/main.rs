@@ -13,6 +13,7 @@ mod conformance;
 mod disk;
 mod docs;
 mod failover;
+mod filters;
 mod guards;
 mod layout;
 mod limits;
