@@ -58,8 +58,12 @@ pub(super) fn settings(o: &Options) -> Result<crate::guard::Settings> {
             block_carriers,
             cache_ttl: Duration::from_secs(given(o.lookup_cache_secs, "lookup_cache_secs")?),
             fail_open,
+            block_pumping_risk: o.fraud.block_pumping_risk.map(|s| s as u32),
         })
     } else {
+        if o.fraud.block_pumping_risk.is_some() {
+            bail!("block_pumping_risk needs lookup = true (the score comes from Twilio Lookup)");
+        }
         None
     };
     let number_types = given(o.fraud.block_number_types.clone(), "block_number_types")?

@@ -173,3 +173,77 @@ async fn the_numbering_plan_refuses_premium_and_shared_cost_numbers_for_free() {
     let log = refused.err().expect("refused");
     assert!(log.contains("block_number_types"), "{log}");
 }
+
+/// Twilio answering Messages with 201 and Lookup, asked for both fields, with `score` for each
+/// of `phones`.
+async fn twilio_with_risk(phones: &[(&str, u32)]) -> wiremock::MockServer {
+    use wiremock::matchers::{method, path, query_param};
+    let server = twilio_answering(created(SID)).await;
+    for (phone, score) in phones {
+        wiremock::Mock::given(method("GET"))
+            .and(path(format!("/v2/PhoneNumbers/{phone}")))
+            .and(query_param(
+                "Fields",
+                "line_type_intelligence,sms_pumping_risk",
+            ))
+            .respond_with(
+                wiremock::ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                    "phone_number": phone, "valid": true,
+                    "line_type_intelligence": {"type": "mobile", "error_code": null},
+                    "sms_pumping_risk": {
+                        "carrier_risk_category": "high", "number_blocked": false,
+                        "sms_pumping_risk_score": score, "error_code": null
+                    }
+                })),
+            )
+            .mount(&server)
+            .await;
+    }
+    server
+}
+
+#[tokio::test]
+async fn lookups_pumping_risk_refuses_scores_at_or_above_the_threshold_and_is_cached() {
+    let (risky, edge, fine) = ("+31612000071", "+31612000072", "+31612000073");
+    let twilio = twilio_with_risk(&[(risky, 91), (edge, 60), (fine, 59)]).await;
+    let daemon = Daemon::start(
+        &twilio.uri(),
+        Options::default().args([
+            "--lookup".to_owned(),
+            format!("--lookup-api-url={}", twilio.uri()),
+            "--lookup-failure=closed".to_owned(),
+            "--block-pumping-risk=60".to_owned(),
+            "--metrics=127.0.0.1:0".to_owned(),
+        ]),
+    );
+    let mut client = daemon.unix_client().await;
+    let refused = Err("ERR blocked: pumping_risk".to_owned());
+    for _ in 0..2 {
+        assert_eq!(client.send_otp(OTP, risky, "ACME").await.unwrap(), refused);
+        assert_eq!(client.send_otp(OTP, edge, "ACME").await.unwrap(), refused);
+        assert_eq!(
+            client.send_otp(OTP, fine, "ACME").await.unwrap(),
+            Ok(SID.into())
+        );
+    }
+    let requests = twilio.received_requests().await.unwrap();
+    let lookups = requests
+        .iter()
+        .filter(|r| r.url.path().starts_with("/v2/PhoneNumbers/"))
+        .count();
+    assert_eq!(lookups, 3, "one paid lookup per number, then the cache");
+    assert_eq!(sends(&twilio).await.len(), 2);
+    let (_, text) = scrape(&log_field(&daemon.ready, "metrics").unwrap(), "/metrics").await;
+    let want = r#"otp_sidecar_blocked_total{rule="pumping_risk"} 4"#;
+    assert!(text.lines().any(|l| l == want), "{want} in:\n{text}");
+
+    // Without a Lookup the score has no source; past 100 it is no score.
+    for args in [
+        vec!["--block-pumping-risk=60"],
+        vec!["--lookup", "--block-pumping-risk=101"],
+    ] {
+        let refused = Daemon::try_start(&twilio.uri(), Options::default().args(args.clone()));
+        let log = refused.err().expect("refused");
+        assert!(log.contains("block_pumping_risk"), "{args:?}: {log}");
+    }
+}
