@@ -14,6 +14,7 @@ mod disk;
 mod docs;
 mod failover;
 mod filters;
+mod fraud;
 mod guards;
 mod layout;
 mod limits;
