@@ -26,8 +26,9 @@ pub struct VerifyService {
     /// `{api}/v2/Services/{VA}/Verifications`.
     verifications: Url,
     verifications_uri: Uri,
-    /// What each verification tells Fraud Guard besides the number.
-    signals: VerifySignals,
+    /// What each verification tells Fraud Guard besides the number (boxed: seldom set, and
+    /// the backend's variants stay alike in size).
+    signals: Box<VerifySignals>,
 }
 
 impl VerifyService {
@@ -45,13 +46,16 @@ impl VerifyService {
             service_sid: service_sid.to_owned(),
             verifications_uri: Uri::try_from(verifications.as_str())?,
             verifications,
-            signals: VerifySignals::default(),
+            signals: Box::default(),
         })
     }
 
     /// The service with the tags and rate limit names its verifications carry.
     pub fn with_signals(self, signals: VerifySignals) -> Self {
-        VerifyService { signals, ..self }
+        VerifyService {
+            signals: Box::new(signals),
+            ..self
+        }
     }
 
     pub fn service_sid(&self) -> &str {
