@@ -10,6 +10,7 @@ mod bigip;
 mod budget;
 mod cli;
 mod conformance;
+mod conformance_fraud;
 mod disk;
 mod docs;
 mod failover;
