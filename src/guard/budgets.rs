@@ -8,10 +8,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use phonenumber::PhoneNumber;
 use tokio::time::Instant;
 
 use super::geo::Region;
+use super::plan::Filed;
 use super::ratelimit::Rate;
 
 /// The country of a number nobody can tell (the agreed metric label).
@@ -57,9 +57,11 @@ impl CountryBudgets {
 
     /// The budget `number` is charged to: its country's entry, then its calling code's, then
     /// `*`; `None` when none applies.
-    pub fn budget_for(&self, number: Option<&PhoneNumber>) -> Option<Budget> {
-        let id = number.and_then(|n| n.country().id());
-        let code = number.map(|n| n.country().code());
+    pub fn budget_for(&self, number: Option<&Filed<'_>>) -> Option<Budget> {
+        let id = number
+            .and_then(Filed::country)
+            .and_then(|c| c.parse::<phonenumber::country::Id>().ok());
+        let code = number.and_then(Filed::calling_code);
         let named = |wanted: Region| self.named.iter().find(|(r, _)| *r == wanted);
         let found = id
             .and_then(|id| named(Region::Country(id)))
@@ -147,7 +149,7 @@ mod tests {
     }
 
     fn name(budgets: &CountryBudgets, phone: &str) -> Option<String> {
-        let number = phonenumber::parse(None, phone).ok();
+        let number = super::super::plan::file(phone);
         budgets.budget_for(number.as_ref()).map(|b| b.name)
     }
 

@@ -64,19 +64,9 @@ impl GeoRules {
         if !self.active() {
             return Ok(());
         }
-        self.check_number(phonenumber::parse(None, phone).ok().as_ref())
-    }
-
-    /// [`check`](Self::check) of a number already parsed (`None`: one the plan cannot read).
-    pub fn check_number(
-        &self,
-        parsed: Option<&phonenumber::PhoneNumber>,
-    ) -> Result<(), (CallError, String)> {
-        if !self.active() {
-            return Ok(());
-        }
-        let valid = parsed.is_some_and(phonenumber::is_valid);
-        let (country, code) = match parsed {
+        let parsed = phonenumber::parse(None, phone).ok();
+        let valid = parsed.as_ref().is_some_and(phonenumber::is_valid);
+        let (country, code) = match &parsed {
             Some(number) => (number.country().id(), Some(number.country().code())),
             None => (None, None),
         };

@@ -8,6 +8,7 @@ pub mod geo;
 pub mod lookup;
 pub mod number_type;
 pub mod phone;
+pub mod plan;
 pub mod ratelimit;
 pub mod validate;
 
@@ -64,19 +65,17 @@ impl Guards {
         twilio: Option<&TwilioClient>,
         deadline: Instant,
     ) -> Result<Option<LineType>, CallError> {
+        self.geo.check(phone).map_err(|(error, country)| {
+            tracing::debug!(country = %country, "refused by the geo rules");
+            error
+        })?;
         let budgets = self.limiter.limits().country.as_ref();
-        // The number is parsed once, and only when a rule reads the numbering plan.
-        let parsed = (self.geo.active() || self.number_types.active() || budgets.is_some())
-            .then(|| phonenumber::parse(None, phone).ok())
+        // Filed in the numbering plan once, and only when a rule reads it.
+        let filed = (self.number_types.active() || budgets.is_some())
+            .then(|| plan::file(phone))
             .flatten();
-        self.geo
-            .check_number(parsed.as_ref())
-            .map_err(|(error, country)| {
-                tracing::debug!(country = %country, "refused by the geo rules");
-                error
-            })?;
-        self.number_types.check(parsed.as_ref())?;
-        let budget = budgets.and_then(|b| b.budget_for(parsed.as_ref()));
+        self.number_types.check(filed.as_ref())?;
+        let budget = budgets.and_then(|b| b.budget_for(filed.as_ref()));
         let keys = LimitKeys {
             phone,
             ip: context.ip,
