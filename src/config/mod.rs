@@ -285,6 +285,18 @@ mod tests {
     }
 
     #[test]
+    fn a_mistyped_top_level_key_is_named_by_its_own_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "deadline_ms = 1000\n\n  dedline = 5\n[templates]\n").unwrap();
+        let e = format!("{:#}", file::load::<Options>(&path).unwrap_err());
+        assert!(
+            e.contains("line 3, column 3, key dedline: unknown field `dedline`"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn rejects_bad_values() {
         let dir = tempfile::tempdir().unwrap();
         let typo = dir.path().join("typo.toml");
