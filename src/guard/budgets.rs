@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::geo::Region;
 use super::plan::Filed;
-use super::ratelimit::Rate;
+use super::rate::Rate;
 
 /// The country of a number nobody can tell (the agreed metric label).
 pub const UNKNOWN_COUNTRY: &str = "ZZ";

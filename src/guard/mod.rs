@@ -9,6 +9,7 @@ pub mod lookup;
 pub mod number_type;
 pub mod phone;
 pub mod plan;
+pub mod rate;
 pub mod ratelimit;
 pub mod validate;
 

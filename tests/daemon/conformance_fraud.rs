@@ -49,6 +49,8 @@ async fn a_lookup_with_the_pumping_risk_conforms_to_the_lookup_spec() {
             format!("--lookup-api-url={lookups}"),
             "--lookup-failure=closed".to_owned(),
             "--block-pumping-risk=100".to_owned(),
+            // Prism answers slowly on a busy machine: Lookup gets half of the deadline.
+            "--deadline-ms=8000".to_owned(),
         ]),
     );
     let reply = daemon.send("ACME").await;

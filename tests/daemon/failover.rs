@@ -90,6 +90,7 @@ async fn a_primary_that_cannot_be_reached_hands_the_message_to_the_backup() {
         vec![
             ("Body".to_owned(), format!("Your OTP is: {OTP}")),
             ("MessagingServiceSid".to_owned(), MG2.to_owned()),
+            ("RiskCheck".to_owned(), "enable".to_owned()),
             ("To".to_owned(), PHONE.to_owned()),
         ]
     );
