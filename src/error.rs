@@ -24,10 +24,15 @@ pub enum CallError {
     },
     /// No answer within the deadline.
     Timeout { deadline_ms: u64 },
-    /// A fraud rule refused the number: `country` (later `line_type`, `carrier`).
+    /// A fraud rule refused the number: `country`, `line_type`, `carrier`, `number_type`,
+    /// `pumping_risk`.
     Blocked(&'static str),
-    /// A rate limit (`limit`: phone, ip, user or global) refused the send; it would pass
-    /// after this many seconds. The wire form leaves out which limit.
+    /// Twilio's own fraud defence refused the number (SMS Pumping Protection's 30450 or
+    /// 30453, Verify Fraud Guard's 60410): `ERR blocked: fraud_guard <code>`.
+    FraudGuard(u32),
+    /// A rate limit (`limit`: phone, ip, user, global or country) refused the send; it would
+    /// pass after this many seconds. The wire form leaves out which limit, but for a country
+    /// budget (`country budget`, no wait).
     RateLimited {
         retry_in_s: u64,
         limit: &'static str,
@@ -62,7 +67,12 @@ impl CallError {
             CallError::Twilio { code, message, .. } => format!("{code}: {}", sanitize(message)),
             CallError::Timeout { deadline_ms } => format!("no answer within {deadline_ms} ms"),
             CallError::Blocked(rule) => (*rule).to_owned(),
+            CallError::FraudGuard(code) => format!("fraud_guard {code}"),
             CallError::StateStore => "state store".to_owned(),
+            // A budget refills over hours: a wait in seconds would only invite retries.
+            CallError::RateLimited {
+                limit: "country", ..
+            } => "country budget".to_owned(),
             CallError::RateLimited { retry_in_s, .. } => format!("retry in {retry_in_s} s"),
         }
     }
@@ -75,7 +85,7 @@ impl CallError {
             CallError::Twilio { .. } => "twilio",
             CallError::Timeout { .. } => "timeout",
             CallError::RateLimited { .. } => "rate_limited",
-            CallError::Blocked(_) => "blocked",
+            CallError::Blocked(_) | CallError::FraudGuard(_) => "blocked",
             CallError::Unavailable(_) | CallError::Busy(_) | CallError::StateStore => "unavailable",
             CallError::Unauthorized(_) => "unauthorized",
             CallError::Internal(_) => "internal",
@@ -102,6 +112,7 @@ impl CallError {
         match self {
             CallError::Twilio { code, .. } => Detail::TwilioCode(*code),
             CallError::Blocked(rule) => Detail::Rule(rule),
+            CallError::FraudGuard(_) => Detail::Rule("fraud_guard"),
             CallError::RateLimited { limit, .. } => Detail::Limit(limit),
             _ => Detail::None,
         }
@@ -117,6 +128,7 @@ impl CallError {
             | CallError::InvalidPhone(_)
             | CallError::RateLimited { .. }
             | CallError::Blocked(_)
+            | CallError::FraudGuard(_)
             | CallError::StateStore
             | CallError::Busy(_)
             | CallError::Unauthorized(_) => None,

@@ -44,10 +44,10 @@ pub fn build(settings: &Settings, running: Option<&Parts>) -> Result<(Live, Part
             tracing::warn!("{warning}");
         }
     }
-    let rate_limits = settings.guard.rate_limits;
+    let rate_limits = &settings.guard.rate_limits;
     let limiter = match running.map(|parts| &parts.limiter) {
-        Some(limiter) if *limiter.limits() == rate_limits => limiter.clone(),
-        _ => Arc::new(RateLimiter::new(rate_limits)),
+        Some(limiter) if limiter.limits() == rate_limits => limiter.clone(),
+        _ => Arc::new(RateLimiter::new(rate_limits.clone())),
     };
     let store = match (
         &settings.state,
@@ -90,6 +90,7 @@ pub fn build(settings: &Settings, running: Option<&Parts>) -> Result<(Live, Part
     };
     let guards = Guards {
         geo: settings.guard.geo.clone(),
+        number_types: settings.guard.number_types.clone(),
         limiter: limiter.clone(),
         lookup: lookup.clone(),
         store: store.clone(),

@@ -288,7 +288,8 @@ mod tests {
         let settings = Configured::resolve(&options, &|_| None).expect("dry-run settings");
         let guards = Guards {
             geo: settings.guard.geo.clone(),
-            limiter: Arc::new(RateLimiter::new(settings.guard.rate_limits)),
+            number_types: settings.guard.number_types.clone(),
+            limiter: Arc::new(RateLimiter::new(settings.guard.rate_limits.clone())),
             lookup: None,
             store: None,
             pumping: Arc::new(crate::guard::pumping::Pumping::new(

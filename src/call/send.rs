@@ -76,6 +76,8 @@ impl Dispatcher {
                         code: otp,
                         channel: delivery.channel,
                         locale: context.locale,
+                        device_ip: context.ip,
+                        user: context.user.as_deref(),
                     };
                     Ok(client.start_verification(&verification, deadline).await?)
                 }

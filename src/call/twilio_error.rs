@@ -3,12 +3,16 @@
 //! asked (busy), `ERR internal:` for an answer that is not what was asked, `ERR timeout:`.
 
 use crate::error::CallError;
+use crate::twilio::fraud::is_fraud_block;
 use crate::twilio::Error;
 
 impl From<Error> for CallError {
     fn from(error: Error) -> Self {
         match error {
             Error::Busy(_) => CallError::Busy(error.to_string()),
+            Error::Rejected {
+                code: Some(code), ..
+            } if is_fraud_block(Some(code)) => CallError::FraudGuard(code),
             Error::Rejected {
                 code: Some(code),
                 status,
@@ -58,6 +62,14 @@ mod tests {
                 message: String::new()
             }),
             "ERR unavailable: Twilio answered HTTP 503"
+        );
+        assert_eq!(
+            wire(Error::Rejected {
+                code: Some(60410),
+                status: 403,
+                message: "blocked by Fraud Guard".into()
+            }),
+            "ERR blocked: fraud_guard 60410"
         );
         assert_eq!(
             wire(Error::NoValidSid),

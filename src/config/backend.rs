@@ -8,9 +8,11 @@ use anyhow::{bail, Result};
 
 use super::checks::{parse_api_url, parse_http_url, read_ca};
 use super::file::ConfigSource;
+use super::fraud_options::pairs;
 use super::{given, redact_url, Options, ProviderSettings};
 use crate::twilio::credentials::Credentials;
 use crate::twilio::failover::{BreakerSettings, PRIMARY};
+use crate::twilio::fraud::signals;
 use crate::twilio::verify::VerifyService;
 
 /// What the Twilio backend is built from.
@@ -62,7 +64,18 @@ pub(super) fn resolve(
     let lookup_url = api("lookup_api_url", &o.lookup_api_url)?;
     let verify_api_url = api("verify_api_url", &o.verify_api_url)?;
     let verify = match &o.verify_service_sid {
-        Some(sid) => Some(VerifyService::new(&verify_api_url, sid.trim())?),
+        Some(sid) => Some(
+            VerifyService::new(&verify_api_url, sid.trim())?.with_signals(signals(
+                &pairs(
+                    o.fraud.verify_tags.as_deref().unwrap_or_default(),
+                    "verify_tags",
+                )?,
+                &pairs(
+                    o.fraud.verify_rate_limits.as_deref().unwrap_or_default(),
+                    "verify_rate_limits",
+                )?,
+            )?),
+        ),
         None => None,
     };
 
@@ -102,6 +115,7 @@ pub(super) fn resolve(
         // With failover, a provider that cannot be reached must leave time for the next.
         connect_timeout: deadline / (1 + failover.len() as u32),
         validity_period: o.validity_period.or(o.otp_lifetime_secs),
+        risk_check: o.fraud.risk_check.unwrap_or(true),
         max_concurrency: given(o.twilio_max_concurrency, "twilio_max_concurrency")?,
         max_retry_after: Duration::from_secs(given(
             o.twilio_max_retry_after_secs,

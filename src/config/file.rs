@@ -47,11 +47,13 @@ pub fn load<T: serde::de::DeserializeOwned>(path: &Path) -> Result<(T, ConfigSou
 /// only the kinds (`invalid type: string, expected u64`), never a value.
 fn toml_error(text: &str, e: &toml::de::Error) -> String {
     let reason = redact_toml_message(e.message().trim());
-    let Some(start) = e
-        .span()
-        .map(|s| s.start)
-        .filter(|&s| text.is_char_boundary(s))
-    else {
+    // A flattened block of options (fraud_options.rs) makes an unknown top-level key an
+    // error of the whole table: its own line is found by its name.
+    let whole_table = e.span().is_none_or(|s| s.start == 0);
+    let span = unknown_top_level_key(text, e.message())
+        .filter(|_| whole_table)
+        .or(e.span().map(|s| s.start));
+    let Some(start) = span.filter(|&s| text.is_char_boundary(s)) else {
         return reason;
     };
     let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
@@ -61,6 +63,24 @@ fn toml_error(text: &str, e: &toml::de::Error) -> String {
         .map(|k| format!(", key {k}"))
         .unwrap_or_default();
     format!("line {line}, column {column}{key}: {reason}")
+}
+
+/// Where the top-level key an `unknown field `NAME`` error names is set (before any table).
+fn unknown_top_level_key(text: &str, message: &str) -> Option<usize> {
+    let name = message.strip_prefix("unknown field `")?.split('`').next()?;
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('[') {
+            return None;
+        }
+        let key = trimmed.split('=').next().unwrap_or_default().trim();
+        if trimmed.contains('=') && key.trim_matches('"') == name {
+            return Some(offset + line.len() - trimmed.len());
+        }
+        offset += line.len();
+    }
+    None
 }
 
 /// The dotted key (table included) that the line at `line_start` sets, if it plainly sets one.

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
+use super::fraud_options::pairs;
 use super::{given, Options};
+use crate::guard::budgets::CountryBudgets;
 use crate::guard::geo::{regions, GeoRules};
 use crate::guard::lookup::{read_carriers, LookupRules};
 use crate::guard::ratelimit::{Rate, RateLimits};
@@ -21,6 +23,11 @@ pub(super) fn settings(o: &Options) -> Result<crate::guard::Settings> {
         ip: rate("rate_limit_ip", o.rate_limit_ip.clone())?,
         user: rate("rate_limit_user", o.rate_limit_user.clone())?,
         global: rate("rate_limit_global", o.rate_limit_global.clone())?,
+        country: match &o.fraud.country_budgets {
+            Some(text) => CountryBudgets::parse(&pairs(text, "country_budgets")?)
+                .context("country_budgets")?,
+            None => None,
+        },
         max_keys: given(o.rate_limit_max_keys, "rate_limit_max_keys")?,
     };
     let geo = GeoRules {
@@ -51,12 +58,21 @@ pub(super) fn settings(o: &Options) -> Result<crate::guard::Settings> {
             block_carriers,
             cache_ttl: Duration::from_secs(given(o.lookup_cache_secs, "lookup_cache_secs")?),
             fail_open,
+            block_pumping_risk: o.fraud.block_pumping_risk.map(|s| s as u32),
         })
     } else {
+        if o.fraud.block_pumping_risk.is_some() {
+            bail!("block_pumping_risk needs lookup = true (the score comes from Twilio Lookup)");
+        }
         None
     };
+    let number_types = given(o.fraud.block_number_types.clone(), "block_number_types")?
+        .join(",")
+        .parse()
+        .context("block_number_types")?;
     Ok(crate::guard::Settings {
         geo,
+        number_types,
         rate_limits,
         lookup,
         pumping: super::pumping::pumping(o)?,

@@ -28,6 +28,7 @@ pub const RANGES: &[(&str, RangeInclusive<u64>)] = &[
     ("idle_timeout_secs", 0..=86_400),
     ("rate_limit_max_keys", 2..=10_000_000),
     ("lookup_cache_secs", 0..=30 * 86_400),
+    ("block_pumping_risk", 0..=100),
     ("state_timeout_ms", 1..=5000),
     ("breaker_failures", 1..=1000),
     ("breaker_cooldown_secs", 1..=86_400),

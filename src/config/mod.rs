@@ -10,6 +10,7 @@ mod credentials;
 mod exposure;
 mod failover;
 mod file;
+mod fraud_options;
 mod guard;
 mod layers;
 mod listener;
@@ -282,6 +283,18 @@ mod tests {
             "{e}"
         );
         assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn a_mistyped_top_level_key_is_named_by_its_own_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "deadline_ms = 1000\n\n  dedline = 5\n[templates]\n").unwrap();
+        let e = format!("{:#}", file::load::<Options>(&path).unwrap_err());
+        assert!(
+            e.contains("line 3, column 3, key dedline: unknown field `dedline`"),
+            "{e}"
+        );
     }
 
     #[test]

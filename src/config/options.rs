@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::checks::parse_bool;
 use super::credentials::CredentialFiles;
 use super::failover::ProviderConfig;
+use super::fraud_options::FraudOptions;
 use crate::call::template::DEFAULT_TEMPLATE;
 use crate::guard::lookup::DEFAULT_BLOCKED_LINE_TYPES;
 use crate::logging::LogFormat;
@@ -363,6 +364,11 @@ pub struct Options {
         default_value = "open"
     )]
     pub lookup_failure: Option<String>,
+
+    /// Budgets and filters against SMS pumping, Twilio's fraud signals (fraud_options.rs).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub fraud: FraudOptions,
 
     /// Where the rate limits and the Lookup cache are kept: "memory" (this process only), or a
     /// Redis/Valkey every instance shares: redis://HOST:PORT/DB, rediss://HOST:PORT/DB (TLS),

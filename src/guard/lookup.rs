@@ -34,6 +34,8 @@ pub struct LookupRules {
     pub cache_ttl: Duration,
     /// Send when Lookup cannot answer (true), or refuse (false).
     pub fail_open: bool,
+    /// Also ask for the SMS pumping risk, and refuse scores at or above this (0-100).
+    pub block_pumping_risk: Option<u32>,
 }
 
 pub struct LookupGuard {
@@ -79,6 +81,9 @@ impl LookupGuard {
             },
             None => self.cached(key),
         };
+        let pumping_risk = self.rules.block_pumping_risk.is_some();
+        // An answer cached before the risk was asked for (by this or another instance) lacks it.
+        let cached = cached.filter(|info| !pumping_risk || info.sms_pumping_risk.is_some());
         let info = match cached {
             Some(info) => {
                 METRICS.count_lookup("cached");
@@ -88,7 +93,7 @@ impl LookupGuard {
                 let budget = deadline.saturating_duration_since(Instant::now()) / 2;
                 let answer = match tokio::time::timeout(
                     budget,
-                    client.lookup(phone, Instant::now() + budget),
+                    client.lookup(phone, pumping_risk, Instant::now() + budget),
                 )
                 .await
                 {
@@ -162,6 +167,15 @@ impl LookupGuard {
     }
 
     fn verdict(&self, info: &LineInfo) -> Result<(), CallError> {
+        let score = info
+            .sms_pumping_risk
+            .as_ref()
+            .and_then(|risk| risk.sms_pumping_risk_score);
+        if let (Some(limit), Some(score)) = (self.rules.block_pumping_risk, score) {
+            if score >= limit {
+                return Err(CallError::Blocked("pumping_risk"));
+            }
+        }
         if info
             .line_type
             .as_ref()
@@ -240,6 +254,7 @@ mod tests {
                 block_carriers: [("204".to_owned(), "04".to_owned())].into(),
                 cache_ttl: Duration::from_secs(60),
                 fail_open: true,
+                block_pumping_risk: Some(60),
             },
             None,
         )
@@ -250,6 +265,7 @@ mod tests {
             line_type: Some(LineType::from(line_type.to_owned())),
             mobile_country_code: Some(mcc.into()),
             mobile_network_code: Some(mnc.into()),
+            sms_pumping_risk: None,
         }
     }
 
@@ -266,6 +282,18 @@ mod tests {
             Err(CallError::Blocked("carrier"))
         );
         assert_eq!(g.verdict(&LineInfo::default()), Ok(()));
+        let risk = |score| LineInfo {
+            sms_pumping_risk: Some(crate::twilio::lookup::PumpingRisk {
+                sms_pumping_risk_score: score,
+            }),
+            ..info("mobile", "204", "08")
+        };
+        assert_eq!(g.verdict(&risk(Some(59))), Ok(()));
+        assert_eq!(g.verdict(&risk(None)), Ok(()));
+        assert_eq!(
+            g.verdict(&risk(Some(60))),
+            Err(CallError::Blocked("pumping_risk"))
+        );
     }
 
     #[test]

@@ -5,10 +5,14 @@
 //! remembered for the code's lifetime (`sent`): resends, and confirmOTP's SID.
 
 pub mod bounded;
+pub mod budgets;
 pub mod geo;
 pub mod lookup;
+pub mod number_type;
 pub mod phone;
+pub mod plan;
 pub mod pumping;
+pub mod rate;
 pub mod ratelimit;
 pub mod sent;
 mod shared;
@@ -24,7 +28,9 @@ use crate::twilio::lookup::LineType;
 use crate::twilio::TwilioClient;
 use geo::GeoRules;
 use lookup::{LookupGuard, LookupRules};
+use number_type::NumberTypes;
 use pumping::{Pumping, Throttled};
+use ratelimit::Scope;
 use ratelimit::{LimitKeys, RateLimiter, RateLimits};
 use sent::Sent;
 use shared::Shared;
@@ -35,6 +41,8 @@ use validate::Context;
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub geo: GeoRules,
+    /// Number types refused from the numbering plan (empty: none).
+    pub number_types: NumberTypes,
     pub rate_limits: RateLimits,
     /// `None`: no Lookup before sending.
     pub lookup: Option<LookupRules>,
@@ -46,6 +54,7 @@ pub struct Settings {
 /// composition root, which sweeps them and keeps the limiter's counts across a reload.
 pub struct Guards {
     pub geo: GeoRules,
+    pub number_types: NumberTypes,
     pub limiter: Arc<RateLimiter>,
     /// Only with a Twilio backend: a dry run looks nothing up.
     pub lookup: Option<Arc<LookupGuard>>,
@@ -84,10 +93,18 @@ impl Guards {
             tracing::debug!(country = %country, "refused by the geo rules");
             error
         })?;
+        let budgets = self.limiter.limits().country.as_ref();
+        // Filed in the numbering plan once, and only when a rule reads it.
+        let filed = (self.number_types.active() || budgets.is_some())
+            .then(|| plan::file(phone))
+            .flatten();
+        self.number_types.check(filed.as_ref())?;
+        let budget = budgets.and_then(|b| b.budget_for(filed.as_ref()));
         let keys = LimitKeys {
             phone,
             ip: context.ip,
             user: context.user.as_deref(),
+            country: budget.as_ref(),
         };
         // One store budget for the whole call (the limits, then the Lookup cache): a store
         // that hangs costs a call state_timeout_ms in all, not once per operation.
@@ -95,18 +112,25 @@ impl Guards {
             Some(store) => deadline.min(Instant::now() + store.timeout()),
             None => deadline,
         };
-        let shared = match &self.store {
+        let admitted = match &self.store {
             Some(store) => {
                 self.check_shared(store, phone, code, &keys, store_until)
-                    .await?
+                    .await
             }
-            None => None,
-        };
-        match shared {
-            Some(Shared::Duplicate(sid)) => return Ok(Checked::Duplicate(sid)),
-            Some(Shared::Admitted) => {}
+            None => Ok(None),
+        }
+        .and_then(|shared| match shared {
             // In memory, or the store failed and `state_failure = local`.
-            None => self.check_local(phone, &keys)?,
+            None => self.check_local(phone, &keys).map(|()| None),
+            decided => Ok(decided),
+        });
+        if let (Err(CallError::RateLimited { limit, .. }), Some(budget)) = (&admitted, &budget) {
+            if *limit == Scope::Country.name() {
+                budgets::refused(budget);
+            }
+        }
+        if let Some(Shared::Duplicate(sid)) = admitted? {
+            return Ok(Checked::Duplicate(sid));
         }
         let line_type = match (&self.lookup, twilio) {
             (Some(guard), Some(client)) => {

@@ -9,68 +9,16 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
-use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
 use tokio::time::Instant;
 
 use crate::error::CallError;
 use crate::guard::bounded::BoundedMap;
+use crate::guard::budgets::{Budget, CountryBudgets};
+pub use crate::guard::rate::Rate;
 use crate::state::{Limit, Store, Verdict, Watch};
-
-/// "N per window", or off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rate {
-    pub count: u32,
-    pub window: Duration,
-}
-
-impl FromStr for Rate {
-    type Err = anyhow::Error;
-
-    /// `3/10m`, `10/1h`, `100/30s`.
-    fn from_str(text: &str) -> anyhow::Result<Rate> {
-        let (count, window) = text
-            .split_once('/')
-            .with_context(|| format!("rate {text:?} is not N/WINDOW, like 3/10m"))?;
-        let count: u32 = count
-            .trim()
-            .parse()
-            .with_context(|| format!("rate {text:?}: {count:?} is not a count"))?;
-        let window = window.trim();
-        let (number, unit) = window.split_at(window.len().saturating_sub(1));
-        let number: u64 = number
-            .parse()
-            .with_context(|| format!("rate {text:?}: window must be like 30s, 10m or 1h"))?;
-        let seconds = match unit {
-            "s" => number,
-            "m" => number * 60,
-            "h" => number * 3600,
-            _ => bail!("rate {text:?}: window must end in s, m or h"),
-        };
-        if count == 0 || !(1..=86_400).contains(&seconds) {
-            bail!("rate {text:?}: need a count of at least 1 and a window of 1 s to 24 h");
-        }
-        Ok(Rate {
-            count,
-            window: Duration::from_secs(seconds),
-        })
-    }
-}
-
-impl std::fmt::Display for Rate {
-    /// The form it is written in: `3/10m`.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = self.window.as_secs();
-        match s {
-            _ if s.is_multiple_of(3600) => write!(f, "{}/{}h", self.count, s / 3600),
-            _ if s.is_multiple_of(60) => write!(f, "{}/{}m", self.count, s / 60),
-            _ => write!(f, "{}/{s}s", self.count),
-        }
-    }
-}
 
 /// Which limit refused a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +27,8 @@ pub enum Scope {
     Ip,
     User,
     Global,
+    /// A country budget (`country_budgets`).
+    Country,
 }
 
 impl Scope {
@@ -88,6 +38,7 @@ impl Scope {
             Scope::Ip => "ip",
             Scope::User => "user",
             Scope::Global => "global",
+            Scope::Country => "country",
         }
     }
 
@@ -98,17 +49,20 @@ impl Scope {
             Scope::Ip => "rate:ip",
             Scope::User => "rate:user",
             Scope::Global => "rate:global",
+            Scope::Country => "rate:country",
         }
     }
 }
 
 /// The configured limits; `None` turns one off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimits {
     pub phone: Option<Rate>,
     pub ip: Option<Rate>,
     pub user: Option<Rate>,
     pub global: Option<Rate>,
+    /// Per-country budgets; `None`: off.
+    pub country: Option<CountryBudgets>,
     pub max_keys: usize,
 }
 
@@ -116,13 +70,18 @@ impl RateLimits {
     /// `phone=3/10m ip=off user=off global=off`: what instances sharing a store compare.
     pub fn describe(&self) -> String {
         let shown = |rate: Option<Rate>| rate.map_or("off".to_owned(), |r| r.to_string());
-        format!(
+        let described = format!(
             "phone={} ip={} user={} global={}",
             shown(self.phone),
             shown(self.ip),
             shown(self.user),
             shown(self.global)
-        )
+        );
+        // Only when set: instances without budgets describe themselves as before.
+        match &self.country {
+            Some(budgets) => format!("{described} country={}", budgets.describe()),
+            None => described,
+        }
     }
 }
 
@@ -132,6 +91,8 @@ pub struct LimitKeys<'a> {
     pub phone: &'a str,
     pub ip: Option<std::net::IpAddr>,
     pub user: Option<&'a str>,
+    /// The country budget the number is charged to, when budgets are on.
+    pub country: Option<&'a Budget>,
 }
 
 pub struct RateLimiter {
@@ -143,8 +104,8 @@ pub struct RateLimiter {
 }
 
 struct State {
-    /// Per phone, per IP, per user, in that order.
-    keyed: [BoundedMap<u64>; 3],
+    /// Per phone, per IP, per user, per country budget, in that order.
+    keyed: [BoundedMap<u64>; 4],
     /// The global limit's theoretical arrival time.
     global: u64,
 }
@@ -179,12 +140,17 @@ impl RateLimiter {
                 self.limits.user,
                 keys.user.map(|u| self.key(u)),
             ),
+            (
+                Scope::Country,
+                keys.country.map(|b| b.rate),
+                keys.country.map(|b| self.key(&b.name)),
+            ),
         ];
         let Ok(mut state) = self.state.lock() else {
             return Ok(()); // a poisoned lock must not stop OTPs; the global cap is gone too
         };
         // Check everything first, then commit: a refusal charges no limit.
-        let mut commits: Vec<(usize, u64, u64)> = Vec::with_capacity(3);
+        let mut commits: Vec<(usize, u64, u64)> = Vec::with_capacity(4);
         for (index, (scope, rate, key)) in keys.into_iter().enumerate() {
             let (Some(rate), Some(key)) = (rate, key) else {
                 continue;
@@ -225,8 +191,13 @@ impl RateLimiter {
             (Scope::Phone, self.limits.phone, Some(keys.phone)),
             (Scope::Ip, self.limits.ip, ip.as_deref()),
             (Scope::User, self.limits.user, keys.user),
+            (
+                Scope::Country,
+                keys.country.map(|b| b.rate),
+                keys.country.map(|b| b.name.as_str()),
+            ),
         ];
-        let mut limits = Vec::with_capacity(4);
+        let mut limits = Vec::with_capacity(5);
         for (scope, rate, subject) in subjects {
             if let (Some(rate), Some(subject)) = (rate, subject) {
                 let key = store.key(scope.store_kind(), subject.as_bytes());
@@ -309,6 +280,7 @@ mod tests {
             ip: None,
             user: None,
             global: None,
+            country: None,
             max_keys: 1000,
         }
     }
@@ -318,6 +290,7 @@ mod tests {
             phone,
             ip: None,
             user: None,
+            country: None,
         }
     }
 
@@ -331,10 +304,11 @@ mod tests {
             }
         );
         assert_eq!("100/1h".parse::<Rate>().unwrap().window.as_secs(), 3600);
+        assert_eq!("200/1d".parse::<Rate>().unwrap().window.as_secs(), 86_400);
         for text in ["3/10m", "100/1h", "7/90s"] {
             assert_eq!(text.parse::<Rate>().unwrap().to_string(), text);
         }
-        for bad in ["3", "0/1m", "3/0s", "3/10d", "x/1m", "3/m", "3/25h"] {
+        for bad in ["3", "0/1m", "3/0s", "3/10d", "x/1m", "3/m", "3/25h", "3/2d"] {
             assert!(bad.parse::<Rate>().is_err(), "{bad}");
         }
     }
@@ -369,6 +343,7 @@ mod tests {
             ip: None,
             user: None,
             global: Some("2/1m".parse().unwrap()),
+            country: None,
             max_keys: 1000,
         });
         assert!(limiter.check(&keys("+31600000001")).is_ok());

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use super::fraud::is_fraud_block;
+
 /// Twilio's code for "too many requests", safe to retry.
 pub const TOO_MANY_REQUESTS: u32 = 20429;
 
@@ -98,6 +100,9 @@ impl Error {
     pub fn not_accepted(&self) -> bool {
         match self {
             Error::Busy(_) | Error::Unreachable(_) => true,
+            // A fraud refusal (Verify's 60410 is a 403) is about the number: another provider
+            // must not be asked to send to it.
+            Error::Rejected { code, .. } if is_fraud_block(*code) => false,
             Error::Rejected { code, status, .. } => {
                 credentials_refused(*status) || is_too_many(*status, *code)
             }
@@ -110,6 +115,7 @@ impl Error {
     pub fn provider_fault(&self) -> bool {
         match self {
             Error::Busy(_) | Error::Unmade(_) => false,
+            Error::Rejected { code, .. } if is_fraud_block(*code) => false,
             Error::Rejected { code, status, .. } => {
                 credentials_refused(*status) || *status >= 500 || is_too_many(*status, *code)
             }
@@ -162,6 +168,14 @@ mod tests {
         assert!(!rejected(Some(60203), 429).not_accepted());
         assert!(!rejected(Some(60203), 429).provider_fault());
         assert!(!rejected(Some(21211), 400).not_accepted());
+        // Twilio's fraud refusals: the number's doing, not the provider's; never elsewhere.
+        for (code, status) in [(60410, 403), (30450, 400), (30453, 400)] {
+            let e = rejected(Some(code), status);
+            assert!(
+                !e.not_accepted() && !e.provider_fault() && !e.may_exist(),
+                "{code}"
+            );
+        }
         for status in [500, 502, 503, 504] {
             let e = rejected(Some(20429), status);
             assert!(e.may_exist() && !e.not_accepted() && e.provider_fault());

@@ -1,4 +1,5 @@
-//! Lookup v2 with line type intelligence: what kind of line a number is, and whose.
+//! Lookup v2 with line type intelligence: what kind of line a number is, and whose; and when
+//! asked, its SMS pumping risk (a field Twilio bills on its own).
 
 use hyper::{Method, Uri};
 use serde::{Deserialize, Serialize};
@@ -15,6 +16,16 @@ pub struct LineInfo {
     pub line_type: Option<LineType>,
     pub mobile_country_code: Option<String>,
     pub mobile_network_code: Option<String>,
+    /// Present when the pumping risk was asked for (Twilio's `sms_pumping_risk` object).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sms_pumping_risk: Option<PumpingRisk>,
+}
+
+/// Lookup's `sms_pumping_risk`, only what the rules read: the score, 0-100 (none when
+/// Twilio could not tell one).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct PumpingRisk {
+    pub sms_pumping_risk_score: Option<u32>,
 }
 
 /// Lookup's line types, spelled as Twilio spells them; one Twilio adds later is kept by its
@@ -81,19 +92,30 @@ impl From<LineType> for String {
 }
 
 impl TwilioClient {
-    /// Lookup v2 with line type intelligence for one number.
-    pub async fn lookup(&self, phone: &str, deadline: Instant) -> Result<LineInfo, Error> {
+    /// Lookup v2 with line type intelligence for one number, and its SMS pumping risk when
+    /// `pumping_risk`.
+    pub async fn lookup(
+        &self,
+        phone: &str,
+        pumping_risk: bool,
+        deadline: Instant,
+    ) -> Result<LineInfo, Error> {
         #[derive(Deserialize)]
         struct Found {
             line_type_intelligence: Option<LineInfo>,
+            sms_pumping_risk: Option<PumpingRisk>,
         }
         let mut url = self.lookup_url.clone();
         url.path_segments_mut()
             .map_err(|()| Error::Unmade("lookup_api_url cannot be a base URL".into()))?
             .pop_if_empty()
             .extend(["v2", "PhoneNumbers", phone]);
-        url.query_pairs_mut()
-            .append_pair("Fields", "line_type_intelligence");
+        let fields = if pumping_risk {
+            "line_type_intelligence,sms_pumping_risk"
+        } else {
+            "line_type_intelligence"
+        };
+        url.query_pairs_mut().append_pair("Fields", fields);
         let uri = Uri::try_from(url.as_str()).map_err(|e| Error::Unmade(e.to_string()))?;
         let answer = self.request(Method::GET, &uri, None, deadline).await?;
         if !answer.status.is_success() {
@@ -106,7 +128,12 @@ impl TwilioClient {
                 scrub_numbers(&e.to_string())
             ))
         })?;
-        Ok(found.line_type_intelligence.unwrap_or_default())
+        let mut info = found.line_type_intelligence.unwrap_or_default();
+        // Asked for, it is recorded as asked even when Twilio left it out: not asked again.
+        if pumping_risk {
+            info.sms_pumping_risk = Some(found.sms_pumping_risk.unwrap_or_default());
+        }
+        Ok(info)
     }
 }
 

@@ -3,6 +3,7 @@
 use hyper::{Method, Uri};
 use tokio::time::Instant;
 
+use super::fraud::is_fraud_block;
 use super::rest::{rejected, Kind};
 use super::{is_e164, is_sid, Error, TwilioClient};
 
@@ -33,12 +34,23 @@ impl TwilioClient {
             if let Some(v) = &self.validity_period {
                 form.append_pair("ValidityPeriod", v);
             }
+            form.append_pair("RiskCheck", self.risk_check);
             form.finish()
         };
-        Ok(self
+        let message = self
             .post(&self.messages_uri, form, Kind::Message, deadline)
-            .await?
-            .sid)
+            .await?;
+        // Made, but failed at once by SMS Pumping Protection: it will never arrive, and the
+        // caller must not be told it was sent.
+        if let Some(code) = message.error_code.filter(|c| is_fraud_block(Some(*c))) {
+            tracing::info!(sid = %message.sid, code, "Twilio blocked the message as SMS pumping");
+            return Err(Error::Rejected {
+                code: Some(code),
+                status: 201,
+                message: "blocked by SMS Pumping Protection".into(),
+            });
+        }
+        Ok(message.sid)
     }
 }
 

@@ -21,6 +21,7 @@ pub mod calls;
 pub mod credentials;
 pub mod error;
 pub mod failover;
+pub mod fraud;
 pub mod http;
 pub mod lookup;
 pub mod messages;
@@ -64,6 +65,8 @@ pub struct Settings {
     pub connect_timeout: Duration,
     /// Messages' `ValidityPeriod`, in seconds.
     pub validity_period: Option<u32>,
+    /// Messages' `RiskCheck`: Twilio's SMS Pumping Protection checks each message (`enable`).
+    pub risk_check: bool,
     /// Requests in flight per account, across every API (Twilio's concurrency limit).
     pub max_concurrency: usize,
     /// The longest a 429's Retry-After may pause sends (`twilio_max_retry_after_secs`).
@@ -81,6 +84,8 @@ pub struct TwilioClient {
     lookup_url: Url,
     authorization: HeaderValue,
     validity_period: Option<String>,
+    /// `RiskCheck`'s value: `enable` or `disable`.
+    risk_check: &'static str,
     /// The account's request budget, shared by the clients of the same account.
     budget: Arc<Budget>,
     account_sid: String,
@@ -118,6 +123,11 @@ impl TwilioClient {
             http,
             lookup_url: settings.lookup_url.clone(),
             validity_period: settings.validity_period.map(|v| v.to_string()),
+            risk_check: if settings.risk_check {
+                "enable"
+            } else {
+                "disable"
+            },
             budget,
         };
         Self::with(base, &settings.api_url, credentials)
@@ -138,6 +148,7 @@ impl TwilioClient {
             http: self.http.clone(),
             lookup_url: self.lookup_url.clone(),
             validity_period: self.validity_period.clone(),
+            risk_check: self.risk_check,
             budget,
         };
         Self::with(base, api_url, credentials)
@@ -163,6 +174,7 @@ impl TwilioClient {
             lookup_url: base.lookup_url,
             authorization,
             validity_period: base.validity_period,
+            risk_check: base.risk_check,
             budget: base.budget,
             account_sid: credentials.account_sid.clone(),
         })
@@ -251,6 +263,7 @@ struct Base {
     http: HttpClient,
     lookup_url: Url,
     validity_period: Option<String>,
+    risk_check: &'static str,
     budget: Arc<Budget>,
 }
 

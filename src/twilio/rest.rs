@@ -35,6 +35,9 @@ pub struct Resource {
     pub sid: String,
     /// Twilio's status for it (`queued`, `pending`, `approved`…), when it said one.
     pub status: Option<String>,
+    /// Twilio's error code for it, when it failed as it was made (a message SMS Pumping
+    /// Protection blocked at once).
+    pub error_code: Option<u32>,
 }
 
 /// What a request creates (or updates), named by the prefix of its SID.
@@ -69,6 +72,7 @@ struct Created {
     /// Kept loose (any JSON) so that a SID of the wrong type is reported as such.
     sid: Option<serde_json::Value>,
     status: Option<serde_json::Value>,
+    error_code: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -163,7 +167,15 @@ fn created(body: &[u8], kind: Kind) -> Result<Resource, String> {
         Some(serde_json::Value::String(status)) => Some(status),
         _ => None,
     };
-    Ok(Resource { sid, status })
+    let error_code = created
+        .error_code
+        .and_then(|code| code.as_u64())
+        .and_then(|code| u32::try_from(code).ok());
+    Ok(Resource {
+        sid,
+        status,
+        error_code,
+    })
 }
 
 /// Turns Twilio's answer into a resource of `kind` or an error.

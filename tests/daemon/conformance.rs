@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::common::*;
 
-struct Prism(Child);
+pub(crate) struct Prism(Child);
 
 impl Drop for Prism {
     fn drop(&mut self) {
@@ -31,7 +31,7 @@ fn spec(name: &str) -> std::path::PathBuf {
 /// Starts Prism on a free loopback port; waits (up to 90 s: the spec is large) until it listens.
 /// `errors`: also fail when Prism's own answer breaks the spec (the Lookup spec's example
 /// does: nulls where it declares objects), not only when the request does.
-fn start_prism(spec_name: &str, errors: bool) -> (Prism, String) {
+pub(crate) fn start_prism(spec_name: &str, errors: bool) -> (Prism, String) {
     let port = dead_address().port();
     let mut child = Command::new(witness_dir().join("node_modules/.bin/prism"))
         .arg("mock")

@@ -19,7 +19,7 @@ fn backup_messages() -> String {
 }
 
 /// A backup Twilio: 201 with its own SID, but only with the backup's credentials.
-async fn backup() -> MockServer {
+pub(crate) async fn backup() -> MockServer {
     let server = MockServer::start().await;
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("{AC2}:{TOKEN2}"));
     Mock::given(method("POST"))
@@ -33,7 +33,11 @@ async fn backup() -> MockServer {
 
 /// A daemon whose primary is `primary` and whose one failover provider is `backup`: another
 /// account, region and Messaging Service. `extra` flags are added.
-fn daemon(primary: &str, backup: &MockServer, extra: &[&str]) -> (Daemon, tempfile::TempDir) {
+pub(crate) fn daemon(
+    primary: &str,
+    backup: &MockServer,
+    extra: &[&str],
+) -> (Daemon, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("backup_token");
     std::fs::write(&token, format!("{TOKEN2}\n")).unwrap();
@@ -87,6 +91,7 @@ async fn a_primary_that_cannot_be_reached_hands_the_message_to_the_backup() {
             ("Body".to_owned(), format!("Your OTP is: {OTP}")),
             ("MessagingServiceSid".to_owned(), MG2.to_owned()),
             ("ProvideFeedback".to_owned(), "true".to_owned()),
+            ("RiskCheck".to_owned(), "enable".to_owned()),
             ("To".to_owned(), PHONE.to_owned()),
         ]
     );

@@ -44,6 +44,7 @@ async fn sends_exactly_what_twilio_expects_and_replies_the_sid_over_both_sockets
             ("Body".to_owned(), format!("Your OTP is: {OTP}")),
             ("From".to_owned(), "+14155550100".to_owned()),
             ("ProvideFeedback".to_owned(), "true".to_owned()),
+            ("RiskCheck".to_owned(), "enable".to_owned()),
             ("To".to_owned(), PHONE.to_owned()),
         ]
     );
@@ -69,6 +70,7 @@ async fn messaging_service_sender_validity_period_and_template() {
             ("Body".to_owned(), format!("{OTP} is your ACME code")),
             ("MessagingServiceSid".to_owned(), mg.to_owned()),
             ("ProvideFeedback".to_owned(), "true".to_owned()),
+            ("RiskCheck".to_owned(), "enable".to_owned()),
             ("To".to_owned(), PHONE.to_owned()),
             ("ValidityPeriod".to_owned(), "300".to_owned()),
         ]
