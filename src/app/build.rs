@@ -9,6 +9,7 @@ use anyhow::Result;
 use crate::call::backend::Backend;
 use crate::call::Dispatcher;
 use crate::config::Settings;
+use crate::delivery::Tracker;
 use crate::guard::lookup::LookupGuard;
 use crate::guard::ratelimit::RateLimiter;
 use crate::guard::Guards;
@@ -26,6 +27,8 @@ pub struct Parts {
     pub lookup: Option<Arc<LookupGuard>>,
     /// The shared state store, when there is one (`--state redis://…`).
     pub store: Option<Arc<Store>>,
+    /// Follows each sent message's fate.
+    pub delivery: Arc<Tracker>,
     pub settings: Settings,
 }
 
@@ -81,7 +84,19 @@ pub fn build(settings: &Settings, running: Option<&Parts>) -> Result<(Live, Part
         lookup: lookup.clone(),
         store: store.clone(),
     };
-    let dispatcher = Dispatcher::new(settings.call.clone(), guards, backend.clone());
+    // The running tracker (its messages in flight, what it knows) is kept when its settings
+    // and the store did not change.
+    let delivery = match running {
+        Some(parts)
+            if parts.delivery.settings() == &settings.delivery
+                && parts.store.as_ref().map(Arc::as_ptr) == store.as_ref().map(Arc::as_ptr) =>
+        {
+            parts.delivery.clone()
+        }
+        _ => Tracker::new(settings.delivery.clone(), store.clone()),
+    };
+    let dispatcher = Dispatcher::new(settings.call.clone(), guards, backend.clone())
+        .with_delivery(delivery.clone());
     let live = Live {
         dispatcher: Arc::new(dispatcher),
         limits: settings.limits,
@@ -93,6 +108,7 @@ pub fn build(settings: &Settings, running: Option<&Parts>) -> Result<(Live, Part
         limiter,
         lookup,
         store,
+        delivery,
         settings: settings.clone(),
     };
     Ok((live, parts))

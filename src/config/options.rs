@@ -467,6 +467,11 @@ pub struct Options {
     )]
     pub breaker_cooldown_secs: Option<u64>,
 
+    /// Delivery status, the voice follow-up and alerts (config/delivery.rs).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub delivery: super::delivery::DeliveryOptions,
+
     /// Providers to fail over to, in order, after the primary (file only: `[[failover]]`).
     #[arg(skip)]
     #[serde(default, skip_serializing)]
