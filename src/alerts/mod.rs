@@ -136,7 +136,7 @@ pub fn raise(kind: Kind, detail: &str) {
     };
     let detail = crate::mask::scrub::scrub_numbers(detail).into_owned();
     if log {
-        tracing::warn!(alert = kind.name(), "{detail}");
+        tracing::warn!(alert = %kind.name(), "{detail}");
     }
     let Some(queue) = queue else {
         METRICS.count_alert(kind.name(), "raised");

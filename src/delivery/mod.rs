@@ -200,3 +200,7 @@ impl Tracker {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

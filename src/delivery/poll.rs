@@ -102,9 +102,9 @@ impl Tracker {
         let country = country(&sent.phone);
         let phone = mask_phone(&sent.phone);
         if fate.status.is_lost() {
-            tracing::warn!(phone = %phone, sid = %sent.sid, delivery = fate.status.name(), code = fate.code, after_s, country = %country, "message not delivered");
+            tracing::warn!(phone = %phone, sid = %sent.sid, delivery = %fate.status.name(), code = fate.code, after_s, country = %country, "message not delivered");
         } else {
-            tracing::info!(phone = %phone, sid = %sent.sid, delivery = fate.status.name(), code = fate.code, after_s, country = %country, "message status final");
+            tracing::info!(phone = %phone, sid = %sent.sid, delivery = %fate.status.name(), code = fate.code, after_s, country = %country, "message status final");
         }
         METRICS.count_delivery(fate.status.name(), fate.code_label(), country);
         if fate.status != super::Status::Canceled

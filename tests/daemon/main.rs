@@ -10,6 +10,7 @@ mod bigip;
 mod budget;
 mod cli;
 mod conformance;
+mod delivery;
 mod disk;
 mod docs;
 mod failover;
