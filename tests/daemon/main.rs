@@ -11,6 +11,7 @@ mod budget;
 mod cli;
 mod conformance;
 mod delivery;
+mod delivery_callback;
 mod disk;
 mod docs;
 mod failover;
