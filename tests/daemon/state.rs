@@ -104,7 +104,10 @@ async fn two_daemons_count_one_set_of_limits() {
     assert!(dump.len() >= 5, "{dump:?}");
     for (key, value) in &dump {
         assert!(
-            key.starts_with("otp-sidecar:rate:") || key == "otp-sidecar:instances",
+            key.starts_with("otp-sidecar:rate:")
+                || key == "otp-sidecar:instances"
+                // Each message's delivery status (issue 26), by keyed hash of its SID.
+                || key.starts_with("otp-sidecar:delivery:"),
             "{key}"
         );
         let text = format!("{key} {}", String::from_utf8_lossy(value));
