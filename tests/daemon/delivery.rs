@@ -290,3 +290,42 @@ async fn a_collapsed_delivery_rate_makes_ping_degraded_and_raises_one_alert() {
         "once per 5 minutes"
     );
 }
+
+#[tokio::test]
+async fn with_a_shared_store_any_instance_answers_and_no_number_is_stored() {
+    use crate::common::store::RedisServer;
+    use crate::state::{on_store, PASSWORD};
+    let redis = RedisServer::start(Some(PASSWORD));
+    let twilio = twilio(Timeline::new(&[(0, "undelivered", Some(30003))])).await;
+    let sender = on_store(&twilio.uri(), &redis.url(), &[]);
+    let other = on_store(&twilio.uri(), &redis.url(), &[]);
+    assert_eq!(sender.send("ACME").await, Ok(SID.to_owned()));
+    wait_log(&sender, "delivery=undelivered", 10);
+    // The other instance never saw the message: it answers from the store.
+    let mut answer = Err(String::new());
+    for _ in 0..50 {
+        answer = delivery_status(&other, SID).await;
+        if answer == Ok("undelivered 30003".into()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(answer, Ok("undelivered 30003".into()));
+    let stored = redis.dump();
+    let delivery: Vec<_> = stored
+        .iter()
+        .filter(|(k, _)| k.starts_with("otp-sidecar:delivery:"))
+        .collect();
+    assert!(!delivery.is_empty(), "{stored:?}");
+    for (key, value) in &stored {
+        let text = format!("{key} {}", String::from_utf8_lossy(value));
+        for secret in [SID, "31612345678", OTP] {
+            assert!(!text.contains(secret), "{text}");
+        }
+    }
+    // Its keys expire with the code's lifetime (300 s unset).
+    let ttl = redis.command(&["PTTL", &delivery[0].0]);
+    let digits: String = ttl.chars().filter(char::is_ascii_digit).collect();
+    let ttl: i64 = digits.parse().unwrap_or_else(|_| panic!("PTTL said {ttl}"));
+    assert!((1..=300_000).contains(&ttl), "{ttl}");
+}
