@@ -49,6 +49,9 @@ pub enum CallError {
     /// A caller tokens file is configured and the call carried no token (`context.token`)
     /// that matches one of its callers. Nothing was sent and no limit was charged.
     Unauthorized(String),
+    /// What a call asks about is not known here (deliveryStatus of a SID never seen, or
+    /// forgotten): `ERR not_found: …`.
+    NotFound(String),
     /// A fault of our own.
     Internal(String),
 }
@@ -63,6 +66,7 @@ impl CallError {
             | CallError::Unavailable(d)
             | CallError::Busy(d)
             | CallError::Unauthorized(d)
+            | CallError::NotFound(d)
             | CallError::Internal(d) => sanitize(d),
             CallError::Twilio { code, message, .. } => format!("{code}: {}", sanitize(message)),
             CallError::Timeout { deadline_ms } => format!("no answer within {deadline_ms} ms"),
@@ -88,6 +92,7 @@ impl CallError {
             CallError::Blocked(_) | CallError::FraudGuard(_) => "blocked",
             CallError::Unavailable(_) | CallError::Busy(_) | CallError::StateStore => "unavailable",
             CallError::Unauthorized(_) => "unauthorized",
+            CallError::NotFound(_) => "not_found",
             CallError::Internal(_) => "internal",
         }
     }
@@ -131,6 +136,7 @@ impl CallError {
             | CallError::FraudGuard(_)
             | CallError::StateStore
             | CallError::Busy(_)
+            | CallError::NotFound(_)
             | CallError::Unauthorized(_) => None,
             CallError::Twilio { code, .. } => {
                 Some((!ACCOUNT_PROBLEMS.contains(code), format!("twilio {code}")))

@@ -1,4 +1,4 @@
-//! The `otp-sidecar` command: serve | send | confirm | ping | check.
+//! The `otp-sidecar` command: serve | send | confirm | status | ping | check.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -69,6 +69,17 @@ enum Command {
     Confirm {
         /// The phone number the code went to (E.164), or the VE… SID sendOTP answered.
         target: String,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+    /// Ask a running daemon what became of a message: its last known status (queued, sent,
+    /// delivered, undelivered 30003, calling CA… when a voice follow-up was placed).
+    ///
+    /// Exit status: 0 for a status, 1 for an ERR reply (ERR not_found: unknown SID), 2 when
+    /// the daemon could not be asked.
+    Status {
+        /// The message's SID (SM…) sendOTP answered.
+        sid: String,
         #[command(flatten)]
         daemon: DaemonArgs,
     },
@@ -284,6 +295,14 @@ fn main() -> ExitCode {
                 params.push(rmpv::Value::Map(vec![("token".into(), token.into())]));
             }
             ask_blocking(&daemon, "confirmOTP", params, show_reply)
+        }
+        Command::Status { sid, daemon } => {
+            let mut params = vec![sid.into()];
+            // deliveryStatus's second argument is a context read only for the caller token.
+            if let Some(token) = caller_token() {
+                params.push(rmpv::Value::Map(vec![("token".into(), token.into())]));
+            }
+            ask_blocking(&daemon, "deliveryStatus", params, show_reply)
         }
         Command::Ping { daemon } => ask_blocking(&daemon, "health", vec![], show_health),
     }

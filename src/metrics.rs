@@ -79,6 +79,22 @@ pub struct AccountLabel {
     pub account: String,
 }
 
+/// A message's final status (issue 26): `code` is Twilio's error code from a fixed list
+/// (`other` past it, empty when none), `country` ISO 3166 alpha-2 (`ZZ` unknown).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    pub status: &'static str,
+    pub code: &'static str,
+    pub country: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertLabels {
+    pub kind: &'static str,
+    /// `raised`, `suppressed` (one per kind per 5 min), `dropped` (queue full), `sent`, `failed`.
+    pub outcome: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
@@ -119,6 +135,10 @@ pub struct Metrics {
     caller_calls: Family<CallerLabels, Counter>,
     /// Issue 25's block: conversion, the pumping guard, resends.
     pub pumping: pumping::PumpingMetrics,
+    // Delivery status, follow-ups and alerts (issue 26).
+    delivery: Family<DeliveryLabels, Counter>,
+    delivery_events: Family<ResultLabel, Counter>,
+    alerts: Family<AlertLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -248,6 +268,17 @@ impl Metrics {
             "Calls that needed a caller token (sendOTP, confirmOTP), by caller name from the tokens file (none: no token or one not accepted), method and outcome",
         );
         let pumping = pumping::PumpingMetrics::register(r);
+        let delivery = registered(
+            r,
+            "delivery",
+            "Messages' final status, by status, code, country",
+        );
+        let delivery_events = registered(r, "delivery_events", "Delivery tracking, by result: poll answered, deferred (no spare Twilio budget), failed; untracked; callback, callback_refused; followup_placed, followup_failed, followup_confirmed, followup_expired");
+        let alerts = registered(
+            r,
+            "alerts",
+            "Alerts, by kind and outcome: raised, suppressed, dropped, sent, failed",
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -281,7 +312,31 @@ impl Metrics {
             tls_handshakes,
             caller_calls,
             pumping,
+            delivery,
+            delivery_events,
+            alerts,
         }
+    }
+
+    /// A message's final status.
+    pub fn count_delivery(&self, status: &'static str, code: &'static str, country: String) {
+        let labels = DeliveryLabels {
+            status,
+            code,
+            country,
+        };
+        self.delivery.get_or_create(&labels).inc();
+    }
+
+    pub fn count_delivery_event(&self, result: &'static str) {
+        let labels = ResultLabel { result };
+        self.delivery_events.get_or_create(&labels).inc();
+    }
+
+    pub fn count_alert(&self, kind: &'static str, outcome: &'static str) {
+        self.alerts
+            .get_or_create(&AlertLabels { kind, outcome })
+            .inc();
     }
 
     /// The gauge of open connections, for the server's connection slots to move.

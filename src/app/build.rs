@@ -9,6 +9,7 @@ use anyhow::Result;
 use crate::call::backend::Backend;
 use crate::call::Dispatcher;
 use crate::config::Settings;
+use crate::delivery::Tracker;
 use crate::guard::lookup::LookupGuard;
 use crate::guard::pumping::Pumping;
 use crate::guard::ratelimit::RateLimiter;
@@ -30,6 +31,8 @@ pub struct Parts {
     pub store: Option<Arc<Store>>,
     pub pumping: Arc<Pumping>,
     pub sent: Arc<Sent>,
+    /// Follows each sent message's fate.
+    pub delivery: Arc<Tracker>,
     pub settings: Settings,
 }
 
@@ -97,7 +100,19 @@ pub fn build(settings: &Settings, running: Option<&Parts>) -> Result<(Live, Part
         pumping: pumping.clone(),
         sent: sent.clone(),
     };
-    let dispatcher = Dispatcher::new(settings.call.clone(), guards, backend.clone());
+    // The running tracker (its messages in flight, what it knows) is kept when its settings
+    // and the store did not change.
+    let delivery = match running {
+        Some(parts)
+            if parts.delivery.settings() == &settings.delivery
+                && parts.store.as_ref().map(Arc::as_ptr) == store.as_ref().map(Arc::as_ptr) =>
+        {
+            parts.delivery.clone()
+        }
+        _ => Tracker::new(settings.delivery.clone(), store.clone()),
+    };
+    let dispatcher = Dispatcher::new(settings.call.clone(), guards, backend.clone())
+        .with_delivery(delivery.clone());
     let live = Live {
         dispatcher: Arc::new(dispatcher),
         limits: settings.limits,
@@ -111,6 +126,7 @@ pub fn build(settings: &Settings, running: Option<&Parts>) -> Result<(Live, Part
         store,
         pumping,
         sent,
+        delivery,
         settings: settings.clone(),
     };
     Ok((live, parts))

@@ -29,6 +29,7 @@ pub async fn run(options: Options, settings: Settings) -> Result<()> {
     // Installed before the listeners exist, so a signal that follows READY at once (as
     // systemd may send) is handled instead of killing the process.
     let mut signals = Signals::install()?;
+    crate::alerts::configure(&settings.alerts);
     let (live, parts) = build(&settings, None)?;
     let shared: LiveSwap = Arc::new(ArcSwap::from_pointee(live));
     let parts: SharedParts = Arc::new(ArcSwap::from_pointee(parts));
@@ -62,6 +63,13 @@ pub async fn run(options: Options, settings: Settings) -> Result<()> {
         },
         None => "off".to_owned(),
     };
+    let callbacks = match crate::delivery::callback::serve(parts.load().delivery.clone()).await {
+        Ok(addr) => addr.map_or_else(|| "off".to_owned(), |a| a.to_string()),
+        Err(e) => {
+            listeners.abandon();
+            return Err(e);
+        }
+    };
     prepare(&parts.load()).await?;
     if settings.metrics.is_some() {
         // The status page's last hour counts from here.
@@ -76,6 +84,7 @@ pub async fn run(options: Options, settings: Settings) -> Result<()> {
         unix = %unix,
         tcp = %tcp,
         metrics = %metrics,
+        delivery_callbacks = %callbacks,
         deadline_ms = settings.call.deadline.as_millis() as u64,
         "otp-sidecar {} ready",
         env!("CARGO_PKG_VERSION")

@@ -26,6 +26,7 @@ pub async fn reload(options: &Options, shared: &LiveSwap, parts: &SharedParts) {
             for what in needs_restart(&running.settings, &new.settings) {
                 tracing::warn!("{what} changed: it takes effect at the next restart");
             }
+            crate::alerts::configure(&new.settings.alerts);
             shared.store(Arc::new(live));
             parts.store(Arc::new(new));
             tracing::info!("SIGHUP: configuration reloaded");
@@ -54,6 +55,10 @@ fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
         ("metrics", old.metrics != new.metrics),
         ("log_format", old.log_format != new.log_format),
         ("keep_warm_secs", old.keep_warm != new.keep_warm),
+        (
+            "the status callback listener",
+            old.delivery.callback != new.delivery.callback,
+        ),
     ]
     .into_iter()
     .filter_map(|(name, changed)| changed.then_some(name))

@@ -75,6 +75,16 @@ impl Backend {
     }
 }
 
+/// Delivery polls and follow-up calls reach the provider that sent a message through this.
+impl crate::delivery::Clients for Backend {
+    fn client(&self, index: usize) -> Option<&TwilioClient> {
+        match self {
+            Backend::Messages(providers) => providers.client(index),
+            _ => None,
+        }
+    }
+}
+
 /// Unique, Twilio-shaped SIDs: a prefix (`SM`, `VE`, `CA`) + 32 hex digits.
 #[derive(Debug)]
 pub struct DrySids {

@@ -121,7 +121,7 @@ impl Line {
                 tracing::warn!(method = "confirmOTP", target = %target, outcome = "error", reason, caller, latency_ms)
             }
             // The other methods get no line.
-            (Method::Ping | Method::Health | Method::Unknown(_), _) => {}
+            (Method::DeliveryStatus | Method::Ping | Method::Health | Method::Unknown(_), _) => {}
         }
     }
 }

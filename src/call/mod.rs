@@ -16,6 +16,7 @@ use std::time::Duration;
 use rmpv::Value;
 use tokio::time::Instant;
 
+use crate::delivery::Tracker;
 use crate::error::CallError;
 use crate::guard::{ConfirmTarget, Guards};
 use crate::health::HEALTH;
@@ -48,6 +49,8 @@ pub struct Dispatcher {
     settings: Settings,
     guards: Guards,
     backend: Arc<Backend>,
+    /// Follows each sent message's fate (issue 26); `None`: nobody does.
+    delivery: Option<Arc<Tracker>>,
 }
 
 impl Dispatcher {
@@ -56,7 +59,14 @@ impl Dispatcher {
             settings,
             guards,
             backend,
+            delivery: None,
         }
+    }
+
+    /// Hands each sent message to `tracker` and answers deliveryStatus from it.
+    pub fn with_delivery(mut self, tracker: Arc<Tracker>) -> Self {
+        self.delivery = Some(tracker);
+        self
     }
 
     /// Runs one call that arrived at `started` (its deadline counts from there: a wait for a
@@ -142,6 +152,16 @@ impl Dispatcher {
                 let log = self.finish(&Method::ConfirmOtp, target, &result, started);
                 (result.map(Value::from), log)
             }
+            Call::DeliveryStatus(sid) => {
+                let result = match &self.delivery {
+                    Some(tracker) => tracker.status(sid).await,
+                    None => None,
+                };
+                let result = result.ok_or_else(|| {
+                    CallError::NotFound("no delivery status known for this SID".into())
+                });
+                (result.map(Value::from), CallLog::default())
+            }
             Call::Probe(probe) => (Ok(self.answer(probe)), CallLog::default()),
         }
     }
@@ -170,6 +190,16 @@ impl Dispatcher {
             // Refusals by a fraud rule or a limit are counted here, whichever check made them.
             if let Err(e) = result {
                 METRICS.count_refusal(e.detail());
+                if let CallError::Twilio {
+                    code: code @ (20003 | 20005),
+                    ..
+                } = e
+                {
+                    crate::alerts::raise(
+                        crate::alerts::Kind::CredentialsRefused,
+                        &format!("Twilio refused a send with {code}: credentials or account"),
+                    );
+                }
             }
         }
         CallLog::new(method, target, result, started)

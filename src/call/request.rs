@@ -79,6 +79,8 @@ pub enum Confirmed<'a> {
 pub enum Call<'a> {
     SendOtp(SendOtp<'a>),
     ConfirmOtp(Confirmed<'a>),
+    /// `deliveryStatus(SM…)`: the message's SID, checked.
+    DeliveryStatus(&'a str),
     Probe(Probe),
 }
 
@@ -117,7 +119,7 @@ pub struct Parsed<'a> {
 fn context_at(method: &Method) -> Option<usize> {
     match method {
         Method::SendOtp => Some(3),
-        Method::ConfirmOtp => Some(1),
+        Method::ConfirmOtp | Method::DeliveryStatus => Some(1),
         Method::Ping | Method::Health | Method::Unknown(_) => None,
     }
 }
@@ -156,6 +158,7 @@ impl<'a> Call<'a> {
                 send_otp(params, region, context.unwrap_or_default()).map(Call::SendOtp)
             }
             Method::ConfirmOtp => confirm_otp(params, region).map(Call::ConfirmOtp),
+            Method::DeliveryStatus => delivery_status(params).map(Call::DeliveryStatus),
             Method::Ping => Probe::Ping.parse(params).map(Call::Probe),
             Method::Health => Probe::Health.parse(params).map(Call::Probe),
             Method::Unknown(name) => Err(Rejected::unlogged(CallError::BadRequest(format!(
@@ -276,6 +279,23 @@ fn confirm_otp(params: &[Value], region: Option<Id>) -> Result<Confirmed<'_>, Re
         Err(Rejected::unlogged(CallError::BadRequest(
             "confirmOTP needs an E.164 phone number or a VE… verification SID".into(),
         )))
+    }
+}
+
+/// deliveryStatus's SID (and an optional context map, read for its token).
+fn delivery_status(params: &[Value]) -> Result<&str, Rejected> {
+    match (params.len(), params.first(), params.get(1)) {
+        (1, Some(Value::String(s)), _)
+        | (2, Some(Value::String(s)), Some(Value::Map(_) | Value::Nil))
+            if s.as_str().is_some_and(|sid| is_sid(sid, "SM")) =>
+        {
+            Ok(s.as_str().unwrap_or_default())
+        }
+        _ => Err(Rejected::unlogged(CallError::BadRequest(
+            "deliveryStatus takes 1 argument: the message's SID (SM…), and an optional \
+             context map"
+                .into(),
+        ))),
     }
 }
 

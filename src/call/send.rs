@@ -2,11 +2,14 @@
 //! (asked for, or instead of an SMS a landline or Twilio's refusal rules out), Verify, or a
 //! dry run — all within the call's deadline, which started when the call arrived.
 
+use std::sync::Arc;
+
 use tokio::time::Instant;
 
 use super::backend::Backend;
 use super::request::SendOtp;
 use super::Dispatcher;
+use crate::delivery::{FollowUp, Sent, Tracker};
 use crate::error::CallError;
 use crate::guard::Checked;
 use crate::metrics::METRICS;
@@ -25,6 +28,8 @@ struct Delivery<'a> {
     channel: Channel,
     /// What Lookup said the number is, when it was asked.
     line_type: Option<LineType>,
+    /// The caller's context said `channel = "sms"`: no voice follow-up.
+    sms_only: bool,
 }
 
 impl Dispatcher {
@@ -62,6 +67,7 @@ impl Dispatcher {
             locale: context.locale,
             channel: context.channel.unwrap_or(self.settings.channel),
             line_type,
+            sms_only: context.channel == Some(Channel::Sms),
         };
         let send = async {
             match &*self.backend {
@@ -119,18 +125,48 @@ impl Dispatcher {
             .settings
             .templates
             .render(delivery.code, delivery.locale);
+        let tracker = self.delivery.as_ref().filter(|t| t.active());
         let sms = Sms {
             to: delivery.to,
             sender: delivery.sender,
             body: &body,
+            status_callback: tracker.and_then(|t| t.callback_url()),
         };
-        match providers.create_message(&sms, deadline).await {
+        match providers.create_message_at(&sms, deadline).await {
             Err(refused) if fallback && voice::can_fix(&refused) => {
                 tracing::info!(reason = %refused, "Twilio refused the SMS; calling instead");
                 self.place_call(client, delivery, deadline).await
             }
-            sent => Ok(sent?),
+            Err(refused) => Err(refused.into()),
+            Ok((sid, provider)) => {
+                if let Some(tracker) = tracker {
+                    self.track(tracker, delivery, &sid, provider);
+                }
+                Ok(sid)
+            }
         }
+    }
+
+    /// Hands the sent message to the delivery tracker (a bounded queue, never waited for),
+    /// with what its voice follow-up needs when one may be placed: configured, a caller ID,
+    /// and no caller asking for SMS only.
+    fn track(&self, tracker: &Arc<Tracker>, delivery: &Delivery<'_>, sid: &str, provider: usize) {
+        let voice = &self.settings.voice;
+        let follow_up = match (tracker.follows_up(), delivery.sms_only) {
+            (true, false) => voice.caller_id(delivery.sender).map(|from| FollowUp {
+                from: from.to_owned(),
+                twiml: voice.twiml(delivery.code),
+            }),
+            _ => None,
+        };
+        tracker.track(Sent {
+            sid: sid.to_owned(),
+            phone: delivery.to.to_owned(),
+            clients: self.backend.clone(),
+            provider,
+            follow_up,
+            at: Instant::now(),
+        });
     }
 
     async fn place_call(

@@ -18,6 +18,8 @@ pub const API_SECRET: &str = "TWILIO_API_SECRET";
 /// The shared state store's password and the secret its keys are hashed with.
 pub const STATE_PASSWORD: &str = "OTP_SIDECAR_STATE_PASSWORD";
 pub const STATE_KEY: &str = "OTP_SIDECAR_STATE_KEY";
+/// The secret alert webhook requests are signed with.
+pub const ALERT_SECRET: &str = "OTP_SIDECAR_ALERT_SECRET";
 
 /// Where the config file says each credential lives (values for the non-secret ones). The
 /// spans name a key's line in errors.
@@ -32,6 +34,7 @@ pub struct CredentialFiles {
     pub api_secret_file: Option<Spanned<PathBuf>>,
     pub state_password_file: Option<Spanned<PathBuf>>,
     pub state_key_file: Option<Spanned<PathBuf>>,
+    pub alert_secret_file: Option<Spanned<PathBuf>>,
 }
 
 /// Where credentials are looked up, first match wins: the environment, then the config
@@ -119,6 +122,25 @@ impl Sources<'_> {
         }
         let secret = |found: Option<Found>| found.map(|f| Secret::new(f.value));
         Ok((secret(password), secret(key)))
+    }
+
+    /// The alert webhook's signing secret, when configured (at least 16 characters).
+    pub fn alert_secret(&self) -> Result<Option<Secret>> {
+        let found = self.lookup(
+            ALERT_SECRET,
+            ("", None),
+            ("alert_secret_file", self.files.alert_secret_file.as_ref()),
+        )?;
+        if let Some(found) = &found {
+            if found.value.len() < 16 {
+                bail!(
+                    "the alert secret from {} is shorter than 16 characters; make one with \
+                     `openssl rand -hex 32`",
+                    found.from
+                );
+            }
+        }
+        Ok(found.map(|f| Secret::new(f.value)))
     }
 
     /// `Ok(None)` when no credential at all is configured. Every error names the source

@@ -7,6 +7,7 @@ mod backend;
 mod call;
 mod checks;
 mod credentials;
+mod delivery;
 mod exposure;
 mod failover;
 mod file;
@@ -64,6 +65,10 @@ pub struct Settings {
     pub backend: BackendSettings,
     /// The shared state store; `None`: in this process's memory.
     pub state: Option<crate::state::StoreSettings>,
+    /// Delivery status and the voice follow-up.
+    pub delivery: crate::delivery::Settings,
+    /// Where alerts go.
+    pub alerts: crate::alerts::Settings,
     /// What is allowed but probably wrong: `serve` logs these at WARN, `check` prints them.
     pub warnings: Vec<String>,
 }
@@ -122,6 +127,9 @@ impl Settings {
         }
         let limits = server::limits(&o)?;
         let metrics = server::metrics(&o)?;
+        let alerts = delivery::alerts(&o, &secrets)?;
+        let sends_messages = !dry_run && o.verify_service_sid.is_none();
+        let delivery = delivery::settings(&o, credentials.as_ref(), sends_messages, &mut warnings)?;
         let backend = backend::resolve(&o, source.as_ref(), credentials, call.deadline, dry_run)?;
         Ok(Settings {
             unix: given(o.unix, "unix")?,
@@ -139,6 +147,8 @@ impl Settings {
             guard,
             backend,
             state,
+            delivery,
+            alerts,
             warnings,
         })
     }

@@ -477,6 +477,10 @@ pub struct Options {
     #[command(flatten)]
     #[serde(flatten)]
     pub pumping: super::pumping::PumpingOptions,
+    /// Delivery status, the voice follow-up and alerts (config/delivery.rs).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub delivery: super::delivery::DeliveryOptions,
 
     /// Providers to fail over to, in order, after the primary (file only: `[[failover]]`).
     #[arg(skip)]

@@ -6,6 +6,8 @@
 pub enum Method {
     SendOtp,
     ConfirmOtp,
+    /// `deliveryStatus(SM…)`: the last known status of a message (issue 26).
+    DeliveryStatus,
     Ping,
     Health,
     /// A name the daemon does not serve, as sent (bytes that are not UTF-8 replaced): the
@@ -19,6 +21,7 @@ impl Method {
         match name {
             b"sendOTP" => Method::SendOtp,
             b"confirmOTP" => Method::ConfirmOtp,
+            b"deliveryStatus" => Method::DeliveryStatus,
             b"ping" => Method::Ping,
             b"health" => Method::Health,
             _ => Method::Unknown(String::from_utf8_lossy(name).into_owned()),
@@ -38,6 +41,7 @@ impl Method {
         match self {
             Method::SendOtp => "sendOTP",
             Method::ConfirmOtp => "confirmOTP",
+            Method::DeliveryStatus => "deliveryStatus",
             Method::Ping => "ping",
             Method::Health => "health",
             Method::Unknown(_) => "unknown",
@@ -63,7 +67,7 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_unknown_ones_are_kept() {
-        for name in ["sendOTP", "confirmOTP", "ping", "health"] {
+        for name in ["sendOTP", "confirmOTP", "deliveryStatus", "ping", "health"] {
             let method = Method::from(name);
             assert!(!matches!(method, Method::Unknown(_)), "{name}");
             assert_eq!(method.name(), name);

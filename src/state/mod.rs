@@ -300,6 +300,10 @@ impl Store {
                 then,
                 self.settings.failure.name()
             );
+            crate::alerts::raise(
+                crate::alerts::Kind::StoreLost,
+                &format!("state store {} {} ({then})", self.settings.shown, failed.0),
+            );
         }
     }
 

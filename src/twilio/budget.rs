@@ -225,6 +225,26 @@ impl Budget {
         }
     }
 
+    /// A slot for a background request (a delivery poll) that takes nothing a send may need:
+    /// none while a 429's pause holds or a request waits in line, and only while at least
+    /// half the budget (one slot at the least) stays free for sends. `None`: try later.
+    pub fn spare(&self) -> Option<Ticket<'_>> {
+        let now = Instant::now();
+        if self.paused.load(Ordering::Relaxed) && self.paused_until(now).is_some() {
+            return None;
+        }
+        let size = self.size();
+        let kept = (size / 2).max(1);
+        if self.waiting.load(Ordering::Relaxed) > 0 || self.slots.taken() + kept >= size {
+            return None;
+        }
+        let slot = self.slots.try_take(size)?;
+        Some(Ticket {
+            _slot: slot,
+            started: now,
+        })
+    }
+
     /// A slot for a request the estimate says cannot be answered by `deadline`, when no answer
     /// has arrived for [`PROBE_INTERVAL`] and no other probe went out meanwhile: without it a
     /// deadline shorter than the estimate would refuse every send for good. Never while a

@@ -223,3 +223,28 @@ async fn no_probe_while_a_429_pauses() {
     let short = Instant::now() + Duration::from_millis(100);
     assert!(budget.admit(short).await.is_err());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_poll_only_takes_room_sends_leave_spare() {
+    let budget = Budget::new(4, "ACte…st".into());
+    let later = || Instant::now() + Duration::from_secs(3);
+    let send = budget.admit(later()).await.unwrap();
+    let poll = budget.spare();
+    assert!(poll.is_some(), "one send of four: room to spare");
+    assert!(budget.spare().is_none(), "half the budget stays for sends");
+    drop((send, poll));
+    let sends = [
+        budget.admit(later()).await.unwrap(),
+        budget.admit(later()).await.unwrap(),
+    ];
+    assert!(
+        budget.spare().is_none(),
+        "two sends of four leave nothing to spare"
+    );
+    drop(sends);
+    assert!(Budget::new(1, "ACte…st".into()).spare().is_none(), "one slot is never spare");
+    let paused = Budget::new(4, "ACte…st".into());
+    let ticket = paused.admit(later()).await.unwrap();
+    paused.answered(ticket, Duration::from_millis(250), retry_after(2));
+    assert!(paused.spare().is_none(), "nothing while a 429 pauses");
+}

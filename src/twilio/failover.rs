@@ -95,16 +95,31 @@ impl Providers {
 
     /// Sends one SMS through the first provider that takes it.
     pub async fn create_message(&self, sms: &Sms<'_>, deadline: Instant) -> Result<String, Error> {
+        Ok(self.create_message_at(sms, deadline).await?.0)
+    }
+
+    /// The provider at `index` (0 the primary), as [`create_message_at`](Self::create_message_at) named it.
+    pub fn client(&self, index: usize) -> Option<&TwilioClient> {
+        self.list.get(index).map(|p| &p.client)
+    }
+
+    /// [`create_message`](Self::create_message), also saying which provider took it (its
+    /// index): the message's status is asked of the account that sent it.
+    pub async fn create_message_at(
+        &self,
+        sms: &Sms<'_>,
+        deadline: Instant,
+    ) -> Result<(String, usize), Error> {
         // Nothing to fail over to: a breaker would skip nothing, so none is kept (and no
         // lock is taken on the default path).
         if let [only] = self.list.as_slice() {
-            return only.client.create_message(sms, deadline).await;
+            return Ok((only.client.create_message(sms, deadline).await?, 0));
         }
         // Providers whose breaker is open are skipped; when every one is, all are tried in
         // order anyway: an attempt beats a certain error.
         let all_open = self.list.iter().all(|p| p.breaker.is_open());
         let mut refused: Option<Error> = None;
-        for provider in &self.list {
+        for (index, provider) in self.list.iter().enumerate() {
             if !all_open && !provider.breaker.admits() {
                 continue;
             }
@@ -128,7 +143,7 @@ impl Providers {
             match outcome {
                 Ok(sid) => {
                     provider.breaker.record(&provider.name, true);
-                    return Ok(sid);
+                    return Ok((sid, index));
                 }
                 Err(error) => {
                     provider
@@ -234,6 +249,13 @@ impl Breaker {
                     "provider failing; breaker open, skipping it"
                 );
                 METRICS.breaker_open(name, true);
+                crate::alerts::raise(
+                    crate::alerts::Kind::BreakerOpen,
+                    &format!(
+                        "provider {name} failing: breaker open for {} s",
+                        self.settings.cooldown.as_secs()
+                    ),
+                );
             }
         }
     }

@@ -13,6 +13,8 @@ pub struct Sms<'a> {
     pub to: &'a str,
     pub sender: &'a Sender,
     pub body: &'a str,
+    /// Where Twilio posts the message's status changes (`StatusCallback`), when set.
+    pub status_callback: Option<&'a str>,
 }
 
 impl TwilioClient {
@@ -35,6 +37,9 @@ impl TwilioClient {
                 form.append_pair("ValidityPeriod", v);
             }
             form.append_pair("RiskCheck", self.risk_check);
+            if let Some(url) = sms.status_callback {
+                form.append_pair("StatusCallback", url);
+            }
             form.finish()
         };
         let message = self
@@ -77,6 +82,70 @@ impl TwilioClient {
     }
 }
 
+/// A message's state as Twilio reports it (`GET …/Messages/{SID}.json`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageState {
+    /// Twilio's status (`queued`, `sent`, `delivered`, `undelivered`…), as it said it.
+    pub status: String,
+    /// The error code of a message that failed (30003…), when Twilio named one.
+    pub error_code: Option<u32>,
+}
+
+#[derive(serde::Deserialize)]
+struct Fetched {
+    status: Option<String>,
+    /// Twilio sends a number, or null; some edges send it as a string.
+    error_code: Option<serde_json::Value>,
+}
+
+impl TwilioClient {
+    /// Fetches the state of the message `sid`, when the request budget has room to spare
+    /// (sends come first): `Ok(None)` when it has none now. A background request: no
+    /// retries, bounded by `timeout`.
+    pub async fn fetch_message(
+        &self,
+        sid: &str,
+        timeout: std::time::Duration,
+    ) -> Result<Option<MessageState>, Error> {
+        if !is_sid(sid, "SM") {
+            return Err(Error::Unmade("not a message SID".into()));
+        }
+        // `…/Messages.json` → `…/Messages/{sid}.json`; the SID is 34 safe characters.
+        let base = self.messages_uri.to_string();
+        let uri = format!("{}/{sid}.json", base.trim_end_matches(".json"));
+        let uri = hyper::Uri::try_from(uri).map_err(|e| Error::Unmade(e.to_string()))?;
+        let fetched = tokio::time::timeout(timeout, self.request_spare(hyper::Method::GET, &uri))
+            .await
+            .map_err(|_| Error::Timeout(timeout))??;
+        let Some(answer) = fetched else {
+            return Ok(None);
+        };
+        if !answer.status.is_success() {
+            return Err(super::rest::rejected(answer.status, &answer.body));
+        }
+        message_state(&answer.body).map(Some)
+    }
+}
+
+/// The status and error code of a fetched message (never anything else of the answer,
+/// which holds the number and the text).
+fn message_state(body: &[u8]) -> Result<MessageState, Error> {
+    let fetched: Fetched = serde_json::from_slice(body)
+        .map_err(|_| Error::Unexpected("the message answer is not a JSON object".into()))?;
+    let status = fetched
+        .status
+        .filter(|s| {
+            (1..=32).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        })
+        .ok_or_else(|| Error::Unexpected("the message answer has no status".into()))?;
+    let error_code = match fetched.error_code {
+        Some(serde_json::Value::Number(n)) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
+        _ => None,
+    };
+    Ok(MessageState { status, error_code })
+}
+
 /// Where Twilio should send from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sender {
@@ -113,6 +182,29 @@ pub fn sender(sender: &str) -> Result<Sender, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fetched_message_gives_its_status_and_code_only() {
+        let state = |body: &str| message_state(body.as_bytes());
+        assert_eq!(
+            state(r#"{"status":"undelivered","error_code":30003,"to":"+31612345678"}"#),
+            Ok(MessageState {
+                status: "undelivered".into(),
+                error_code: Some(30003)
+            })
+        );
+        assert_eq!(
+            state(r#"{"status":"failed","error_code":"30005"}"#).map(|s| s.error_code),
+            Ok(Some(30005))
+        );
+        assert_eq!(
+            state(r#"{"status":"delivered","error_code":null}"#).map(|s| s.error_code),
+            Ok(None)
+        );
+        for bad in [r#"{"status":"Délivré"}"#, r#"{"error_code":1}"#, "[]", "x"] {
+            assert!(state(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn sender_kinds() {

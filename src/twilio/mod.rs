@@ -195,6 +195,30 @@ impl TwilioClient {
         deadline: Instant,
     ) -> Result<http::Answer, Error> {
         let ticket = self.budget.admit(deadline).await?;
+        self.exchange(ticket, method, uri, form).await
+    }
+
+    /// A background request (a delivery poll): made only when the budget has room to spare
+    /// ([`Budget::spare`]), so it never takes a slot a send needs. `Ok(None)`: no room now.
+    pub(crate) async fn request_spare(
+        &self,
+        method: Method,
+        uri: &Uri,
+    ) -> Result<Option<http::Answer>, Error> {
+        match self.budget.spare() {
+            Some(ticket) => self.exchange(ticket, method, uri, None).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Sends one admitted request and teaches its answer to the budget.
+    async fn exchange(
+        &self,
+        ticket: budget::Ticket<'_>,
+        method: Method,
+        uri: &Uri,
+        form: Option<String>,
+    ) -> Result<http::Answer, Error> {
         let timed = form.is_some();
         let sent = self.http.send(method, uri, &self.authorization, form).await;
         match &sent {
@@ -230,11 +254,16 @@ impl TwilioClient {
     pub async fn warm(&self, timeout: Duration) -> Result<StatusCode, Error> {
         let outcome = self.touch(timeout).await;
         match &outcome {
-            Ok(status) => HEALTH.record(
-                "warm",
-                !refuses_credentials(*status),
-                format!("HTTP {}", status.as_u16()),
-            ),
+            Ok(status) => {
+                let refused = refuses_credentials(*status);
+                HEALTH.record("warm", !refused, format!("HTTP {}", status.as_u16()));
+                if refused {
+                    crate::alerts::raise(
+                        crate::alerts::Kind::CredentialsRefused,
+                        &format!("Twilio refused the credentials (HTTP {})", status.as_u16()),
+                    );
+                }
+            }
             Err(e) if e.answered_by_twilio() => HEALTH.record("warm", false, "unavailable"),
             Err(_) => {}
         }

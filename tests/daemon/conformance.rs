@@ -238,3 +238,54 @@ async fn calls_requests_conform_to_twilios_openapi_spec() {
         );
     }
 }
+
+#[tokio::test]
+async fn delivery_requests_conform_to_twilios_openapi_spec() {
+    let (_prism, api) = start_prism("twilio_api_v2010.json", true);
+    let sid = "SMaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+    // Prism really validates the fetch: a SID of another resource is refused.
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let refused = http
+        .get(format!(
+            "{api}/2010-04-01/Accounts/{AC}/Messages/CAaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.json"
+        ))
+        .basic_auth(AC, Some(TOKEN))
+        .send()
+        .await
+        .unwrap();
+    assert!(refused.status().is_client_error(), "{}", refused.status());
+
+    // StatusCallback on the create (callback mode), accepted as conforming.
+    let port = crate::common::store::free_port();
+    let callbacks = Daemon::start(
+        &api,
+        Options::default().args([
+            "--delivery-status=callback",
+            &format!("--delivery-callback-url=http://127.0.0.1:{port}/twilio/status"),
+            &format!("--delivery-callback-listen=127.0.0.1:{port}"),
+        ]),
+    );
+    assert_eq!(callbacks.send("+14155550100").await, Ok(sid.to_owned()));
+
+    // The poll's GET of the message, with both credential kinds: the spec's example
+    // answers `sent`, which only an accepted fetch can have told the daemon.
+    for options in [Options::default(), Options::api_key()] {
+        let daemon = Daemon::start(&api, options);
+        assert_eq!(daemon.send("+14155550100").await, Ok(sid.to_owned()));
+        let mut client = daemon.unix_client().await;
+        let mut status = rmpv::Value::Nil;
+        for _ in 0..100 {
+            status = client
+                .call("deliveryStatus", vec![sid.into()])
+                .await
+                .unwrap()
+                .unwrap();
+            if status.as_str() != Some("queued") {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(status.as_str(), Some("sent"), "{}", daemon.log());
+    }
+}

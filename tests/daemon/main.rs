@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod alerts;
 mod appliance;
 mod bigip;
 mod budget;
@@ -12,6 +13,8 @@ mod cli;
 mod conformance;
 mod conversion;
 mod conformance_fraud;
+mod delivery;
+mod delivery_callback;
 mod disk;
 mod docs;
 mod failover;

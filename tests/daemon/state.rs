@@ -107,7 +107,9 @@ async fn two_daemons_count_one_set_of_limits() {
             key.starts_with("otp-sidecar:rate:")
                 || key.starts_with("otp-sidecar:sent:")
                 || key.starts_with("otp-sidecar:pump:")
-                || key == "otp-sidecar:instances",
+                || key == "otp-sidecar:instances"
+                // Each message's delivery status (issue 26), by keyed hash of its SID.
+                || key.starts_with("otp-sidecar:delivery:"),
             "{key}"
         );
         let text = format!("{key} {}", String::from_utf8_lossy(value));
