@@ -139,9 +139,36 @@ impl Client {
         phone: &str,
         sender: &str,
     ) -> Result<Result<String, String>, ClientError> {
-        let reply = self
-            .call("sendOTP", vec![otp.into(), phone.into(), sender.into()])
-            .await?;
+        self.text("sendOTP", vec![otp.into(), phone.into(), sender.into()])
+            .await
+    }
+
+    /// `issueOTP`: the daemon draws the code and sends it; `Ok(sid)` or `Err("ERR …")`.
+    pub async fn issue_otp(
+        &mut self,
+        phone: &str,
+        sender: &str,
+    ) -> Result<Result<String, String>, ClientError> {
+        self.text("issueOTP", vec![phone.into(), sender.into()])
+            .await
+    }
+
+    /// `checkOTP`: `Ok("OK")`, or `Err("ERR invalid_code: …")` (or `expired`, `locked`…).
+    pub async fn check_otp(
+        &mut self,
+        phone: &str,
+        code: &str,
+    ) -> Result<Result<String, String>, ClientError> {
+        self.text("checkOTP", vec![phone.into(), code.into()]).await
+    }
+
+    /// A call whose result is a string.
+    async fn text(
+        &mut self,
+        method: &str,
+        params: Vec<Value>,
+    ) -> Result<Result<String, String>, ClientError> {
+        let reply = self.call(method, params).await?;
         Ok(reply.map(|v| match v {
             Value::String(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
             other => other.to_string(),

@@ -46,6 +46,12 @@ pub enum CallError {
     Unauthorized(String),
     /// A fault of our own.
     Internal(String),
+    /// checkOTP: no live code for the number matches (or none was issued: never told apart).
+    InvalidCode,
+    /// checkOTP: the code was right but its lifetime has passed.
+    Expired,
+    /// checkOTP: too many wrong codes; refused for this long.
+    Locked { retry_in_s: u64 },
 }
 
 impl CallError {
@@ -64,6 +70,11 @@ impl CallError {
             CallError::Blocked(rule) => (*rule).to_owned(),
             CallError::StateStore => "state store".to_owned(),
             CallError::RateLimited { retry_in_s, .. } => format!("retry in {retry_in_s} s"),
+            CallError::InvalidCode => "the code is not valid for this number".to_owned(),
+            CallError::Expired => "the code has expired; ask for a new one".to_owned(),
+            CallError::Locked { retry_in_s } => {
+                format!("too many wrong codes; retry in {retry_in_s} s")
+            }
         }
     }
 
@@ -79,6 +90,9 @@ impl CallError {
             CallError::Unavailable(_) | CallError::Busy(_) | CallError::StateStore => "unavailable",
             CallError::Unauthorized(_) => "unauthorized",
             CallError::Internal(_) => "internal",
+            CallError::InvalidCode => "invalid_code",
+            CallError::Expired => "expired",
+            CallError::Locked { .. } => "locked",
         }
     }
 }
@@ -119,7 +133,10 @@ impl CallError {
             | CallError::Blocked(_)
             | CallError::StateStore
             | CallError::Busy(_)
-            | CallError::Unauthorized(_) => None,
+            | CallError::Unauthorized(_)
+            | CallError::InvalidCode
+            | CallError::Expired
+            | CallError::Locked { .. } => None,
             CallError::Twilio { code, .. } => {
                 Some((!ACCOUNT_PROBLEMS.contains(code), format!("twilio {code}")))
             }

@@ -11,6 +11,7 @@
 pub mod app;
 mod call;
 pub mod client;
+pub mod codes;
 pub mod config;
 mod error;
 mod guard;

@@ -1,4 +1,4 @@
-//! The `otp-sidecar` command: serve | send | confirm | ping | check.
+//! The `otp-sidecar` command: serve | send | confirm | issue | verify | ping | check.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -69,6 +69,31 @@ enum Command {
     Confirm {
         /// The phone number the code went to (E.164), or the VE… SID sendOTP answered.
         target: String,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+    /// Have a running daemon draw a code and send it (issueOTP); print the SID.
+    ///
+    /// Exit status: 0 for a SID, 1 for an ERR reply, 2 when the daemon could not be asked.
+    Issue {
+        /// The recipient, E.164 (+14155550100).
+        phone: String,
+        /// E.164 number, alphanumeric sender ID, or Messaging Service SID (MG…).
+        sender: String,
+        #[command(flatten)]
+        context: ContextArgs,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+    /// Check a code issueOTP sent (checkOTP); print OK.
+    ///
+    /// Exit status: 0 for OK, 1 for an ERR reply (wrong, expired, locked), 2 when the daemon
+    /// could not be asked.
+    Verify {
+        /// The phone number the code went to (E.164).
+        phone: String,
+        /// The code the user entered.
+        code: String,
         #[command(flatten)]
         daemon: DaemonArgs,
     },
@@ -284,6 +309,27 @@ fn main() -> ExitCode {
                 params.push(rmpv::Value::Map(vec![("token".into(), token.into())]));
             }
             ask_blocking(&daemon, "confirmOTP", params, show_reply)
+        }
+        Command::Issue {
+            phone,
+            sender,
+            context,
+            daemon,
+        } => {
+            let mut params = vec![phone.into(), sender.into()];
+            params.extend(context.param());
+            ask_blocking(&daemon, "issueOTP", params, show_reply)
+        }
+        Command::Verify {
+            phone,
+            code,
+            daemon,
+        } => {
+            let mut params = vec![phone.into(), code.into()];
+            if let Some(token) = caller_token() {
+                params.push(rmpv::Value::Map(vec![("token".into(), token.into())]));
+            }
+            ask_blocking(&daemon, "checkOTP", params, show_reply)
         }
         Command::Ping { daemon } => ask_blocking(&daemon, "health", vec![], show_health),
     }

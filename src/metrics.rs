@@ -108,6 +108,8 @@ pub struct Metrics {
     tls_handshakes: Family<ResultLabel, Counter>,
     /// Calls that needed a caller token, by caller (`none`: no token or a wrong one).
     caller_calls: Family<CallerLabels, Counter>,
+    /// issueOTP / checkOTP: codes issued, and checks by result.
+    codes: Family<ResultLabel, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -236,6 +238,11 @@ impl Metrics {
             "caller_calls",
             "Calls that needed a caller token (sendOTP, confirmOTP), by caller name from the tokens file (none: no token or one not accepted), method and outcome",
         );
+        let codes = registered(
+            r,
+            "codes",
+            "issueOTP and checkOTP: codes issued, and checks by result (ok, invalid, expired, locked)",
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -268,6 +275,7 @@ impl Metrics {
             budget_probes,
             tls_handshakes,
             caller_calls,
+            codes,
         }
     }
 
@@ -292,6 +300,11 @@ impl Metrics {
     /// A connection closed at once because max_connections were open.
     pub fn count_connection_refused(&self) {
         self.connections_refused.inc();
+    }
+
+    /// issueOTP / checkOTP: `issued`, or a check's `ok`, `invalid`, `expired`, `locked`.
+    pub fn count_code(&self, result: &'static str) {
+        self.codes.get_or_create(&ResultLabel { result }).inc();
     }
 
     /// A SIGHUP reload, applied or refused.

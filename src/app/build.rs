@@ -8,6 +8,7 @@ use anyhow::Result;
 
 use crate::call::backend::Backend;
 use crate::call::Dispatcher;
+use crate::codes::Codes;
 use crate::config::Settings;
 use crate::guard::lookup::LookupGuard;
 use crate::guard::ratelimit::RateLimiter;
@@ -26,6 +27,8 @@ pub struct Parts {
     pub lookup: Option<Arc<LookupGuard>>,
     /// The shared state store, when there is one (`--state redis://…`).
     pub store: Option<Arc<Store>>,
+    /// issueOTP's codes (swept with the limiter).
+    pub codes: Arc<Codes>,
     pub settings: Settings,
 }
 
@@ -81,7 +84,18 @@ pub fn build(settings: &Settings, running: Option<&Parts>) -> Result<(Live, Part
         lookup: lookup.clone(),
         store: store.clone(),
     };
-    let dispatcher = Dispatcher::new(settings.call.clone(), guards, backend.clone());
+    // The codes outlive a reload that keeps their settings and store (issued codes stay good).
+    let codes = match running.map(|parts| &parts.codes) {
+        Some(codes) if codes.settings() == &settings.codes && codes.kept_in(store.as_ref()) => {
+            codes.clone()
+        }
+        _ => Arc::new(
+            Codes::new(settings.codes.clone(), store.clone())
+                .map_err(|_| anyhow::anyhow!("no random bytes from the OS for the codes' key"))?,
+        ),
+    };
+    let dispatcher =
+        Dispatcher::new(settings.call.clone(), guards, backend.clone()).with_codes(codes.clone());
     let live = Live {
         dispatcher: Arc::new(dispatcher),
         limits: settings.limits,
@@ -93,6 +107,7 @@ pub fn build(settings: &Settings, running: Option<&Parts>) -> Result<(Live, Part
         limiter,
         lookup,
         store,
+        codes,
         settings: settings.clone(),
     };
     Ok((live, parts))

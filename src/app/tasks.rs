@@ -106,14 +106,21 @@ pub async fn keep_warm(parts: SharedParts, interval: Duration) {
     }
 }
 
-/// Once a minute, forgets rate-limit keys whose window has passed and expired Lookup answers.
+/// Once a minute, forgets rate-limit keys whose window has passed, expired Lookup answers and
+/// issued codes that no longer matter.
 pub async fn sweep_rate_limits(parts: SharedParts) {
     loop {
         tokio::time::sleep(Duration::from_secs(60)).await;
         let parts = parts.load_full();
         let kept = parts.limiter.sweep();
         let cached = parts.lookup.as_ref().map_or(0, |l| l.sweep());
-        tracing::debug!(kept, cached, "rate-limit keys and Lookup answers swept");
+        let phones = parts.codes.sweep();
+        tracing::debug!(
+            kept,
+            cached,
+            phones,
+            "rate-limit keys, Lookup answers and codes swept"
+        );
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod callers;
+mod codes;
 pub mod log;
 pub mod request;
 mod send;
@@ -16,6 +17,7 @@ use std::time::Duration;
 use rmpv::Value;
 use tokio::time::Instant;
 
+use crate::codes::Codes;
 use crate::error::CallError;
 use crate::guard::Guards;
 use crate::health::HEALTH;
@@ -48,6 +50,8 @@ pub struct Dispatcher {
     settings: Settings,
     guards: Guards,
     backend: Arc<Backend>,
+    /// issueOTP's codes; `None`: issueOTP and checkOTP are not served.
+    codes: Option<Arc<Codes>>,
 }
 
 impl Dispatcher {
@@ -56,7 +60,14 @@ impl Dispatcher {
             settings,
             guards,
             backend,
+            codes: None,
         }
+    }
+
+    /// Serves issueOTP and checkOTP with `codes`.
+    pub fn with_codes(mut self, codes: Arc<Codes>) -> Self {
+        self.codes = Some(codes);
+        self
     }
 
     /// Runs one call that arrived at `started` (its deadline counts from there: a wait for a
@@ -133,11 +144,23 @@ impl Dispatcher {
                 let log = self.finish(&Method::ConfirmOtp, target, &result, started);
                 (result.map(Value::from), log)
             }
+            Call::IssueOtp(issue) => {
+                let target = Target::Phone(issue.phone.as_str().to_owned());
+                let result = self.issue_otp(&issue, started).await;
+                let log = self.finish(&Method::IssueOtp, target, &result, started);
+                (result.map(Value::from), log)
+            }
+            Call::CheckOtp(check) => {
+                let target = Target::Phone(check.phone.as_str().to_owned());
+                let result = self.check_otp(&check, started).await;
+                let log = self.finish(&Method::CheckOtp, target, &result, started);
+                (result.map(Value::from), log)
+            }
             Call::Probe(probe) => (Ok(self.answer(probe)), CallLog::default()),
         }
     }
 
-    /// What a finished sendOTP or confirmOTP leaves behind besides its reply: the health
+    /// What a finished call that sends or confirms leaves behind besides its reply: the health
     /// record (of a real send), the refusal's counter, and its log line.
     fn finish(
         &self,
@@ -146,7 +169,7 @@ impl Dispatcher {
         result: &Result<String, CallError>,
         started: Instant,
     ) -> CallLog {
-        if *method == Method::SendOtp {
+        if matches!(method, Method::SendOtp | Method::IssueOtp) {
             // A dry run never talks to Twilio, so its sends say nothing of Twilio's health.
             if self.backend.twilio().is_some() {
                 match result {

@@ -81,6 +81,7 @@ fn credential_files<'a>(c: &'a CredentialFiles, files: &mut Vec<(&'static str, &
         ("api_secret_file", &c.api_secret_file),
         ("state_password_file", &c.state_password_file),
         ("state_key_file", &c.state_key_file),
+        ("codes_key_file", &c.codes_key_file),
     ] {
         if let Some(path) = path {
             files.push((key, path.get_ref()));

@@ -31,6 +31,8 @@ pub const RANGES: &[(&str, RangeInclusive<u64>)] = &[
     ("state_timeout_ms", 1..=5000),
     ("breaker_failures", 1..=1000),
     ("breaker_cooldown_secs", 1..=86_400),
+    ("code_length", 4..=10),
+    ("max_attempts", 1..=100),
 ];
 
 /// A layer as a JSON object; unset options are `null`.

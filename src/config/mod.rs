@@ -6,6 +6,7 @@
 mod backend;
 mod call;
 mod checks;
+mod codes;
 mod credentials;
 mod exposure;
 mod failover;
@@ -62,6 +63,8 @@ pub struct Settings {
     pub backend: BackendSettings,
     /// The shared state store; `None`: in this process's memory.
     pub state: Option<crate::state::StoreSettings>,
+    /// issueOTP / checkOTP's codes.
+    pub codes: crate::codes::Settings,
     /// What is allowed but probably wrong: `serve` logs these at WARN, `check` prints them.
     pub warnings: Vec<String>,
 }
@@ -105,6 +108,7 @@ impl Settings {
         ));
         let credentials = secrets.load()?;
         let state = state::store(&o, &secrets)?;
+        let codes = codes::settings(&o, &secrets, state.as_ref())?;
         let guard = guard::settings(&o)?;
         let auth = listener::resolve(&o, &mut warnings)?;
         let call = call::settings(&o, auth.callers, &mut warnings)?;
@@ -137,6 +141,7 @@ impl Settings {
             guard,
             backend,
             state,
+            codes,
             warnings,
         })
     }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use super::checks::parse_bool;
+use super::checks::{locale_table, locale_template, parse_bool};
 use super::credentials::CredentialFiles;
 use super::failover::ProviderConfig;
 use crate::call::template::DEFAULT_TEMPLATE;
@@ -467,6 +467,29 @@ pub struct Options {
     )]
     pub breaker_cooldown_secs: Option<u64>,
 
+    /// issueOTP: characters per code (4-10).
+    #[arg(
+        long,
+        env = "OTP_SIDECAR_CODE_LENGTH",
+        value_name = "N",
+        default_value = "6"
+    )]
+    pub code_length: Option<u64>,
+
+    /// issueOTP: the characters codes are drawn from, 10-62 distinct ASCII letters or digits.
+    /// [default: 0123456789]
+    #[arg(long, env = "OTP_SIDECAR_CODE_ALPHABET", value_name = "CHARS")]
+    pub code_alphabet: Option<String>,
+
+    /// checkOTP: wrong codes (1-100) that lock a number until its codes expire.
+    #[arg(
+        long,
+        env = "OTP_SIDECAR_MAX_ATTEMPTS",
+        value_name = "N",
+        default_value = "5"
+    )]
+    pub max_attempts: Option<u64>,
+
     /// Providers to fail over to, in order, after the primary (file only: `[[failover]]`).
     #[arg(skip)]
     #[serde(default, skip_serializing)]
@@ -476,17 +499,4 @@ pub struct Options {
     #[arg(skip)]
     #[serde(default, skip_serializing)]
     pub credentials: CredentialFiles,
-}
-
-/// `--template nl=TEXT` as a pair.
-fn locale_template(arg: &str) -> Result<(String, String), String> {
-    arg.split_once('=')
-        .map(|(locale, text)| (locale.to_owned(), text.to_owned()))
-        .ok_or_else(|| "expected LOCALE=TEXT, e.g. nl=Uw code is {otp}".to_owned())
-}
-
-/// The file's `[templates]` table as pairs, in the table's order.
-fn locale_table<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>, D::Error> {
-    let table = std::collections::BTreeMap::<String, String>::deserialize(d)?;
-    Ok(table.into_iter().collect())
 }

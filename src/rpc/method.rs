@@ -6,6 +6,10 @@
 pub enum Method {
     SendOtp,
     ConfirmOtp,
+    /// The daemon draws the code, keeps its HMAC and sends it as sendOTP would.
+    IssueOtp,
+    /// Checks a code issueOTP sent.
+    CheckOtp,
     Ping,
     Health,
     /// A name the daemon does not serve, as sent (bytes that are not UTF-8 replaced): the
@@ -19,6 +23,8 @@ impl Method {
         match name {
             b"sendOTP" => Method::SendOtp,
             b"confirmOTP" => Method::ConfirmOtp,
+            b"issueOTP" => Method::IssueOtp,
+            b"checkOTP" => Method::CheckOtp,
             b"ping" => Method::Ping,
             b"health" => Method::Health,
             _ => Method::Unknown(String::from_utf8_lossy(name).into_owned()),
@@ -38,6 +44,8 @@ impl Method {
         match self {
             Method::SendOtp => "sendOTP",
             Method::ConfirmOtp => "confirmOTP",
+            Method::IssueOtp => "issueOTP",
+            Method::CheckOtp => "checkOTP",
             Method::Ping => "ping",
             Method::Health => "health",
             Method::Unknown(_) => "unknown",
@@ -63,7 +71,14 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_unknown_ones_are_kept() {
-        for name in ["sendOTP", "confirmOTP", "ping", "health"] {
+        for name in [
+            "sendOTP",
+            "confirmOTP",
+            "issueOTP",
+            "checkOTP",
+            "ping",
+            "health",
+        ] {
             let method = Method::from(name);
             assert!(!matches!(method, Method::Unknown(_)), "{name}");
             assert_eq!(method.name(), name);
