@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use aws_lc_rs::hmac;
 
 use super::credentials::{Sources, CODES_KEY};
-use super::{given, Options};
+use super::Options;
 use crate::codes::{Settings, DEFAULT_LIFETIME};
 use crate::state::StoreSettings;
 use crate::twilio::credentials::Secret;
@@ -43,12 +43,12 @@ pub(super) fn settings(
         (None, None) => (None, "drawn at start (this instance's codes only)"),
     };
     Ok(Settings {
-        length: usize::try_from(given(o.code_length, "code_length")?).unwrap_or(6),
+        length: usize::try_from(o.code_length.unwrap_or(6)).unwrap_or(6),
         alphabet: alphabet.as_bytes().to_vec(),
         lifetime: o
             .otp_lifetime_secs
             .map_or(DEFAULT_LIFETIME, |s| Duration::from_secs(s.into())),
-        max_attempts: u32::try_from(given(o.max_attempts, "max_attempts")?).unwrap_or(5),
+        max_attempts: u32::try_from(o.max_attempts.unwrap_or(5)).unwrap_or(5),
         key,
         key_from,
     })

@@ -467,13 +467,8 @@ pub struct Options {
     )]
     pub breaker_cooldown_secs: Option<u64>,
 
-    /// issueOTP: characters per code (4-10).
-    #[arg(
-        long,
-        env = "OTP_SIDECAR_CODE_LENGTH",
-        value_name = "N",
-        default_value = "6"
-    )]
+    /// issueOTP: characters per code (4-10). [default: 6]
+    #[arg(long, env = "OTP_SIDECAR_CODE_LENGTH", value_name = "N")]
     pub code_length: Option<u64>,
 
     /// issueOTP: the characters codes are drawn from, 10-62 distinct ASCII letters or digits.
@@ -481,13 +476,8 @@ pub struct Options {
     #[arg(long, env = "OTP_SIDECAR_CODE_ALPHABET", value_name = "CHARS")]
     pub code_alphabet: Option<String>,
 
-    /// checkOTP: wrong codes (1-100) that lock a number until its codes expire.
-    #[arg(
-        long,
-        env = "OTP_SIDECAR_MAX_ATTEMPTS",
-        value_name = "N",
-        default_value = "5"
-    )]
+    /// checkOTP: wrong codes (1-100) that lock a number until its codes expire. [default: 5]
+    #[arg(long, env = "OTP_SIDECAR_MAX_ATTEMPTS", value_name = "N")]
     pub max_attempts: Option<u64>,
 
     /// Providers to fail over to, in order, after the primary (file only: `[[failover]]`).

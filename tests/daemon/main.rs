@@ -9,6 +9,8 @@ mod appliance;
 mod bigip;
 mod budget;
 mod cli;
+mod codes;
+mod codes_shared;
 mod conformance;
 mod disk;
 mod docs;
