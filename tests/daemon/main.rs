@@ -15,6 +15,7 @@ mod conformance;
 mod disk;
 mod docs;
 mod failover;
+mod gate;
 mod guards;
 mod layout;
 mod limits;
