@@ -123,20 +123,34 @@ async fn instances_with_other_codes_keys_refuse_each_others_codes() {
     assert!(is_err(&check(&mut b, PHONE, &code).await, "invalid_code"));
     let mut c = third.unix_client().await;
     assert_eq!(check(&mut c, PHONE, &code).await, Ok("OK".into()));
-    // `check` names where the key comes from, never the key.
-    let (ok, out, _) = check_with_store(&redis);
+    // `check` names where the key comes from, never the key; a short key is refused by
+    // where it came from.
+    let (ok, out, _) = check_with_store(&redis, None);
     assert!(
         ok && out.contains("key derived from OTP_SIDECAR_STATE_KEY"),
         "{out}"
     );
+    let given = "codes-key-one-0123456789abcdef";
+    let (ok, out, err) = check_with_store(&redis, Some(given));
+    assert!(ok && out.contains("; key OTP_SIDECAR_CODES_KEY"), "{out}");
+    assert!(!out.contains(given) && !err.contains(given));
+    let (ok, out, err) = check_with_store(&redis, Some("short-key-123"));
+    assert!(
+        !ok && err.contains("OTP_SIDECAR_CODES_KEY (env) is shorter than 16"),
+        "{out}{err}"
+    );
+    assert!(!out.contains("short-key-123") && !err.contains("short-key-123"));
 }
 
-/// `otp-sidecar check` on the store without a codes key.
-fn check_with_store(redis: &RedisServer) -> (bool, String, String) {
-    let out = command()
+/// `otp-sidecar check` on the store, with `codes_key` as OTP_SIDECAR_CODES_KEY.
+fn check_with_store(redis: &RedisServer, codes_key: Option<&str>) -> (bool, String, String) {
+    let mut check = command();
+    check
         .args(["check", "--dry-run", "--state", &redis.url()])
-        .env("OTP_SIDECAR_STATE_KEY", crate::state::KEY)
-        .output()
-        .unwrap();
+        .env("OTP_SIDECAR_STATE_KEY", crate::state::KEY);
+    if let Some(key) = codes_key {
+        check.env("OTP_SIDECAR_CODES_KEY", key);
+    }
+    let out = check.output().unwrap();
     (out.status.success(), text(&out.stdout), text(&out.stderr))
 }
