@@ -30,7 +30,7 @@ pub struct ResultLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabels {
-    /// `rate`, `get`, `set`, `ping`.
+    /// `rate`, `get`, `set`, `ping`, `codes`.
     pub op: &'static str,
     /// `ok`, `failed`, `timeout`.
     pub result: &'static str,

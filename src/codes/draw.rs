@@ -18,7 +18,8 @@ impl fmt::Debug for Code {
     }
 }
 
-/// The OS's random bytes failed us (no getrandom(2), no /dev/urandom): nothing is issued.
+/// The OS's random bytes failed us (no getrandom(2), no /dev/urandom), or there is no
+/// alphabet to draw from (the configuration rules that out): nothing is issued.
 #[derive(Debug)]
 pub struct NoRandomness;
 
@@ -38,7 +39,10 @@ fn draw_with(
     length: usize,
     mut fill: impl FnMut(&mut [u8]) -> Result<(), NoRandomness>,
 ) -> Result<Code, NoRandomness> {
-    let n = alphabet.len().clamp(1, 256);
+    if alphabet.is_empty() || alphabet.len() > 256 {
+        return Err(NoRandomness);
+    }
+    let n = alphabet.len();
     // The largest multiple of n that fits a byte: bytes at or past it are drawn again, so
     // each character keeps exactly 256 / n … of the accepted bytes (rejection sampling).
     let accept_below = 256 - (256 % n);

@@ -218,3 +218,69 @@ fn secs(us: u64) -> u64 {
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn codes(lifetime_secs: u64) -> Codes {
+        let settings = Settings {
+            length: 6,
+            alphabet: b"0123456789".to_vec(),
+            lifetime: Duration::from_secs(lifetime_secs),
+            max_attempts: 5,
+            key: None,
+            key_from: "drawn at start (this instance's codes only)",
+        };
+        Codes::new(settings, None).expect("random bytes")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn in_memory_a_code_expires_by_the_clock_it_runs_on() {
+        // tokio's paused clock: time moves only when told, so the lifetime's edge is exact.
+        let codes = codes(300);
+        let until = Instant::now() + Duration::from_secs(1);
+        let code = codes.draw().unwrap();
+        codes.keep(PHONE, code.as_str(), until).await.unwrap();
+        tokio::time::advance(Duration::from_secs(299)).await;
+        let late = Instant::now() + Duration::from_secs(1);
+        let spare = codes.draw().unwrap();
+        codes.keep(PHONE, spare.as_str(), late).await.unwrap();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let until = Instant::now() + Duration::from_secs(1);
+        assert_eq!(
+            codes.check(PHONE, code.as_str(), until).await,
+            Err(CallError::Expired)
+        );
+        // The second, issued later, lives on; once spent, the first is invalid, not expired.
+        assert_eq!(codes.check(PHONE, spare.as_str(), until).await, Ok(()));
+        assert_eq!(
+            codes.check(PHONE, code.as_str(), until).await,
+            Err(CallError::InvalidCode)
+        );
+        // Swept once nothing matters: a lifetime past the last expiry.
+        codes.keep(PHONE, code.as_str(), until).await.unwrap();
+        assert_eq!(codes.sweep(), 1);
+        tokio::time::advance(Duration::from_secs(600)).await;
+        assert_eq!(codes.sweep(), 0);
+    }
+
+    #[tokio::test]
+    async fn another_instance_without_the_key_accepts_nothing() {
+        // Two memory instances draw two keys: an HMAC from one means nothing to the other.
+        let (one, two) = (codes(300), codes(300));
+        let until = Instant::now() + Duration::from_secs(1);
+        assert_ne!(
+            one.keyed.code(PHONE, "123456"),
+            two.keyed.code(PHONE, "123456")
+        );
+        one.keep(PHONE, "123456", until).await.unwrap();
+        assert_eq!(
+            two.check(PHONE, "123456", until).await,
+            Err(CallError::InvalidCode)
+        );
+        assert_eq!(one.check(PHONE, "123456", until).await, Ok(()));
+    }
+
+    const PHONE: &str = "+31612345678";
+}
