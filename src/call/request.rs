@@ -182,7 +182,7 @@ impl<'a> Call<'a> {
             Method::Ping => Probe::Ping.parse(params).map(Call::Probe),
             Method::Health => Probe::Health.parse(params).map(Call::Probe),
             Method::Unknown(name) => Err(Rejected::unlogged(CallError::BadRequest(format!(
-                "unknown method '{}' (known: sendOTP, confirmOTP, issueOTP, checkOTP, ping, health)",
+                "unknown method '{}' (known: sendOTP, confirmOTP, ping, health)",
                 name.chars().take(40).collect::<String>()
             )))),
         };
