@@ -16,6 +16,7 @@ mod disk;
 mod docs;
 mod failover;
 mod gate;
+mod gate_browser;
 mod guards;
 mod layout;
 mod limits;
