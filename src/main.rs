@@ -31,7 +31,8 @@ macro_rules! err {
 /// Callers speak MessagePack-RPC over a Unix socket or TCP: sendOTP(otp, phone, sender)
 /// answers with the Twilio message SID ("SM…") or an error string starting with "ERR ".
 /// In Verify mode (--verify-service-sid) it answers with the verification SID ("VE…"), and
-/// confirmOTP(phone or VE…) tells Twilio the user entered the right code.
+/// confirmOTP(phone or VE…) tells Twilio the user entered the right code. Without a code of
+/// its own, a caller has the daemon draw one: issueOTP(phone, sender), then checkOTP(phone, code).
 ///
 /// Credentials come from TWILIO_ACCOUNT_SID with TWILIO_AUTH_TOKEN (or TWILIO_API_KEY and
 /// TWILIO_API_SECRET), from files named in the config, or from systemd's
