@@ -139,9 +139,36 @@ impl Client {
         phone: &str,
         sender: &str,
     ) -> Result<Result<String, String>, ClientError> {
-        let reply = self
-            .call("sendOTP", vec![otp.into(), phone.into(), sender.into()])
-            .await?;
+        self.text("sendOTP", vec![otp.into(), phone.into(), sender.into()])
+            .await
+    }
+
+    /// `issueOTP`: the daemon draws the code and sends it; `Ok(sid)` or `Err("ERR …")`.
+    pub async fn issue_otp(
+        &mut self,
+        phone: &str,
+        sender: &str,
+    ) -> Result<Result<String, String>, ClientError> {
+        self.text("issueOTP", vec![phone.into(), sender.into()])
+            .await
+    }
+
+    /// `checkOTP`: `Ok("OK")`, or `Err("ERR invalid_code: …")` (or `expired`, `locked`…).
+    pub async fn check_otp(
+        &mut self,
+        phone: &str,
+        code: &str,
+    ) -> Result<Result<String, String>, ClientError> {
+        self.text("checkOTP", vec![phone.into(), code.into()]).await
+    }
+
+    /// A call whose result is a string.
+    async fn text(
+        &mut self,
+        method: &str,
+        params: Vec<Value>,
+    ) -> Result<Result<String, String>, ClientError> {
+        let reply = self.call(method, params).await?;
         Ok(reply.map(|v| match v {
             Value::String(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
             other => other.to_string(),
@@ -190,4 +217,37 @@ fn tls_config(
     let name = ServerName::try_from(tls.server_name.clone())
         .map_err(|_| format!("{:?} is not a server name", tls.server_name))?;
     Ok((std::sync::Arc::new(config), name))
+}
+
+/// The health map as `key: value` lines (nested maps as `outer.inner`), and whether it says
+/// the daemon is healthy (no `status: degraded` anywhere).
+pub fn health_lines(value: &Value) -> (Vec<String>, bool) {
+    fn walk(prefix: &str, value: &Value, out: &mut Vec<String>, healthy: &mut bool) {
+        let Some(entries) = value.as_map() else {
+            out.push(format!("{prefix}: {}", plain(value)));
+            return;
+        };
+        for (key, value) in entries {
+            let key = plain(key);
+            let name = if prefix.is_empty() {
+                key
+            } else {
+                format!("{prefix}.{key}")
+            };
+            if name == "status" && value.as_str() == Some("degraded") {
+                *healthy = false;
+            }
+            walk(&name, value, out, healthy);
+        }
+    }
+    let (mut lines, mut healthy) = (Vec::new(), true);
+    walk("", value, &mut lines, &mut healthy);
+    (lines, healthy)
+}
+
+/// A value as text: a string as it is, anything else as MessagePack's display of it.
+pub fn plain(value: &Value) -> String {
+    value
+        .as_str()
+        .map_or_else(|| value.to_string(), str::to_owned)
 }

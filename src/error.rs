@@ -54,6 +54,12 @@ pub enum CallError {
     NotFound(String),
     /// A fault of our own.
     Internal(String),
+    /// checkOTP: no live code for the number matches (or none was issued: never told apart).
+    InvalidCode,
+    /// checkOTP: the code was right but its lifetime has passed.
+    Expired,
+    /// checkOTP: too many wrong codes; refused for this long.
+    Locked { retry_in_s: u64 },
 }
 
 impl CallError {
@@ -78,6 +84,11 @@ impl CallError {
                 limit: "country", ..
             } => "country budget".to_owned(),
             CallError::RateLimited { retry_in_s, .. } => format!("retry in {retry_in_s} s"),
+            CallError::InvalidCode => "the code is not valid for this number".to_owned(),
+            CallError::Expired => "the code has expired; ask for a new one".to_owned(),
+            CallError::Locked { retry_in_s } => {
+                format!("too many wrong codes; retry in {retry_in_s} s")
+            }
         }
     }
 
@@ -94,6 +105,9 @@ impl CallError {
             CallError::Unauthorized(_) => "unauthorized",
             CallError::NotFound(_) => "not_found",
             CallError::Internal(_) => "internal",
+            CallError::InvalidCode => "invalid_code",
+            CallError::Expired => "expired",
+            CallError::Locked { .. } => "locked",
         }
     }
 }
@@ -137,7 +151,10 @@ impl CallError {
             | CallError::StateStore
             | CallError::Busy(_)
             | CallError::NotFound(_)
-            | CallError::Unauthorized(_) => None,
+            | CallError::Unauthorized(_)
+            | CallError::InvalidCode
+            | CallError::Expired
+            | CallError::Locked { .. } => None,
             CallError::Twilio { code, .. } => {
                 Some((!ACCOUNT_PROBLEMS.contains(code), format!("twilio {code}")))
             }

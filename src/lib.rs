@@ -13,6 +13,7 @@ mod alerts;
 pub mod app;
 mod call;
 pub mod client;
+pub mod codes;
 pub mod config;
 mod delivery;
 mod error;

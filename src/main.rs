@@ -1,4 +1,4 @@
-//! The `otp-sidecar` command: serve | send | confirm | status | ping | check.
+//! The `otp-sidecar` command: serve | send | confirm | status | issue | verify | ping | check.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -31,7 +31,8 @@ macro_rules! err {
 /// Callers speak MessagePack-RPC over a Unix socket or TCP: sendOTP(otp, phone, sender)
 /// answers with the Twilio message SID ("SM…") or an error string starting with "ERR ".
 /// In Verify mode (--verify-service-sid) it answers with the verification SID ("VE…"), and
-/// confirmOTP(phone or VE…) tells Twilio the user entered the right code.
+/// confirmOTP(phone or VE…) tells Twilio the user entered the right code. Without a code of
+/// its own, a caller has the daemon draw one: issueOTP(phone, sender), then checkOTP(phone, code).
 ///
 /// Credentials come from TWILIO_ACCOUNT_SID with TWILIO_AUTH_TOKEN (or TWILIO_API_KEY and
 /// TWILIO_API_SECRET), from files named in the config, or from systemd's
@@ -80,6 +81,31 @@ enum Command {
     Status {
         /// The message's SID (SM…) sendOTP answered.
         sid: String,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+    /// Have a running daemon draw a code and send it (issueOTP); print the SID.
+    ///
+    /// Exit status: 0 for a SID, 1 for an ERR reply, 2 when the daemon could not be asked.
+    Issue {
+        /// The recipient, E.164 (+14155550100).
+        phone: String,
+        /// E.164 number, alphanumeric sender ID, or Messaging Service SID (MG…).
+        sender: String,
+        #[command(flatten)]
+        context: ContextArgs,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+    /// Check a code issueOTP sent (checkOTP); print OK.
+    ///
+    /// Exit status: 0 for OK, 1 for an ERR reply (wrong, expired, locked), 2 when the daemon
+    /// could not be asked.
+    Verify {
+        /// The phone number the code went to (E.164).
+        phone: String,
+        /// The code the user entered.
+        code: String,
         #[command(flatten)]
         daemon: DaemonArgs,
     },
@@ -288,21 +314,35 @@ fn main() -> ExitCode {
             params.extend(context.param());
             ask_blocking(&daemon, "sendOTP", params, show_reply)
         }
-        Command::Confirm { target, daemon } => {
-            let mut params = vec![target.into()];
-            // confirmOTP's second argument is a context read only for the caller token.
-            if let Some(token) = caller_token() {
-                params.push(rmpv::Value::Map(vec![("token".into(), token.into())]));
-            }
-            ask_blocking(&daemon, "confirmOTP", params, show_reply)
+        Command::Confirm { target, daemon } => ask_blocking(
+            &daemon,
+            "confirmOTP",
+            with_token(vec![target.into()]),
+            show_reply,
+        ),
+        Command::Status { sid, daemon } => ask_blocking(
+            &daemon,
+            "deliveryStatus",
+            with_token(vec![sid.into()]),
+            show_reply,
+        ),
+        Command::Issue {
+            phone,
+            sender,
+            context,
+            daemon,
+        } => {
+            let mut params = vec![phone.into(), sender.into()];
+            params.extend(context.param());
+            ask_blocking(&daemon, "issueOTP", params, show_reply)
         }
-        Command::Status { sid, daemon } => {
-            let mut params = vec![sid.into()];
-            // deliveryStatus's second argument is a context read only for the caller token.
-            if let Some(token) = caller_token() {
-                params.push(rmpv::Value::Map(vec![("token".into(), token.into())]));
-            }
-            ask_blocking(&daemon, "deliveryStatus", params, show_reply)
+        Command::Verify {
+            phone,
+            code,
+            daemon,
+        } => {
+            let params = with_token(vec![phone.into(), code.into()]);
+            ask_blocking(&daemon, "checkOTP", params, show_reply)
         }
         Command::Ping { daemon } => ask_blocking(&daemon, "health", vec![], show_health),
     }
@@ -330,6 +370,15 @@ fn exit_on_error(result: Result<()>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `params` and, with a caller token, the context map that carries it: confirmOTP's,
+/// deliveryStatus's and checkOTP's last argument is read only for the token.
+fn with_token(mut params: Vec<rmpv::Value>) -> Vec<rmpv::Value> {
+    if let Some(token) = caller_token() {
+        params.push(rmpv::Value::Map(vec![("token".into(), token.into())]));
+    }
+    params
 }
 
 fn env_var(name: &str) -> Option<String> {
@@ -427,42 +476,19 @@ async fn ask(
 
 /// A plain result: the SID (or whatever the method answered) on one line.
 fn show_reply(value: &rmpv::Value) -> ExitCode {
-    out!("{}", plain(value));
+    out!("{}", otp_sidecar::client::plain(value));
     ExitCode::SUCCESS
 }
 
-/// The health map, one `key: value` line each (nested maps as `outer.inner`); exit 1 when
-/// the daemon says it is degraded.
+/// The health map, one `key: value` line each; exit 1 when the daemon says it is degraded.
 fn show_health(value: &rmpv::Value) -> ExitCode {
-    fn lines(prefix: &str, value: &rmpv::Value, status: &mut bool) {
-        let Some(entries) = value.as_map() else {
-            out!("{prefix}: {}", plain(value));
-            return;
-        };
-        for (key, value) in entries {
-            let key = plain(key);
-            let name = if prefix.is_empty() {
-                key
-            } else {
-                format!("{prefix}.{key}")
-            };
-            if name == "status" && value.as_str() == Some("degraded") {
-                *status = false;
-            }
-            lines(&name, value, status);
-        }
+    let (lines, healthy) = otp_sidecar::client::health_lines(value);
+    for line in lines {
+        out!("{line}");
     }
-    let mut healthy = true;
-    lines("", value, &mut healthy);
     if healthy {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     }
-}
-
-fn plain(value: &rmpv::Value) -> String {
-    value
-        .as_str()
-        .map_or_else(|| value.to_string(), str::to_owned)
 }

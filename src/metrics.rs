@@ -4,7 +4,10 @@
 //! Labels only ever carry values from fixed lists (method names we know, reason tokens), so
 //! a caller cannot grow the set by sending odd method names.
 
+mod outcomes;
 mod pumping;
+
+use outcomes::{AlertLabels, DeliveryLabels};
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -32,7 +35,7 @@ pub struct ResultLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabels {
-    /// `rate`, `get`, `set`, `ping`.
+    /// `rate`, `get`, `set`, `ping`, `codes`.
     pub op: &'static str,
     /// `ok`, `failed`, `timeout`.
     pub result: &'static str,
@@ -79,22 +82,6 @@ pub struct AccountLabel {
     pub account: String,
 }
 
-/// A message's final status (issue 26): `code` is Twilio's error code from a fixed list
-/// (`other` past it, empty when none), `country` ISO 3166 alpha-2 (`ZZ` unknown).
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DeliveryLabels {
-    pub status: &'static str,
-    pub code: &'static str,
-    pub country: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AlertLabels {
-    pub kind: &'static str,
-    /// `raised`, `suppressed` (one per kind per 5 min), `dropped` (queue full), `sent`, `failed`.
-    pub outcome: &'static str,
-}
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
@@ -139,6 +126,8 @@ pub struct Metrics {
     delivery: Family<DeliveryLabels, Counter>,
     delivery_events: Family<ResultLabel, Counter>,
     alerts: Family<AlertLabels, Counter>,
+    /// issueOTP / checkOTP: codes issued, and checks by result.
+    codes: Family<ResultLabel, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -279,6 +268,11 @@ impl Metrics {
             "alerts",
             "Alerts, by kind and outcome: raised, suppressed, dropped, sent, failed",
         );
+        let codes = registered(
+            r,
+            "codes",
+            "issueOTP and checkOTP: codes issued, and checks by result (ok, invalid, expired, locked)",
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -315,28 +309,8 @@ impl Metrics {
             delivery,
             delivery_events,
             alerts,
+            codes,
         }
-    }
-
-    /// A message's final status.
-    pub fn count_delivery(&self, status: &'static str, code: &'static str, country: String) {
-        let labels = DeliveryLabels {
-            status,
-            code,
-            country,
-        };
-        self.delivery.get_or_create(&labels).inc();
-    }
-
-    pub fn count_delivery_event(&self, result: &'static str) {
-        let labels = ResultLabel { result };
-        self.delivery_events.get_or_create(&labels).inc();
-    }
-
-    pub fn count_alert(&self, kind: &'static str, outcome: &'static str) {
-        self.alerts
-            .get_or_create(&AlertLabels { kind, outcome })
-            .inc();
     }
 
     /// The gauge of open connections, for the server's connection slots to move.

@@ -26,12 +26,9 @@ const QUEUE: usize = 32;
 /// What an alert is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
-    /// The pumping guard started throttling a scope (`pumping::episode_started`, wired at
-    /// the merge).
-    #[allow(dead_code)]
+    /// The pumping guard started throttling a scope (`pumping::episode_started`).
     PumpingThrottle,
-    /// A country's send budget ran out (`budget_exhausted`, wired at the merge).
-    #[allow(dead_code)]
+    /// A country's send budget ran out (`budgets::budget_exhausted`).
     CountryBudget,
     /// A provider's circuit breaker opened.
     BreakerOpen,

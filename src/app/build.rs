@@ -8,6 +8,7 @@ use anyhow::Result;
 
 use crate::call::backend::Backend;
 use crate::call::Dispatcher;
+use crate::codes::Codes;
 use crate::config::Settings;
 use crate::delivery::Tracker;
 use crate::guard::lookup::LookupGuard;
@@ -33,6 +34,8 @@ pub struct Parts {
     pub sent: Arc<Sent>,
     /// Follows each sent message's fate.
     pub delivery: Arc<Tracker>,
+    /// issueOTP's codes (swept with the limiter).
+    pub codes: Arc<Codes>,
     pub settings: Settings,
 }
 
@@ -111,8 +114,28 @@ pub fn build(settings: &Settings, running: Option<&Parts>) -> Result<(Live, Part
         }
         _ => Tracker::new(settings.delivery.clone(), store.clone()),
     };
+    // A message that will never arrive counts against its range and country, as an
+    // unconfirmed send does (the first build's guards: the hook is set once per tracker).
+    let lost = guards.clone();
+    delivery.on_final_status(Box::new(move |phone, fate| {
+        if fate.status.is_lost() {
+            let (guards, phone) = (lost.clone(), phone.to_owned());
+            tokio::spawn(async move { guards.undelivered(&phone).await });
+        }
+    }));
+    // The codes outlive a reload that keeps their settings and store (issued codes stay good).
+    let codes = match running.map(|parts| &parts.codes) {
+        Some(codes) if codes.settings() == &settings.codes && codes.kept_in(store.as_ref()) => {
+            codes.clone()
+        }
+        _ => Arc::new(
+            Codes::new(settings.codes.clone(), store.clone())
+                .map_err(|_| anyhow::anyhow!("no random bytes from the OS for the codes' key"))?,
+        ),
+    };
     let dispatcher = Dispatcher::new(settings.call.clone(), guards, backend.clone())
-        .with_delivery(delivery.clone());
+        .with_delivery(delivery.clone())
+        .with_codes(codes.clone());
     let live = Live {
         dispatcher: Arc::new(dispatcher),
         limits: settings.limits,
@@ -127,6 +150,7 @@ pub fn build(settings: &Settings, running: Option<&Parts>) -> Result<(Live, Part
         pumping,
         sent,
         delivery,
+        codes,
         settings: settings.clone(),
     };
     Ok((live, parts))

@@ -106,7 +106,8 @@ pub async fn keep_warm(parts: SharedParts, interval: Duration) {
     }
 }
 
-/// Once a minute, forgets rate-limit keys whose window has passed and expired Lookup answers.
+/// Once a minute, forgets rate-limit keys whose window has passed, expired Lookup answers and
+/// issued codes that no longer matter.
 pub async fn sweep_rate_limits(parts: SharedParts) {
     loop {
         tokio::time::sleep(Duration::from_secs(60)).await;
@@ -115,12 +116,14 @@ pub async fn sweep_rate_limits(parts: SharedParts) {
         let cached = parts.lookup.as_ref().map_or(0, |l| l.sweep());
         let ranges = parts.pumping.sweep();
         let records = parts.sent.sweep();
+        let phones = parts.codes.sweep();
         tracing::debug!(
             kept,
             cached,
             ranges,
             records,
-            "rate-limit keys, Lookup answers, pumping ranges and sent records swept"
+            phones,
+            "rate-limit keys, Lookup answers, pumping ranges, sent records and codes swept"
         );
     }
 }

@@ -13,7 +13,7 @@ use crate::mask::mask_phone;
 use crate::rpc::Method;
 use crate::status;
 
-/// The line of one sendOTP or confirmOTP call; empty for the other methods.
+/// The line of one sendOTP, issueOTP, checkOTP or confirmOTP call; empty for the others.
 #[derive(Default)]
 pub struct CallLog(Option<Line>);
 
@@ -93,24 +93,25 @@ impl Line {
         let latency_ms = self.latency_ms;
         // Left out of the line when no tokens file is configured.
         let caller = self.caller.as_deref();
+        let method = self.method.label();
         match (&self.method, &self.outcome) {
-            (Method::SendOtp, Outcome::Done { sid }) => {
-                tracing::info!(method = "sendOTP", phone = %target, outcome = "sent", sid = %sid, caller, latency_ms)
+            (Method::SendOtp | Method::IssueOtp, Outcome::Done { sid }) => {
+                tracing::info!(method, phone = %target, outcome = "sent", sid = %sid, caller, latency_ms)
             }
-            (Method::SendOtp, Outcome::Failed { reason, detail }) => {
+            (Method::SendOtp | Method::IssueOtp, Outcome::Failed { reason, detail }) => {
                 status::recent::record(target, reason, shown_detail(*detail));
                 match detail {
                     Detail::TwilioCode(code) => {
-                        tracing::warn!(method = "sendOTP", phone = %target, outcome = "error", reason, twilio_code = code, caller, latency_ms)
+                        tracing::warn!(method, phone = %target, outcome = "error", reason, twilio_code = code, caller, latency_ms)
                     }
                     Detail::Rule(rule) => {
-                        tracing::warn!(method = "sendOTP", phone = %target, outcome = "error", reason, rule, caller, latency_ms)
+                        tracing::warn!(method, phone = %target, outcome = "error", reason, rule, caller, latency_ms)
                     }
                     Detail::Limit(limit) => {
-                        tracing::warn!(method = "sendOTP", phone = %target, outcome = "error", reason, limit, caller, latency_ms)
+                        tracing::warn!(method, phone = %target, outcome = "error", reason, limit, caller, latency_ms)
                     }
                     Detail::None => {
-                        tracing::warn!(method = "sendOTP", phone = %target, outcome = "error", reason, caller, latency_ms)
+                        tracing::warn!(method, phone = %target, outcome = "error", reason, caller, latency_ms)
                     }
                 }
             }
@@ -119,6 +120,12 @@ impl Line {
             }
             (Method::ConfirmOtp, Outcome::Failed { reason, .. }) => {
                 tracing::warn!(method = "confirmOTP", target = %target, outcome = "error", reason, caller, latency_ms)
+            }
+            (Method::CheckOtp, Outcome::Done { .. }) => {
+                tracing::info!(method, phone = %target, outcome = "accepted", caller, latency_ms)
+            }
+            (Method::CheckOtp, Outcome::Failed { reason, .. }) => {
+                tracing::warn!(method, phone = %target, outcome = "error", reason, caller, latency_ms)
             }
             // The other methods get no line.
             (Method::DeliveryStatus | Method::Ping | Method::Health | Method::Unknown(_), _) => {}

@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod callers;
+mod codes;
 pub mod log;
 pub mod request;
 mod send;
@@ -16,6 +17,7 @@ use std::time::Duration;
 use rmpv::Value;
 use tokio::time::Instant;
 
+use crate::codes::Codes;
 use crate::delivery::Tracker;
 use crate::error::CallError;
 use crate::guard::{ConfirmTarget, Guards};
@@ -51,6 +53,8 @@ pub struct Dispatcher {
     backend: Arc<Backend>,
     /// Follows each sent message's fate (issue 26); `None`: nobody does.
     delivery: Option<Arc<Tracker>>,
+    /// issueOTP's codes; `None`: issueOTP and checkOTP are not served.
+    codes: Option<Arc<Codes>>,
 }
 
 impl Dispatcher {
@@ -60,12 +64,19 @@ impl Dispatcher {
             guards,
             backend,
             delivery: None,
+            codes: None,
         }
     }
 
     /// Hands each sent message to `tracker` and answers deliveryStatus from it.
     pub fn with_delivery(mut self, tracker: Arc<Tracker>) -> Self {
         self.delivery = Some(tracker);
+        self
+    }
+
+    /// Serves issueOTP and checkOTP with `codes`.
+    pub fn with_codes(mut self, codes: Arc<Codes>) -> Self {
+        self.codes = Some(codes);
         self
     }
 
@@ -162,11 +173,23 @@ impl Dispatcher {
                 });
                 (result.map(Value::from), CallLog::default())
             }
+            Call::IssueOtp(issue) => {
+                let target = Target::Phone(issue.phone.as_str().to_owned());
+                let result = self.issue_otp(&issue, started).await;
+                let log = self.finish(&Method::IssueOtp, target, &result, started);
+                (result.map(Value::from), log)
+            }
+            Call::CheckOtp(check) => {
+                let target = Target::Phone(check.phone.as_str().to_owned());
+                let result = self.check_otp(&check, started).await;
+                let log = self.finish(&Method::CheckOtp, target, &result, started);
+                (result.map(Value::from), log)
+            }
             Call::Probe(probe) => (Ok(self.answer(probe)), CallLog::default()),
         }
     }
 
-    /// What a finished sendOTP or confirmOTP leaves behind besides its reply: the health
+    /// What a finished call that sends or confirms leaves behind besides its reply: the health
     /// record (of a real send), the refusal's counter, and its log line.
     fn finish(
         &self,
@@ -175,7 +198,7 @@ impl Dispatcher {
         result: &Result<String, CallError>,
         started: Instant,
     ) -> CallLog {
-        if *method == Method::SendOtp {
+        if matches!(method, Method::SendOtp | Method::IssueOtp) {
             // A dry run never talks to Twilio, so its sends say nothing of Twilio's health.
             if self.backend.twilio().is_some() {
                 match result {
@@ -224,6 +247,10 @@ impl Dispatcher {
             Confirmed::Verification(sid) => ConfirmTarget::Sid(sid),
         };
         let found = self.guards.confirm(found, deadline).await;
+        // No voice follow-up for a message whose code was accepted.
+        if let Some(tracker) = &self.delivery {
+            tracker.mark_confirmed(target);
+        }
         let result = match &*self.backend {
             Backend::Verify(client, service) => {
                 self.within(deadline, send::approve(client, service, target, deadline))

@@ -67,6 +67,22 @@ pub struct SendOtp<'a> {
     pub context: Context<'a>,
 }
 
+/// `issueOTP(phone, sender[, context])`, checked: the daemon draws the code.
+#[derive(Debug)]
+pub struct IssueOtp<'a> {
+    pub phone: Phone<'a>,
+    pub sender: Sender,
+    pub context: Context<'a>,
+}
+
+/// `checkOTP(phone, code[, context])`. The code is any string: one of the wrong shape is a
+/// wrong code (it counts as a guess), never echoed.
+#[derive(Debug)]
+pub struct CheckOtp<'a> {
+    pub phone: Phone<'a>,
+    pub code: &'a str,
+}
+
 /// What `confirmOTP` names: the number the code went to, or the verification's SID.
 #[derive(Debug)]
 pub enum Confirmed<'a> {
@@ -81,6 +97,8 @@ pub enum Call<'a> {
     ConfirmOtp(Confirmed<'a>),
     /// `deliveryStatus(SM…)`: the message's SID, checked.
     DeliveryStatus(&'a str),
+    IssueOtp(IssueOtp<'a>),
+    CheckOtp(CheckOtp<'a>),
     Probe(Probe),
 }
 
@@ -120,6 +138,7 @@ fn context_at(method: &Method) -> Option<usize> {
     match method {
         Method::SendOtp => Some(3),
         Method::ConfirmOtp | Method::DeliveryStatus => Some(1),
+        Method::IssueOtp | Method::CheckOtp => Some(2),
         Method::Ping | Method::Health | Method::Unknown(_) => None,
     }
 }
@@ -159,6 +178,10 @@ impl<'a> Call<'a> {
             }
             Method::ConfirmOtp => confirm_otp(params, region).map(Call::ConfirmOtp),
             Method::DeliveryStatus => delivery_status(params).map(Call::DeliveryStatus),
+            Method::IssueOtp => {
+                issue_otp(params, region, context.unwrap_or_default()).map(Call::IssueOtp)
+            }
+            Method::CheckOtp => check_otp(params, region).map(Call::CheckOtp),
             Method::Ping => Probe::Ping.parse(params).map(Call::Probe),
             Method::Health => Probe::Health.parse(params).map(Call::Probe),
             Method::Unknown(name) => Err(Rejected::unlogged(CallError::BadRequest(format!(
@@ -253,6 +276,68 @@ fn send_otp<'a>(
         sender,
         context,
     })
+}
+
+/// issueOTP's arguments; `context` is its third, already read.
+fn issue_otp<'a>(
+    params: &'a [Value],
+    region: Option<Id>,
+    context: Context<'a>,
+) -> Result<IssueOtp<'a>, Rejected> {
+    if !(2..=3).contains(&params.len()) {
+        return Err(Rejected::unlogged(CallError::BadRequest(format!(
+            "issueOTP takes 2 arguments (phone, sender) and an optional context map, got {}",
+            params.len()
+        ))));
+    }
+    let phone = match string_param(params, 0, "phone").and_then(|p| phone::phone(p, region)) {
+        Ok(phone) => Phone(phone),
+        Err(error) => {
+            return Err(Rejected {
+                error,
+                shown: Some(Target::invalid()),
+            })
+        }
+    };
+    let sender = string_param(params, 1, "sender")
+        .and_then(|s| messages::sender(s).map_err(|reason| CallError::BadRequest(reason.into())));
+    match sender {
+        Ok(sender) => Ok(IssueOtp {
+            phone,
+            sender,
+            context,
+        }),
+        Err(error) => Err(Rejected {
+            error,
+            shown: Some(Target::Phone(phone.0.into_owned())),
+        }),
+    }
+}
+
+/// checkOTP's arguments (its third, the context, was read for its token).
+fn check_otp(params: &[Value], region: Option<Id>) -> Result<CheckOtp<'_>, Rejected> {
+    if !(2..=3).contains(&params.len()) {
+        return Err(Rejected::unlogged(CallError::BadRequest(format!(
+            "checkOTP takes 2 arguments (phone, code) and an optional context map, got {}",
+            params.len()
+        ))));
+    }
+    let phone = match string_param(params, 0, "phone").and_then(|p| phone::phone(p, region)) {
+        Ok(phone) => Phone(phone),
+        Err(error) => {
+            return Err(Rejected {
+                error,
+                shown: Some(Target::invalid()),
+            })
+        }
+    };
+    match string_param(params, 1, "code") {
+        Ok(code) => Ok(CheckOtp { phone, code }),
+        Err(error) => Err(Rejected {
+            error,
+            shown: Some(Target::Phone(phone.0.into_owned())),
+        }),
+    }
 }
 
 fn confirm_otp(params: &[Value], region: Option<Id>) -> Result<Confirmed<'_>, Rejected> {

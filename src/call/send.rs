@@ -9,8 +9,10 @@ use tokio::time::Instant;
 use super::backend::Backend;
 use super::request::SendOtp;
 use super::Dispatcher;
+use crate::codes::Codes;
 use crate::delivery::{FollowUp, Sent, Tracker};
 use crate::error::CallError;
+use crate::guard::validate::Context;
 use crate::guard::Checked;
 use crate::metrics::METRICS;
 use crate::twilio::calls::{self as voice, VoiceCall, VoiceSettings};
@@ -32,13 +34,40 @@ struct Delivery<'a> {
     sms_only: bool,
 }
 
+/// What sendOTP and issueOTP both send: a code to a number, from a sender, with the
+/// caller's context.
+pub(super) struct Outgoing<'a> {
+    pub phone: &'a str,
+    pub code: &'a str,
+    pub sender: &'a Sender,
+    pub context: &'a Context<'a>,
+}
+
 impl Dispatcher {
     pub(super) async fn send_otp(
         &self,
         send: &SendOtp<'_>,
         started: Instant,
     ) -> Result<String, CallError> {
-        let (phone, otp, context) = (send.phone.as_str(), send.otp.as_str(), &send.context);
+        let outgoing = Outgoing {
+            phone: send.phone.as_str(),
+            code: send.otp.as_str(),
+            sender: &send.sender,
+            context: &send.context,
+        };
+        self.deliver(&outgoing, None, started).await
+    }
+
+    /// The one way a code leaves, for sendOTP and issueOTP alike: the guards, then (for
+    /// issueOTP) the code's HMAC kept in `codes`, so a code that goes out can be checked and
+    /// one the guards refused takes no place; then the backend, within the deadline.
+    pub(super) async fn deliver(
+        &self,
+        outgoing: &Outgoing<'_>,
+        codes: Option<&Codes>,
+        started: Instant,
+    ) -> Result<String, CallError> {
+        let (phone, otp, context) = (outgoing.phone, outgoing.code, outgoing.context);
         for field in context.ignored.fields() {
             METRICS.count_context_ignored(field);
         }
@@ -60,10 +89,13 @@ impl Dispatcher {
                 return Ok(sid);
             }
         };
+        if let Some(codes) = codes {
+            codes.keep(phone, otp, self.store_until(deadline)).await?;
+        }
         let delivery = Delivery {
             to: phone,
             code: otp,
-            sender: &send.sender,
+            sender: outgoing.sender,
             locale: context.locale,
             channel: context.channel.unwrap_or(self.settings.channel),
             line_type,

@@ -109,3 +109,18 @@ pub fn parse_bool(text: &str) -> Result<bool, String> {
         _ => Err("expected one of 1/0, yes/no, on/off, true/false".to_owned()),
     }
 }
+
+/// `--template nl=TEXT` as a pair.
+pub(super) fn locale_template(arg: &str) -> Result<(String, String), String> {
+    arg.split_once('=')
+        .map(|(locale, text)| (locale.to_owned(), text.to_owned()))
+        .ok_or_else(|| "expected LOCALE=TEXT, e.g. nl=Uw code is {otp}".to_owned())
+}
+
+/// The file's `[templates]` table as pairs, in the table's order.
+pub(super) fn locale_table<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<(String, String)>, D::Error> {
+    let table: std::collections::BTreeMap<String, String> = serde::Deserialize::deserialize(d)?;
+    Ok(table.into_iter().collect())
+}

@@ -20,6 +20,8 @@ pub const STATE_PASSWORD: &str = "OTP_SIDECAR_STATE_PASSWORD";
 pub const STATE_KEY: &str = "OTP_SIDECAR_STATE_KEY";
 /// The secret alert webhook requests are signed with.
 pub const ALERT_SECRET: &str = "OTP_SIDECAR_ALERT_SECRET";
+/// The key issueOTP's codes are HMACed with.
+pub const CODES_KEY: &str = "OTP_SIDECAR_CODES_KEY";
 
 /// Where the config file says each credential lives (values for the non-secret ones). The
 /// spans name a key's line in errors.
@@ -35,6 +37,7 @@ pub struct CredentialFiles {
     pub state_password_file: Option<Spanned<PathBuf>>,
     pub state_key_file: Option<Spanned<PathBuf>>,
     pub alert_secret_file: Option<Spanned<PathBuf>>,
+    pub codes_key_file: Option<Spanned<PathBuf>>,
 }
 
 /// Where credentials are looked up, first match wins: the environment, then the config
@@ -95,6 +98,26 @@ impl Sources<'_> {
             }
         }
         Ok(None)
+    }
+
+    /// issueOTP's key (`None` when not configured), from the same places as the others: at
+    /// least 16 characters, as the state key.
+    pub fn codes_key(&self) -> Result<Option<Secret>> {
+        let found = self.lookup(
+            CODES_KEY,
+            ("", None),
+            ("codes_key_file", self.files.codes_key_file.as_ref()),
+        )?;
+        if let Some(key) = &found {
+            if key.value.len() < 16 {
+                bail!(
+                    "the codes key from {} is shorter than 16 characters; make one with \
+                     `openssl rand -hex 32`",
+                    key.from
+                );
+            }
+        }
+        Ok(found.map(|f| Secret::new(f.value)))
     }
 
     /// The state store's password and key secret (each `None` when not configured), from the

@@ -82,6 +82,7 @@ fn credential_files<'a>(c: &'a CredentialFiles, files: &mut Vec<(&'static str, &
         ("state_password_file", &c.state_password_file),
         ("state_key_file", &c.state_key_file),
         ("alert_secret_file", &c.alert_secret_file),
+        ("codes_key_file", &c.codes_key_file),
     ] {
         if let Some(path) = path {
             files.push((key, path.get_ref()));

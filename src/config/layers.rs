@@ -36,6 +36,8 @@ pub const RANGES: &[(&str, RangeInclusive<u64>)] = &[
     ("pumping_min_sends", 1..=1_000_000),
     ("pumping_block_secs", 60..=604_800),
     ("pumping_window_secs", 60..=604_800),
+    ("code_length", 4..=10),
+    ("max_attempts", 1..=100),
 ];
 
 /// A layer as a JSON object; unset options are `null`.

@@ -6,6 +6,7 @@
 mod backend;
 mod call;
 mod checks;
+mod codes;
 mod credentials;
 mod delivery;
 mod exposure;
@@ -69,6 +70,8 @@ pub struct Settings {
     pub delivery: crate::delivery::Settings,
     /// Where alerts go.
     pub alerts: crate::alerts::Settings,
+    /// issueOTP / checkOTP's codes.
+    pub codes: crate::codes::Settings,
     /// What is allowed but probably wrong: `serve` logs these at WARN, `check` prints them.
     pub warnings: Vec<String>,
 }
@@ -112,6 +115,7 @@ impl Settings {
         ));
         let credentials = secrets.load()?;
         let state = state::store(&o, &secrets)?;
+        let codes = codes::settings(&o, &secrets, state.as_ref())?;
         let guard = guard::settings(&o)?;
         let auth = listener::resolve(&o, &mut warnings)?;
         let call = call::settings(&o, auth.callers, &mut warnings)?;
@@ -149,6 +153,7 @@ impl Settings {
             state,
             delivery,
             alerts,
+            codes,
             warnings,
         })
     }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use super::checks::parse_bool;
+use super::checks::{locale_table, locale_template, parse_bool};
 use super::credentials::CredentialFiles;
 use super::failover::ProviderConfig;
 use super::fraud_options::FraudOptions;
@@ -481,6 +481,10 @@ pub struct Options {
     #[command(flatten)]
     #[serde(flatten)]
     pub delivery: super::delivery::DeliveryOptions,
+    /// issueOTP's and checkOTP's codes (config/codes.rs).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub codes: super::codes::CodesOptions,
 
     /// Providers to fail over to, in order, after the primary (file only: `[[failover]]`).
     #[arg(skip)]
@@ -491,17 +495,4 @@ pub struct Options {
     #[arg(skip)]
     #[serde(default, skip_serializing)]
     pub credentials: CredentialFiles,
-}
-
-/// `--template nl=TEXT` as a pair.
-fn locale_template(arg: &str) -> Result<(String, String), String> {
-    arg.split_once('=')
-        .map(|(locale, text)| (locale.to_owned(), text.to_owned()))
-        .ok_or_else(|| "expected LOCALE=TEXT, e.g. nl=Uw code is {otp}".to_owned())
-}
-
-/// The file's `[templates]` table as pairs, in the table's order.
-fn locale_table<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>, D::Error> {
-    let table = std::collections::BTreeMap::<String, String>::deserialize(d)?;
-    Ok(table.into_iter().collect())
 }

@@ -55,6 +55,15 @@ pub fn report(settings: &Settings) -> String {
         ))
     );
     line!("  deadline:     {} ms", settings.call.deadline.as_millis());
+    let codes = &settings.codes;
+    line!(
+        "  codes:        issueOTP draws {} of {} characters, good {} s, {} wrong lock; key {}",
+        codes.length,
+        codes.alphabet.len(),
+        codes.lifetime.as_secs(),
+        codes.max_attempts,
+        codes.key_from
+    );
     line!("  threads:      {}", settings.threads);
     let limits = &settings.limits;
     line!(

@@ -121,6 +121,10 @@ pub fn refused(budget: &Budget) {
 /// A country budget is spent: the one place an exhaustion episode is told (the seam alerts
 /// connect to). Called once per episode, never per refused send.
 pub fn budget_exhausted(budget: &Budget) {
+    crate::alerts::raise(
+        crate::alerts::Kind::CountryBudget,
+        &format!("country budget {} ({}) exhausted", budget.name, budget.rate),
+    );
     tracing::warn!(
         budget = %budget.name,
         rate = %budget.rate,

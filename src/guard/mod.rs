@@ -52,6 +52,7 @@ pub struct Settings {
 
 /// The checks after validation. The limiter and the Lookup cache are shared with the
 /// composition root, which sweeps them and keeps the limiter's counts across a reload.
+#[derive(Clone)]
 pub struct Guards {
     pub geo: GeoRules,
     pub number_types: NumberTypes,

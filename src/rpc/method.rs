@@ -8,6 +8,10 @@ pub enum Method {
     ConfirmOtp,
     /// `deliveryStatus(SM…)`: the last known status of a message (issue 26).
     DeliveryStatus,
+    /// The daemon draws the code, keeps its HMAC and sends it as sendOTP would.
+    IssueOtp,
+    /// Checks a code issueOTP sent.
+    CheckOtp,
     Ping,
     Health,
     /// A name the daemon does not serve, as sent (bytes that are not UTF-8 replaced): the
@@ -22,6 +26,8 @@ impl Method {
             b"sendOTP" => Method::SendOtp,
             b"confirmOTP" => Method::ConfirmOtp,
             b"deliveryStatus" => Method::DeliveryStatus,
+            b"issueOTP" => Method::IssueOtp,
+            b"checkOTP" => Method::CheckOtp,
             b"ping" => Method::Ping,
             b"health" => Method::Health,
             _ => Method::Unknown(String::from_utf8_lossy(name).into_owned()),
@@ -42,6 +48,8 @@ impl Method {
             Method::SendOtp => "sendOTP",
             Method::ConfirmOtp => "confirmOTP",
             Method::DeliveryStatus => "deliveryStatus",
+            Method::IssueOtp => "issueOTP",
+            Method::CheckOtp => "checkOTP",
             Method::Ping => "ping",
             Method::Health => "health",
             Method::Unknown(_) => "unknown",
@@ -67,7 +75,15 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_unknown_ones_are_kept() {
-        for name in ["sendOTP", "confirmOTP", "deliveryStatus", "ping", "health"] {
+        for name in [
+            "sendOTP",
+            "confirmOTP",
+            "deliveryStatus",
+            "issueOTP",
+            "checkOTP",
+            "ping",
+            "health",
+        ] {
             let method = Method::from(name);
             assert!(!matches!(method, Method::Unknown(_)), "{name}");
             assert_eq!(method.name(), name);

@@ -7,6 +7,7 @@
 mod agree;
 mod bounded;
 mod clock;
+mod codes;
 mod guard;
 mod keys;
 mod link;

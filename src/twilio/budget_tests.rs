@@ -242,7 +242,10 @@ async fn a_poll_only_takes_room_sends_leave_spare() {
         "two sends of four leave nothing to spare"
     );
     drop(sends);
-    assert!(Budget::new(1, "ACte…st".into()).spare().is_none(), "one slot is never spare");
+    assert!(
+        Budget::new(1, "ACte…st".into()).spare().is_none(),
+        "one slot is never spare"
+    );
     let paused = Budget::new(4, "ACte…st".into());
     let ticket = paused.admit(later()).await.unwrap();
     paused.answered(ticket, Duration::from_millis(250), retry_after(2));

@@ -391,8 +391,8 @@ fn irules_use_only_tcl_8_4() {
         checked += 1;
     }
     assert!(
-        checked >= 2,
-        "expected the ILX and sideband iRules in {}",
+        checked >= 3,
+        "expected the ILX, sideband and LTM gate iRules in {}",
         dir.display()
     );
 }

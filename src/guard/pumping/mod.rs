@@ -372,6 +372,10 @@ pub fn episode_started(
             settings.min_conversion, settings.min_sends
         ),
     };
+    crate::alerts::raise(
+        crate::alerts::Kind::PumpingThrottle,
+        &format!("SMS pumping suspected: {what} confirmed {counts} codes; {then}"),
+    );
     tracing::warn!(
         scope = scope.name(),
         "SMS pumping suspected: {what} confirmed {counts} codes in the window (under {} %); \
