@@ -63,8 +63,8 @@ enum Command {
         #[command(flatten)]
         daemon: DaemonArgs,
     },
-    /// Tell a running daemon (in Verify mode) that the user entered the right code, and print
-    /// its reply: the approved verification's SID (VE…).
+    /// Tell a running daemon that the user entered the right code, and print its reply: the
+    /// approved verification's SID (VE…) in Verify mode, the message's SID (SM…) otherwise.
     ///
     /// Exit status: 0 for a SID, 1 for an ERR reply, 2 when the daemon could not be asked.
     Confirm {

@@ -290,15 +290,7 @@ fn issue_otp<'a>(
             params.len()
         ))));
     }
-    let phone = match string_param(params, 0, "phone").and_then(|p| phone::phone(p, region)) {
-        Ok(phone) => Phone(phone),
-        Err(error) => {
-            return Err(Rejected {
-                error,
-                shown: Some(Target::invalid()),
-            })
-        }
-    };
+    let phone = first_phone(params, region)?;
     let sender = string_param(params, 1, "sender")
         .and_then(|s| messages::sender(s).map_err(|reason| CallError::BadRequest(reason.into())));
     match sender {
@@ -322,15 +314,7 @@ fn check_otp(params: &[Value], region: Option<Id>) -> Result<CheckOtp<'_>, Rejec
             params.len()
         ))));
     }
-    let phone = match string_param(params, 0, "phone").and_then(|p| phone::phone(p, region)) {
-        Ok(phone) => Phone(phone),
-        Err(error) => {
-            return Err(Rejected {
-                error,
-                shown: Some(Target::invalid()),
-            })
-        }
-    };
+    let phone = first_phone(params, region)?;
     match string_param(params, 1, "code") {
         Ok(code) => Ok(CheckOtp { phone, code }),
         Err(error) => Err(Rejected {
@@ -338,6 +322,17 @@ fn check_otp(params: &[Value], region: Option<Id>) -> Result<CheckOtp<'_>, Rejec
             shown: Some(Target::Phone(phone.0.into_owned())),
         }),
     }
+}
+
+/// The phone number a method takes first; a refusal logs it as invalid, never as sent.
+fn first_phone(params: &[Value], region: Option<Id>) -> Result<Phone<'_>, Rejected> {
+    string_param(params, 0, "phone")
+        .and_then(|p| phone::phone(p, region))
+        .map(Phone)
+        .map_err(|error| Rejected {
+            error,
+            shown: Some(Target::invalid()),
+        })
 }
 
 fn confirm_otp(params: &[Value], region: Option<Id>) -> Result<Confirmed<'_>, Rejected> {

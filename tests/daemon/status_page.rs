@@ -105,8 +105,9 @@ async fn status_json_counts_known_traffic_and_masks_as_the_logs_do() {
         doc["providers"],
         serde_json::json!([{"name": "primary", "account": "ACfe…ce", "breaker": "closed"}])
     );
-    // The other branches' figures are not exported here: said so, not zero.
-    assert_eq!(doc["countries"]["enabled"], false);
+    // Sends by country come from the pumping guard (monitor by default); what nothing
+    // exported yet is said so, not zero.
+    assert_eq!(doc["countries"]["enabled"], true);
     assert_eq!(doc["pumping"]["enabled"], false);
 
     // Newest first, each as its log line shows it.
@@ -170,7 +171,7 @@ async fn the_page_shows_the_same_figures_in_tables_under_a_strict_policy() {
         "<td>primary</td><td>ACfe…ce</td><td>closed</td>",
         "<td>+31*****5678</td><td>rate_limited</td><td>phone</td>",
         "<td>twilio</td><td>21211</td>",
-        "By country: not enabled",
+        "<td>NL</td><td>2</td>",
         "Pumping guard: not enabled",
         "Codes issued by the daemon: not enabled",
     ] {
