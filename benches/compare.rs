@@ -219,8 +219,12 @@ fn credentials(cmd: &mut Command) {
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("TWILIO_ACCOUNT_SID", AC)
         .env("TWILIO_AUTH_TOKEN", "authtoken-8f1d2c3b4a5e6f7a8b9c0d1e");
-    if let Some(threads) = std::env::var_os("OTP_SIDECAR_THREADS") {
-        cmd.env("OTP_SIDECAR_THREADS", threads);
+    // The daemon's own settings pass through (OTP_SIDECAR_THREADS, or any option to measure
+    // with and without, e.g. OTP_SIDECAR_DELIVERY_STATUS=off).
+    for (name, value) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("OTP_SIDECAR_") {
+            cmd.env(name, value);
+        }
     }
 }
 
