@@ -103,21 +103,8 @@ impl Sources<'_> {
     /// issueOTP's key (`None` when not configured), from the same places as the others: at
     /// least 16 characters, as the state key.
     pub fn codes_key(&self) -> Result<Option<Secret>> {
-        let found = self.lookup(
-            CODES_KEY,
-            ("", None),
-            ("codes_key_file", self.files.codes_key_file.as_ref()),
-        )?;
-        if let Some(key) = &found {
-            if key.value.len() < 16 {
-                bail!(
-                    "the codes key from {} is shorter than 16 characters; make one with \
-                     `openssl rand -hex 32`",
-                    key.from
-                );
-            }
-        }
-        Ok(found.map(|f| Secret::new(f.value)))
+        let file = ("codes_key_file", self.files.codes_key_file.as_ref());
+        self.long_secret(CODES_KEY, file, "the codes key")
     }
 
     /// The state store's password and key secret (each `None` when not configured), from the
@@ -129,35 +116,30 @@ impl Sources<'_> {
             ("", None),
             ("state_password_file", f.state_password_file.as_ref()),
         )?;
-        let key = self.lookup(
-            STATE_KEY,
-            ("", None),
-            ("state_key_file", f.state_key_file.as_ref()),
-        )?;
-        if let Some(key) = &key {
-            if key.value.len() < 16 {
-                bail!(
-                    "the state key from {} is shorter than 16 characters; make one with \
-                     `openssl rand -hex 32`",
-                    key.from
-                );
-            }
-        }
-        let secret = |found: Option<Found>| found.map(|f| Secret::new(f.value));
-        Ok((secret(password), secret(key)))
+        let file = ("state_key_file", f.state_key_file.as_ref());
+        let key = self.long_secret(STATE_KEY, file, "the state key")?;
+        Ok((password.map(|f| Secret::new(f.value)), key))
     }
 
     /// The alert webhook's signing secret, when configured (at least 16 characters).
     pub fn alert_secret(&self) -> Result<Option<Secret>> {
-        let found = self.lookup(
-            ALERT_SECRET,
-            ("", None),
-            ("alert_secret_file", self.files.alert_secret_file.as_ref()),
-        )?;
+        let file = ("alert_secret_file", self.files.alert_secret_file.as_ref());
+        self.long_secret(ALERT_SECRET, file, "the alert secret")
+    }
+
+    /// A key or signing secret (`None` when not configured): refused under 16 characters,
+    /// naming where it came from (never what it is).
+    fn long_secret(
+        &self,
+        name: &str,
+        file: (&str, Option<&Spanned<PathBuf>>),
+        what: &str,
+    ) -> Result<Option<Secret>> {
+        let found = self.lookup(name, ("", None), file)?;
         if let Some(found) = &found {
             if found.value.len() < 16 {
                 bail!(
-                    "the alert secret from {} is shorter than 16 characters; make one with \
+                    "{what} from {} is shorter than 16 characters; make one with \
                      `openssl rand -hex 32`",
                     found.from
                 );
