@@ -5,20 +5,12 @@
 use std::time::Duration;
 
 use crate::common::*;
+use crate::verify::confirm;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 fn feedback_path(sid: &str) -> String {
     format!("/2010-04-01/Accounts/{AC}/Messages/{sid}/Feedback.json")
-}
-
-async fn confirm(daemon: &Daemon, target: &str) -> Result<rmpv::Value, String> {
-    daemon
-        .unix_client()
-        .await
-        .call("confirmOTP", vec![target.into()])
-        .await
-        .expect("answered")
 }
 
 /// Messages answered with `SID`, Feedback with `feedback`.

@@ -33,7 +33,8 @@ fn verify_daemon(twilio: &MockServer) -> Daemon {
     )
 }
 
-async fn confirm(daemon: &Daemon, target: &str) -> Result<rmpv::Value, String> {
+/// confirmOTP(target) over the Unix socket: its reply (conversion.rs asks the same).
+pub(crate) async fn confirm(daemon: &Daemon, target: &str) -> Result<rmpv::Value, String> {
     daemon
         .unix_client()
         .await
