@@ -27,10 +27,7 @@ async fn strangers(addr: std::net::SocketAddr, n: usize) -> Vec<tokio::net::TcpS
 async fn served_callers_outlast_a_flood_of_strangers() {
     let twilio = twilio_answering(created(SID)).await;
     let dir = tempfile::tempdir().unwrap();
-    let files = Files::new(dir.path());
-    let (server_ca, client_ca) = (Ca::new("server CA"), Ca::new("client CA"));
-    files.write_server(&server_ca.server());
-    std::fs::write(&files.client_ca, client_ca.pem()).unwrap();
+    let (files, server_ca, client_ca) = Files::mutual(dir.path());
     let daemon = Daemon::start(
         &twilio.uri(),
         Options::default()

@@ -86,6 +86,16 @@ impl Files {
         }
     }
 
+    /// Mutual TLS in `dir`: a server certificate from a "server CA" written, and a "client
+    /// CA" written as the one the daemon accepts client certificates from; both CAs back.
+    pub(crate) fn mutual(dir: &Path) -> (Files, Ca, Ca) {
+        let files = Files::new(dir);
+        let (server_ca, client_ca) = (Ca::new("server CA"), Ca::new("client CA"));
+        files.write_server(&server_ca.server());
+        std::fs::write(&files.client_ca, client_ca.pem()).unwrap();
+        (files, server_ca, client_ca)
+    }
+
     pub(crate) fn write_server(&self, leaf: &Leaf) {
         std::fs::write(&self.cert, &leaf.cert).unwrap();
         std::fs::write(&self.key, &leaf.key).unwrap();

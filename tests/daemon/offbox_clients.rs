@@ -10,10 +10,7 @@ async fn python_ssl_with_a_client_certificate_and_a_token() {
     let witness = witness_dir();
     let twilio = twilio_answering(created(SID)).await;
     let dir = tempfile::tempdir().unwrap();
-    let files = Files::new(dir.path());
-    let (server_ca, client_ca) = (Ca::new("server CA"), Ca::new("client CA"));
-    files.write_server(&server_ca.server());
-    std::fs::write(&files.client_ca, client_ca.pem()).unwrap();
+    let (files, server_ca, client_ca) = Files::mutual(dir.path());
     write_tokens(&files, &format!("bigip-a {TOKEN_A}\n"));
     let client = client_ca.client();
     let (client_cert, client_key, ca_file) = (
@@ -79,10 +76,7 @@ with socket.create_connection((host, int(port)), timeout=5) as raw:
 async fn the_bundled_client_speaks_mutual_tls_with_a_token() {
     let twilio = twilio_answering(created(SID)).await;
     let dir = tempfile::tempdir().unwrap();
-    let files = Files::new(dir.path());
-    let (server_ca, client_ca) = (Ca::new("server CA"), Ca::new("client CA"));
-    files.write_server(&server_ca.server());
-    std::fs::write(&files.client_ca, client_ca.pem()).unwrap();
+    let (files, server_ca, client_ca) = Files::mutual(dir.path());
     write_tokens(&files, &format!("bigip-a {TOKEN_A}\n"));
     let daemon = Daemon::start(
         &twilio.uri(),

@@ -11,14 +11,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 async fn mutual_tls_serves_the_client_cas_certificates_only() {
     let twilio = twilio_answering(created(SID)).await;
     let dir = tempfile::tempdir().unwrap();
-    let files = Files::new(dir.path());
-    let (server_ca, client_ca, other_ca) = (
-        Ca::new("server CA"),
-        Ca::new("client CA"),
-        Ca::new("other CA"),
-    );
-    files.write_server(&server_ca.server());
-    std::fs::write(&files.client_ca, client_ca.pem()).unwrap();
+    let (files, server_ca, client_ca) = Files::mutual(dir.path());
+    let other_ca = Ca::new("other CA");
     let daemon = Daemon::start(
         &twilio.uri(),
         Options::default()
