@@ -361,6 +361,19 @@ impl Daemon {
             .count()
     }
 
+    /// How many log lines contain `needle`, once at least `least` do (or 5 s passed): the
+    /// log is read from the daemon's stderr by another thread, behind the replies.
+    pub fn count_log_once(&self, needle: &str, least: usize) -> usize {
+        let started = Instant::now();
+        loop {
+            let count = self.count_log(needle);
+            if count >= least || started.elapsed() > Duration::from_secs(5) {
+                return count;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Waits (up to 5 s) for a log line containing `needle`.
     pub fn wait_for_log(&self, needle: &str) -> String {
         poll_until(

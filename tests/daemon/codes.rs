@@ -97,15 +97,19 @@ async fn wrong_codes_lock_the_number_until_its_code_expires() {
     // The right code is refused too while the lock holds: it was spent by the lock.
     let right = check(&mut client, PHONE, &code).await;
     assert!(is_err(&right, "locked"), "{right:?}");
-    // Locked for about the code's lifetime (300 s by default).
+    // Locked until the code would have expired: its 300 s lifetime counted from the issue,
+    // less what the checks took (seconds on a loaded machine).
     let e = right.unwrap_err();
-    assert!(
-        e.contains("retry in 300 s") || e.contains("retry in 299 s"),
-        "{e}"
-    );
+    let retry_in: u64 = e
+        .split("retry in ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no retry figure in {e}"));
+    assert!((280..=300).contains(&retry_in), "{e}");
     // Logged once, when it started; other numbers are not affected.
     assert_eq!(
-        daemon.count_log("too many wrong codes"),
+        daemon.count_log_once("too many wrong codes", 1),
         1,
         "{}",
         daemon.log()

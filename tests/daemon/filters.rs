@@ -38,7 +38,7 @@ async fn country_budgets_cap_named_countries_and_every_other_country_on_its_own(
     let line = daemon.wait_for_log("reason=\"rate_limited\"");
     assert!(line.contains("limit=\"country\""), "{line}");
     // Each exhaustion episode told once (two refusals to +44, one to DE), by the budget's name.
-    assert_eq!(daemon.count_log("country budget exhausted"), 2);
+    assert_eq!(daemon.count_log_once("country budget exhausted", 2), 2);
     let told = daemon.wait_for_log("country budget exhausted");
     assert!(told.contains("budget=+44"), "{told}");
     let (_, text) = scrape(&log_field(&daemon.ready, "metrics").unwrap(), "/metrics").await;
