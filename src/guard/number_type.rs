@@ -5,7 +5,6 @@
 use std::str::FromStr;
 
 use anyhow::bail;
-use phonenumber::metadata::{Descriptor, Descriptors};
 use phonenumber::Type;
 
 use super::plan::Filed;
@@ -60,37 +59,15 @@ impl NumberTypes {
     /// Refuses `number` when the plan says it is of a refused type. A number the plan cannot
     /// read passes: other rules (validity, the allow list) are for that.
     pub fn check(&self, number: Option<&Filed<'_>>) -> Result<(), CallError> {
-        let Some((region, national)) = number
-            .filter(|_| self.active())
-            .and_then(|n| Some((n.region?, n.national)))
-        else {
+        let Some(number) = number.filter(|_| self.active()) else {
             return Ok(());
         };
         // Only the refused types' patterns are matched (the parser's number_type() would try
         // up to ten, mobiles last).
-        let plan = region.descriptors();
-        if self
-            .0
-            .iter()
-            .any(|t| descriptor(plan, *t).is_some_and(|d| d.is_match(national)))
-        {
+        if self.0.iter().any(|t| number.is(*t)) {
             return Err(CallError::Blocked("number_type"));
         }
         Ok(())
-    }
-}
-
-/// The numbering plan's pattern for a type that may be refused.
-fn descriptor(plan: &Descriptors, number_type: Type) -> Option<&Descriptor> {
-    match number_type {
-        Type::PremiumRate => plan.premium_rate(),
-        Type::SharedCost => plan.shared_cost(),
-        Type::Uan => plan.uan(),
-        Type::Pager => plan.pager(),
-        Type::TollFree => plan.toll_free(),
-        Type::Voip => plan.voip(),
-        Type::PersonalNumber => plan.personal_number(),
-        _ => None,
     }
 }
 
