@@ -81,8 +81,8 @@ impl Dispatcher {
             .guards
             .check(phone, otp, context, self.backend.twilio(), deadline)
             .await?;
-        let line_type = match checked {
-            Checked::Send(line_type) => line_type,
+        let admitted = match checked {
+            Checked::Send(admitted) => admitted,
             // APM running its agent again, a user pressing refresh: the first SID, nothing sent.
             Checked::Duplicate(sid) => {
                 METRICS.pumping.count_deduplicated();
@@ -98,7 +98,7 @@ impl Dispatcher {
             sender: outgoing.sender,
             locale: context.locale,
             channel: context.channel.unwrap_or(self.settings.channel),
-            line_type,
+            line_type: admitted.line_type.clone(),
             sms_only: context.channel == Some(Channel::Sms),
         };
         let send = async {
@@ -132,7 +132,7 @@ impl Dispatcher {
             }
         };
         let sent = self.within(deadline, send).await?;
-        self.guards.record(phone, otp, &sent);
+        self.guards.record(&admitted, phone, otp, &sent);
         Ok(sent)
     }
 

@@ -1,13 +1,41 @@
 //! A map with a hard cap on its size that never refuses an insert: two generations of at most
 //! `cap` keys each; when the newer fills it becomes the older and the older is dropped. Under
 //! a flood of new keys the oldest are forgotten first.
+//!
+//! Its keys are already hashes under a per-process random key (no number is kept), as
+//! uniform as any hasher would make them: the map takes them as they are instead of hashing
+//! them again.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 pub struct BoundedMap<V> {
     cap: usize,
-    newer: HashMap<u64, V>,
-    older: HashMap<u64, V>,
+    newer: HashMap<u64, V, Keyed>,
+    older: HashMap<u64, V, Keyed>,
+}
+
+type Keyed = BuildHasherDefault<KeyedHash>;
+
+/// The key itself, for keys that are keyed hashes already.
+#[derive(Default)]
+struct KeyedHash(u64);
+
+impl Hasher for KeyedHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys come here (write_u64); any other input is folded in all the same.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, key: u64) {
+        self.0 = key;
+    }
 }
 
 impl<V> BoundedMap<V> {
@@ -15,8 +43,8 @@ impl<V> BoundedMap<V> {
     pub fn new(cap: usize) -> Self {
         BoundedMap {
             cap: cap.max(1),
-            newer: HashMap::new(),
-            older: HashMap::new(),
+            newer: HashMap::default(),
+            older: HashMap::default(),
         }
     }
 

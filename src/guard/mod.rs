@@ -29,7 +29,7 @@ use crate::twilio::TwilioClient;
 use geo::GeoRules;
 use lookup::{LookupGuard, LookupRules};
 use number_type::NumberTypes;
-use pumping::{Pumping, Throttled};
+use pumping::{Pumping, Subject, Throttled};
 use ratelimit::Scope;
 use ratelimit::{LimitKeys, RateLimiter, RateLimits};
 use sent::Sent;
@@ -85,8 +85,9 @@ impl Guards {
         twilio: Option<&TwilioClient>,
         deadline: Instant,
     ) -> Result<Checked, CallError> {
+        let sent_keys = self.sent.keys(phone, code);
         if self.store.is_none() {
-            if let Some(sid) = self.sent.duplicate(phone, code) {
+            if let Some(sid) = self.sent.duplicate(&sent_keys) {
                 return Ok(Checked::Duplicate(sid));
             }
         }
@@ -113,42 +114,53 @@ impl Guards {
             Some(store) => deadline.min(Instant::now() + store.timeout()),
             None => deadline,
         };
-        let admitted = match &self.store {
+        let shared = match &self.store {
             Some(store) => {
                 self.check_shared(store, phone, code, &keys, store_until)
                     .await
             }
             None => Ok(None),
-        }
-        .and_then(|shared| match shared {
+        };
+        // Counted in this process: what the send counts under; in the store: kept there.
+        let subject = match shared {
             // In memory, or the store failed and `state_failure = local`.
-            None => self.check_local(phone, &keys).map(|()| None),
-            decided => Ok(decided),
-        });
-        if let (Err(CallError::RateLimited { limit, .. }), Some(budget)) = (&admitted, &budget) {
+            Ok(None) => self.check_local(phone, &sent_keys, &keys),
+            Ok(Some(Shared::Admitted)) => Ok(None),
+            Ok(Some(Shared::Duplicate(sid))) => return Ok(Checked::Duplicate(sid)),
+            Err(refused) => Err(refused),
+        };
+        if let (Err(CallError::RateLimited { limit, .. }), Some(budget)) = (&subject, &budget) {
             if *limit == Scope::Country.name() {
                 budgets::refused(budget);
             }
         }
-        if let Some(Shared::Duplicate(sid)) = admitted? {
-            return Ok(Checked::Duplicate(sid));
-        }
+        let subject = subject?;
         let line_type = match (&self.lookup, twilio) {
             (Some(guard), Some(client)) => {
                 guard.check(client, phone, deadline, store_until).await?
             }
             _ => None,
         };
-        Ok(Checked::Send(line_type))
+        Ok(Checked::Send(Admitted {
+            line_type,
+            sent_keys,
+            subject,
+        }))
     }
 
-    /// The cooldown, the pumping guard and the limits in this process.
-    fn check_local(&self, phone: &str, keys: &LimitKeys<'_>) -> Result<(), CallError> {
-        if let Some(wait) = self.sent.wait(phone) {
+    /// The cooldown, the pumping guard and the limits in this process; what the send counts
+    /// under for the pumping guard.
+    fn check_local(
+        &self,
+        phone: &str,
+        sent_keys: &sent::Keys,
+        keys: &LimitKeys<'_>,
+    ) -> Result<Option<Subject>, CallError> {
+        if let Some(wait) = self.sent.wait(sent_keys) {
             return Err(rate_limited(wait, "cooldown"));
         }
         match self.pumping.admit(phone, || self.limiter.check(keys)) {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(subject)) => Ok(subject),
             Ok(Err(Throttled(_))) => Err(CallError::Blocked("pumping")),
             Err((scope, wait)) => Err(rate_limited(wait, scope.name())),
         }
@@ -158,10 +170,19 @@ impl Guards {
 /// What the checks came to when none refused.
 #[derive(Debug)]
 pub enum Checked {
-    /// Send it; what Lookup said the line is, when it was asked.
-    Send(Option<LineType>),
+    Send(Admitted),
     /// The same phone and code went out as this SID within its lifetime: nothing to send.
     Duplicate(String),
+}
+
+/// A send the guards admitted: what Lookup said the line is (when it was asked), and the
+/// keys its record is kept under, computed once (`Guards::record`).
+#[derive(Debug)]
+pub struct Admitted {
+    pub line_type: Option<LineType>,
+    sent_keys: sent::Keys,
+    /// `None` when the store counted it, or the pumping guard is off.
+    subject: Option<Subject>,
 }
 
 /// A refusal by a limit that passes after `wait`.

@@ -55,6 +55,15 @@ pub struct Confirmation {
     pub first: bool,
 }
 
+/// A send's keys in these maps, hashed once per call: by `Sent::keys` when it is checked,
+/// and used again when it is recorded.
+#[derive(Debug, Clone, Copy)]
+pub struct Keys {
+    phone: u64,
+    /// The phone and the code together (`None`: dedup is off).
+    code: Option<u64>,
+}
+
 struct Maps {
     /// Per phone: the last message sent to it.
     last: BoundedMap<Last>,
@@ -90,25 +99,32 @@ impl Sent {
         &self.settings
     }
 
-    /// The SID `code` already went to `phone` as, within its lifetime (when dedup is on).
-    pub fn duplicate(&self, phone: &str, code: &str) -> Option<String> {
-        if !self.settings.dedup {
-            return None;
+    /// The keys of a send of `code` to `phone`.
+    pub fn keys(&self, phone: &str, code: &str) -> Keys {
+        Keys {
+            phone: self.hasher.hash_one(phone),
+            code: self
+                .settings
+                .dedup
+                .then(|| self.hasher.hash_one((phone, code))),
         }
-        let key = self.hasher.hash_one((phone, code));
+    }
+
+    /// The SID the same code already went to the same phone as, within its lifetime (when
+    /// dedup is on).
+    pub fn duplicate(&self, keys: &Keys) -> Option<String> {
         let maps = self.maps.lock().ok()?;
-        let (sid, until) = maps.codes.get(key)?;
+        let (sid, until) = maps.codes.get(keys.code?)?;
         (*until > Instant::now()).then(|| sid.clone())
     }
 
-    /// How long `phone` must still wait under the cooldown, if at all.
-    pub fn wait(&self, phone: &str) -> Option<Duration> {
+    /// How long the phone must still wait under the cooldown, if at all.
+    pub fn wait(&self, keys: &Keys) -> Option<Duration> {
         let steps = &self.settings.cooldown;
         let longest = *steps.last()?;
         let now = Instant::now();
-        let key = self.hasher.hash_one(phone);
         let maps = self.maps.lock().ok()?;
-        let streak = maps.streaks.get(key)?;
+        let streak = maps.streaks.get(keys.phone)?;
         // A quiet spell twice the longest step starts a new streak.
         if streak.sends == 0 || now.duration_since(streak.last) >= longest * 2 {
             return None;
@@ -118,17 +134,11 @@ impl Sent {
         (ready > now).then(|| ready - now)
     }
 
-    /// Keeps what a successful send to `phone` of `code` went out as, and charges the
-    /// number's cooldown streak.
-    pub fn record(&self, phone: &str, code: &str, sid: &str, subject: Option<Subject>) {
+    /// Keeps what a successful send went out as, and charges the number's cooldown streak.
+    pub fn record(&self, keys: &Keys, sid: &str, subject: Option<Subject>) {
         let now = Instant::now();
         let until = now + self.settings.lifetime;
-        let phone_key = self.hasher.hash_one(phone);
         let sid_key = self.hasher.hash_one(sid);
-        let code_key = self
-            .settings
-            .dedup
-            .then(|| self.hasher.hash_one((phone, code)));
         let Ok(mut maps) = self.maps.lock() else {
             return;
         };
@@ -138,13 +148,13 @@ impl Sent {
             subject,
             confirmed: false,
         };
-        maps.last.set(phone_key, last);
-        maps.by_sid.set(sid_key, phone_key);
-        if let Some(key) = code_key {
+        maps.last.set(keys.phone, last);
+        maps.by_sid.set(sid_key, keys.phone);
+        if let Some(key) = keys.code {
             maps.codes.set(key, (sid.to_owned(), until));
         }
         if let Some(longest) = self.settings.cooldown.last() {
-            let sends = match maps.streaks.get(phone_key) {
+            let sends = match maps.streaks.get(keys.phone) {
                 Some(s) if now.duration_since(s.last) < *longest * 2 => s.sends,
                 _ => 0,
             };
@@ -152,7 +162,7 @@ impl Sent {
                 last: now,
                 sends: sends.saturating_add(1),
             };
-            maps.streaks.set(phone_key, streak);
+            maps.streaks.set(keys.phone, streak);
         }
     }
 
@@ -264,50 +274,49 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_same_code_again_within_its_lifetime_is_a_duplicate() {
         let sent = sent("off");
-        sent.record("+31612345678", "123456", "SM1", None);
-        assert_eq!(
-            sent.duplicate("+31612345678", "123456").as_deref(),
-            Some("SM1")
-        );
-        assert_eq!(sent.duplicate("+31612345678", "654321"), None);
-        assert_eq!(sent.duplicate("+31612345679", "123456"), None);
+        let duplicate = |phone, code| sent.duplicate(&sent.keys(phone, code));
+        sent.record(&sent.keys("+31612345678", "123456"), "SM1", None);
+        assert_eq!(duplicate("+31612345678", "123456").as_deref(), Some("SM1"));
+        assert_eq!(duplicate("+31612345678", "654321"), None);
+        assert_eq!(duplicate("+31612345679", "123456"), None);
         let first = sent.confirm_phone("+31612345678").unwrap();
         assert_eq!((first.sid.as_str(), first.first), ("SM1", true));
         assert!(!sent.confirm_sid("SM1").unwrap().first, "counted once");
         assert_eq!(sent.confirm_sid("SM2"), None);
         tokio::time::advance(Duration::from_secs(301)).await;
-        assert_eq!(sent.duplicate("+31612345678", "123456"), None);
+        assert_eq!(duplicate("+31612345678", "123456"), None);
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_cooldown_grows_with_each_send_and_a_quiet_spell_resets_it() {
         let sent = sent("30s, 60s");
         let phone = "+31612345678";
-        let send = || sent.record(phone, "1", "SM1", None);
-        assert_eq!(sent.wait(phone), None);
+        let keys = sent.keys(phone, "1");
+        let send = || sent.record(&keys, "SM1", None);
+        assert_eq!(sent.wait(&keys), None);
         send();
-        assert_eq!(sent.wait(phone), Some(Duration::from_secs(30)));
+        assert_eq!(sent.wait(&keys), Some(Duration::from_secs(30)));
         tokio::time::advance(Duration::from_secs(30)).await;
-        assert_eq!(sent.wait(phone), None);
+        assert_eq!(sent.wait(&keys), None);
         send();
-        assert_eq!(sent.wait(phone), Some(Duration::from_secs(60)));
+        assert_eq!(sent.wait(&keys), Some(Duration::from_secs(60)));
         tokio::time::advance(Duration::from_secs(60)).await;
         send();
         assert_eq!(
-            sent.wait(phone),
+            sent.wait(&keys),
             Some(Duration::from_secs(60)),
             "the last step stays"
         );
         tokio::time::advance(Duration::from_secs(120)).await;
-        assert_eq!(sent.wait(phone), None);
+        assert_eq!(sent.wait(&keys), None);
         send();
         assert_eq!(
-            sent.wait(phone),
+            sent.wait(&keys),
             Some(Duration::from_secs(30)),
             "a new streak"
         );
         sent.end_streak(phone);
-        assert_eq!(sent.wait(phone), None, "a confirmation ends the streak");
+        assert_eq!(sent.wait(&keys), None, "a confirmation ends the streak");
         assert!(parse_cooldown("30s, 2d").is_err());
         assert!(parse_cooldown("30").is_err());
     }

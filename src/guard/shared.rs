@@ -11,7 +11,7 @@ use super::pumping::subject::{range_of, Country};
 use super::pumping::{episode_started, Mode, Scope as PumpScope};
 use super::ratelimit::LimitKeys;
 use super::sent::Confirmation;
-use super::{rate_limited, Guards};
+use super::{rate_limited, Admitted, Guards};
 use crate::error::CallError;
 use crate::metrics::METRICS;
 use crate::state::{Pumped, Store, Verdict, Watch};
@@ -124,9 +124,9 @@ impl Guards {
 
     /// Keeps what a send to `phone` of `code` went out as (its SID): in this process, and in
     /// the store after the reply (a task of its own, bounded by the store's timeout).
-    pub fn record(&self, phone: &str, code: &str, sid: &str) {
-        let subject = self.pumping.subject(phone);
-        self.sent.record(phone, code, sid, subject);
+    pub fn record(&self, admitted: &Admitted, phone: &str, code: &str, sid: &str) {
+        let subject = admitted.subject.or_else(|| self.pumping.subject(phone));
+        self.sent.record(&admitted.sent_keys, sid, subject);
         let Some(store) = self.store.clone() else {
             return;
         };

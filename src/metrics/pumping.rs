@@ -1,7 +1,9 @@
 //! The pumping guard's and the resend rules' metrics (issue 25), one block of the registry.
 //! Country labels are ISO codes from the numbering plan (or `ZZ`): a fixed list.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::fmt::Write;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -11,7 +13,17 @@ use super::{registered, ResultLabel};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CountryLabel {
-    pub country: String,
+    pub country: CountryCode,
+}
+
+/// Two letters held inline: a send is counted without allocating its label.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub struct CountryCode([u8; 2]);
+
+impl EncodeLabelValue for CountryCode {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(std::str::from_utf8(&self.0).unwrap_or("ZZ"))
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -102,8 +114,13 @@ impl PumpingMetrics {
     }
 }
 
+/// `country` as the guard names it (two ASCII letters); anything else is `ZZ`.
 fn label(country: &str) -> CountryLabel {
+    let code = match country.as_bytes() {
+        [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => [*a, *b],
+        _ => *b"ZZ",
+    };
     CountryLabel {
-        country: country.to_owned(),
+        country: CountryCode(code),
     }
 }

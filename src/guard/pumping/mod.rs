@@ -163,35 +163,40 @@ impl Pumping {
     }
 
     /// Decides a send to `phone`; when the guard admits it, `then` runs (the rate limits) and,
-    /// if it admits it too, the send is counted. A refusal counts nothing and runs nothing.
+    /// if it admits it too, the send is counted, and what it counts under is returned (`None`:
+    /// the guard is off) for the send's record. A refusal counts nothing and runs nothing.
     /// (Locks: this guard's, then `then`'s; nothing takes them the other way round.)
     pub fn admit<E>(
         &self,
         phone: &str,
         then: impl FnOnce() -> Result<(), E>,
-    ) -> Result<Result<(), Throttled>, E> {
+    ) -> Result<Result<Option<Subject>, Throttled>, E> {
         if self.is_off() {
             then()?;
-            return Ok(Ok(()));
+            return Ok(Ok(None));
         }
         let now = self.now_ms();
         let bucket = bucket_of(Duration::from_millis(now), self.settings.window);
         let range_key = self.hasher.hash_one(range_of(phone));
         let Ok(mut state) = self.state.lock() else {
             then()?;
-            return Ok(Ok(())); // a poisoned lock must not stop OTPs
+            return Ok(Ok(None)); // a poisoned lock must not stop OTPs
         };
+        let state = &mut *state;
         let mut range = state.ranges.get(range_key).copied().unwrap_or_default();
         let country = *range.country.get_or_insert_with(|| Country::of(phone));
+        let subject = Subject {
+            country,
+            range: range_key,
+        };
         if self.exempt(country, phone) {
-            drop(state);
             then()?;
             METRICS.pumping.count_sent(country.as_str());
-            return Ok(Ok(()));
+            return Ok(Ok(Some(subject)));
         }
-        let mut whole = state.countries.get(&country).copied().unwrap_or_default();
+        let whole = state.countries.entry(country).or_default();
         let mut refused = None;
-        for (scope, watched) in [(Scope::Country, &mut whole), (Scope::Range, &mut range)] {
+        for (scope, watched) in [(Scope::Country, &mut *whole), (Scope::Range, &mut range)] {
             if !self.passes(watched, scope, bucket, now, country, phone) {
                 refused = refused.or(Some(scope));
             }
@@ -199,23 +204,20 @@ impl Pumping {
         if let Some(scope) = refused {
             if self.settings.mode == Mode::Enforce {
                 // What the verdict changed (an episode's start) is kept; nothing counted.
-                state.countries.insert(country, whole);
                 state.ranges.set(range_key, range);
                 return Ok(Err(Throttled(scope)));
             }
             METRICS.pumping.count_monitored(scope.name());
         }
         if let Err(e) = then() {
-            state.countries.insert(country, whole);
             state.ranges.set(range_key, range);
             return Err(e);
         }
         whole.window.sent(bucket);
         range.window.sent(bucket);
-        state.countries.insert(country, whole);
         state.ranges.set(range_key, range);
         METRICS.pumping.count_sent(country.as_str());
-        Ok(Ok(()))
+        Ok(Ok(Some(subject)))
     }
 
     /// Whether a send may go as far as `watched` is concerned; starts an episode when its

@@ -14,7 +14,10 @@ fn settings(mode: Mode) -> Settings {
 }
 
 fn send(guard: &Pumping, phone: &str) -> Result<(), Throttled> {
-    guard.admit::<()>(phone, || Ok(())).unwrap()
+    let admitted = guard.admit::<()>(phone, || Ok(())).unwrap()?;
+    // What the send is counted under is what `subject` says of the number.
+    assert_eq!(admitted, guard.subject(phone));
+    Ok(())
 }
 
 #[tokio::test(start_paused = true)]
