@@ -11,7 +11,7 @@
 //! in one write.
 
 use std::cell::{Cell, RefCell};
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 
@@ -53,7 +53,6 @@ pub fn init(format: LogFormat) {
     let writer = Stderr { journal };
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(writer)
-        .with_ansi(!journal && std::io::stderr().is_terminal())
         .with_target(false);
     // A panic's own message must not overtake the lines logged before it.
     let report = std::panic::take_hook();
