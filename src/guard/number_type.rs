@@ -119,9 +119,9 @@ mod tests {
         );
     }
 
-    /// What a check costs (not a pass/fail test: run with
-    /// `cargo test --lib number_type::tests::cost -- --ignored --nocapture`). The phonenumber
-    /// crate is built optimised even in test builds (Cargo.toml), so the figures hold.
+    /// What a check costs (not a pass/fail test: run with `cargo test --release --lib
+    /// number_type::tests::cost -- --ignored --nocapture`; a test build runs this crate's
+    /// own code unoptimised, five times slower).
     #[test]
     #[ignore]
     fn cost_of_a_check() {
