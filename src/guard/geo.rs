@@ -91,10 +91,11 @@ impl GeoRules {
 }
 
 /// Loads the numbering plan now (the crate loads it on first use), so that the first call
-/// with a number in directory format does not wait for it.
+/// with a number in directory format does not wait for it; and the filter's index of it.
 pub fn load_numbering_plan() {
     let started = std::time::Instant::now();
     let _ = phonenumber::parse(None, "+14155550100");
+    let _ = super::plan::file("+14155550100");
     tracing::debug!(
         took_ms = started.elapsed().as_millis() as u64,
         "phone numbering plan loaded"
