@@ -24,8 +24,14 @@ pub struct Filed<'a> {
 impl Filed<'_> {
     /// Its country as ISO 3166 alpha-2 (`None` for a non-geographic code or no region).
     pub fn country(&self) -> Option<&'static str> {
-        let id = self.region?.meta.id();
-        (id.len() == 2 && id.bytes().all(|b| b.is_ascii_uppercase())).then_some(id)
+        alpha2(self.region?)
+    }
+
+    /// Its country, or for a number no region of a shared calling code claims, the code's
+    /// main country (+44 to GB, +1 to US), as the pumping guard counts it.
+    pub fn country_or_main(&self) -> Option<&'static str> {
+        let main = || PLAN.get(usize::from(self.code))?.first().copied();
+        alpha2(self.region.or_else(main)?)
     }
 
     /// Its calling code (44 for `+44`).
@@ -76,6 +82,12 @@ static PLAN: LazyLock<Vec<Vec<&'static Region>>> = LazyLock::new(|| {
         })
         .collect()
 });
+
+/// A region's id when it is a country's two letters (not `001`, a non-geographic code).
+fn alpha2(region: &Region) -> Option<&'static str> {
+    let id = region.meta.id();
+    (id.len() == 2 && id.bytes().all(|b| b.is_ascii_uppercase())).then_some(id)
+}
 
 /// As the parser chooses among the regions sharing a code: the only one; else the first whose
 /// leading digits start the number or, without leading digits, whose plan knows the number.

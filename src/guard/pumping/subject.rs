@@ -5,8 +5,8 @@
 use std::str::FromStr;
 
 use phonenumber::country::Id;
-use phonenumber::metadata::DATABASE;
 
+use crate::guard::plan;
 use crate::mask::calling_code_len;
 
 /// A country as two ASCII letters.
@@ -16,25 +16,13 @@ pub struct Country([u8; 2]);
 impl Country {
     pub const UNKNOWN: Country = Country(*b"ZZ");
 
-    /// The country of an E.164 number. A calling code one country has (`+31`) is read from the
-    /// table; a shared one (`+1`, `+44`, `+7`) needs the number parsed, which the callers do
-    /// once per range.
+    /// The country of an E.164 number, filed in the numbering plan as the parser would (a
+    /// shared calling code, `+1`, `+44`, `+7`, by the number's own digits); a number no
+    /// country's patterns claim goes to the code's main country (listed first): +44 to GB.
     pub fn of(phone: &str) -> Country {
-        let digits = phone.strip_prefix('+').unwrap_or(phone);
-        let code_len = calling_code_len(digits).min(digits.len());
-        let Ok(code) = digits[..code_len].parse::<u16>() else {
-            return Country::UNKNOWN;
-        };
-        match DATABASE.region(&code).as_deref() {
-            Some([only]) => Country::named(only),
-            // A number no country's patterns claim goes to the code's main country (listed
-            // first): +44 to GB, +1 to US.
-            Some([main, ..]) => phonenumber::parse(None, phone)
-                .ok()
-                .and_then(|number| number.country().id())
-                .map_or_else(|| Country::named(main), |id| Country::named(id.as_ref())),
-            _ => Country::UNKNOWN,
-        }
+        plan::file(phone)
+            .and_then(|filed| filed.country_or_main())
+            .map_or(Country::UNKNOWN, Country::named)
     }
 
     /// `NL` as a country; anything not two ASCII letters is unknown.
@@ -87,6 +75,11 @@ mod tests {
         assert_eq!(Country::of("+441481700123").as_str(), "GG");
         assert_eq!(Country::of("+23276123456").as_str(), "SL");
         assert_eq!(Country::of("+999123").as_str(), "ZZ");
+        // Claimed by no region of its shared code: the code's main country.
+        assert_eq!(Country::of("+440000000000").as_str(), "GB");
+        assert_eq!(Country::of("+10000000000").as_str(), "US");
+        // A non-geographic code has no country.
+        assert_eq!(Country::of("+80012345678").as_str(), "ZZ");
         assert_eq!(Country::named("nl").as_str(), "NL");
         assert_eq!(Country::calling_code("+447700900123"), Some(44));
     }
