@@ -496,6 +496,21 @@ pub fn witness_dir() -> PathBuf {
 
 /// Whether `s` has a Twilio SID's shape: the two-letter `prefix` (`SM`, `CA`, `VE`…) and 32
 /// lowercase hex digits.
+/// The N of a reply `ERR rate_limited: retry in N s` (or a lock's), asserted to lie in
+/// `range`: a wait counts down from the send that started it, and on a loaded machine a
+/// second or more may pass before the refused call.
+pub fn assert_retry_in(reply: &str, range: std::ops::RangeInclusive<u64>) {
+    let n: Option<u64> = reply
+        .split("retry in ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok());
+    assert!(
+        n.is_some_and(|n| range.contains(&n)),
+        "{reply}: not in {range:?}"
+    );
+}
+
 pub fn is_sid(s: &str, prefix: &str) -> bool {
     s.len() == 34
         && s.starts_with(prefix)

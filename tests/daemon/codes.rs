@@ -99,14 +99,7 @@ async fn wrong_codes_lock_the_number_until_its_code_expires() {
     assert!(is_err(&right, "locked"), "{right:?}");
     // Locked until the code would have expired: its 300 s lifetime counted from the issue,
     // less what the checks took (seconds on a loaded machine).
-    let e = right.unwrap_err();
-    let retry_in: u64 = e
-        .split("retry in ")
-        .nth(1)
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no retry figure in {e}"));
-    assert!((280..=300).contains(&retry_in), "{e}");
+    assert_retry_in(&right.unwrap_err(), 280..=300);
     // Logged once, when it started; other numbers are not affected.
     assert_eq!(
         daemon.count_log_once("too many wrong codes", 1),

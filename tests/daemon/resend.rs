@@ -54,11 +54,8 @@ async fn the_cooldown_grows_with_each_send_to_a_number() {
     );
     assert!(send_code(&daemon, "111111", PHONE).await.is_ok());
     let refused = send_code(&daemon, "222222", PHONE).await.unwrap_err();
-    assert!(
-        refused == "ERR rate_limited: retry in 30 s"
-            || refused == "ERR rate_limited: retry in 29 s",
-        "{refused}"
-    );
+    assert!(refused.starts_with("ERR rate_limited: "), "{refused}");
+    assert_retry_in(&refused, 25..=30);
     daemon.wait_for_log("limit=\"cooldown\"");
     // Another number is not held back.
     assert!(send_code(&daemon, "222222", "+31687654321").await.is_ok());
@@ -83,10 +80,8 @@ async fn resends_are_recognised_across_instances_sharing_a_store() {
     }
     assert_eq!(send_code(&b, "480519", PHONE).await, Ok(SID.into()));
     let refused = send_code(&b, "654321", PHONE).await.unwrap_err();
-    assert!(
-        refused.starts_with("ERR rate_limited: retry in 3"),
-        "{refused}"
-    );
+    assert!(refused.starts_with("ERR rate_limited: "), "{refused}");
+    assert_retry_in(&refused, 280..=300);
     assert_eq!(sends(&twilio).await.len(), 1);
     for (key, _) in redis.dump() {
         assert!(
