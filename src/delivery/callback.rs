@@ -5,8 +5,8 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, LazyLock};
-use std::time::Duration;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use http_body_util::{BodyExt, Full, Limited};
@@ -28,6 +28,33 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 
 static OPEN: LazyLock<Slots> = LazyLock::new(|| Slots::new(Gauge::default()));
+
+/// Refused callbacks are logged at most once per `REFUSED_LOG_EVERY`, with how many went
+/// unlogged since (the counter has them all): each costs a stranger one small request on the
+/// one listener the internet reaches, and a line each would flood the journal, which then
+/// drops the daemon's other lines.
+const REFUSED_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// When the last refusal was logged, and how many were refused without a line since.
+static REFUSED: Mutex<(Option<Instant>, u64)> = Mutex::new((None, 0));
+
+fn log_refused() {
+    let mut refused = REFUSED.lock().unwrap_or_else(PoisonError::into_inner);
+    let (last_line, unlogged) = &mut *refused;
+    let now = Instant::now();
+    if last_line.is_some_and(|at| now.duration_since(at) < REFUSED_LOG_EVERY) {
+        *unlogged += 1;
+        return;
+    }
+    *last_line = Some(now);
+    let unlogged_since_last_line = std::mem::take(unlogged);
+    drop(refused);
+    tracing::warn!(
+        unlogged_since_last_line,
+        "status callback with a missing or wrong X-Twilio-Signature: ignored (logged once a \
+         minute at most; otp_sidecar_delivery_events_total{{result=\"callback_refused\"}} counts each)"
+    );
+}
 
 /// Binds the listener (a taken port fails the start) and serves it in the background.
 pub async fn serve(tracker: Arc<Tracker>) -> Result<Option<SocketAddr>> {
@@ -93,7 +120,7 @@ async fn answer(tracker: &Tracker, request: Request<Incoming>) -> Response<Full<
     let genuine =
         given.is_some_and(|given| signature::verify(token, settings.url.as_str(), &params, &given));
     if !genuine {
-        tracing::warn!("status callback with a missing or wrong X-Twilio-Signature: ignored");
+        log_refused();
         crate::metrics::METRICS.count_delivery_event("callback_refused");
         return reply(StatusCode::FORBIDDEN);
     }

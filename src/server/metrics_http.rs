@@ -23,6 +23,11 @@ use crate::status;
 
 /// Metrics connections open at once; more are accepted and closed.
 pub const MAX_METRICS_CONNECTIONS: usize = 32;
+/// The longest a connection may hold a slot; then it is told to close once its request in
+/// progress is answered, and dropped if that answer is not taken within `CLOSE_GRACE` (a
+/// client that never reads its responses would otherwise keep its slot for ever).
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// The open scrape connections (their gauge is not exported: nobody asked for it).
 static SCRAPES: LazyLock<Slots> = LazyLock::new(|| Slots::new(Gauge::default()));
@@ -61,11 +66,18 @@ pub async fn serve(addr: SocketAddr, live: LiveSwap) -> Result<SocketAddr> {
                 let _open = open;
                 let service = hyper::service::service_fn(|request| answer(request, &live));
                 // A scraper that hangs up early is not worth a log line.
-                let _ = hyper::server::conn::http1::Builder::new()
+                let connection = hyper::server::conn::http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())
                     .header_read_timeout(Duration::from_secs(10))
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                    .serve_connection(TokioIo::new(stream), service);
+                tokio::pin!(connection);
+                if tokio::time::timeout(CONNECTION_TIMEOUT, connection.as_mut())
+                    .await
+                    .is_err()
+                {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(CLOSE_GRACE, connection).await;
+                }
             });
         }
     });

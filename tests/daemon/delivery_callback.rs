@@ -82,6 +82,11 @@ async fn a_forged_callback_changes_nothing_and_a_signed_one_is_acted_on() {
     assert_eq!(delivery_status(&daemon).await, rmpv::Value::from("queued"));
     assert!(requests_to(&twilio, &calls_path()).await.is_empty());
     assert_eq!(daemon.count_log("delivery="), 0);
+    // Refusals are logged once a minute at most: a stranger's flood must not flood the journal.
+    for _ in 0..20 {
+        assert_eq!(post(&url, &lost, None).await, 403);
+    }
+    assert_eq!(daemon.count_log_once("X-Twilio-Signature", 1), 1);
 
     assert_eq!(post(&url, &lost, Some(&signed)).await, 204);
     let line = wait_log(&daemon, "voice follow-up placed", 5);

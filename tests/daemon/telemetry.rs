@@ -60,6 +60,52 @@ async fn metrics_count_known_traffic() {
     assert_eq!(scrape(&addr, "/nothing").await.0, 404);
 }
 
+/// A scraper that pipelines requests and never reads their answers blocks the daemon's
+/// writes to it; without a bound it would keep its slot (one of 32) for ever. The daemon ends
+/// such a connection after 30 s (and 5 s of grace): read at last, it holds fewer answers than
+/// it asked for, then its end.
+#[tokio::test]
+async fn a_scraper_that_never_reads_is_let_go() {
+    let twilio = twilio_answering(created(SID)).await;
+    let daemon = Daemon::start(
+        &twilio.uri(),
+        Options::default().arg("--metrics=127.0.0.1:0"),
+    );
+    let addr: std::net::SocketAddr = log_field(&daemon.ready, "metrics")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    // A small window: the daemon's writes block once the kernel's buffers are full.
+    socket.set_recv_buffer_size(2048).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    const ASKED: usize = 3000;
+    let requests = "GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(ASKED);
+    let writing = tokio::spawn(async move {
+        let _ = writer.write_all(requests.as_bytes()).await;
+        writer
+    });
+    tokio::time::sleep(Duration::from_secs(37)).await;
+    let mut answers = Vec::new();
+    let read = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut answers),
+    )
+    .await;
+    writing.abort();
+    let answered = String::from_utf8_lossy(&answers)
+        .matches("HTTP/1.1 200")
+        .count();
+    assert!(
+        read.is_ok(),
+        "the connection was still open ({answered} answers read)"
+    );
+    assert!(answered < ASKED, "all {answered} requests were answered");
+    // And the listener serves the next scraper.
+    assert_eq!(scrape(&addr.to_string(), "/status.json").await.0, 200);
+}
+
 #[test]
 fn metrics_listen_on_loopback_only() {
     let out = command()
