@@ -121,6 +121,14 @@ impl Rejected {
     fn unlogged(error: CallError) -> Rejected {
         Rejected { error, shown: None }
     }
+
+    /// A refusal of a call whose phone number was valid: the log shows it (masked).
+    fn to(phone: Phone<'_>, error: CallError) -> Rejected {
+        Rejected {
+            error,
+            shown: Some(Target::Phone(phone.0.into_owned())),
+        }
+    }
 }
 
 /// A request parsed: who it is charged to, and the call or why it was rejected.
@@ -223,12 +231,7 @@ fn send_otp<'a>(
     region: Option<Id>,
     context: Context<'a>,
 ) -> Result<SendOtp<'a>, Rejected> {
-    if !(3..=4).contains(&params.len()) {
-        return Err(Rejected::unlogged(CallError::BadRequest(format!(
-            "sendOTP takes 3 arguments and an optional context map, got {}",
-            params.len()
-        ))));
-    }
+    with_context(params, 3, "sendOTP takes 3 arguments")?;
     let raw_phone = string_param(params, 1, "phone");
     let written_with_plus = raw_phone
         .as_ref()
@@ -259,16 +262,9 @@ fn send_otp<'a>(
             })
         }
     };
-    let sender = string_param(params, 2, "sender")
-        .and_then(|s| messages::sender(s).map_err(|reason| CallError::BadRequest(reason.into())));
-    let sender = match sender {
+    let sender = match sender_param(params, 2) {
         Ok(sender) => sender,
-        Err(error) => {
-            return Err(Rejected {
-                error,
-                shown: Some(Target::Phone(phone.0.into_owned())),
-            })
-        }
+        Err(error) => return Err(Rejected::to(phone, error)),
     };
     Ok(SendOtp {
         otp,
@@ -284,43 +280,25 @@ fn issue_otp<'a>(
     region: Option<Id>,
     context: Context<'a>,
 ) -> Result<IssueOtp<'a>, Rejected> {
-    if !(2..=3).contains(&params.len()) {
-        return Err(Rejected::unlogged(CallError::BadRequest(format!(
-            "issueOTP takes 2 arguments (phone, sender) and an optional context map, got {}",
-            params.len()
-        ))));
-    }
+    with_context(params, 2, "issueOTP takes 2 arguments (phone, sender)")?;
     let phone = first_phone(params, region)?;
-    let sender = string_param(params, 1, "sender")
-        .and_then(|s| messages::sender(s).map_err(|reason| CallError::BadRequest(reason.into())));
-    match sender {
+    match sender_param(params, 1) {
         Ok(sender) => Ok(IssueOtp {
             phone,
             sender,
             context,
         }),
-        Err(error) => Err(Rejected {
-            error,
-            shown: Some(Target::Phone(phone.0.into_owned())),
-        }),
+        Err(error) => Err(Rejected::to(phone, error)),
     }
 }
 
 /// checkOTP's arguments (its third, the context, was read for its token).
 fn check_otp(params: &[Value], region: Option<Id>) -> Result<CheckOtp<'_>, Rejected> {
-    if !(2..=3).contains(&params.len()) {
-        return Err(Rejected::unlogged(CallError::BadRequest(format!(
-            "checkOTP takes 2 arguments (phone, code) and an optional context map, got {}",
-            params.len()
-        ))));
-    }
+    with_context(params, 2, "checkOTP takes 2 arguments (phone, code)")?;
     let phone = first_phone(params, region)?;
     match string_param(params, 1, "code") {
         Ok(code) => Ok(CheckOtp { phone, code }),
-        Err(error) => Err(Rejected {
-            error,
-            shown: Some(Target::Phone(phone.0.into_owned())),
-        }),
+        Err(error) => Err(Rejected::to(phone, error)),
     }
 }
 
@@ -388,6 +366,23 @@ fn arity(method: &str, params: &[Value], n: usize) -> Result<(), Rejected> {
             params.len()
         ))))
     }
+}
+
+/// `n` arguments and an optional context map after them; `takes` says what the `n` are.
+fn with_context(params: &[Value], n: usize, takes: &str) -> Result<(), Rejected> {
+    if (n..=n + 1).contains(&params.len()) {
+        return Ok(());
+    }
+    Err(Rejected::unlogged(CallError::BadRequest(format!(
+        "{takes} and an optional context map, got {}",
+        params.len()
+    ))))
+}
+
+/// The sender argument at `i`: a From number or name, or a Messaging Service SID.
+fn sender_param(params: &[Value], i: usize) -> Result<Sender, CallError> {
+    string_param(params, i, "sender")
+        .and_then(|s| messages::sender(s).map_err(|reason| CallError::BadRequest(reason.into())))
 }
 
 fn string_param<'a>(params: &'a [Value], i: usize, name: &str) -> Result<&'a str, CallError> {
