@@ -116,12 +116,8 @@ fn refusals(out: &mut String, doc: &Value) {
 }
 
 fn countries(out: &mut String, c: &Value) {
-    if c["enabled"] != Value::Bool(true) {
-        let _ = write!(
-            out,
-            "<h2>By country</h2><p>By country: not enabled (the pumping guard and delivery \
-             status export these figures).</p>"
-        );
+    let why = " (the pumping guard and delivery status export these figures)";
+    if not_enabled(out, c, "By country", "By country", why) {
         return;
     }
     let rows: Vec<Vec<String>> = c["rows"]
@@ -172,13 +168,19 @@ fn providers(out: &mut String, doc: &Value) {
     }
 }
 
+/// A section whose block says it is off gets its heading and a "not enabled" line (`why`
+/// after it); true then, and the caller writes nothing more.
+fn not_enabled(out: &mut String, block: &Value, title: &str, what: &str, why: &str) -> bool {
+    if block["enabled"] == Value::Bool(true) {
+        return false;
+    }
+    let _ = write!(out, "<h2>{title}</h2><p>{what}: not enabled{why}.</p>");
+    true
+}
+
 fn pumping(out: &mut String, doc: &Value) {
     let p = &doc["pumping"];
-    if p["enabled"] != Value::Bool(true) {
-        let _ = write!(
-            out,
-            "<h2>Pumping guard</h2><p>Pumping guard: not enabled.</p>"
-        );
+    if not_enabled(out, p, "Pumping guard", "Pumping guard", "") {
         return;
     }
     let mut rows: Vec<Vec<String>> = pairs(&p["throttled"])
@@ -194,11 +196,7 @@ fn pumping(out: &mut String, doc: &Value) {
 
 fn codes(out: &mut String, doc: &Value) {
     let c = &doc["codes"];
-    if c["enabled"] != Value::Bool(true) {
-        let _ = write!(
-            out,
-            "<h2>Codes</h2><p>Codes issued by the daemon: not enabled.</p>"
-        );
+    if not_enabled(out, c, "Codes", "Codes issued by the daemon", "") {
         return;
     }
     section(out, "Codes", &["result", "count"], &pairs(&c["by"]));
